@@ -1,0 +1,353 @@
+//! The validated configuration the server is wired from, and its redacted dump.
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::raw::{
+    RawAdmin, RawAuth, RawConfig, RawFtp, RawHttps, RawKey, RawKeys, RawLog, RawMetadata, RawSftp,
+    RawStorage, RawStore, RawTls,
+};
+
+/// A configuration that passed [`RawConfig::validate`]: addresses are parsed,
+/// paths are absolute with `<data_dir>` resolved, durations are typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Absolute directory holding everything the embedded default keeps on disk.
+    pub data_dir: PathBuf,
+    /// Identifies this node's spool in a cluster (`[A-Za-z0-9._-]`, 1..=64).
+    pub node_name: String,
+    /// Logging.
+    pub log: LogConfig,
+    /// The admin listener.
+    pub admin: AdminConfig,
+    /// The SFTP front end.
+    pub sftp: SftpConfig,
+    /// The FTP/FTPES front end.
+    pub ftp: FtpConfig,
+    /// The HTTPS front end.
+    pub https: HttpsConfig,
+    /// The certificate shared by FTPES and HTTPS.
+    pub tls: TlsConfig,
+    /// Chunking, spooling and the object stores.
+    pub storage: StorageConfig,
+    /// The master keys.
+    pub keys: KeysConfig,
+    /// The metadata database.
+    pub metadata: MetadataConfig,
+    /// Login throttling.
+    pub auth: AuthConfig,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// The name used in the configuration file.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
+/// `[log]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A `tracing` filter directive (not empty).
+    pub level: String,
+    /// Text or JSON lines.
+    pub format: LogFormat,
+}
+
+/// `[admin]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where `/healthz` and `/readyz` are served; always enabled.
+    pub listen: SocketAddr,
+}
+
+/// `[sftp]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SftpConfig {
+    /// Whether the SFTP listener runs.
+    pub enabled: bool,
+    /// Where the SFTP listener binds.
+    pub listen: SocketAddr,
+    /// Absolute directory of the SSH host keys.
+    pub host_key_dir: PathBuf,
+    /// Maximum concurrent SSH sessions (> 0).
+    pub max_sessions: u32,
+    /// Inactivity after which a session is closed (> 0).
+    pub idle_timeout: Duration,
+}
+
+/// `[ftp]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FtpConfig {
+    /// Whether the FTP listeners run.
+    pub enabled: bool,
+    /// Where the explicit-FTPS control listener binds.
+    pub listen: SocketAddr,
+    /// Passive data ports; `start >= 1024`, no listener port inside.
+    pub passive_ports: RangeInclusive<u16>,
+    /// Address advertised in PASV replies; `None` means the listen address.
+    pub passive_host: Option<String>,
+    /// Where the implicit-FTPS listener binds; `None` means no such listener.
+    pub implicit_listen: Option<SocketAddr>,
+    /// Whether connections start with a PROXY protocol v2 header.
+    pub proxy_protocol: bool,
+    /// Inactivity after which a control connection is closed (> 0).
+    pub idle_timeout: Duration,
+}
+
+/// `[https]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsConfig {
+    /// Whether the HTTPS listener runs.
+    pub enabled: bool,
+    /// Where the HTTPS listener binds.
+    pub listen: SocketAddr,
+    /// Inactivity after which a web session expires (> 0).
+    pub session_idle: Duration,
+}
+
+/// `[tls]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Where the certificate comes from.
+    pub certificate: TlsCertificate,
+}
+
+/// The source of the TLS certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsCertificate {
+    /// Generate a self-signed certificate in `dir` (`<data_dir>/tls`) on
+    /// first start and reuse it afterwards.
+    SelfSigned {
+        /// Absolute directory of the generated certificate and key.
+        dir: PathBuf,
+    },
+    /// Operator-supplied PEM files.
+    Files {
+        /// Absolute path of the PEM certificate chain.
+        cert_file: PathBuf,
+        /// Absolute path of the PEM private key.
+        key_file: PathBuf,
+    },
+}
+
+/// `[storage]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Plaintext bytes per sealed chunk, 4096..=16777216.
+    pub chunk_size: u32,
+    /// Absolute directory of in-flight uploads.
+    pub spool_dir: PathBuf,
+    /// Per open upload: out-of-order bytes held in memory (>= `chunk_size`).
+    pub max_buffered_write_bytes: u64,
+    /// Where ciphertext is stored first.
+    pub primary: StoreConfig,
+    /// Where ciphertext is replicated to; `None` turns replication off.
+    pub replica: Option<StoreConfig>,
+}
+
+/// An object store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// A directory on a local file system.
+    Local {
+        /// Absolute directory holding the objects.
+        path: PathBuf,
+    },
+}
+
+/// `[keys]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeysConfig {
+    /// The master key of the primary region.
+    pub primary: KeyConfig,
+    /// The master key of the replica region (distinct from the primary).
+    pub replica: KeyConfig,
+}
+
+/// A master key provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyConfig {
+    /// A local key file (mode 0600), generated on first start.
+    Local {
+        /// Absolute path of the key file.
+        path: PathBuf,
+    },
+}
+
+/// `[metadata]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataConfig {
+    /// `sqlite://` URL whose database path is absolute (or `:memory:`).
+    pub url: String,
+}
+
+/// `[auth]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Failed logins within `failure_window` before lockout (> 0).
+    pub max_failures: u32,
+    /// The window over which failures are counted (> 0).
+    pub failure_window: Duration,
+    /// How long a locked-out account stays locked (> 0).
+    pub lockout: Duration,
+}
+
+/// What secret values are replaced with in [`Config::to_redacted_toml`].
+pub const REDACTED: &str = "<redacted>";
+
+impl Config {
+    /// The effective configuration as a TOML file, with every secret replaced
+    /// by `"<redacted>"`. Loading the output again yields an equal `Config`
+    /// (as long as it holds no secrets).
+    #[must_use]
+    pub fn to_redacted_toml(&self) -> String {
+        let raw = self.to_raw();
+        let body = toml::to_string(&raw).unwrap_or_else(|error| {
+            // Every RawConfig field is a string, number, bool or table, which
+            // TOML can always represent; say so rather than panic if not.
+            format!("# cannot render the effective configuration: {error}\n")
+        });
+        format!("# Effective Coffer configuration; secrets are shown as \"{REDACTED}\".\n{body}")
+    }
+
+    /// The raw shape that validates back into this configuration.
+    fn to_raw(&self) -> RawConfig {
+        RawConfig {
+            data_dir: path_text(&self.data_dir),
+            node_name: self.node_name.clone(),
+            log: RawLog {
+                level: self.log.level.clone(),
+                format: self.log.format.as_str().to_owned(),
+            },
+            admin: RawAdmin {
+                listen: self.admin.listen.to_string(),
+            },
+            sftp: self.sftp.to_raw(),
+            ftp: self.ftp.to_raw(),
+            https: RawHttps {
+                enabled: self.https.enabled,
+                listen: self.https.listen.to_string(),
+                session_idle_secs: self.https.session_idle.as_secs(),
+            },
+            tls: self.tls.to_raw(),
+            storage: self.storage.to_raw(),
+            keys: RawKeys {
+                primary: self.keys.primary.to_raw(),
+                replica: self.keys.replica.to_raw(),
+            },
+            metadata: RawMetadata {
+                url: self.metadata.url.clone(),
+            },
+            auth: RawAuth {
+                max_failures: self.auth.max_failures,
+                failure_window_secs: self.auth.failure_window.as_secs(),
+                lockout_secs: self.auth.lockout.as_secs(),
+            },
+        }
+    }
+}
+
+impl SftpConfig {
+    fn to_raw(&self) -> RawSftp {
+        RawSftp {
+            enabled: self.enabled,
+            listen: self.listen.to_string(),
+            host_key_dir: path_text(&self.host_key_dir),
+            max_sessions: self.max_sessions,
+            idle_timeout_secs: self.idle_timeout.as_secs(),
+        }
+    }
+}
+
+impl FtpConfig {
+    fn to_raw(&self) -> RawFtp {
+        RawFtp {
+            enabled: self.enabled,
+            listen: self.listen.to_string(),
+            passive_ports: format!(
+                "{}-{}",
+                self.passive_ports.start(),
+                self.passive_ports.end()
+            ),
+            passive_host: self.passive_host.clone().unwrap_or_default(),
+            implicit_listen: self
+                .implicit_listen
+                .map(|address| address.to_string())
+                .unwrap_or_default(),
+            proxy_protocol: self.proxy_protocol,
+            idle_timeout_secs: self.idle_timeout.as_secs(),
+        }
+    }
+}
+
+impl TlsConfig {
+    fn to_raw(&self) -> RawTls {
+        match &self.certificate {
+            TlsCertificate::SelfSigned { .. } => RawTls::default(),
+            TlsCertificate::Files {
+                cert_file,
+                key_file,
+            } => RawTls {
+                cert_file: path_text(cert_file),
+                key_file: path_text(key_file),
+            },
+        }
+    }
+}
+
+impl StorageConfig {
+    fn to_raw(&self) -> RawStorage {
+        RawStorage {
+            chunk_size: self.chunk_size,
+            spool_dir: path_text(&self.spool_dir),
+            max_buffered_write_bytes: self.max_buffered_write_bytes,
+            primary: self.primary.to_raw(),
+            replica: self
+                .replica
+                .as_ref()
+                .map_or(RawStore::None {}, StoreConfig::to_raw),
+        }
+    }
+}
+
+impl StoreConfig {
+    fn to_raw(&self) -> RawStore {
+        match self {
+            Self::Local { path } => RawStore::Local {
+                path: path_text(path),
+            },
+        }
+    }
+}
+
+impl KeyConfig {
+    fn to_raw(&self) -> RawKey {
+        match self {
+            Self::Local { path } => RawKey::Local {
+                path: path_text(path),
+            },
+        }
+    }
+}
+
+/// Paths in a `Config` were built from UTF-8 strings joined to the current
+/// directory, so they are UTF-8 unless the current directory is not.
+fn path_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}

@@ -1,0 +1,27 @@
+//! Coffer's typed configuration: defaults < TOML file < `COFFER_*` environment < overrides, validated.
+//!
+//! [`load`] merges the [`Sources`] into a [`RawConfig`] (the operator-facing
+//! shape, unknown fields refused everywhere) and [`RawConfig::validate`]s it
+//! into a [`Config`] with typed addresses, absolute paths and durations.
+//! `docs/CONFIG.md` lists every field.
+
+mod config;
+mod error;
+mod raw;
+mod secret;
+mod sources;
+mod validate;
+
+pub use config::{
+    AdminConfig, AuthConfig, Config, FtpConfig, HttpsConfig, KeyConfig, KeysConfig, LogConfig,
+    LogFormat, MetadataConfig, REDACTED, SftpConfig, StorageConfig, StoreConfig, TlsCertificate,
+    TlsConfig,
+};
+pub use error::ConfigError;
+pub use raw::{
+    DATA_DIR_PLACEHOLDER, RawAdmin, RawAuth, RawConfig, RawFtp, RawHttps, RawKey, RawKeys, RawLog,
+    RawMetadata, RawSftp, RawStorage, RawStore, RawTls,
+};
+pub use secret::{Secret, read_secret_file};
+pub use sources::{ENV_PREFIX, IGNORED_ENV_VARS, Sources, load, read_file};
+pub use validate::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};

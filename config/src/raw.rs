@@ -1,0 +1,456 @@
+//! The operator-facing configuration shape, exactly as written in the TOML file.
+//!
+//! Every field has a default (a function, so `docs/CONFIG.md` and the code
+//! cannot disagree about where it comes from) and every table refuses unknown
+//! fields. Paths may contain `<data_dir>`, replaced by the resolved data
+//! directory during [`RawConfig::validate`](crate::RawConfig::validate).
+
+use serde::{Deserialize, Serialize};
+
+/// The placeholder replaced by the resolved `data_dir` inside path strings.
+pub const DATA_DIR_PLACEHOLDER: &str = "<data_dir>";
+
+/// The whole configuration file before validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Directory holding everything the embedded default keeps on disk.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    /// Identifies this node's spool in a cluster.
+    #[serde(default = "default_node_name")]
+    pub node_name: String,
+    /// Logging.
+    #[serde(default)]
+    pub log: RawLog,
+    /// The admin listener (`/healthz`, `/readyz`).
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// The SFTP front end.
+    #[serde(default)]
+    pub sftp: RawSftp,
+    /// The FTP/FTPES front end.
+    #[serde(default)]
+    pub ftp: RawFtp,
+    /// The HTTPS front end.
+    #[serde(default)]
+    pub https: RawHttps,
+    /// The certificate shared by FTPES and HTTPS.
+    #[serde(default)]
+    pub tls: RawTls,
+    /// Chunking, spooling and the object stores.
+    #[serde(default)]
+    pub storage: RawStorage,
+    /// The master keys of the primary and replica regions.
+    #[serde(default)]
+    pub keys: RawKeys,
+    /// The metadata database.
+    #[serde(default)]
+    pub metadata: RawMetadata,
+    /// Login throttling.
+    #[serde(default)]
+    pub auth: RawAuth,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// A `tracing` filter directive, e.g. `info` or `coffer=debug,info`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `text` or `json`.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Socket address of the admin HTTP listener.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+/// `[sftp]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSftp {
+    /// Whether the SFTP listener runs.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Socket address of the SFTP listener.
+    #[serde(default = "default_sftp_listen")]
+    pub listen: String,
+    /// Directory of the SSH host keys, generated there on first start.
+    #[serde(default = "default_host_key_dir")]
+    pub host_key_dir: String,
+    /// Maximum concurrent SSH sessions.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: u32,
+    /// Seconds of inactivity before a session is closed.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+}
+
+/// `[ftp]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFtp {
+    /// Whether the FTP listeners run.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Socket address of the explicit-FTPS (AUTH TLS) control listener.
+    #[serde(default = "default_ftp_listen")]
+    pub listen: String,
+    /// Passive data ports, `"A-B"` inclusive.
+    #[serde(default = "default_passive_ports")]
+    pub passive_ports: String,
+    /// Address advertised in PASV replies; `""` means the listen address.
+    #[serde(default)]
+    pub passive_host: String,
+    /// Socket address of an implicit-FTPS listener; `""` means none.
+    #[serde(default)]
+    pub implicit_listen: String,
+    /// Whether connections start with a PROXY protocol v2 header.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Seconds of inactivity before a control connection is closed.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+}
+
+/// `[https]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttps {
+    /// Whether the HTTPS listener runs.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Socket address of the HTTPS listener.
+    #[serde(default = "default_https_listen")]
+    pub listen: String,
+    /// Seconds of inactivity before a web session expires.
+    #[serde(default = "default_session_idle_secs")]
+    pub session_idle_secs: u64,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain; `""` means a self-signed certificate generated
+    /// under `<data_dir>/tls` on first start.
+    #[serde(default)]
+    pub cert_file: String,
+    /// PEM private key matching `cert_file`; `""` together with `cert_file`.
+    #[serde(default)]
+    pub key_file: String,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    /// Plaintext bytes per sealed chunk, 4096..=16777216.
+    #[serde(default = "default_chunk_size")]
+    pub chunk_size: u32,
+    /// Local directory of in-flight uploads.
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: String,
+    /// Per open upload: out-of-order bytes held in memory before refusal.
+    #[serde(default = "default_max_buffered_write_bytes")]
+    pub max_buffered_write_bytes: u64,
+    /// Where ciphertext is stored first.
+    #[serde(default = "default_primary_store")]
+    pub primary: RawStore,
+    /// Where ciphertext is copied to; `kind = "none"` turns replication off.
+    #[serde(default = "default_replica_store")]
+    pub replica: RawStore,
+}
+
+/// An object store, chosen by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawStore {
+    /// A directory on a local file system.
+    Local {
+        /// The directory holding the objects.
+        path: String,
+    },
+    /// No store; accepted for the replica only.
+    None {},
+}
+
+/// `[keys]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    /// The master key of the primary region.
+    #[serde(default = "default_primary_key")]
+    pub primary: RawKey,
+    /// The master key of the replica region.
+    #[serde(default = "default_replica_key")]
+    pub replica: RawKey,
+}
+
+/// A master key provider, chosen by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawKey {
+    /// A key file (mode 0600), generated on first start.
+    Local {
+        /// The key file.
+        path: String,
+    },
+}
+
+/// `[metadata]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetadata {
+    /// Database URL; `sqlite://PATH` in this build.
+    #[serde(default = "default_metadata_url")]
+    pub url: String,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Failed logins within `failure_window_secs` before lockout.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    /// The window, in seconds, over which failures are counted.
+    #[serde(default = "default_failure_window_secs")]
+    pub failure_window_secs: u64,
+    /// How long, in seconds, a locked-out account stays locked.
+    #[serde(default = "default_lockout_secs")]
+    pub lockout_secs: u64,
+}
+
+fn default_data_dir() -> String {
+    "./coffer-data".to_owned()
+}
+
+/// The node name used when the file does not set one: the host name from
+/// `/etc/hostname` when it is a valid node name, else `coffer`.
+fn default_node_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| crate::validate::is_valid_node_name(name))
+        .unwrap_or_else(|| "coffer".to_owned())
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+fn default_log_format() -> String {
+    "text".to_owned()
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_sftp_listen() -> String {
+    "0.0.0.0:2222".to_owned()
+}
+
+fn default_host_key_dir() -> String {
+    format!("{DATA_DIR_PLACEHOLDER}/ssh")
+}
+
+fn default_max_sessions() -> u32 {
+    512
+}
+
+fn default_idle_timeout_secs() -> u64 {
+    600
+}
+
+fn default_ftp_listen() -> String {
+    "0.0.0.0:2121".to_owned()
+}
+
+fn default_passive_ports() -> String {
+    "50000-50099".to_owned()
+}
+
+fn default_https_listen() -> String {
+    "0.0.0.0:8443".to_owned()
+}
+
+fn default_session_idle_secs() -> u64 {
+    1800
+}
+
+fn default_chunk_size() -> u32 {
+    65536
+}
+
+fn default_spool_dir() -> String {
+    format!("{DATA_DIR_PLACEHOLDER}/spool")
+}
+
+fn default_max_buffered_write_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+fn default_primary_store() -> RawStore {
+    RawStore::Local {
+        path: format!("{DATA_DIR_PLACEHOLDER}/store/primary"),
+    }
+}
+
+fn default_replica_store() -> RawStore {
+    RawStore::Local {
+        path: format!("{DATA_DIR_PLACEHOLDER}/store/replica"),
+    }
+}
+
+fn default_primary_key() -> RawKey {
+    RawKey::Local {
+        path: format!("{DATA_DIR_PLACEHOLDER}/keys/primary.key"),
+    }
+}
+
+fn default_replica_key() -> RawKey {
+    RawKey::Local {
+        path: format!("{DATA_DIR_PLACEHOLDER}/keys/replica.key"),
+    }
+}
+
+fn default_metadata_url() -> String {
+    format!("sqlite://{DATA_DIR_PLACEHOLDER}/meta.db")
+}
+
+fn default_max_failures() -> u32 {
+    10
+}
+
+fn default_failure_window_secs() -> u64 {
+    900
+}
+
+fn default_lockout_secs() -> u64 {
+    900
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            node_name: default_node_name(),
+            log: RawLog::default(),
+            admin: RawAdmin::default(),
+            sftp: RawSftp::default(),
+            ftp: RawFtp::default(),
+            https: RawHttps::default(),
+            tls: RawTls::default(),
+            storage: RawStorage::default(),
+            keys: RawKeys::default(),
+            metadata: RawMetadata::default(),
+            auth: RawAuth::default(),
+        }
+    }
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: default_log_format(),
+        }
+    }
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+impl Default for RawSftp {
+    fn default() -> Self {
+        Self {
+            enabled: default_true(),
+            listen: default_sftp_listen(),
+            host_key_dir: default_host_key_dir(),
+            max_sessions: default_max_sessions(),
+            idle_timeout_secs: default_idle_timeout_secs(),
+        }
+    }
+}
+
+impl Default for RawFtp {
+    fn default() -> Self {
+        Self {
+            enabled: default_true(),
+            listen: default_ftp_listen(),
+            passive_ports: default_passive_ports(),
+            passive_host: String::new(),
+            implicit_listen: String::new(),
+            proxy_protocol: false,
+            idle_timeout_secs: default_idle_timeout_secs(),
+        }
+    }
+}
+
+impl Default for RawHttps {
+    fn default() -> Self {
+        Self {
+            enabled: default_true(),
+            listen: default_https_listen(),
+            session_idle_secs: default_session_idle_secs(),
+        }
+    }
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        Self {
+            chunk_size: default_chunk_size(),
+            spool_dir: default_spool_dir(),
+            max_buffered_write_bytes: default_max_buffered_write_bytes(),
+            primary: default_primary_store(),
+            replica: default_replica_store(),
+        }
+    }
+}
+
+impl Default for RawKeys {
+    fn default() -> Self {
+        Self {
+            primary: default_primary_key(),
+            replica: default_replica_key(),
+        }
+    }
+}
+
+impl Default for RawMetadata {
+    fn default() -> Self {
+        Self {
+            url: default_metadata_url(),
+        }
+    }
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            max_failures: default_max_failures(),
+            failure_window_secs: default_failure_window_secs(),
+            lockout_secs: default_lockout_secs(),
+        }
+    }
+}

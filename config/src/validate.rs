@@ -1,0 +1,542 @@
+//! Turns a [`RawConfig`] into a [`Config`], refusing values that cannot work
+//! with an error that names the field and the fix.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::{
+    AdminConfig, AuthConfig, Config, FtpConfig, HttpsConfig, KeyConfig, KeysConfig, LogConfig,
+    LogFormat, MetadataConfig, SftpConfig, StorageConfig, StoreConfig, TlsCertificate, TlsConfig,
+};
+use crate::error::ConfigError;
+use crate::raw::{
+    DATA_DIR_PLACEHOLDER, RawAuth, RawConfig, RawFtp, RawHttps, RawKey, RawKeys, RawLog, RawSftp,
+    RawStorage, RawStore, RawTls,
+};
+
+/// The smallest accepted `storage.chunk_size`.
+pub const MIN_CHUNK_SIZE: u32 = 4096;
+/// The largest accepted `storage.chunk_size` (16 MiB).
+pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
+/// Passive ports must be unprivileged.
+const MIN_PASSIVE_PORT: u16 = 1024;
+/// Node names become file names in shared spools; keep them short.
+const MAX_NODE_NAME_LEN: usize = 64;
+
+impl RawConfig {
+    /// Checks every field and resolves paths against the current directory,
+    /// replacing `<data_dir>` by the resolved data directory.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first field that cannot work.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let data_dir = resolve_data_dir(&self.data_dir)?;
+        let paths = PathResolver {
+            data_dir: &data_dir,
+        };
+        let config = Config {
+            node_name: validate_node_name(&self.node_name)?,
+            log: validate_log(&self.log)?,
+            admin: AdminConfig {
+                listen: parse_listen("admin.listen", &self.admin.listen, "127.0.0.1:9090")?,
+            },
+            sftp: validate_sftp(&self.sftp, &paths)?,
+            ftp: validate_ftp(&self.ftp)?,
+            https: validate_https(&self.https)?,
+            tls: validate_tls(&self.tls, &paths)?,
+            storage: validate_storage(&self.storage, &paths)?,
+            keys: validate_keys(&self.keys, &paths)?,
+            metadata: MetadataConfig {
+                url: validate_metadata_url(&self.metadata.url, &paths)?,
+            },
+            auth: validate_auth(&self.auth)?,
+            data_dir,
+        };
+        check_listener_conflicts(&config)?;
+        check_passive_ports_free(&config)?;
+        Ok(config)
+    }
+}
+
+/// Whether `name` may identify a node: 1..=64 characters of `[A-Za-z0-9._-]`,
+/// not starting with a dot.
+pub(crate) fn is_valid_node_name(name: &str) -> bool {
+    (1..=MAX_NODE_NAME_LEN).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn validate_node_name(name: &str) -> Result<String, ConfigError> {
+    if is_valid_node_name(name) {
+        return Ok(name.to_owned());
+    }
+    Err(ConfigError::invalid(
+        "node_name",
+        format!(
+            "{name:?} is not a valid node name (use 1 to {MAX_NODE_NAME_LEN} letters, digits, \
+             '.', '_' or '-', not starting with '.', e.g. \"node-1\")"
+        ),
+    ))
+}
+
+fn resolve_data_dir(text: &str) -> Result<PathBuf, ConfigError> {
+    if text.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            "data_dir",
+            "must not be empty; set a directory, e.g. data_dir = \"./coffer-data\"",
+        ));
+    }
+    if text.contains(DATA_DIR_PLACEHOLDER) {
+        return Err(ConfigError::invalid(
+            "data_dir",
+            format!("{text:?} cannot refer to itself; remove {DATA_DIR_PLACEHOLDER}"),
+        ));
+    }
+    absolute("data_dir", Path::new(text))
+}
+
+fn absolute(field: &str, path: &Path) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(path).map_err(|error| {
+        ConfigError::invalid(
+            field,
+            format!(
+                "cannot make {} absolute ({error}); give an absolute path",
+                path.display()
+            ),
+        )
+    })
+}
+
+/// Resolves path strings: `<data_dir>` substitution, then absolute.
+struct PathResolver<'a> {
+    data_dir: &'a Path,
+}
+
+impl PathResolver<'_> {
+    fn resolve(&self, field: &str, text: &str) -> Result<PathBuf, ConfigError> {
+        if text.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                field,
+                format!("must not be empty; give a path, e.g. \"{DATA_DIR_PLACEHOLDER}/...\""),
+            ));
+        }
+        absolute(field, Path::new(&self.substitute(text)))
+    }
+
+    /// Replaces every `<data_dir>` without a lossy round trip through UTF-8.
+    fn substitute(&self, text: &str) -> OsString {
+        let mut joined = OsString::new();
+        for (index, part) in text.split(DATA_DIR_PLACEHOLDER).enumerate() {
+            if index > 0 {
+                joined.push(self.data_dir.as_os_str());
+            }
+            joined.push(part);
+        }
+        joined
+    }
+}
+
+fn validate_log(raw: &RawLog) -> Result<LogConfig, ConfigError> {
+    if raw.level.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            "log.level",
+            "must not be empty; use a tracing filter such as \"info\" or \"coffer=debug,info\"",
+        ));
+    }
+    let format = match raw.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(ConfigError::invalid(
+                "log.format",
+                format!("{other:?} is not a log format; use \"text\" or \"json\""),
+            ));
+        }
+    };
+    Ok(LogConfig {
+        level: raw.level.clone(),
+        format,
+    })
+}
+
+fn parse_listen(field: &str, text: &str, example: &str) -> Result<SocketAddr, ConfigError> {
+    text.trim().parse().map_err(|_| {
+        ConfigError::invalid(
+            field,
+            format!(
+                "{text:?} is not a socket address (expected host:port, e.g. \"{example}\"; \
+                 the host must be an IP address)"
+            ),
+        )
+    })
+}
+
+fn positive_secs(field: &str, secs: u64) -> Result<Duration, ConfigError> {
+    if secs == 0 {
+        return Err(ConfigError::invalid(
+            field,
+            "must be greater than 0 (a number of seconds)",
+        ));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn positive_count(field: &str, count: u32) -> Result<u32, ConfigError> {
+    if count == 0 {
+        return Err(ConfigError::invalid(field, "must be greater than 0"));
+    }
+    Ok(count)
+}
+
+fn validate_sftp(raw: &RawSftp, paths: &PathResolver<'_>) -> Result<SftpConfig, ConfigError> {
+    Ok(SftpConfig {
+        enabled: raw.enabled,
+        listen: parse_listen("sftp.listen", &raw.listen, "0.0.0.0:2222")?,
+        host_key_dir: paths.resolve("sftp.host_key_dir", &raw.host_key_dir)?,
+        max_sessions: positive_count("sftp.max_sessions", raw.max_sessions)?,
+        idle_timeout: positive_secs("sftp.idle_timeout_secs", raw.idle_timeout_secs)?,
+    })
+}
+
+fn validate_ftp(raw: &RawFtp) -> Result<FtpConfig, ConfigError> {
+    let implicit_listen = match raw.implicit_listen.trim() {
+        "" => None,
+        text => Some(parse_listen("ftp.implicit_listen", text, "0.0.0.0:990")?),
+    };
+    Ok(FtpConfig {
+        enabled: raw.enabled,
+        listen: parse_listen("ftp.listen", &raw.listen, "0.0.0.0:2121")?,
+        passive_ports: parse_port_range(&raw.passive_ports)?,
+        passive_host: validate_passive_host(&raw.passive_host)?,
+        implicit_listen,
+        proxy_protocol: raw.proxy_protocol,
+        idle_timeout: positive_secs("ftp.idle_timeout_secs", raw.idle_timeout_secs)?,
+    })
+}
+
+fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, ConfigError> {
+    const FIELD: &str = "ftp.passive_ports";
+    let bounds = text
+        .split_once('-')
+        .and_then(|(first, last)| Some((first.trim().parse().ok()?, last.trim().parse().ok()?)));
+    let Some((first, last)): Option<(u16, u16)> = bounds else {
+        return Err(ConfigError::invalid(
+            FIELD,
+            format!("{text:?} is not a port range (expected \"FIRST-LAST\", e.g. \"50000-50099\")"),
+        ));
+    };
+    if first < MIN_PASSIVE_PORT {
+        return Err(ConfigError::invalid(
+            FIELD,
+            format!(
+                "{text:?} starts below {MIN_PASSIVE_PORT}; use unprivileged ports, e.g. \"50000-50099\""
+            ),
+        ));
+    }
+    if first > last {
+        return Err(ConfigError::invalid(
+            FIELD,
+            format!("{text:?} is reversed; write the lower port first, e.g. \"{last}-{first}\""),
+        ));
+    }
+    Ok(first..=last)
+}
+
+fn validate_passive_host(text: &str) -> Result<Option<String>, ConfigError> {
+    let host = text.trim();
+    if host.is_empty() {
+        return Ok(None);
+    }
+    if host.parse::<IpAddr>().is_ok() || is_host_name(host) {
+        return Ok(Some(host.to_owned()));
+    }
+    Err(ConfigError::invalid(
+        "ftp.passive_host",
+        format!(
+            "{text:?} is neither an IP address nor a host name; give e.g. \"203.0.113.7\" \
+             or \"ftp.example.com\", or \"\" to advertise the listen address"
+        ),
+    ))
+}
+
+fn is_host_name(text: &str) -> bool {
+    text.len() <= 253
+        && text.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn validate_https(raw: &RawHttps) -> Result<HttpsConfig, ConfigError> {
+    Ok(HttpsConfig {
+        enabled: raw.enabled,
+        listen: parse_listen("https.listen", &raw.listen, "0.0.0.0:8443")?,
+        session_idle: positive_secs("https.session_idle_secs", raw.session_idle_secs)?,
+    })
+}
+
+fn validate_tls(raw: &RawTls, paths: &PathResolver<'_>) -> Result<TlsConfig, ConfigError> {
+    let certificate = match (
+        raw.cert_file.trim().is_empty(),
+        raw.key_file.trim().is_empty(),
+    ) {
+        (true, true) => TlsCertificate::SelfSigned {
+            dir: paths.data_dir.join("tls"),
+        },
+        (false, false) => TlsCertificate::Files {
+            cert_file: paths.resolve("tls.cert_file", &raw.cert_file)?,
+            key_file: paths.resolve("tls.key_file", &raw.key_file)?,
+        },
+        (false, true) => {
+            return Err(ConfigError::invalid(
+                "tls.key_file",
+                "is empty but tls.cert_file is set; set both, or neither for a self-signed certificate",
+            ));
+        }
+        (true, false) => {
+            return Err(ConfigError::invalid(
+                "tls.cert_file",
+                "is empty but tls.key_file is set; set both, or neither for a self-signed certificate",
+            ));
+        }
+    };
+    Ok(TlsConfig { certificate })
+}
+
+fn validate_storage(
+    raw: &RawStorage,
+    paths: &PathResolver<'_>,
+) -> Result<StorageConfig, ConfigError> {
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&raw.chunk_size) {
+        return Err(ConfigError::invalid(
+            "storage.chunk_size",
+            format!(
+                "{} is out of range; use {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE} bytes, e.g. 65536",
+                raw.chunk_size
+            ),
+        ));
+    }
+    if raw.max_buffered_write_bytes < u64::from(raw.chunk_size) {
+        return Err(ConfigError::invalid(
+            "storage.max_buffered_write_bytes",
+            format!(
+                "{} is below storage.chunk_size ({}); raise it to at least one chunk",
+                raw.max_buffered_write_bytes, raw.chunk_size
+            ),
+        ));
+    }
+    let Some(primary) = validate_store("storage.primary", &raw.primary, paths)? else {
+        return Err(ConfigError::invalid(
+            "storage.primary.kind",
+            "\"none\" is only allowed for storage.replica; use kind = \"local\" for the primary store",
+        ));
+    };
+    let replica = validate_store("storage.replica", &raw.replica, paths)?;
+    if let (StoreConfig::Local { path: primary_path }, Some(StoreConfig::Local { path })) =
+        (&primary, &replica)
+    {
+        refuse_overlap(
+            "storage.replica.path",
+            path,
+            "storage.primary.path",
+            primary_path,
+        )?;
+    }
+    Ok(StorageConfig {
+        chunk_size: raw.chunk_size,
+        spool_dir: paths.resolve("storage.spool_dir", &raw.spool_dir)?,
+        max_buffered_write_bytes: raw.max_buffered_write_bytes,
+        primary,
+        replica,
+    })
+}
+
+/// `Ok(None)` for `kind = "none"`; the caller decides whether that is allowed.
+fn validate_store(
+    table: &str,
+    raw: &RawStore,
+    paths: &PathResolver<'_>,
+) -> Result<Option<StoreConfig>, ConfigError> {
+    match raw {
+        RawStore::Local { path } => Ok(Some(StoreConfig::Local {
+            path: paths.resolve(&format!("{table}.path"), path)?,
+        })),
+        RawStore::None {} => Ok(None),
+    }
+}
+
+/// Two stores sharing a directory, or one nested in the other, would mix
+/// their objects; refuse it.
+fn refuse_overlap(
+    field: &str,
+    path: &Path,
+    other_field: &str,
+    other: &Path,
+) -> Result<(), ConfigError> {
+    if path.starts_with(other) || other.starts_with(path) {
+        return Err(ConfigError::invalid(
+            field,
+            format!(
+                "{} is the same as, or nested with, {other_field} ({}); give each its own directory",
+                path.display(),
+                other.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_keys(raw: &RawKeys, paths: &PathResolver<'_>) -> Result<KeysConfig, ConfigError> {
+    let primary = validate_key("keys.primary", &raw.primary, paths)?;
+    let replica = validate_key("keys.replica", &raw.replica, paths)?;
+    let (KeyConfig::Local { path: primary_path }, KeyConfig::Local { path }) = (&primary, &replica);
+    if path == primary_path {
+        return Err(ConfigError::invalid(
+            "keys.replica.path",
+            format!(
+                "{} is also keys.primary.path; each region needs its own master key file",
+                path.display()
+            ),
+        ));
+    }
+    Ok(KeysConfig { primary, replica })
+}
+
+fn validate_key(
+    table: &str,
+    raw: &RawKey,
+    paths: &PathResolver<'_>,
+) -> Result<KeyConfig, ConfigError> {
+    match raw {
+        RawKey::Local { path } => Ok(KeyConfig::Local {
+            path: paths.resolve(&format!("{table}.path"), path)?,
+        }),
+    }
+}
+
+fn validate_metadata_url(url: &str, paths: &PathResolver<'_>) -> Result<String, ConfigError> {
+    const FIELD: &str = "metadata.url";
+    if let Some(rest) = url.strip_prefix("sqlite://") {
+        return resolve_sqlite_url(rest, paths);
+    }
+    if url.starts_with("mysql://") {
+        return Err(ConfigError::invalid(
+            FIELD,
+            "mysql:// is not supported yet in this build; use sqlite://PATH, \
+             e.g. \"sqlite://<data_dir>/meta.db\"",
+        ));
+    }
+    Err(ConfigError::invalid(
+        FIELD,
+        format!(
+            "{url:?} is not a supported database URL; use sqlite://PATH, e.g. \"sqlite://<data_dir>/meta.db\""
+        ),
+    ))
+}
+
+/// Makes the database path of a `sqlite://` URL absolute, keeping any
+/// `?options`, so the URL means the same file from any working directory.
+fn resolve_sqlite_url(rest: &str, paths: &PathResolver<'_>) -> Result<String, ConfigError> {
+    const FIELD: &str = "metadata.url";
+    let (path, options) = rest
+        .split_once('?')
+        .map_or((rest, None), |(p, o)| (p, Some(o)));
+    if path == ":memory:" {
+        return Ok(format!("sqlite://{rest}"));
+    }
+    let resolved = paths.resolve(FIELD, path)?;
+    let Some(resolved) = resolved.to_str() else {
+        return Err(ConfigError::invalid(
+            FIELD,
+            format!(
+                "{} is not valid UTF-8; choose a UTF-8 path",
+                resolved.display()
+            ),
+        ));
+    };
+    Ok(match options {
+        Some(options) => format!("sqlite://{resolved}?{options}"),
+        None => format!("sqlite://{resolved}"),
+    })
+}
+
+fn validate_auth(raw: &RawAuth) -> Result<AuthConfig, ConfigError> {
+    Ok(AuthConfig {
+        max_failures: positive_count("auth.max_failures", raw.max_failures)?,
+        failure_window: positive_secs("auth.failure_window_secs", raw.failure_window_secs)?,
+        lockout: positive_secs("auth.lockout_secs", raw.lockout_secs)?,
+    })
+}
+
+/// The listeners that will actually bind, with the field that configures each.
+fn enabled_listeners(config: &Config) -> Vec<(&'static str, SocketAddr)> {
+    let mut listeners = vec![("admin.listen", config.admin.listen)];
+    if config.sftp.enabled {
+        listeners.push(("sftp.listen", config.sftp.listen));
+    }
+    if config.ftp.enabled {
+        listeners.push(("ftp.listen", config.ftp.listen));
+        if let Some(implicit) = config.ftp.implicit_listen {
+            listeners.push(("ftp.implicit_listen", implicit));
+        }
+    }
+    if config.https.enabled {
+        listeners.push(("https.listen", config.https.listen));
+    }
+    listeners
+}
+
+/// Two sockets collide when they share a port and an address, or one binds
+/// the unspecified address. Port 0 asks the OS for a free port, so never collides.
+fn sockets_collide(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+fn check_listener_conflicts(config: &Config) -> Result<(), ConfigError> {
+    let listeners = enabled_listeners(config);
+    for (index, &(field, address)) in listeners.iter().enumerate() {
+        let earlier = listeners.iter().take(index);
+        if let Some(&(other_field, other)) = earlier
+            .into_iter()
+            .find(|(_, other)| sockets_collide(address, *other))
+        {
+            return Err(ConfigError::invalid(
+                field,
+                format!(
+                    "{address} collides with {other_field} ({other}); give each enabled listener its own port"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_passive_ports_free(config: &Config) -> Result<(), ConfigError> {
+    if !config.ftp.enabled {
+        return Ok(());
+    }
+    let range = &config.ftp.passive_ports;
+    let clash = enabled_listeners(config)
+        .into_iter()
+        .find(|(_, address)| range.contains(&address.port()));
+    if let Some((field, address)) = clash {
+        return Err(ConfigError::invalid(
+            "ftp.passive_ports",
+            format!(
+                "{}-{} contains the port of {field} ({address}); move the range or the listener",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(())
+}

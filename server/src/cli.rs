@@ -1,0 +1,182 @@
+//! Command-line definitions of the `coffer` binary.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Coffer: an encrypted file-transfer server (SFTP, FTPES, HTTPS).
+#[derive(Parser, Debug)]
+#[command(name = "coffer", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML). Also COFFER_CONFIG.
+    #[arg(long, global = true, env = "COFFER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory; overrides `data_dir` from the file and COFFER_DATA_DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server: every enabled front end plus the admin listener.
+    Serve,
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Operator access to files through the same Vfs the protocols use.
+    #[command(subcommand)]
+    Files(FilesCmd),
+}
+
+/// `coffer config ...`
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Validate a configuration and print the effective config, secrets redacted.
+    Check {
+        /// The file to check (default: --config, or built-in defaults).
+        file: Option<PathBuf>,
+    },
+}
+
+/// `coffer tenant ...`
+#[derive(Subcommand, Debug)]
+pub enum TenantCmd {
+    /// Create a tenant with a fresh key.
+    Add {
+        /// Tenant name.
+        name: String,
+        /// Byte quota for the whole tenant.
+        #[arg(long)]
+        quota: Option<u64>,
+    },
+    /// List tenants.
+    List,
+}
+
+/// `coffer user ...`
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Create a user.
+    Add(UserAdd),
+    /// List users.
+    List {
+        /// Only this tenant's users.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Set a new password.
+    Passwd {
+        /// User name.
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable a user (they can no longer log in).
+    Disable {
+        /// User name.
+        name: String,
+    },
+    /// Enable a disabled user.
+    Enable {
+        /// User name.
+        name: String,
+    },
+    /// Delete a user (their files stay with the tenant).
+    Remove {
+        /// User name.
+        name: String,
+    },
+}
+
+/// `coffer user add`
+#[derive(Args, Debug)]
+pub struct UserAdd {
+    /// Login name.
+    pub name: String,
+    /// Tenant; created if it does not exist.
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// An SSH public key file (authorized_keys lines); may be repeated.
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub ssh_keys: Vec<PathBuf>,
+    /// Home folder inside the tenant's tree (created if missing).
+    #[arg(long, default_value = "/")]
+    pub home: String,
+    /// Permissions: "all" or a list of list,read,write,delete,rename,mkdir.
+    #[arg(long, default_value = "all")]
+    pub perms: String,
+}
+
+/// `coffer files ...`
+#[derive(Subcommand, Debug)]
+pub enum FilesCmd {
+    /// Upload a local file.
+    Put {
+        /// Local file.
+        local: PathBuf,
+        /// Path in the user's tree.
+        remote: String,
+        /// Act as this user.
+        #[arg(long)]
+        user: String,
+    },
+    /// Download a file; the local file appears only if every chunk verified.
+    Get {
+        /// Path in the user's tree.
+        remote: String,
+        /// Local file.
+        local: PathBuf,
+        /// Act as this user.
+        #[arg(long)]
+        user: String,
+    },
+    /// List a folder.
+    Ls {
+        /// Folder (default: the user's home).
+        #[arg(default_value = "/")]
+        path: String,
+        /// Act as this user.
+        #[arg(long)]
+        user: String,
+    },
+    /// Delete a file, or an empty folder.
+    Rm {
+        /// Path in the user's tree.
+        path: String,
+        /// Act as this user.
+        #[arg(long)]
+        user: String,
+    },
+    /// Rename or move.
+    Mv {
+        /// Current path.
+        from: String,
+        /// New path.
+        to: String,
+        /// Act as this user.
+        #[arg(long)]
+        user: String,
+    },
+    /// Create a folder (and its parents).
+    Mkdir {
+        /// Path in the user's tree.
+        path: String,
+        /// Act as this user.
+        #[arg(long)]
+        user: String,
+    },
+}

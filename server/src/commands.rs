@@ -1,0 +1,319 @@
+//! Operator commands: tenants, users and files, through the same Vault and Vfs as the server.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use anyhow::{Context, anyhow, bail};
+use base64::Engine;
+use coffer_meta::{MetaError, NewSshKey, Tenant};
+use coffer_storage::{Password, Permissions, VPath, Vault, WriteOptions};
+
+use crate::cli::{FilesCmd, TenantCmd, UserAdd, UserCmd};
+
+/// Step for streaming files in and out.
+const IO_STEP: usize = 1024 * 1024;
+
+pub async fn tenant(vault: &Vault, cmd: TenantCmd) -> anyhow::Result<()> {
+    match cmd {
+        TenantCmd::Add { name, quota } => {
+            let quota = quota.map(|q| i64::try_from(q).unwrap_or(i64::MAX));
+            let t = vault.create_tenant(&name, quota).await.map_err(|e| match e.kind() {
+                coffer_storage::ErrorKind::AlreadyExists => anyhow!("tenant {name:?} already exists"),
+                _ => anyhow!(e),
+            })?;
+            println!("created tenant {} (id {})", t.name, t.id);
+        }
+        TenantCmd::List => {
+            for t in vault.backends().meta.list_tenants().await? {
+                let quota = t.quota_bytes.map(|q| q.to_string()).unwrap_or_else(|| "unlimited".into());
+                println!("{}\tid={}\tquota={}", t.name, t.id, quota);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn tenant_or_create(vault: &Vault, name: &str) -> anyhow::Result<Tenant> {
+    match vault.backends().meta.tenant_by_name(name).await {
+        Ok(t) => Ok(t),
+        Err(MetaError::NotFound) => Ok(vault.create_tenant(name, None).await?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn user_by_name(vault: &Vault, name: &str) -> anyhow::Result<coffer_meta::User> {
+    vault.backends().meta.user_by_name(name).await.map_err(|e| match e {
+        MetaError::NotFound => anyhow!("no such user: {name}"),
+        e => anyhow!(e),
+    })
+}
+
+/// Reads a password from stdin's first line, or asks on the terminal.
+fn read_password(from_stdin: bool) -> anyhow::Result<Password> {
+    let pw = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    } else {
+        let a = rpassword::prompt_password("Password: ").context("no terminal: use --password-stdin")?;
+        let b = rpassword::prompt_password("Again: ").context("no terminal: use --password-stdin")?;
+        if a != b {
+            bail!("the passwords differ");
+        }
+        a
+    };
+    if pw.chars().count() < 8 {
+        bail!("the password is too short: use at least 8 characters");
+    }
+    Ok(Password::new(pw))
+}
+
+pub async fn user(vault: &Vault, cmd: UserCmd) -> anyhow::Result<()> {
+    let meta = &vault.backends().meta;
+    match cmd {
+        UserCmd::Add(add) => user_add(vault, add).await?,
+        UserCmd::List { tenant } => {
+            let tid = match tenant {
+                Some(t) => Some(meta.tenant_by_name(&t).await.map_err(|_| anyhow!("no such tenant: {t}"))?.id),
+                None => None,
+            };
+            let tenants = meta.list_tenants().await?;
+            for u in meta.list_users(tid).await? {
+                let tname = tenants.iter().find(|t| t.id == u.tenant_id).map(|t| t.name.as_str()).unwrap_or("?");
+                let keys = meta.ssh_keys(u.id).await?.len();
+                let state = if u.disabled { "disabled" } else { "enabled" };
+                println!(
+                    "{}\ttenant={}\tperms={}\tpassword={}\tssh_keys={}\t{}",
+                    u.name,
+                    tname,
+                    Permissions::from_bits(u.perms),
+                    if u.password_hash.is_some() { "yes" } else { "no" },
+                    keys,
+                    state
+                );
+            }
+        }
+        UserCmd::Passwd { name, password_stdin } => {
+            let u = user_by_name(vault, &name).await?;
+            let pw = read_password(password_stdin)?;
+            vault.set_password(&u, Some(&pw)).await?;
+            meta.clear_login_failures(u.id).await?;
+            println!("password changed for {name}");
+        }
+        UserCmd::Disable { name } => {
+            let u = user_by_name(vault, &name).await?;
+            meta.set_disabled(u.id, true).await?;
+            println!("disabled {name}");
+        }
+        UserCmd::Enable { name } => {
+            let u = user_by_name(vault, &name).await?;
+            meta.set_disabled(u.id, false).await?;
+            meta.clear_login_failures(u.id).await?;
+            println!("enabled {name}");
+        }
+        UserCmd::Remove { name } => {
+            let u = user_by_name(vault, &name).await?;
+            meta.delete_user(u.id).await?;
+            println!("removed {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn user_add(vault: &Vault, add: UserAdd) -> anyhow::Result<()> {
+    coffer_storage::check_user_name(&add.name)?;
+    let perms = Permissions::parse(&add.perms)?;
+    let home = VPath::parse(&add.home).map_err(|e| anyhow!("--home: {e}"))?;
+    let mut keys = Vec::new();
+    for f in &add.ssh_keys {
+        keys.extend(read_ssh_keys(f)?);
+    }
+    if !add.password_stdin && keys.is_empty() && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        bail!("a user needs a password (--password-stdin) or an SSH key (--ssh-key FILE)");
+    }
+    let password = if add.password_stdin || keys.is_empty() { Some(read_password(add.password_stdin)?) } else { None };
+    let tenant = tenant_or_create(vault, &add.tenant).await?;
+    let user = vault.create_user(&tenant, &add.name, password.as_ref(), &home, perms).await.map_err(|e| match e.kind() {
+        coffer_storage::ErrorKind::AlreadyExists => anyhow!("user {:?} already exists", add.name),
+        _ => anyhow!(e),
+    })?;
+    for k in &keys {
+        vault.backends().meta.add_ssh_key(user.id, k).await?;
+    }
+    println!("created user {} in tenant {} (home {}, perms {}, {} ssh key(s))", user.name, tenant.name, home, perms, keys.len());
+    Ok(())
+}
+
+/// Algorithms accepted in authorized_keys files.
+const SSH_KEY_ALGORITHMS: [&str; 6] = [
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+    "sk-ssh-ed25519@openssh.com",
+];
+
+/// Parses authorized_keys lines: `ALGORITHM BASE64 [COMMENT]`.
+pub fn read_ssh_keys(path: &Path) -> anyhow::Result<Vec<NewSshKey>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("--ssh-key: cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        out.push(parse_ssh_key(line).with_context(|| format!("--ssh-key {} line {}", path.display(), n + 1))?);
+    }
+    if out.is_empty() {
+        bail!("--ssh-key {}: no public key found", path.display());
+    }
+    Ok(out)
+}
+
+fn parse_ssh_key(line: &str) -> anyhow::Result<NewSshKey> {
+    let mut parts = line.split_whitespace();
+    let (Some(alg), Some(b64)) = (parts.next(), parts.next()) else {
+        bail!("expected \"ALGORITHM BASE64 [COMMENT]\"");
+    };
+    if !SSH_KEY_ALGORITHMS.contains(&alg) {
+        bail!("unsupported key type {alg:?} (use ed25519, ecdsa or rsa)");
+    }
+    let blob = base64::engine::general_purpose::STANDARD.decode(b64).context("the key is not valid base64")?;
+    let name_len = blob.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    if name_len.and_then(|l| blob.get(4..4 + l)) != Some(alg.as_bytes()) {
+        bail!("the key blob does not match its type {alg}");
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &blob);
+    let fingerprint = format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest.as_ref()));
+    Ok(NewSshKey {
+        algorithm: alg.to_owned(),
+        key_base64: b64.to_owned(),
+        fingerprint,
+        comment: parts.collect::<Vec<_>>().join(" "),
+    })
+}
+
+pub async fn files(vault: &Vault, cmd: FilesCmd) -> anyhow::Result<()> {
+    match cmd {
+        FilesCmd::Put { local, remote, user } => {
+            let vfs = vault.operator_session(&user).await?;
+            let mut f = std::fs::File::open(&local).with_context(|| format!("cannot open {}", local.display()))?;
+            let mut w = vfs.create(&remote, WriteOptions { truncate: true, exclusive: false }).await?;
+            let mut buf = vec![0u8; IO_STEP];
+            let mut off = 0u64;
+            loop {
+                let n = std::io::Read::read(&mut f, &mut buf).with_context(|| format!("reading {}", local.display()))?;
+                if n == 0 {
+                    break;
+                }
+                w.write_at(off, &buf[..n]).await?;
+                off += n as u64;
+            }
+            if let Ok(m) = f.metadata().and_then(|m| m.modified()) {
+                w.set_mtime(m);
+            }
+            let info = w.commit().await?;
+            println!("stored {} bytes", info.size);
+        }
+        FilesCmd::Get { remote, local, user } => {
+            let vfs = vault.operator_session(&user).await?;
+            let r = vfs.open_read(&remote).await?;
+            get_to_file(&r, &local).await?;
+            println!("wrote {} bytes", r.size());
+        }
+        FilesCmd::Ls { path, user } => {
+            let vfs = vault.operator_session(&user).await?;
+            let entries = vfs.list(&path).await?;
+            let mut out = std::io::stdout().lock();
+            for e in entries {
+                let when = humantime_utc(e.mtime);
+                let kind = if e.is_dir() { 'd' } else { '-' };
+                writeln!(out, "{kind} {:>12} {when} {}", e.size, e.name)?;
+            }
+        }
+        FilesCmd::Rm { path, user } => {
+            let vfs = vault.operator_session(&user).await?;
+            if vfs.stat(&path).await?.is_dir() {
+                vfs.rmdir(&path).await?;
+            } else {
+                vfs.remove(&path).await?;
+            }
+        }
+        FilesCmd::Mv { from, to, user } => {
+            let vfs = vault.operator_session(&user).await?;
+            vfs.rename(&from, &to, false).await?;
+        }
+        FilesCmd::Mkdir { path, user } => {
+            let vfs = vault.operator_session(&user).await?;
+            vfs.mkdir_all(&VPath::parse(&path)?).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Streams a file to `local` through a temporary file that is renamed into place only after
+/// every chunk verified; on any error the temporary file is removed and `local` is untouched.
+async fn get_to_file(r: &coffer_storage::FileReader, local: &Path) -> anyhow::Result<()> {
+    let dir = local.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".coffer-get-{}.part", std::process::id()));
+    let result = async {
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut off = 0u64;
+        while off < r.size() {
+            let chunk = r.read_at(off, IO_STEP).await?;
+            if chunk.is_empty() {
+                bail!("the stored file ended early");
+            }
+            f.write_all(&chunk)?;
+            off += chunk.len() as u64;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, local).with_context(|| format!("cannot write {}", local.display()))?;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC, without a date library.
+fn humantime_utc(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_render_in_utc() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        assert_eq!(humantime_utc(t), "2023-11-14 22:13:20");
+    }
+
+    #[test]
+    fn ssh_key_lines_are_checked() {
+        let ok = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@host";
+        let k = parse_ssh_key(ok).unwrap();
+        assert_eq!(k.algorithm, "ssh-ed25519");
+        assert!(k.fingerprint.starts_with("SHA256:"));
+        assert_eq!(k.comment, "me@host");
+        assert!(parse_ssh_key("ssh-dss AAAA").is_err());
+        assert!(parse_ssh_key("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl").is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! Coffer's key hierarchy: per-region master keys, wrapped tenant keys and the subkeys derived from them.
+//!
+//! ```text
+//! master key (one per region, held by a KeyProvider)
+//!   └─ tenant key (random, stored only wrapped: once per region's master key)
+//!        └─ HKDF-SHA256 subkeys (salt = tenant id): names, blind index, data-key wrapping, fields
+//!             └─ data key (random, one per file version, stored wrapped)
+//! ```
+//!
+//! `docs/KEYS.md` describes the derivations, the blob layouts and the rotation story.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
+mod error;
+mod kdf;
+mod key_file;
+mod local;
+mod provider;
+mod sealed_blob;
+mod tenant_key;
+mod tenant_keys;
+
+pub use error::KeyError;
+pub use key_file::MASTER_KEY_LEN;
+pub use local::LocalKeyProvider;
+pub use provider::{KeyProvider, KeyRing, WrappedTenantKey, tenant_context};
+pub use sealed_blob::{BLOB_VERSION_1, NONCE_LEN, TAG_LEN};
+pub use tenant_key::{TENANT_KEY_LEN, TenantKey};
+pub use tenant_keys::TenantKeys;

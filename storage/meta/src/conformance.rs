@@ -1,0 +1,1145 @@
+//! The behaviour every `MetadataStore` implementation must show, as checks any backend runs.
+//!
+//! Each check panics on the first deviation. Ids, names and object keys are random and every
+//! check works in its own fresh tenant, so the suite can run again and again against one
+//! persistent database (a reused MySQL server, say) and in parallel with itself.
+//!
+//! Documented choice for concurrent commits of one new name with `expect_node = None`
+//! ("create or replace"): they behave as if run one after another — one creates the node,
+//! the others replace its content, and none fails. See [`concurrent_commits_same_name`].
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::hash_map::RandomState;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::{
+    AuditRecord, CommitFile, CommitOutcome, FileContent, MetaError, MetadataStore, NewDir,
+    NewSshKey, NewTenant, NewUpload, NewUser, Node, NodeKind, RenameNode, ReplicationJob,
+    ReplicationOp, Tenant, Usage, WrappedTenantKey,
+};
+
+/// Large enough to see every queued row a check made, whatever earlier runs left behind.
+const SCAN_ALL: u32 = 1_000_000;
+/// Children created by [`rename_folder_with_many_children_is_one_update`].
+const MANY_CHILDREN: usize = 2_000;
+/// Concurrent commits in [`concurrent_commits_same_name`].
+const CONCURRENT_COMMITS: usize = 20;
+/// Concurrent renames in [`concurrent_rename_same_folder`].
+const CONCURRENT_RENAMES: usize = 10;
+
+/// Asserts that an expression fails with the given `MetaError` pattern.
+macro_rules! assert_fails {
+    ($result:expr, $pattern:pat) => {
+        match $result {
+            Err($pattern) => {}
+            other => panic!(
+                "expected Err({}), got {:?}",
+                stringify!($pattern),
+                other.map(|_| ())
+            ),
+        }
+    };
+}
+
+/// Runs every check in turn.
+pub async fn run_all(store: &dyn MetadataStore) {
+    tenants_and_keys(store).await;
+    users_and_lockout(store).await;
+    ssh_keys(store).await;
+    dirs_and_children(store).await;
+    commit_new_and_replace(store).await;
+    commit_conflicts(store).await;
+    remove_semantics(store).await;
+    rename_move_replace_cycle(store).await;
+    rename_folder_with_many_children_is_one_update(store).await;
+    uploads(store).await;
+    replication_and_garbage(store).await;
+    audit(store).await;
+    quota(store).await;
+    concurrent_commits_same_name(store).await;
+    concurrent_rename_same_folder(store).await;
+    concurrent_cross_moves_never_make_a_cycle(store).await;
+}
+
+// ---- helpers ----
+
+fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    hasher.finish()
+}
+
+/// A random positive id.
+fn random_id() -> i64 {
+    i64::try_from(random_u64() >> 1).unwrap().max(1)
+}
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        bytes.extend_from_slice(&random_u64().to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+/// Stands in for an encrypted name: a version byte and opaque bytes, NULs included.
+fn name_enc() -> Vec<u8> {
+    let mut name = vec![1, 0];
+    name.extend(random_bytes(40));
+    name
+}
+
+/// Stands in for a blind index: 32 opaque bytes.
+fn name_index() -> Vec<u8> {
+    random_bytes(32)
+}
+
+fn object_key() -> String {
+    format!("{:016x}{:016x}", random_u64(), random_u64())
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+fn wrapped_key(tenant_id: i64, version: u32, region: &str) -> WrappedTenantKey {
+    WrappedTenantKey {
+        tenant_id,
+        version,
+        region: region.to_owned(),
+        master_key_id: format!("local:{region}"),
+        wrapped: random_bytes(60),
+    }
+}
+
+fn new_tenant(quota_bytes: Option<i64>) -> NewTenant {
+    let id = random_id();
+    NewTenant {
+        id,
+        name: format!("conformance-{:016x}", random_u64()),
+        root_node_id: random_id(),
+        root_name_enc: name_enc(),
+        root_name_index: name_index(),
+        quota_bytes,
+        keys: vec![
+            wrapped_key(id, 1, "primary"),
+            wrapped_key(id, 1, "replica"),
+        ],
+        now_ms: now_ms(),
+    }
+}
+
+/// A fresh tenant of its own for one check.
+async fn tenant(store: &dyn MetadataStore, quota_bytes: Option<i64>) -> Tenant {
+    store.create_tenant(&new_tenant(quota_bytes)).await.unwrap()
+}
+
+fn new_dir(tenant: &Tenant, parent_id: i64) -> NewDir {
+    NewDir {
+        id: random_id(),
+        tenant_id: tenant.id,
+        parent_id,
+        name_enc: name_enc(),
+        name_index: name_index(),
+        now_ms: now_ms(),
+    }
+}
+
+async fn mkdir(store: &dyn MetadataStore, tenant: &Tenant, parent_id: i64) -> Node {
+    store.create_dir(&new_dir(tenant, parent_id)).await.unwrap()
+}
+
+fn content(size: i64) -> FileContent {
+    FileContent {
+        size,
+        object_key: object_key(),
+        content_id: random_bytes(16),
+        wrapped_dek: random_bytes(72),
+        key_version: 1,
+        chunk_size: 65_536,
+        content_hash_enc: random_bytes(60),
+    }
+}
+
+/// A commit of a new file named `name_index` in `parent_id`, "create or replace".
+fn new_file(tenant: &Tenant, parent_id: i64, name_index: &[u8], size: i64) -> CommitFile {
+    let now = now_ms();
+    CommitFile {
+        new_id: random_id(),
+        tenant_id: tenant.id,
+        parent_id,
+        name_enc: name_enc(),
+        name_index: name_index.to_vec(),
+        content: content(size),
+        mtime_ms: now - 1_000,
+        now_ms: now,
+        expect_node: None,
+        upload_id: None,
+        enforce_quota: false,
+    }
+}
+
+async fn put_file(store: &dyn MetadataStore, tenant: &Tenant, parent_id: i64, size: i64) -> Node {
+    let outcome = store
+        .commit_file(&new_file(tenant, parent_id, &name_index(), size))
+        .await
+        .unwrap();
+    assert!(outcome.created);
+    outcome.node
+}
+
+fn object_of(node: &Node) -> &str {
+    &node.content.as_ref().expect("a file has content").object_key
+}
+
+async fn jobs_for(store: &dyn MetadataStore, key: &str) -> Vec<ReplicationJob> {
+    let jobs = store.pending_replication(SCAN_ALL).await.unwrap();
+    jobs.into_iter().filter(|j| j.object_key == key).collect()
+}
+
+async fn has_job(store: &dyn MetadataStore, key: &str, op: ReplicationOp) -> bool {
+    jobs_for(store, key).await.iter().any(|j| j.op == op)
+}
+
+async fn is_garbage(store: &dyn MetadataStore, key: &str) -> bool {
+    let garbage = store.garbage(SCAN_ALL).await.unwrap();
+    garbage.iter().any(|g| g.object_key == key)
+}
+
+async fn child_ids(store: &dyn MetadataStore, tenant: &Tenant, parent_id: i64) -> Vec<i64> {
+    let mut ids: Vec<i64> = store
+        .children(tenant.id, parent_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| n.id)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+fn rename_to(tenant: &Tenant, node: &Node, new_parent_id: i64, replace: bool) -> RenameNode {
+    RenameNode {
+        tenant_id: tenant.id,
+        id: node.id,
+        new_parent_id,
+        new_name_enc: name_enc(),
+        new_name_index: name_index(),
+        replace,
+        now_ms: now_ms(),
+    }
+}
+
+/// Polls every future on the current task until all are done: concurrent requests without
+/// needing `'static` futures, so the checks can borrow the store.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut slots: Vec<(Pin<Box<F>>, Option<F::Output>)> =
+        futures.into_iter().map(|f| (Box::pin(f), None)).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in &mut slots {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { Poll::Pending } else { Poll::Ready(()) }
+    })
+    .await;
+    slots.into_iter().map(|(_, out)| out.unwrap()).collect()
+}
+
+// ---- checks ----
+
+/// A tenant comes with its root folder and keys, atomically; keys can be added and replaced.
+pub async fn tenants_and_keys(store: &dyn MetadataStore) {
+    let new = new_tenant(Some(1 << 30));
+    let created = store.create_tenant(&new).await.unwrap();
+    assert_eq!(created.id, new.id);
+    assert_eq!(created.name, new.name);
+    assert_eq!(created.root_node_id, new.root_node_id);
+    assert_eq!(created.key_version, 1);
+    assert_eq!(created.quota_bytes, Some(1 << 30));
+    assert_eq!(created.created_ms, new.now_ms);
+    assert_eq!(store.tenant(new.id).await.unwrap(), created);
+    assert_eq!(store.tenant_by_name(&new.name).await.unwrap(), created);
+    let all = store.list_tenants().await.unwrap();
+    assert!(all.contains(&created));
+    assert!(all.windows(2).all(|w| w[0].name <= w[1].name), "ordered by name");
+
+    let root = store.node(new.id, new.root_node_id).await.unwrap();
+    assert_eq!(root.kind, NodeKind::Dir);
+    assert_eq!(root.parent_id, None);
+    assert_eq!(root.version, 1);
+    assert_eq!(root.name_enc, new.root_name_enc);
+    assert_eq!(root.name_index, new.root_name_index);
+    assert_eq!(root.content, None);
+
+    let mut expected = new.keys.clone();
+    assert_eq!(store.tenant_keys(new.id).await.unwrap(), expected);
+    let v2 = wrapped_key(new.id, 2, "primary");
+    store.put_tenant_key(&v2).await.unwrap();
+    expected.push(v2.clone());
+    assert_eq!(store.tenant_keys(new.id).await.unwrap(), expected);
+    let rewrapped = WrappedTenantKey {
+        master_key_id: "kms:rotated".into(),
+        wrapped: random_bytes(61),
+        ..v2
+    };
+    store.put_tenant_key(&rewrapped).await.unwrap();
+    expected[2] = rewrapped;
+    assert_eq!(store.tenant_keys(new.id).await.unwrap(), expected);
+
+    let same_name = NewTenant {
+        name: new.name.clone(),
+        ..new_tenant(None)
+    };
+    assert_fails!(store.create_tenant(&same_name).await, MetaError::AlreadyExists);
+    assert_fails!(
+        store.node(same_name.id, same_name.root_node_id).await,
+        MetaError::NotFound
+    );
+    assert!(store.tenant_keys(same_name.id).await.unwrap().is_empty());
+    assert_fails!(store.tenant(random_id()).await, MetaError::NotFound);
+    assert_fails!(
+        store.tenant_by_name(&format!("missing-{}", random_u64())).await,
+        MetaError::NotFound
+    );
+    assert_fails!(
+        store
+            .put_tenant_key(&wrapped_key(random_id(), 1, "primary"))
+            .await,
+        MetaError::NotFound
+    );
+}
+
+fn new_user(tenant: &Tenant, now: i64) -> NewUser {
+    NewUser {
+        id: random_id(),
+        tenant_id: tenant.id,
+        name: format!("user-{:016x}", random_u64()),
+        password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        home_node_id: tenant.root_node_id,
+        perms: 0b1011,
+        now_ms: now,
+    }
+}
+
+/// Users are unique by name across tenants, can be changed and deleted, and lock out after
+/// `threshold` failures inside the window.
+pub async fn users_and_lockout(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let now = now_ms();
+    let new = new_user(&t, now);
+    let user = store.create_user(&new).await.unwrap();
+    assert_eq!(
+        (user.id, user.tenant_id, &user.name, user.perms),
+        (new.id, t.id, &new.name, new.perms)
+    );
+    assert_eq!(user.password_hash, new.password_hash);
+    assert!(!user.disabled);
+    assert_eq!(user.locked_until_ms, None);
+    assert_eq!(store.user_by_name(&new.name).await.unwrap(), user);
+    let second = store.create_user(&new_user(&t, now)).await.unwrap();
+    let mine = store.list_users(Some(t.id)).await.unwrap();
+    let mut expected = vec![user.clone(), second.clone()];
+    expected.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(mine, expected);
+    assert!(store.list_users(None).await.unwrap().contains(&second));
+
+    let other = tenant(store, None).await;
+    let taken = NewUser {
+        name: new.name.clone(),
+        ..new_user(&other, now)
+    };
+    assert_fails!(store.create_user(&taken).await, MetaError::AlreadyExists);
+    let homeless = NewUser {
+        home_node_id: random_id(),
+        ..new_user(&t, now)
+    };
+    assert_fails!(store.create_user(&homeless).await, MetaError::NotFound);
+    let foreign_home = NewUser {
+        home_node_id: other.root_node_id,
+        ..new_user(&t, now)
+    };
+    assert_fails!(store.create_user(&foreign_home).await, MetaError::NotFound);
+
+    store.set_password(user.id, None).await.unwrap();
+    store.set_disabled(user.id, true).await.unwrap();
+    let changed = store.user_by_name(&new.name).await.unwrap();
+    assert_eq!(changed.password_hash, None);
+    assert!(changed.disabled);
+    store.set_disabled(user.id, false).await.unwrap();
+    assert!(!store.user_by_name(&new.name).await.unwrap().disabled);
+    assert_fails!(
+        store.set_password(random_id(), Some("x")).await,
+        MetaError::NotFound
+    );
+    assert_fails!(
+        store.set_disabled(random_id(), true).await,
+        MetaError::NotFound
+    );
+
+    lockout(store, user.id, &new.name).await;
+
+    store.delete_user(user.id).await.unwrap();
+    assert_fails!(store.user_by_name(&new.name).await, MetaError::NotFound);
+    assert_fails!(store.delete_user(user.id).await, MetaError::NotFound);
+    assert_eq!(store.list_users(Some(t.id)).await.unwrap(), vec![second]);
+}
+
+async fn lockout(store: &dyn MetadataStore, user_id: i64, name: &str) {
+    const THRESHOLD: u32 = 3;
+    const WINDOW: i64 = 60_000;
+    const LOCK: i64 = 300_000;
+    let t0 = now_ms();
+    let fail = |at: i64| store.record_login_failure(user_id, at, THRESHOLD, WINDOW, LOCK);
+    assert_eq!(fail(t0).await.unwrap(), None);
+    assert_eq!(fail(t0 + 1).await.unwrap(), None);
+    assert_eq!(fail(t0 + 2).await.unwrap(), Some(t0 + 2 + LOCK));
+    assert_eq!(
+        store.user_by_name(name).await.unwrap().locked_until_ms,
+        Some(t0 + 2 + LOCK)
+    );
+    // A failure while locked keeps the lock.
+    assert_eq!(fail(t0 + 3).await.unwrap(), Some(t0 + 2 + LOCK));
+    store.clear_login_failures(user_id).await.unwrap();
+    assert_eq!(store.user_by_name(name).await.unwrap().locked_until_ms, None);
+
+    // Failures spread wider than the window never lock.
+    let t1 = t0 + 10 * WINDOW;
+    assert_eq!(fail(t1).await.unwrap(), None);
+    assert_eq!(fail(t1 + 1).await.unwrap(), None);
+    assert_eq!(fail(t1 + WINDOW + 10).await.unwrap(), None);
+    assert_eq!(fail(t1 + WINDOW + 11).await.unwrap(), None);
+    assert_eq!(
+        fail(t1 + WINDOW + 12).await.unwrap(),
+        Some(t1 + WINDOW + 12 + LOCK)
+    );
+    // An expired lock is reported as no lock.
+    let later = t1 + WINDOW + 12 + LOCK + 1;
+    assert_eq!(fail(later).await.unwrap(), None);
+    store.clear_login_failures(user_id).await.unwrap();
+    assert_fails!(
+        store
+            .record_login_failure(random_id(), t0, THRESHOLD, WINDOW, LOCK)
+            .await,
+        MetaError::NotFound
+    );
+}
+
+fn ssh_key(fingerprint: &str) -> NewSshKey {
+    NewSshKey {
+        algorithm: "ssh-ed25519".into(),
+        key_base64: "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl".into(),
+        fingerprint: fingerprint.into(),
+        comment: "alice@laptop &+-é\" .txt".into(),
+    }
+}
+
+/// SSH keys belong to one user, are unique per user by fingerprint, and go with the user.
+pub async fn ssh_keys(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let alice = store.create_user(&new_user(&t, now_ms())).await.unwrap();
+    let bob = store.create_user(&new_user(&t, now_ms())).await.unwrap();
+    let first = ssh_key("SHA256:first");
+    let second = ssh_key("SHA256:second");
+    store.add_ssh_key(alice.id, &first).await.unwrap();
+    store.add_ssh_key(alice.id, &second).await.unwrap();
+    let keys = store.ssh_keys(alice.id).await.unwrap();
+    assert_eq!(keys.len(), 2);
+    for (stored, given) in keys.iter().zip([&first, &second]) {
+        assert_eq!(stored.user_id, alice.id);
+        assert_eq!(stored.algorithm, given.algorithm);
+        assert_eq!(stored.key_base64, given.key_base64);
+        assert_eq!(stored.fingerprint, given.fingerprint);
+        assert_eq!(stored.comment, given.comment);
+    }
+    assert_fails!(
+        store.add_ssh_key(alice.id, &first).await,
+        MetaError::AlreadyExists
+    );
+    store.add_ssh_key(bob.id, &first).await.unwrap();
+    assert_fails!(
+        store.add_ssh_key(random_id(), &first).await,
+        MetaError::NotFound
+    );
+    store.delete_user(alice.id).await.unwrap();
+    assert!(store.ssh_keys(alice.id).await.unwrap().is_empty());
+    assert_eq!(store.ssh_keys(bob.id).await.unwrap().len(), 1);
+}
+
+/// Folders nest, names are unique per folder, and one tenant never sees another's nodes.
+pub async fn dirs_and_children(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let root = t.root_node_id;
+    let spec = NewDir {
+        name_enc: [vec![0_u8; 3], vec![0xff; 252]].concat(),
+        ..new_dir(&t, root)
+    };
+    let a = store.create_dir(&spec).await.unwrap();
+    assert_eq!(a.parent_id, Some(root));
+    assert_eq!((a.kind, a.version, a.content.clone()), (NodeKind::Dir, 1, None));
+    assert_eq!(store.node(t.id, a.id).await.unwrap(), a);
+    assert_eq!(store.child(t.id, root, &spec.name_index).await.unwrap(), a);
+    let b = mkdir(store, &t, a.id).await;
+    assert_eq!(store.children(t.id, root).await.unwrap(), vec![a.clone()]);
+    assert_eq!(store.children(t.id, a.id).await.unwrap(), vec![b.clone()]);
+    assert!(store.children(t.id, b.id).await.unwrap().is_empty());
+
+    let clash = NewDir {
+        name_index: spec.name_index.clone(),
+        ..new_dir(&t, root)
+    };
+    assert_fails!(store.create_dir(&clash).await, MetaError::AlreadyExists);
+    let elsewhere = NewDir {
+        parent_id: b.id,
+        ..clash
+    };
+    store.create_dir(&elsewhere).await.unwrap();
+    assert_fails!(
+        store.create_dir(&new_dir(&t, random_id())).await,
+        MetaError::NotFound
+    );
+    let file = put_file(store, &t, root, 10).await;
+    assert_fails!(
+        store.create_dir(&new_dir(&t, file.id)).await,
+        MetaError::WrongKind(_)
+    );
+    assert_fails!(
+        store.child(t.id, root, &name_index()).await,
+        MetaError::NotFound
+    );
+
+    let other = tenant(store, None).await;
+    assert_fails!(store.node(other.id, a.id).await, MetaError::NotFound);
+    assert_fails!(
+        store.child(other.id, root, &spec.name_index).await,
+        MetaError::NotFound
+    );
+    assert!(store.children(other.id, root).await.unwrap().is_empty());
+    assert_fails!(
+        store.create_dir(&new_dir(&other, a.id)).await,
+        MetaError::NotFound
+    );
+
+    store.set_mtime(t.id, a.id, 1_234).await.unwrap();
+    let touched = store.node(t.id, a.id).await.unwrap();
+    assert_eq!(touched.mtime_ms, 1_234);
+    assert_eq!(touched.version, a.version, "mtime is not content, name or place");
+    assert_fails!(
+        store.set_mtime(other.id, a.id, 1).await,
+        MetaError::NotFound
+    );
+}
+
+/// A commit creates a node, or gives the existing file new content under the same id.
+pub async fn commit_new_and_replace(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let dir = mkdir(store, &t, t.root_node_id).await;
+    let index = name_index();
+    let upload_id = store
+        .begin_upload(&NewUpload {
+            tenant_id: t.id,
+            spool_name: object_key(),
+            object_key: object_key(),
+            node_name: "node-a".into(),
+            now_ms: now_ms(),
+        })
+        .await
+        .unwrap();
+    let first = CommitFile {
+        upload_id: Some(upload_id),
+        ..new_file(&t, dir.id, &index, 1_000)
+    };
+    let CommitOutcome { node, created } = store.commit_file(&first).await.unwrap();
+    assert!(created);
+    assert_eq!((node.id, node.version, node.kind), (first.new_id, 1, NodeKind::File));
+    assert_eq!(node.parent_id, Some(dir.id));
+    assert_eq!(node.name_enc, first.name_enc);
+    assert_eq!(node.content.as_ref(), Some(&first.content));
+    assert_eq!((node.mtime_ms, node.ctime_ms), (first.mtime_ms, first.now_ms));
+    assert_eq!(store.node(t.id, node.id).await.unwrap(), node);
+    assert_eq!(store.child(t.id, dir.id, &index).await.unwrap(), node);
+    assert!(has_job(store, &first.content.object_key, ReplicationOp::Copy).await);
+    assert!(!store.uploads().await.unwrap().iter().any(|u| u.id == upload_id));
+    assert_eq!(store.usage(t.id).await.unwrap(), Usage { bytes: 1_000, files: 1 });
+
+    let second = new_file(&t, dir.id, &index, 300);
+    let replaced = store.commit_file(&second).await.unwrap();
+    assert!(!replaced.created);
+    let node2 = replaced.node;
+    assert_eq!((node2.id, node2.version), (node.id, 2), "id kept, version bumped");
+    assert_eq!(node2.name_enc, first.name_enc, "the name stays bound to the node");
+    assert_eq!(node2.content.as_ref(), Some(&second.content));
+    assert_eq!(node2.mtime_ms, second.mtime_ms);
+    assert_eq!(node2.ctime_ms, node.ctime_ms);
+    assert_eq!(store.node(t.id, node.id).await.unwrap(), node2);
+    assert!(is_garbage(store, &first.content.object_key).await);
+    assert!(has_job(store, &first.content.object_key, ReplicationOp::Delete).await);
+    assert!(has_job(store, &second.content.object_key, ReplicationOp::Copy).await);
+    assert!(!is_garbage(store, &second.content.object_key).await);
+
+    let third = CommitFile {
+        expect_node: Some((node.id, 2)),
+        ..new_file(&t, dir.id, &index, 50)
+    };
+    let node3 = store.commit_file(&third).await.unwrap().node;
+    assert_eq!((node3.id, node3.version), (node.id, 3));
+    assert_eq!(store.children(t.id, dir.id).await.unwrap(), vec![node3]);
+    assert_eq!(store.usage(t.id).await.unwrap(), Usage { bytes: 50, files: 1 });
+}
+
+/// A commit that loses a race or hits the wrong kind changes nothing at all.
+pub async fn commit_conflicts(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let root = t.root_node_id;
+    let index = name_index();
+    let original = store
+        .commit_file(&new_file(&t, root, &index, 10))
+        .await
+        .unwrap()
+        .node;
+    let upload_id = store
+        .begin_upload(&NewUpload {
+            tenant_id: t.id,
+            spool_name: object_key(),
+            object_key: object_key(),
+            node_name: "node-a".into(),
+            now_ms: now_ms(),
+        })
+        .await
+        .unwrap();
+    let losers = [
+        Some((original.id, original.version + 1)),
+        Some((original.id, original.version - 1)),
+        Some((random_id(), original.version)),
+    ];
+    for expect in losers {
+        let stale = CommitFile {
+            expect_node: expect,
+            upload_id: Some(upload_id),
+            ..new_file(&t, root, &index, 99)
+        };
+        assert_fails!(store.commit_file(&stale).await, MetaError::Conflict);
+        assert!(!has_job(store, &stale.content.object_key, ReplicationOp::Copy).await);
+    }
+    assert_eq!(store.node(t.id, original.id).await.unwrap(), original);
+    assert!(!is_garbage(store, object_of(&original)).await);
+    assert!(
+        store.uploads().await.unwrap().iter().any(|u| u.id == upload_id),
+        "a failed commit keeps its upload row"
+    );
+
+    let vanished = CommitFile {
+        expect_node: Some((random_id(), 1)),
+        ..new_file(&t, root, &name_index(), 5)
+    };
+    assert_fails!(store.commit_file(&vanished).await, MetaError::Conflict);
+    assert_fails!(
+        store.child(t.id, root, &vanished.name_index).await,
+        MetaError::NotFound
+    );
+
+    let dir = mkdir(store, &t, root).await;
+    assert_fails!(
+        store
+            .commit_file(&new_file(&t, root, &dir.name_index, 5))
+            .await,
+        MetaError::WrongKind(_)
+    );
+    assert_fails!(
+        store
+            .commit_file(&new_file(&t, random_id(), &name_index(), 5))
+            .await,
+        MetaError::NotFound
+    );
+    assert_fails!(
+        store
+            .commit_file(&new_file(&t, original.id, &name_index(), 5))
+            .await,
+        MetaError::WrongKind(_)
+    );
+    assert_eq!(store.usage(t.id).await.unwrap(), Usage { bytes: 10, files: 1 });
+    store.end_upload(upload_id).await.unwrap();
+}
+
+/// Files go with their object queued for deletion; folders only when empty; roots never.
+pub async fn remove_semantics(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let root = t.root_node_id;
+    let dir = mkdir(store, &t, root).await;
+    let file = put_file(store, &t, dir.id, 42).await;
+    assert_fails!(store.remove(t.id, dir.id).await, MetaError::NotEmpty);
+    assert_fails!(store.remove(t.id, root).await, MetaError::WrongKind(_));
+    assert_fails!(store.remove(t.id, random_id()).await, MetaError::NotFound);
+    let other = tenant(store, None).await;
+    assert_fails!(store.remove(other.id, file.id).await, MetaError::NotFound);
+
+    store.remove(t.id, file.id).await.unwrap();
+    assert_fails!(store.node(t.id, file.id).await, MetaError::NotFound);
+    assert!(is_garbage(store, object_of(&file)).await);
+    assert!(has_job(store, object_of(&file), ReplicationOp::Delete).await);
+    assert_eq!(store.usage(t.id).await.unwrap(), Usage::default());
+
+    store.remove(t.id, dir.id).await.unwrap();
+    assert!(store.children(t.id, root).await.unwrap().is_empty());
+    assert_fails!(store.remove(t.id, dir.id).await, MetaError::NotFound);
+    assert_eq!(store.node(t.id, root).await.unwrap().kind, NodeKind::Dir);
+}
+
+/// Renames and moves change one row; replacing needs two files; folders cannot enter
+/// their own subtree.
+pub async fn rename_move_replace_cycle(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let root = t.root_node_id;
+    let a = mkdir(store, &t, root).await;
+    let b = mkdir(store, &t, a.id).await;
+    let file = put_file(store, &t, root, 7).await;
+
+    let step = rename_to(&t, &file, root, false);
+    store.rename(&step).await.unwrap();
+    let renamed = store.child(t.id, root, &step.new_name_index).await.unwrap();
+    assert_eq!((renamed.id, renamed.version), (file.id, file.version + 1));
+    assert_eq!(renamed.name_enc, step.new_name_enc);
+    assert_eq!(renamed.content, file.content);
+    assert_fails!(
+        store.child(t.id, root, &file.name_index).await,
+        MetaError::NotFound
+    );
+
+    let into_b = rename_to(&t, &renamed, b.id, false);
+    store.rename(&into_b).await.unwrap();
+    let moved = store.node(t.id, file.id).await.unwrap();
+    assert_eq!(moved.parent_id, Some(b.id));
+    assert_eq!(child_ids(store, &t, b.id).await, vec![file.id]);
+
+    // Same place, same name: allowed, only the encrypted name is rewritten.
+    let same = RenameNode {
+        new_name_index: moved.name_index.clone(),
+        ..rename_to(&t, &moved, b.id, false)
+    };
+    store.rename(&same).await.unwrap();
+    assert_eq!(store.node(t.id, file.id).await.unwrap().name_enc, same.new_name_enc);
+
+    let rival = put_file(store, &t, b.id, 9).await;
+    let onto_rival = RenameNode {
+        new_name_index: rival.name_index.clone(),
+        ..rename_to(&t, &moved, b.id, false)
+    };
+    assert_fails!(store.rename(&onto_rival).await, MetaError::AlreadyExists);
+    let replacing = RenameNode {
+        replace: true,
+        ..onto_rival
+    };
+    store.rename(&replacing).await.unwrap();
+    assert_fails!(store.node(t.id, rival.id).await, MetaError::NotFound);
+    assert_eq!(
+        store.child(t.id, b.id, &rival.name_index).await.unwrap().id,
+        file.id
+    );
+    assert!(is_garbage(store, object_of(&rival)).await);
+    assert!(has_job(store, object_of(&rival), ReplicationOp::Delete).await);
+    assert!(!is_garbage(store, object_of(&file)).await);
+
+    // `replace` never replaces a folder.
+    let onto_folder = RenameNode {
+        new_name_index: a.name_index.clone(),
+        ..rename_to(&t, &moved, root, true)
+    };
+    assert_fails!(store.rename(&onto_folder).await, MetaError::AlreadyExists);
+
+    assert_fails!(
+        store.rename(&rename_to(&t, &a, a.id, false)).await,
+        MetaError::Cycle
+    );
+    assert_fails!(
+        store.rename(&rename_to(&t, &a, b.id, false)).await,
+        MetaError::Cycle
+    );
+    let root_node = store.node(t.id, root).await.unwrap();
+    assert_fails!(
+        store.rename(&rename_to(&t, &root_node, a.id, false)).await,
+        MetaError::WrongKind(_)
+    );
+    assert_fails!(
+        store.rename(&rename_to(&t, &a, file.id, false)).await,
+        MetaError::WrongKind(_)
+    );
+    let other = tenant(store, None).await;
+    assert_fails!(
+        store
+            .rename(&rename_to(&t, &a, other.root_node_id, false))
+            .await,
+        MetaError::NotFound
+    );
+    assert_eq!(store.node(t.id, a.id).await.unwrap(), a, "failed renames change nothing");
+
+    // Moving a folder up out of its parent is fine.
+    store.rename(&rename_to(&t, &b, root, false)).await.unwrap();
+    assert_eq!(child_ids(store, &t, a.id).await, Vec::<i64>::new());
+    assert_eq!(store.node(t.id, file.id).await.unwrap().parent_id, Some(b.id));
+}
+
+/// Moving a folder rewrites its own row only: every child keeps its parent and version.
+pub async fn rename_folder_with_many_children_is_one_update(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let root = t.root_node_id;
+    let folder = mkdir(store, &t, root).await;
+    let destination = mkdir(store, &t, root).await;
+    let mut expected = Vec::with_capacity(MANY_CHILDREN);
+    for i in 0..MANY_CHILDREN {
+        let child = if i % 100 == 0 {
+            put_file(store, &t, folder.id, 1).await
+        } else {
+            mkdir(store, &t, folder.id).await
+        };
+        expected.push(child);
+    }
+    expected.sort_by_key(|n| n.id);
+
+    let step = rename_to(&t, &folder, destination.id, false);
+    store.rename(&step).await.unwrap();
+
+    let moved = store.node(t.id, folder.id).await.unwrap();
+    assert_eq!(moved.parent_id, Some(destination.id));
+    assert_eq!(moved.version, folder.version + 1);
+    let mut children = store.children(t.id, folder.id).await.unwrap();
+    children.sort_by_key(|n| n.id);
+    assert_eq!(children.len(), MANY_CHILDREN);
+    assert_eq!(children, expected, "children untouched: same parent, same version");
+    assert_eq!(child_ids(store, &t, destination.id).await, vec![folder.id]);
+    assert_eq!(child_ids(store, &t, root).await, vec![destination.id]);
+}
+
+/// Uploads in flight are listed oldest first until ended; ending twice is fine.
+pub async fn uploads(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let now = now_ms();
+    let specs: Vec<NewUpload> = (0..2)
+        .map(|i| NewUpload {
+            tenant_id: t.id,
+            spool_name: format!("{}.spool", object_key()),
+            object_key: object_key(),
+            node_name: format!("node-{i}"),
+            now_ms: now + i,
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for spec in &specs {
+        ids.push(store.begin_upload(spec).await.unwrap());
+    }
+    let listed: Vec<_> = store
+        .uploads()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.tenant_id == t.id)
+        .collect();
+    assert_eq!(listed.len(), 2);
+    for ((upload, spec), id) in listed.iter().zip(&specs).zip(&ids) {
+        assert_eq!(upload.id, *id);
+        assert_eq!(upload.spool_name, spec.spool_name);
+        assert_eq!(upload.object_key, spec.object_key);
+        assert_eq!(upload.node_name, spec.node_name);
+        assert_eq!(upload.started_ms, spec.now_ms);
+    }
+    store.end_upload(ids[0]).await.unwrap();
+    store.end_upload(ids[0]).await.unwrap();
+    let left: Vec<i64> = store.uploads().await.unwrap().iter().map(|u| u.id).collect();
+    assert!(!left.contains(&ids[0]));
+    assert!(left.contains(&ids[1]));
+    store.end_upload(ids[1]).await.unwrap();
+    assert_fails!(
+        store
+            .begin_upload(&NewUpload {
+                tenant_id: random_id(),
+                ..specs[0].clone()
+            })
+            .await,
+        MetaError::NotFound
+    );
+}
+
+/// Jobs retry with backoff and vanish when done; garbage is listed until collected.
+pub async fn replication_and_garbage(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let now = now_ms();
+    let index = name_index();
+    let first = new_file(&t, t.root_node_id, &index, 5);
+    store.commit_file(&first).await.unwrap();
+    let key = &first.content.object_key;
+    let job = jobs_for(store, key).await.pop().expect("a copy job");
+    assert_eq!((job.op, job.attempts, job.last_error.clone()), (ReplicationOp::Copy, 0, None));
+    assert_eq!(job.created_ms, first.now_ms);
+
+    let long_error = format!("replica unreachable: {}", "x".repeat(10_000));
+    store.replication_failed(job.id, &long_error, now).await.unwrap();
+    store.replication_failed(job.id, "timeout", now).await.unwrap();
+    let retried = jobs_for(store, key).await.pop().unwrap();
+    assert_eq!(retried.attempts, 2);
+    assert_eq!(retried.last_error.as_deref(), Some("timeout"));
+    assert_eq!(retried.created_ms, job.created_ms);
+
+    // A newer job that has never failed is due before the one backing off.
+    let second = CommitFile {
+        now_ms: now + 1,
+        ..new_file(&t, t.root_node_id, &name_index(), 5)
+    };
+    store.commit_file(&second).await.unwrap();
+    let order: Vec<i64> = store
+        .pending_replication(SCAN_ALL)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|j| j.object_key == *key || j.object_key == second.content.object_key)
+        .map(|j| j.id)
+        .collect();
+    let fresh = jobs_for(store, &second.content.object_key).await.pop().unwrap();
+    assert_eq!(order, vec![fresh.id, job.id]);
+
+    assert_fails!(
+        store.replication_failed(i64::MAX - 1, "x", now).await,
+        MetaError::NotFound
+    );
+    store.replication_done(job.id).await.unwrap();
+    store.replication_done(job.id).await.unwrap();
+    assert!(jobs_for(store, key).await.is_empty());
+    store.replication_done(fresh.id).await.unwrap();
+
+    let replace = new_file(&t, t.root_node_id, &index, 6);
+    store.commit_file(&replace).await.unwrap();
+    let garbage = store.garbage(SCAN_ALL).await.unwrap();
+    let entry = garbage.iter().find(|g| g.object_key == *key).expect("old object is garbage");
+    assert_eq!(entry.created_ms, replace.now_ms);
+    store.garbage_done(entry.id).await.unwrap();
+    store.garbage_done(entry.id).await.unwrap();
+    assert!(!is_garbage(store, key).await);
+    for job in jobs_for(store, key).await {
+        store.replication_done(job.id).await.unwrap();
+    }
+    for job in jobs_for(store, &replace.content.object_key).await {
+        store.replication_done(job.id).await.unwrap();
+    }
+}
+
+fn audit_record(at_ms: i64, action: &str) -> AuditRecord {
+    AuditRecord {
+        at_ms,
+        tenant_id: Some(random_id()),
+        user_id: Some(random_id()),
+        user_name: Some("mallory &+-é\"".into()),
+        protocol: "sftp".into(),
+        remote_addr: Some("[2001:db8::1]:50022".into()),
+        action: action.into(),
+        node_id: Some(random_id()),
+        outcome: "ok".into(),
+        bytes: Some(1 << 40),
+    }
+}
+
+/// Audit records come back newest first, exactly as written.
+pub async fn audit(store: &dyn MetadataStore) {
+    // Start after anything already in the log, so earlier runs cannot interleave.
+    let latest = store.recent_audit(1).await.unwrap().first().map(|r| r.at_ms);
+    let base = latest.unwrap_or(0).max(now_ms()) + 1;
+    let records = vec![
+        audit_record(base, "login"),
+        audit_record(base + 1, "upload"),
+        AuditRecord {
+            tenant_id: None,
+            user_id: None,
+            user_name: None,
+            remote_addr: None,
+            node_id: None,
+            bytes: None,
+            outcome: "denied".into(),
+            ..audit_record(base + 2, "login_failed")
+        },
+    ];
+    for record in &records {
+        store.audit(record).await.unwrap();
+    }
+    let recent = store.recent_audit(3).await.unwrap();
+    let newest_first: Vec<AuditRecord> = records.into_iter().rev().collect();
+    assert_eq!(recent, newest_first);
+    assert_eq!(store.recent_audit(1).await.unwrap(), newest_first[..1]);
+}
+
+/// With `enforce_quota`, a commit that would exceed the tenant's quota fails and changes
+/// nothing; shrinking a file is always allowed.
+pub async fn quota(store: &dyn MetadataStore) {
+    let t = tenant(store, Some(1_000)).await;
+    let root = t.root_node_id;
+    let enforced = |size: i64, index: &[u8]| CommitFile {
+        enforce_quota: true,
+        ..new_file(&t, root, index, size)
+    };
+    let big_index = name_index();
+    store.commit_file(&enforced(600, &big_index)).await.unwrap();
+    let exact = enforced(400, &name_index());
+    store.commit_file(&exact).await.unwrap();
+    assert_eq!(store.usage(t.id).await.unwrap(), Usage { bytes: 1_000, files: 2 });
+
+    let over = enforced(1, &name_index());
+    assert_fails!(store.commit_file(&over).await, MetaError::QuotaExceeded);
+    assert_fails!(
+        store.child(t.id, root, &over.name_index).await,
+        MetaError::NotFound
+    );
+    assert!(!has_job(store, &over.content.object_key, ReplicationOp::Copy).await);
+    assert_fails!(
+        store.commit_file(&enforced(601, &big_index)).await,
+        MetaError::QuotaExceeded
+    );
+    assert_eq!(store.usage(t.id).await.unwrap(), Usage { bytes: 1_000, files: 2 });
+
+    // Unenforced commits (e.g. an administrator's) may go over.
+    store.commit_file(&new_file(&t, root, &name_index(), 500)).await.unwrap();
+    assert_eq!(store.usage(t.id).await.unwrap(), Usage { bytes: 1_500, files: 3 });
+    let shrink = enforced(100, &big_index);
+    let shrunk = store.commit_file(&shrink).await.unwrap();
+    assert!(!shrunk.created, "shrinking while over quota is allowed");
+    assert_eq!(store.usage(t.id).await.unwrap(), Usage { bytes: 1_000, files: 3 });
+
+    let unlimited = tenant(store, None).await;
+    let huge = CommitFile {
+        enforce_quota: true,
+        ..new_file(&unlimited, unlimited.root_node_id, &name_index(), i64::MAX / 2)
+    };
+    store.commit_file(&huge).await.unwrap();
+}
+
+/// Concurrent "create or replace" commits of one new name: exactly one node results; one
+/// commit created it and every other replaced it in turn, none failed, and every superseded
+/// object is garbage.
+pub async fn concurrent_commits_same_name(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let dir = mkdir(store, &t, t.root_node_id).await;
+    let index = name_index();
+    let commits: Vec<CommitFile> = (0..CONCURRENT_COMMITS)
+        .map(|i| new_file(&t, dir.id, &index, i64::try_from(i).unwrap() + 1))
+        .collect();
+    let results = join_all(commits.iter().map(|c| store.commit_file(c)).collect()).await;
+    let outcomes: Vec<CommitOutcome> = results
+        .into_iter()
+        .map(|r| r.expect("create-or-replace commits never fail on a race"))
+        .collect();
+    assert_eq!(outcomes.iter().filter(|o| o.created).count(), 1);
+
+    let nodes = store.children(t.id, dir.id).await.unwrap();
+    assert_eq!(nodes.len(), 1, "one name, one node");
+    let survivor = &nodes[0];
+    assert_eq!(survivor.version, i64::try_from(CONCURRENT_COMMITS).unwrap());
+    assert!(outcomes.iter().all(|o| o.node.id == survivor.id));
+    let live = object_of(survivor);
+    assert!(commits.iter().any(|c| c.content.object_key == live));
+    for commit in &commits {
+        let key = &commit.content.object_key;
+        assert_eq!(is_garbage(store, key).await, key != live, "object {key}");
+    }
+    let usage = store.usage(t.id).await.unwrap();
+    assert_eq!(usage.files, 1);
+    assert_eq!(usage.bytes, survivor.content.as_ref().unwrap().size);
+}
+
+/// Concurrent renames of one folder: each succeeds or reports `Conflict`, and afterwards the
+/// folder sits in exactly one place with its children intact.
+pub async fn concurrent_rename_same_folder(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let root = t.root_node_id;
+    let folder = mkdir(store, &t, root).await;
+    let mut kids = Vec::new();
+    for _ in 0..5 {
+        kids.push(mkdir(store, &t, folder.id).await.id);
+    }
+    kids.sort_unstable();
+    let mut destinations = vec![root];
+    for _ in 0..3 {
+        destinations.push(mkdir(store, &t, root).await.id);
+    }
+    let renames: Vec<RenameNode> = (0..CONCURRENT_RENAMES)
+        .map(|i| rename_to(&t, &folder, destinations[i % destinations.len()], false))
+        .collect();
+    let results = join_all(renames.iter().map(|r| store.rename(r)).collect()).await;
+    let mut succeeded = 0;
+    for result in results {
+        match result {
+            Ok(()) => succeeded += 1,
+            Err(MetaError::Conflict) => {}
+            Err(other) => panic!("unexpected rename error: {other:?}"),
+        }
+    }
+    assert!(succeeded >= 1);
+
+    let moved = store.node(t.id, folder.id).await.unwrap();
+    assert_eq!(moved.version, folder.version + succeeded);
+    let holding: Vec<&RenameNode> = renames
+        .iter()
+        .filter(|r| r.new_name_index == moved.name_index)
+        .collect();
+    assert_eq!(holding.len(), 1);
+    assert_eq!(moved.parent_id, Some(holding[0].new_parent_id));
+    assert_eq!(moved.name_enc, holding[0].new_name_enc);
+    let mut places = 0;
+    for destination in &destinations {
+        places += child_ids(store, &t, *destination)
+            .await
+            .iter()
+            .filter(|&&id| id == folder.id)
+            .count();
+    }
+    assert_eq!(places, 1, "the folder is listed in exactly one place");
+    assert_eq!(child_ids(store, &t, folder.id).await, kids);
+}
+
+/// Moving A into B while B moves into A: one move wins, the other is refused, and the tree
+/// stays a tree.
+pub async fn concurrent_cross_moves_never_make_a_cycle(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let a = mkdir(store, &t, t.root_node_id).await;
+    let b = mkdir(store, &t, t.root_node_id).await;
+    let moves = [rename_to(&t, &a, b.id, false), rename_to(&t, &b, a.id, false)];
+    let results = join_all(moves.iter().map(|m| store.rename(m)).collect()).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+    for result in &results {
+        if let Err(error) = result {
+            assert!(
+                matches!(error, MetaError::Cycle | MetaError::Conflict),
+                "loser must get Cycle or Conflict, got {error:?}"
+            );
+        }
+    }
+    for start in [a.id, b.id] {
+        let mut current = store.node(t.id, start).await.unwrap();
+        for _ in 0..3 {
+            match current.parent_id {
+                Some(parent) => current = store.node(t.id, parent).await.unwrap(),
+                None => break,
+            }
+        }
+        assert_eq!(current.id, t.root_node_id, "every folder reaches the root");
+    }
+}

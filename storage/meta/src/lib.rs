@@ -1,0 +1,177 @@
+//! The metadata store: namespace, versions, wrapped keys, users, uploads, outbox and audit.
+//!
+//! The store only ever holds what the layer above gives it: encrypted names, blind indexes,
+//! wrapped keys and encrypted hashes are opaque byte strings here. Nothing in this crate
+//! knows a key or a plaintext name. Every method is one transaction.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+
+pub mod conformance;
+mod sqlite;
+mod types;
+
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+/// Errors from a metadata store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetaError {
+    /// The row asked for does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint would be broken (a name already taken in a folder, a user name in use).
+    #[error("already exists")]
+    AlreadyExists,
+    /// A folder still holds entries.
+    #[error("directory not empty")]
+    NotEmpty,
+    /// The operation expected a folder and found a file, or the other way round.
+    #[error("wrong node kind: {0}")]
+    WrongKind(&'static str),
+    /// A rename would move a folder into itself or one of its descendants.
+    #[error("cannot move a folder into itself")]
+    Cycle,
+    /// The row changed since it was read (optimistic concurrency): the caller lost a race.
+    #[error("conflict: the entry changed concurrently")]
+    Conflict,
+    /// A file commit would take the tenant over its byte quota; nothing was changed.
+    #[error("quota exceeded")]
+    QuotaExceeded,
+    /// The database holds a newer schema than this build knows.
+    #[error("database schema version {found} is newer than this build supports ({supported})")]
+    SchemaTooNew {
+        /// Version found in the database.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// The database is unreachable or timed out; worth retrying later.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+    /// Any other database error.
+    #[error("metadata store error: {0}")]
+    Database(String),
+}
+
+/// Result alias for this crate.
+pub type MetaResult<T> = Result<T, MetaError>;
+
+/// The metadata store. Each method is atomic; implementations are shared as `Arc<dyn MetadataStore>`.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + Debug {
+    /// Applies pending migrations; refuses a schema newer than this build knows.
+    async fn migrate(&self) -> MetaResult<()>;
+
+    // ---- tenants and their keys ----
+
+    /// Creates a tenant with its root folder (a `Node` of kind `Dir`, `parent_id` = None,
+    /// id = `root_node_id`) and its wrapped keys, all in one transaction.
+    async fn create_tenant(&self, tenant: &NewTenant) -> MetaResult<Tenant>;
+    /// Looks a tenant up by name.
+    async fn tenant_by_name(&self, name: &str) -> MetaResult<Tenant>;
+    /// Looks a tenant up by id.
+    async fn tenant(&self, id: i64) -> MetaResult<Tenant>;
+    /// All tenants, ordered by name.
+    async fn list_tenants(&self) -> MetaResult<Vec<Tenant>>;
+    /// Every wrapped copy of every version of the tenant's key.
+    async fn tenant_keys(&self, tenant_id: i64) -> MetaResult<Vec<WrappedTenantKey>>;
+    /// Adds (or replaces, for the same version and region) a wrapped tenant key.
+    async fn put_tenant_key(&self, key: &WrappedTenantKey) -> MetaResult<()>;
+
+    // ---- users ----
+
+    /// Creates a user. `AlreadyExists` if the name is taken (names are unique across tenants).
+    async fn create_user(&self, user: &NewUser) -> MetaResult<User>;
+    /// Looks a user up by login name.
+    async fn user_by_name(&self, name: &str) -> MetaResult<User>;
+    /// All users, optionally of one tenant, ordered by name.
+    async fn list_users(&self, tenant_id: Option<i64>) -> MetaResult<Vec<User>>;
+    /// Replaces the password hash (PHC string) of a user.
+    async fn set_password(&self, user_id: i64, password_hash: Option<&str>) -> MetaResult<()>;
+    /// Disables or enables a user.
+    async fn set_disabled(&self, user_id: i64, disabled: bool) -> MetaResult<()>;
+    /// Deletes a user and their SSH keys and tokens. Files stay (they belong to the tenant).
+    async fn delete_user(&self, user_id: i64) -> MetaResult<()>;
+    /// Adds an SSH public key (OpenSSH one-line form) to a user.
+    async fn add_ssh_key(&self, user_id: i64, key: &NewSshKey) -> MetaResult<()>;
+    /// A user's SSH public keys.
+    async fn ssh_keys(&self, user_id: i64) -> MetaResult<Vec<SshKey>>;
+
+    /// Records one failed login at `now_ms`. If the user now has `threshold` or more failures
+    /// inside the last `window_ms`, locks them until `now_ms + lock_ms`. Returns the lock
+    /// expiry if the user is (now) locked. Cluster-wide: the count lives in the database.
+    async fn record_login_failure(
+        &self,
+        user_id: i64,
+        now_ms: i64,
+        threshold: u32,
+        window_ms: i64,
+        lock_ms: i64,
+    ) -> MetaResult<Option<i64>>;
+    /// Clears the failure count after a successful login.
+    async fn clear_login_failures(&self, user_id: i64) -> MetaResult<()>;
+
+    // ---- namespace ----
+
+    /// One node by id, within a tenant.
+    async fn node(&self, tenant_id: i64, id: i64) -> MetaResult<Node>;
+    /// The child of `parent_id` whose blind index is `name_index`.
+    async fn child(&self, tenant_id: i64, parent_id: i64, name_index: &[u8]) -> MetaResult<Node>;
+    /// Every child of a folder, in no particular order. One indexed query.
+    async fn children(&self, tenant_id: i64, parent_id: i64) -> MetaResult<Vec<Node>>;
+    /// Creates a folder. `AlreadyExists` if the name is taken, `NotFound` if the parent is gone,
+    /// `WrongKind` if the parent is a file.
+    async fn create_dir(&self, dir: &NewDir) -> MetaResult<Node>;
+    /// Commits a file version in one transaction: inserts the node, or replaces the content of
+    /// the existing file with the same `(parent, name_index)`; queues the new object for
+    /// replication; queues the replaced object (if any) for garbage collection; deletes the
+    /// upload row `upload_id` if given. `WrongKind` if a folder holds the name.
+    /// If `expect_node` is `Some((id, version))` the existing row must still be at that version
+    /// (else `Conflict`); if it is `Some` and the row is gone, `Conflict` too.
+    async fn commit_file(&self, file: &CommitFile) -> MetaResult<CommitOutcome>;
+    /// Removes a file (its object is queued for garbage collection) or an empty folder
+    /// (`NotEmpty` otherwise). The tenant root cannot be removed (`WrongKind`).
+    async fn remove(&self, tenant_id: i64, id: i64) -> MetaResult<()>;
+    /// Moves and/or renames a node in one transaction, whatever the folder holds.
+    /// If the target name exists: with `replace` and both are files, the old target is removed
+    /// (its object queued for GC); otherwise `AlreadyExists`. `Cycle` if a folder would move
+    /// into its own subtree. The new name is given encrypted and indexed by the caller.
+    async fn rename(&self, rename: &RenameNode) -> MetaResult<()>;
+    /// Sets the modification time of a node.
+    async fn set_mtime(&self, tenant_id: i64, id: i64, mtime_ms: i64) -> MetaResult<()>;
+    /// Bytes and files used by a tenant's committed files.
+    async fn usage(&self, tenant_id: i64) -> MetaResult<Usage>;
+
+    // ---- uploads in flight ----
+
+    /// Records an upload in flight (its spool file and reserved object key).
+    async fn begin_upload(&self, upload: &NewUpload) -> MetaResult<i64>;
+    /// Forgets an upload (aborted, or cleaned after a crash). Missing rows are fine.
+    async fn end_upload(&self, upload_id: i64) -> MetaResult<()>;
+    /// Uploads in flight started by any node, oldest first.
+    async fn uploads(&self) -> MetaResult<Vec<Upload>>;
+
+    // ---- replication outbox and garbage ----
+
+    /// Pending replication jobs in the order they fall due, at most `limit`: jobs that never
+    /// failed oldest first; a failed job waits out its backoff behind newer ones.
+    async fn pending_replication(&self, limit: u32) -> MetaResult<Vec<ReplicationJob>>;
+    /// Marks a job done (deletes it).
+    async fn replication_done(&self, job_id: i64) -> MetaResult<()>;
+    /// Records a failed attempt; the job stays pending.
+    async fn replication_failed(&self, job_id: i64, error: &str, now_ms: i64) -> MetaResult<()>;
+    /// Object keys no committed row refers to any more, at most `limit`.
+    async fn garbage(&self, limit: u32) -> MetaResult<Vec<Garbage>>;
+    /// Forgets a garbage entry once its object is deleted from every store.
+    async fn garbage_done(&self, id: i64) -> MetaResult<()>;
+
+    // ---- audit ----
+
+    /// Appends one audit record.
+    async fn audit(&self, record: &AuditRecord) -> MetaResult<()>;
+    /// The newest `limit` audit records, newest first.
+    async fn recent_audit(&self, limit: u32) -> MetaResult<Vec<AuditRecord>>;
+}

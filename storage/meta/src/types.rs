@@ -1,0 +1,354 @@
+//! Row types shared by every metadata store implementation.
+
+/// A tenant: an organisation whose users share one tree and one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    /// Random positive id.
+    pub id: i64,
+    /// Operator-chosen name (an account label, not customer content: stored in the clear).
+    pub name: String,
+    /// Id of the tenant's root folder node.
+    pub root_node_id: i64,
+    /// Current tenant-key version used for new writes.
+    pub key_version: u32,
+    /// Byte quota for the whole tenant; `None` is unlimited.
+    pub quota_bytes: Option<i64>,
+    /// Creation time, ms since the Unix epoch.
+    pub created_ms: i64,
+}
+
+/// What `create_tenant` needs.
+#[derive(Clone, Debug)]
+pub struct NewTenant {
+    /// Random positive id chosen by the caller.
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// Random positive id for the root folder.
+    pub root_node_id: i64,
+    /// Encrypted name for the root folder (the caller encrypts "" or "/").
+    pub root_name_enc: Vec<u8>,
+    /// Blind index for the root folder (unique per tenant with parent = None).
+    pub root_name_index: Vec<u8>,
+    /// Byte quota; `None` is unlimited.
+    pub quota_bytes: Option<i64>,
+    /// Wrapped tenant keys (version 1, one per region).
+    pub keys: Vec<WrappedTenantKey>,
+    /// Creation time, ms since the Unix epoch.
+    pub now_ms: i64,
+}
+
+/// One wrapped copy of one version of a tenant key, under one region's master key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrappedTenantKey {
+    /// The tenant.
+    pub tenant_id: i64,
+    /// Tenant key version (starts at 1).
+    pub version: u32,
+    /// Region name, e.g. "primary" or "replica".
+    pub region: String,
+    /// Identifier of the master key that wrapped it (provider-specific).
+    pub master_key_id: String,
+    /// The wrapped key blob.
+    pub wrapped: Vec<u8>,
+}
+
+/// A login.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// Random positive id.
+    pub id: i64,
+    /// Owning tenant.
+    pub tenant_id: i64,
+    /// Login name, unique across the installation.
+    pub name: String,
+    /// Argon2id PHC string, or `None` for key-only users.
+    pub password_hash: Option<String>,
+    /// Node id of the user's home folder (their `/`).
+    pub home_node_id: i64,
+    /// Permission bits, see `coffer-storage`'s `Permissions`.
+    pub perms: u32,
+    /// A disabled user cannot log in.
+    pub disabled: bool,
+    /// Locked out until this time (ms since epoch), if locked.
+    pub locked_until_ms: Option<i64>,
+    /// Creation time, ms since the Unix epoch.
+    pub created_ms: i64,
+}
+
+/// What `create_user` needs.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    /// Random positive id chosen by the caller.
+    pub id: i64,
+    /// Owning tenant.
+    pub tenant_id: i64,
+    /// Login name.
+    pub name: String,
+    /// Argon2id PHC string, or `None`.
+    pub password_hash: Option<String>,
+    /// Home folder node id (must exist in the tenant).
+    pub home_node_id: i64,
+    /// Permission bits.
+    pub perms: u32,
+    /// Creation time, ms since the Unix epoch.
+    pub now_ms: i64,
+}
+
+/// An SSH public key of a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshKey {
+    /// Row id.
+    pub id: i64,
+    /// Owner.
+    pub user_id: i64,
+    /// Algorithm name, e.g. `ssh-ed25519`.
+    pub algorithm: String,
+    /// Base64 key blob as in `authorized_keys`.
+    pub key_base64: String,
+    /// SHA-256 fingerprint (`SHA256:...`).
+    pub fingerprint: String,
+    /// Free-form comment.
+    pub comment: String,
+}
+
+/// What `add_ssh_key` needs.
+#[derive(Clone, Debug)]
+pub struct NewSshKey {
+    /// Algorithm name.
+    pub algorithm: String,
+    /// Base64 key blob.
+    pub key_base64: String,
+    /// SHA-256 fingerprint; unique per user.
+    pub fingerprint: String,
+    /// Comment.
+    pub comment: String,
+}
+
+/// Folder or file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A folder.
+    Dir,
+    /// A file with committed content.
+    File,
+}
+
+/// The content of a committed file version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileContent {
+    /// Plaintext length: trusted, the reader expects exactly this many bytes.
+    pub size: i64,
+    /// Storage key of the sealed object (32 hex digits).
+    pub object_key: String,
+    /// The format's content id (16 bytes), bound into every chunk.
+    pub content_id: Vec<u8>,
+    /// The data key, wrapped under the tenant key version `key_version`.
+    pub wrapped_dek: Vec<u8>,
+    /// Tenant key version that wrapped the data key.
+    pub key_version: u32,
+    /// Plaintext chunk size of the object.
+    pub chunk_size: u32,
+    /// SHA-256 of the plaintext, encrypted like a name.
+    pub content_hash_enc: Vec<u8>,
+}
+
+/// A folder or file row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// Random positive id.
+    pub id: i64,
+    /// Owning tenant.
+    pub tenant_id: i64,
+    /// Parent folder; `None` only for a tenant root.
+    pub parent_id: Option<i64>,
+    /// Folder or file.
+    pub kind: NodeKind,
+    /// Encrypted name (opaque here).
+    pub name_enc: Vec<u8>,
+    /// Blind index of the name (opaque here), unique per parent.
+    pub name_index: Vec<u8>,
+    /// Modification time, ms since the Unix epoch.
+    pub mtime_ms: i64,
+    /// Creation time, ms since the Unix epoch.
+    pub ctime_ms: i64,
+    /// Row version, bumped by every change of content, name or place.
+    pub version: i64,
+    /// Present for files.
+    pub content: Option<FileContent>,
+}
+
+/// What `create_dir` needs.
+#[derive(Clone, Debug)]
+pub struct NewDir {
+    /// Random positive id chosen by the caller (the encrypted name is bound to it).
+    pub id: i64,
+    /// Owning tenant.
+    pub tenant_id: i64,
+    /// Parent folder.
+    pub parent_id: i64,
+    /// Encrypted name.
+    pub name_enc: Vec<u8>,
+    /// Blind index.
+    pub name_index: Vec<u8>,
+    /// Times, ms since the Unix epoch.
+    pub now_ms: i64,
+}
+
+/// What `commit_file` needs.
+#[derive(Clone, Debug)]
+pub struct CommitFile {
+    /// Id for a new node; ignored when an existing file is replaced (its id is kept).
+    pub new_id: i64,
+    /// Owning tenant.
+    pub tenant_id: i64,
+    /// Parent folder.
+    pub parent_id: i64,
+    /// Encrypted name, bound to the id of the node it is stored in: used only for a new node.
+    pub name_enc: Vec<u8>,
+    /// Blind index.
+    pub name_index: Vec<u8>,
+    /// The new content.
+    pub content: FileContent,
+    /// Modification time to record.
+    pub mtime_ms: i64,
+    /// Current time.
+    pub now_ms: i64,
+    /// Optimistic check: the existing file's (id, version) this upload started from, if any.
+    pub expect_node: Option<(i64, i64)>,
+    /// The upload row to delete in the same transaction.
+    pub upload_id: Option<i64>,
+    /// Refuse if the tenant's usage would exceed its quota.
+    pub enforce_quota: bool,
+}
+
+/// The result of `commit_file`.
+#[derive(Clone, Debug)]
+pub struct CommitOutcome {
+    /// The committed node.
+    pub node: Node,
+    /// `true` if a new node was created, `false` if an existing file got new content.
+    pub created: bool,
+}
+
+/// What `rename` needs.
+#[derive(Clone, Debug)]
+pub struct RenameNode {
+    /// Owning tenant.
+    pub tenant_id: i64,
+    /// The node to move.
+    pub id: i64,
+    /// Its new parent folder.
+    pub new_parent_id: i64,
+    /// New encrypted name (bound to `id`).
+    pub new_name_enc: Vec<u8>,
+    /// New blind index (bound to `new_parent_id`).
+    pub new_name_index: Vec<u8>,
+    /// Replace an existing file at the target.
+    pub replace: bool,
+    /// Current time.
+    pub now_ms: i64,
+}
+
+/// Bytes and files used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Sum of plaintext sizes of committed files.
+    pub bytes: i64,
+    /// Number of committed files.
+    pub files: i64,
+}
+
+/// An upload in flight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upload {
+    /// Row id.
+    pub id: i64,
+    /// Owning tenant.
+    pub tenant_id: i64,
+    /// Name of the spool file, relative to the spool directory of the node that owns it.
+    pub spool_name: String,
+    /// Storage key reserved for the object.
+    pub object_key: String,
+    /// Which node (host) owns the spool file.
+    pub node_name: String,
+    /// Start time, ms since the Unix epoch.
+    pub started_ms: i64,
+}
+
+/// What `begin_upload` needs.
+#[derive(Clone, Debug)]
+pub struct NewUpload {
+    /// Owning tenant.
+    pub tenant_id: i64,
+    /// Spool file name.
+    pub spool_name: String,
+    /// Reserved storage key.
+    pub object_key: String,
+    /// The owning node's name.
+    pub node_name: String,
+    /// Start time.
+    pub now_ms: i64,
+}
+
+/// What the replicator must do for one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicationOp {
+    /// Copy the object to the replica.
+    Copy,
+    /// Delete the object from the replica.
+    Delete,
+}
+
+/// One pending replication job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicationJob {
+    /// Row id.
+    pub id: i64,
+    /// Storage key.
+    pub object_key: String,
+    /// Copy or delete.
+    pub op: ReplicationOp,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Last error, if any.
+    pub last_error: Option<String>,
+    /// When the job was queued, ms since epoch.
+    pub created_ms: i64,
+}
+
+/// An object no committed row refers to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Garbage {
+    /// Row id.
+    pub id: i64,
+    /// Storage key.
+    pub object_key: String,
+    /// When it became garbage, ms since epoch.
+    pub created_ms: i64,
+}
+
+/// One audit record. Holds ids, never names: the path of a file is not written here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Time, ms since epoch.
+    pub at_ms: i64,
+    /// Tenant, if known.
+    pub tenant_id: Option<i64>,
+    /// User, if known.
+    pub user_id: Option<i64>,
+    /// The login name tried (for failed logins), else the user's name.
+    pub user_name: Option<String>,
+    /// Protocol or channel: "sftp", "ftp", "https", "cli".
+    pub protocol: String,
+    /// Client address, as the front end saw it (after PROXY protocol).
+    pub remote_addr: Option<String>,
+    /// What happened, e.g. "login", "login_failed", "upload", "download", "delete", "rename".
+    pub action: String,
+    /// The node acted on, if any.
+    pub node_id: Option<i64>,
+    /// "ok" or an error kind.
+    pub outcome: String,
+    /// Bytes moved, if any.
+    pub bytes: Option<i64>,
+}

@@ -1,0 +1,217 @@
+//! Runs the metadata conformance suite against SQLite, on a file and in memory, plus the
+//! SQLite-only properties: persistence, schema versioning and the absence of plaintext names.
+
+use coffer_meta::{MetaError, MetadataStore, NewTenant, SqliteStore, conformance};
+use sqlx::{Connection, SqliteConnection};
+use tempfile::TempDir;
+
+/// A migrated store on a fresh database file, and the directory keeping the file alive.
+async fn file_store() -> (SqliteStore, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("meta.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    (store, dir)
+}
+
+async fn memory_store() -> SqliteStore {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// A direct connection to the database file, beside the store, for inspecting raw rows.
+async fn raw_connection(dir: &TempDir) -> SqliteConnection {
+    let url = format!("sqlite://{}", dir.path().join("meta.db").display());
+    SqliteConnection::connect(&url).await.unwrap()
+}
+
+macro_rules! conformance_tests {
+    ($($behaviour:ident),* $(,)?) => {
+        mod on_file {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $behaviour() {
+                    let (store, _dir) = super::file_store().await;
+                    coffer_meta::conformance::$behaviour(&store).await;
+                }
+            )*
+        }
+        mod in_memory {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    let store = super::memory_store().await;
+                    coffer_meta::conformance::$behaviour(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance_tests!(
+    tenants_and_keys,
+    users_and_lockout,
+    ssh_keys,
+    dirs_and_children,
+    commit_new_and_replace,
+    commit_conflicts,
+    remove_semantics,
+    rename_move_replace_cycle,
+    rename_folder_with_many_children_is_one_update,
+    uploads,
+    replication_and_garbage,
+    audit,
+    quota,
+    concurrent_commits_same_name,
+    concurrent_rename_same_folder,
+    concurrent_cross_moves_never_make_a_cycle,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_suite_runs_twice_on_one_database() {
+    let (store, _dir) = file_store().await;
+    conformance::run_all(&store).await;
+    conformance::run_all(&store).await;
+}
+
+fn tenant_spec(name: &str) -> NewTenant {
+    NewTenant {
+        id: 4_242,
+        name: name.into(),
+        root_node_id: 4_243,
+        root_name_enc: vec![1, 2, 3],
+        root_name_index: vec![7; 32],
+        quota_bytes: None,
+        keys: Vec::new(),
+        now_ms: 1_700_000_000_000,
+    }
+}
+
+#[tokio::test]
+async fn reopening_the_file_keeps_committed_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let first = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+    first.migrate().await.unwrap();
+    let created = first.create_tenant(&tenant_spec("acme")).await.unwrap();
+    drop(first);
+
+    let again = SqliteStore::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    again.migrate().await.unwrap();
+    assert_eq!(again.tenant_by_name("acme").await.unwrap(), created);
+    let root = again.node(created.id, created.root_node_id).await.unwrap();
+    assert_eq!(root.name_enc, vec![1, 2, 3]);
+    assert_eq!(
+        again.schema_version().await.unwrap(),
+        Some(SqliteStore::supported_schema_version())
+    );
+}
+
+#[tokio::test]
+async fn database_from_a_newer_build_is_refused() {
+    let (store, dir) = file_store().await;
+    let future = SqliteStore::supported_schema_version() + 1;
+    let mut raw = raw_connection(&dir).await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (?, 'from the future', TRUE, X'00', 0)",
+    )
+    .bind(future)
+    .execute(&mut raw)
+    .await
+    .unwrap();
+
+    match store.migrate().await {
+        Err(MetaError::SchemaTooNew { found, supported }) => {
+            assert_eq!(found, future);
+            assert_eq!(supported, SqliteStore::supported_schema_version());
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn fresh_database_reports_no_schema_until_migrated() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), None);
+    assert!(matches!(
+        store.tenant_by_name("x").await,
+        Err(MetaError::Database(_))
+    ));
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), Some(1));
+}
+
+#[tokio::test]
+async fn unreachable_database_file_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing_parent = dir.path().join("no-such-dir").join("meta.db");
+    match SqliteStore::open(missing_parent.to_str().unwrap()).await {
+        Err(MetaError::Unavailable(_)) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+/// Names reach the database only as the caller's opaque blobs: the `nodes` table has no
+/// text column that could hold a name or a path, and the blobs are stored as given.
+#[tokio::test]
+async fn no_plaintext_columns() {
+    let (store, dir) = file_store().await;
+    let marker = b"PLAINTEXT-MARKER".to_vec();
+    let spec = NewTenant {
+        root_name_enc: marker.clone(),
+        root_name_index: [marker.clone(), vec![0; 16]].concat(),
+        ..tenant_spec("marker")
+    };
+    store.create_tenant(&spec).await.unwrap();
+
+    let mut raw = raw_connection(&dir).await;
+    let columns: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, type FROM pragma_table_info('nodes')")
+            .fetch_all(&mut raw)
+            .await
+            .unwrap();
+    assert!(columns.len() >= 10, "nodes columns: {columns:?}");
+    for (column, kind) in &columns {
+        let lower = column.to_lowercase();
+        let names_something = lower.contains("name") || lower.contains("path");
+        if names_something {
+            assert_eq!(kind, "BLOB", "nodes.{column} must be an opaque blob");
+        }
+        if kind == "TEXT" {
+            assert!(
+                ["kind", "object_key"].contains(&column.as_str()),
+                "unexpected text column nodes.{column}"
+            );
+        }
+    }
+    let mut name_columns: Vec<&str> = columns
+        .iter()
+        .map(|(c, _)| c.as_str())
+        .filter(|c| c.contains("name"))
+        .collect();
+    name_columns.sort_unstable();
+    assert_eq!(name_columns, ["name_enc", "name_index"]);
+
+    let any_path_column: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master m, pragma_table_info(m.name) c \
+         WHERE m.type = 'table' AND lower(c.name) LIKE '%path%'",
+    )
+    .fetch_one(&mut raw)
+    .await
+    .unwrap();
+    assert_eq!(any_path_column, 0, "no table stores a path");
+
+    let (stored, stored_type): (Vec<u8>, String) =
+        sqlx::query_as("SELECT name_enc, typeof(name_enc) FROM nodes WHERE id = ?")
+            .bind(spec.root_node_id)
+            .fetch_one(&mut raw)
+            .await
+            .unwrap();
+    assert_eq!(stored, marker);
+    assert_eq!(stored_type, "blob");
+}

@@ -1,0 +1,31 @@
+//! Coffer's storage core: the [`Vfs`] every front end calls, over the metadata store, the
+//! object stores, the key hierarchy and the spool.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod audit;
+pub mod auth;
+pub mod error;
+pub mod path;
+pub mod perms;
+mod reader;
+mod replicate;
+mod spool;
+mod vault;
+mod vfs;
+mod writer;
+
+pub use auth::{LockoutPolicy, Password};
+pub use error::{ErrorKind, VfsError, VfsResult};
+pub use path::VPath;
+pub use perms::Permissions;
+pub use reader::FileReader;
+pub use replicate::ReplicationReport;
+pub use vault::{Backends, Principal, Vault, VaultOptions, check_user_name, now_ms};
+pub use vfs::{EntryKind, FileInfo, QuotaInfo, Vfs, WriteOptions};
+pub use writer::FileWriter;
+
+/// Re-exports for wiring in the binary.
+pub use coffer_keys as keys;
+pub use coffer_meta as meta;
+pub use coffer_object as object;

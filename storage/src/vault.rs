@@ -1,0 +1,456 @@
+//! The vault: one per process, holding the stores, the key ring and the caches every session shares.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use coffer_keys::{KeyRing, TenantKey, TenantKeys};
+use coffer_meta::{MetadataStore, NewTenant, NewUser, Tenant, User, WrappedTenantKey};
+use coffer_object::ObjectStore;
+use tracing::{info, warn};
+
+use crate::audit::AuditSink;
+use crate::auth::{self, LockoutPolicy, Password};
+use crate::error::{ErrorKind, VfsError, VfsResult};
+use crate::path::VPath;
+use crate::perms::Permissions;
+use crate::spool::Spool;
+use crate::vfs::Vfs;
+
+/// Region names under which tenant keys are wrapped.
+pub const PRIMARY_REGION: &str = "primary";
+/// See [`PRIMARY_REGION`].
+pub const REPLICA_REGION: &str = "replica";
+
+/// Settings of the vault that come from configuration.
+#[derive(Clone, Debug)]
+pub struct VaultOptions {
+    /// Plaintext bytes per chunk for new files.
+    pub chunk_size: u32,
+    /// Where sealed chunks of uploads in flight are kept.
+    pub spool_dir: PathBuf,
+    /// This node's name (owner of its spool in a cluster).
+    pub node_name: String,
+    /// Out-of-order bytes an open upload may hold in memory before writes are refused.
+    pub max_buffered_write_bytes: u64,
+    /// Login lockout policy.
+    pub lockout: LockoutPolicy,
+}
+
+/// The stores the vault works on.
+#[derive(Clone, Debug)]
+pub struct Backends {
+    /// Metadata.
+    pub meta: Arc<dyn MetadataStore>,
+    /// Primary object store.
+    pub primary: Arc<dyn ObjectStore>,
+    /// Replica object store, if replication is on.
+    pub replica: Option<Arc<dyn ObjectStore>>,
+    /// Master keys of both regions.
+    pub keys: KeyRing,
+}
+
+/// Who logged in, and how.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    /// The user row.
+    pub user: User,
+    /// "sftp", "ftp", "https" or "cli".
+    pub protocol: &'static str,
+    /// Client address, if any.
+    pub remote_addr: Option<String>,
+}
+
+/// Shared state of the vault.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) b: Backends,
+    pub(crate) opts: VaultOptions,
+    pub(crate) spool: Spool,
+    pub(crate) audit: AuditSink,
+    tenant_keys: Mutex<HashMap<(i64, u32), Arc<TenantKeys>>>,
+    dummy_hash: String,
+}
+
+/// The vault handle: cheap to clone, shared by every front end.
+#[derive(Clone, Debug)]
+pub struct Vault {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A random positive 63-bit id.
+pub(crate) fn random_id() -> VfsResult<i64> {
+    let mut b = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut b)
+        .map_err(|_| VfsError::new(ErrorKind::Internal, "the OS random generator failed"))?;
+    Ok((u64::from_be_bytes(b) >> 1).max(1) as i64)
+}
+
+fn tenant_key_context(tenant_id: i64, version: u32) -> Vec<u8> {
+    format!("coffer/tenant-key/{tenant_id}/v{version}").into_bytes()
+}
+
+impl Vault {
+    /// Opens the vault over migrated backends. Call [`Vault::recover_uploads`] when serving.
+    pub async fn open(b: Backends, opts: VaultOptions) -> VfsResult<Self> {
+        let spool = Spool::open(&opts.spool_dir)?;
+        let audit = AuditSink::start(b.meta.clone());
+        let dummy_hash = auth::hash_password(&Password::new("coffer-dummy".into())).await?;
+        let vault = Self {
+            inner: Arc::new(Inner {
+                b,
+                opts,
+                spool,
+                audit,
+                tenant_keys: Mutex::new(HashMap::new()),
+                dummy_hash,
+            }),
+        };
+        Ok(vault)
+    }
+
+    /// The backends, for operator commands.
+    pub fn backends(&self) -> &Backends {
+        &self.inner.b
+    }
+
+    /// Removes spool files and upload rows this node left behind when it stopped mid-upload.
+    /// The uploads were never committed, so no client was told they succeeded. Only `serve`
+    /// calls this at start: operator commands running beside a server use their own spool
+    /// directory and node name, so they never touch the server's uploads.
+    pub async fn recover_uploads(&self) -> VfsResult<()> {
+        let me = &self.inner.opts.node_name;
+        let mut cleaned = 0usize;
+        for up in self.inner.b.meta.uploads().await? {
+            if &up.node_name != me {
+                continue;
+            }
+            self.inner.spool.remove(&up.spool_name);
+            if let Ok(key) = coffer_object::ObjectKey::parse(&up.object_key) {
+                // The object may have been stored just before the crash, without its row.
+                let _ = self.inner.b.primary.delete(&key).await;
+            }
+            self.inner.b.meta.end_upload(up.id).await?;
+            cleaned += 1;
+        }
+        let strays = self.inner.spool.remove_all()?;
+        if cleaned + strays > 0 {
+            info!(uploads = cleaned, stray_files = strays, "recovered unfinished uploads from the spool");
+        }
+        Ok(())
+    }
+
+    // ---- tenants ----
+
+    /// Creates a tenant with a fresh tenant key wrapped under every region's master key.
+    pub async fn create_tenant(&self, name: &str, quota_bytes: Option<i64>) -> VfsResult<Tenant> {
+        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(VfsError::new(
+                ErrorKind::InvalidPath,
+                "tenant names are 1-64 characters of a-z, A-Z, 0-9, '-', '_' and '.'",
+            ));
+        }
+        let id = random_id()?;
+        let root_id = random_id()?;
+        let tk = TenantKey::generate()?;
+        let mut keys = Vec::new();
+        let ctx = tenant_key_context(id, 1);
+        let b = &self.inner.b;
+        keys.push(WrappedTenantKey {
+            tenant_id: id,
+            version: 1,
+            region: PRIMARY_REGION.into(),
+            master_key_id: b.keys.primary.key_id(),
+            wrapped: b.keys.primary.wrap(&tk, &ctx).await?,
+        });
+        if let Some(replica) = &b.keys.replica {
+            keys.push(WrappedTenantKey {
+                tenant_id: id,
+                version: 1,
+                region: REPLICA_REGION.into(),
+                master_key_id: replica.key_id(),
+                wrapped: replica.wrap(&tk, &ctx).await?,
+            });
+        }
+        let derived = TenantKeys::derive(&tk, id, 1);
+        let root_name_enc = derived.encrypt_name(root_id, "")?;
+        let root_name_index = derived.blind_index(0, "").to_vec();
+        let tenant = b
+            .meta
+            .create_tenant(&NewTenant {
+                id,
+                name: name.to_owned(),
+                root_node_id: root_id,
+                root_name_enc,
+                root_name_index,
+                quota_bytes,
+                keys,
+                now_ms: now_ms(),
+            })
+            .await?;
+        self.cache_keys(id, 1, Arc::new(derived));
+        Ok(tenant)
+    }
+
+    fn cache_keys(&self, tenant_id: i64, version: u32, keys: Arc<TenantKeys>) {
+        if let Ok(mut m) = self.inner.tenant_keys.lock() {
+            m.insert((tenant_id, version), keys);
+        }
+    }
+
+    /// The derived keys of a tenant's key version, unwrapped with this region's master key
+    /// (or the replica region's, if the primary's copy cannot be opened).
+    pub(crate) async fn tenant_keys(&self, tenant_id: i64, version: u32) -> VfsResult<Arc<TenantKeys>> {
+        if let Some(k) = self.inner.tenant_keys.lock().ok().and_then(|m| m.get(&(tenant_id, version)).cloned()) {
+            return Ok(k);
+        }
+        let b = &self.inner.b;
+        let rows = b.meta.tenant_keys(tenant_id).await?;
+        let ctx = tenant_key_context(tenant_id, version);
+        let mut providers = vec![(PRIMARY_REGION, b.keys.primary.clone())];
+        if let Some(r) = &b.keys.replica {
+            providers.push((REPLICA_REGION, r.clone()));
+        }
+        let mut last_err = None;
+        for (region, provider) in providers {
+            let Some(row) = rows.iter().find(|r| r.version == version && r.region == region) else { continue };
+            match provider.unwrap(&row.wrapped, &ctx).await {
+                Ok(tk) => {
+                    let keys = Arc::new(TenantKeys::derive(&tk, tenant_id, version));
+                    self.cache_keys(tenant_id, version, keys.clone());
+                    return Ok(keys);
+                }
+                Err(e) => {
+                    warn!(tenant_id, version, region, "tenant key could not be unwrapped with this region's master key");
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(match last_err {
+            Some(e) => VfsError::from(e),
+            None => VfsError::new(ErrorKind::Integrity, "no wrapped copy of the tenant key exists for this region"),
+        })
+    }
+
+    // ---- users ----
+
+    /// Creates a user in a tenant, creating their home folder (and its parents) if missing.
+    pub async fn create_user(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        password: Option<&Password>,
+        home: &VPath,
+        perms: Permissions,
+    ) -> VfsResult<User> {
+        check_user_name(name)?;
+        let password_hash = match password {
+            Some(p) => Some(auth::hash_password(p).await?),
+            None => None,
+        };
+        let home_id = self.ensure_dirs(tenant, home).await?;
+        let user = self
+            .inner
+            .b
+            .meta
+            .create_user(&NewUser {
+                id: random_id()?,
+                tenant_id: tenant.id,
+                name: name.to_owned(),
+                password_hash,
+                home_node_id: home_id,
+                perms: perms.bits(),
+                now_ms: now_ms(),
+            })
+            .await?;
+        Ok(user)
+    }
+
+    /// Replaces a user's password.
+    pub async fn set_password(&self, user: &User, password: Option<&Password>) -> VfsResult<()> {
+        let hash = match password {
+            Some(p) => Some(auth::hash_password(p).await?),
+            None => None,
+        };
+        Ok(self.inner.b.meta.set_password(user.id, hash.as_deref()).await?)
+    }
+
+    /// Creates `path` and its missing parents below the tenant root; returns the folder's id.
+    async fn ensure_dirs(&self, tenant: &Tenant, path: &VPath) -> VfsResult<i64> {
+        let root = Principal {
+            user: User {
+                id: 0,
+                tenant_id: tenant.id,
+                name: String::new(),
+                password_hash: None,
+                home_node_id: tenant.root_node_id,
+                perms: Permissions::ALL.bits(),
+                disabled: false,
+                locked_until_ms: None,
+                created_ms: 0,
+            },
+            protocol: "cli",
+            remote_addr: None,
+        };
+        let vfs = self.session(root).await?;
+        vfs.mkdir_all(path).await
+    }
+
+    /// Opens a session for an authenticated principal.
+    pub async fn session(&self, principal: Principal) -> VfsResult<Vfs> {
+        let tenant = self.inner.b.meta.tenant(principal.user.tenant_id).await?;
+        let keys = self.tenant_keys(tenant.id, tenant.key_version).await?;
+        Ok(Vfs::new(self.clone(), principal, tenant, keys))
+    }
+
+    /// Opens a session for a user by name, without a password: for operator commands only.
+    pub async fn operator_session(&self, user_name: &str) -> VfsResult<Vfs> {
+        let user = self.inner.b.meta.user_by_name(user_name).await.map_err(|e| match e {
+            coffer_meta::MetaError::NotFound => VfsError::new(ErrorKind::NotFound, "no such user"),
+            e => e.into(),
+        })?;
+        self.session(Principal { user, protocol: "cli", remote_addr: None }).await
+    }
+
+    // ---- authentication ----
+
+    /// Checks a user name and password. Unknown users, disabled users, locked users and wrong
+    /// passwords all cost one Argon2 verification, so timing does not tell them apart.
+    /// Failures count toward the cluster-wide lockout and are audited.
+    pub async fn authenticate_password(
+        &self,
+        name: &str,
+        password: &Password,
+        protocol: &'static str,
+        remote_addr: Option<String>,
+    ) -> VfsResult<Principal> {
+        let user = match self.inner.b.meta.user_by_name(name).await {
+            Ok(u) => Some(u),
+            Err(coffer_meta::MetaError::NotFound) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let hash = user.as_ref().and_then(|u| u.password_hash.clone()).unwrap_or_else(|| self.inner.dummy_hash.clone());
+        let ok = auth::verify_password(&hash, password).await;
+        let Some(user) = user else {
+            self.audit_login(None, name, protocol, &remote_addr, "login_failed", "unknown_user");
+            return Err(auth_failed());
+        };
+        let ok = ok && user.password_hash.is_some();
+        self.finish_login(user, ok, protocol, remote_addr).await
+    }
+
+    /// Checks a public key offered by an SSH client against the user's keys (base64 blob compare
+    /// in constant time). A failure counts toward the lockout like a wrong password.
+    pub async fn authenticate_public_key(
+        &self,
+        name: &str,
+        key_base64: &str,
+        protocol: &'static str,
+        remote_addr: Option<String>,
+    ) -> VfsResult<Principal> {
+        let user = match self.inner.b.meta.user_by_name(name).await {
+            Ok(u) => u,
+            Err(coffer_meta::MetaError::NotFound) => {
+                self.audit_login(None, name, protocol, &remote_addr, "login_failed", "unknown_user");
+                return Err(auth_failed());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let keys = self.inner.b.meta.ssh_keys(user.id).await?;
+        let ok = keys.iter().fold(false, |acc, k| {
+            acc | bool::from(subtle::ConstantTimeEq::ct_eq(k.key_base64.as_bytes(), key_base64.as_bytes()))
+        });
+        self.finish_login(user, ok, protocol, remote_addr).await
+    }
+
+    /// `true` if the user exists and has at least one SSH key (lets SSH offer the right methods).
+    pub async fn has_ssh_keys(&self, name: &str) -> bool {
+        match self.inner.b.meta.user_by_name(name).await {
+            Ok(u) => self.inner.b.meta.ssh_keys(u.id).await.map(|k| !k.is_empty()).unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    async fn finish_login(
+        &self,
+        user: User,
+        credentials_ok: bool,
+        protocol: &'static str,
+        remote_addr: Option<String>,
+    ) -> VfsResult<Principal> {
+        let now = now_ms();
+        if user.locked_until_ms.is_some_and(|t| t > now) {
+            self.audit_login(Some(&user), &user.name, protocol, &remote_addr, "login_failed", "locked_out");
+            return Err(VfsError::new(ErrorKind::LockedOut, "too many failed logins; the account is locked for a while"));
+        }
+        if user.disabled {
+            self.audit_login(Some(&user), &user.name, protocol, &remote_addr, "login_failed", "disabled");
+            return Err(auth_failed());
+        }
+        if !credentials_ok {
+            let p = self.inner.opts.lockout;
+            let locked = self
+                .inner
+                .b
+                .meta
+                .record_login_failure(user.id, now, p.max_failures, p.window_ms, p.lock_ms)
+                .await?;
+            self.audit_login(Some(&user), &user.name, protocol, &remote_addr, "login_failed", "bad_credentials");
+            if let Some(until) = locked {
+                warn!(user = %user.name, protocol, remote = remote_addr.as_deref().unwrap_or("-"), locked_for_ms = until - now, "user locked out after repeated failed logins");
+            }
+            return Err(auth_failed());
+        }
+        self.inner.b.meta.clear_login_failures(user.id).await?;
+        self.audit_login(Some(&user), &user.name, protocol, &remote_addr, "login", "ok");
+        Ok(Principal { user, protocol, remote_addr })
+    }
+
+    fn audit_login(&self, user: Option<&User>, name: &str, protocol: &str, remote: &Option<String>, action: &str, outcome: &str) {
+        if outcome != "ok" {
+            info!(user = name, protocol, remote = remote.as_deref().unwrap_or("-"), outcome, "login failed");
+        }
+        self.inner.audit.record(coffer_meta::AuditRecord {
+            at_ms: now_ms(),
+            tenant_id: user.map(|u| u.tenant_id),
+            user_id: user.map(|u| u.id),
+            user_name: Some(name.chars().take(64).collect()),
+            protocol: protocol.to_owned(),
+            remote_addr: remote.clone(),
+            action: action.to_owned(),
+            node_id: None,
+            outcome: outcome.to_owned(),
+            bytes: None,
+        });
+    }
+
+    /// Waits until queued audit records are written (for orderly shutdown and tests).
+    pub async fn flush_audit(&self) {
+        self.inner.audit.flush().await;
+    }
+}
+
+fn auth_failed() -> VfsError {
+    VfsError::new(ErrorKind::AuthFailed, "authentication failed")
+}
+
+/// User names: 1-64 characters of letters, digits, `-`, `_`, `.` and `@`.
+pub fn check_user_name(name: &str) -> VfsResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(VfsError::new(
+            ErrorKind::InvalidPath,
+            "user names are 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.' and '@'",
+        ))
+    }
+}

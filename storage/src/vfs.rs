@@ -1,0 +1,409 @@
+//! The Vfs: the one API SFTP, FTPES, HTTPS and the CLI call, per authenticated user.
+//!
+//! Permissions, path rules, quotas and the audit trail live here once, so the protocols
+//! cannot drift apart. Names are encrypted and indexed here; the metadata store below only
+//! ever sees ciphertext and blind indexes.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use coffer_keys::TenantKeys;
+use coffer_meta::{AuditRecord, MetaError, NewDir, Node, NodeKind, RenameNode, Tenant};
+use tracing::debug;
+
+use crate::error::{ErrorKind, VfsError, VfsResult};
+use crate::path::VPath;
+use crate::perms::Permissions;
+use crate::reader::FileReader;
+use crate::vault::{Principal, Vault, now_ms, random_id};
+use crate::writer::{FileWriter, WriteTarget};
+
+/// Folder or file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A folder.
+    Dir,
+    /// A file.
+    File,
+}
+
+/// What `stat` and `list` report about an entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The entry's name (decrypted); empty for the user's root.
+    pub name: String,
+    /// Folder or file.
+    pub kind: EntryKind,
+    /// Plaintext size in bytes (0 for folders).
+    pub size: u64,
+    /// Modification time.
+    pub mtime: SystemTime,
+    /// Creation time.
+    pub ctime: SystemTime,
+    /// Stable id of the entry.
+    pub id: i64,
+    /// Row version: changes with every new content, rename or move.
+    pub version: i64,
+}
+
+impl FileInfo {
+    /// `true` for folders.
+    pub fn is_dir(&self) -> bool {
+        self.kind == EntryKind::Dir
+    }
+
+    /// A strong validator for HTTP (`ETag`) and resume checks: changes whenever content changes.
+    pub fn etag(&self) -> String {
+        format!("{:x}-{:x}", self.id, self.version)
+    }
+}
+
+/// How `create` opens a file for writing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Start from empty content (SFTP TRUNC, FTP STOR, HTTP PUT). When `false` and the file
+    /// exists, writes overlay its current content (SFTP without TRUNC, FTP REST+STOR, APPE).
+    pub truncate: bool,
+    /// Fail if the file exists (SFTP EXCL).
+    pub exclusive: bool,
+}
+
+/// Bytes and files used, and the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotaInfo {
+    /// Bytes in committed files of the tenant.
+    pub used_bytes: u64,
+    /// Committed files of the tenant.
+    pub files: u64,
+    /// The tenant's byte quota, if any.
+    pub limit_bytes: Option<u64>,
+}
+
+/// One user's view of their tenant's tree, rooted at their home folder.
+#[derive(Clone, Debug)]
+pub struct Vfs {
+    pub(crate) vault: Vault,
+    pub(crate) principal: Arc<Principal>,
+    pub(crate) tenant: Arc<Tenant>,
+    pub(crate) keys: Arc<TenantKeys>,
+    perms: Permissions,
+}
+
+pub(crate) fn ms_to_time(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH
+    }
+}
+
+pub(crate) fn time_to_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis().min(i64::MAX as u128) as i64,
+        Err(_) => 0,
+    }
+}
+
+impl Vfs {
+    pub(crate) fn new(vault: Vault, principal: Principal, tenant: Tenant, keys: Arc<TenantKeys>) -> Self {
+        let perms = Permissions::from_bits(principal.user.perms);
+        Self { vault, principal: Arc::new(principal), tenant: Arc::new(tenant), keys, perms }
+    }
+
+    /// The logged-in principal.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// The user's permissions.
+    pub fn permissions(&self) -> Permissions {
+        self.perms
+    }
+
+    fn require(&self, p: Permissions, what: &str) -> VfsResult<()> {
+        if self.perms.contains(p) {
+            Ok(())
+        } else {
+            Err(VfsError::new(ErrorKind::PermissionDenied, format!("permission denied: this account may not {what}")))
+        }
+    }
+
+    pub(crate) fn audit(&self, action: &str, node_id: Option<i64>, outcome: &str, bytes: Option<u64>) {
+        let p = &self.principal;
+        self.vault.inner.audit.record(AuditRecord {
+            at_ms: now_ms(),
+            tenant_id: Some(self.tenant.id),
+            user_id: Some(p.user.id),
+            user_name: Some(p.user.name.clone()),
+            protocol: p.protocol.to_owned(),
+            remote_addr: p.remote_addr.clone(),
+            action: action.to_owned(),
+            node_id,
+            outcome: outcome.to_owned(),
+            bytes: bytes.map(|b| b.min(i64::MAX as u64) as i64),
+        });
+    }
+
+    // ---- resolution ----
+
+    async fn home(&self) -> VfsResult<Node> {
+        Ok(self.vault.inner.b.meta.node(self.tenant.id, self.principal.user.home_node_id).await?)
+    }
+
+    async fn child(&self, parent: &Node, name: &str) -> VfsResult<Node> {
+        if parent.kind != NodeKind::Dir {
+            return Err(VfsError::new(ErrorKind::NotADirectory, "a component of the path is not a directory"));
+        }
+        let idx = self.keys.blind_index(parent.id, name);
+        self.vault.inner.b.meta.child(self.tenant.id, parent.id, &idx).await.map_err(not_found)
+    }
+
+    /// Resolves a path to its node, one indexed lookup per component.
+    pub(crate) async fn resolve(&self, path: &VPath) -> VfsResult<Node> {
+        let mut node = self.home().await?;
+        for name in path.parts() {
+            node = self.child(&node, name).await?;
+        }
+        Ok(node)
+    }
+
+    /// Resolves the parent folder of `path` and returns it with the last name.
+    pub(crate) async fn resolve_parent<'p>(&self, path: &'p VPath) -> VfsResult<(Node, &'p str)> {
+        let (parent, name) = path
+            .split_last()
+            .ok_or_else(|| VfsError::new(ErrorKind::PermissionDenied, "the home folder itself cannot be changed"))?;
+        let dir = self.resolve(&parent).await?;
+        if dir.kind != NodeKind::Dir {
+            return Err(VfsError::new(ErrorKind::NotADirectory, "the parent is not a directory"));
+        }
+        Ok((dir, name))
+    }
+
+    pub(crate) fn info(&self, node: &Node, name: String) -> FileInfo {
+        FileInfo {
+            name,
+            kind: if node.kind == NodeKind::Dir { EntryKind::Dir } else { EntryKind::File },
+            size: node.content.as_ref().map(|c| c.size.max(0) as u64).unwrap_or(0),
+            mtime: ms_to_time(node.mtime_ms),
+            ctime: ms_to_time(node.ctime_ms),
+            id: node.id,
+            version: node.version,
+        }
+    }
+
+    fn decrypt_name(&self, node: &Node) -> VfsResult<String> {
+        Ok(self.keys.decrypt_name(node.id, &node.name_enc)?)
+    }
+
+    // ---- the API ----
+
+    /// Information about one entry.
+    pub async fn stat(&self, path: &str) -> VfsResult<FileInfo> {
+        self.require(Permissions::LIST, "list or stat")?;
+        let path = VPath::parse(path)?;
+        let node = self.resolve(&path).await?;
+        let name = path.file_name().unwrap_or("").to_owned();
+        Ok(self.info(&node, name))
+    }
+
+    /// The entries of a folder, sorted by name: one indexed query plus name decryption.
+    pub async fn list(&self, path: &str) -> VfsResult<Vec<FileInfo>> {
+        self.require(Permissions::LIST, "list folders")?;
+        let path = VPath::parse(path)?;
+        let dir = self.resolve(&path).await?;
+        if dir.kind != NodeKind::Dir {
+            return Err(VfsError::new(ErrorKind::NotADirectory, "not a directory"));
+        }
+        let children = self.vault.inner.b.meta.children(self.tenant.id, dir.id).await?;
+        let mut out = Vec::with_capacity(children.len());
+        for c in &children {
+            out.push(self.info(c, self.decrypt_name(c)?));
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Opens a file for reading at any offset; every chunk is verified before it is returned.
+    pub async fn open_read(&self, path: &str) -> VfsResult<FileReader> {
+        self.require(Permissions::READ, "download")?;
+        let path = VPath::parse(path)?;
+        let node = self.resolve(&path).await?;
+        if node.kind == NodeKind::Dir {
+            return Err(VfsError::new(ErrorKind::IsADirectory, "is a directory"));
+        }
+        let info = self.info(&node, path.file_name().unwrap_or("").to_owned());
+        let reader = FileReader::open(self, &node, info).await?;
+        self.audit("download", Some(node.id), "ok", None);
+        Ok(reader)
+    }
+
+    /// Opens a file for writing. Nothing is visible until [`FileWriter::commit`] succeeds:
+    /// readers see the old version or the new one, never a half-written one.
+    pub async fn create(&self, path: &str, opts: WriteOptions) -> VfsResult<FileWriter> {
+        self.require(Permissions::WRITE, "upload")?;
+        let path = VPath::parse(path)?;
+        let (dir, name) = self.resolve_parent(&path).await?;
+        let existing = match self.child(&dir, name).await {
+            Ok(n) => Some(n),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(n) = &existing {
+            if n.kind == NodeKind::Dir {
+                return Err(VfsError::new(ErrorKind::IsADirectory, "a folder with that name exists"));
+            }
+            if opts.exclusive {
+                return Err(VfsError::new(ErrorKind::AlreadyExists, "the file already exists"));
+            }
+        }
+        let base = match (&existing, opts.truncate) {
+            (Some(n), false) => {
+                let info = self.info(n, name.to_owned());
+                Some(FileReader::open(self, n, info).await?)
+            }
+            _ => None,
+        };
+        let target = WriteTarget {
+            parent_id: dir.id,
+            name: name.to_owned(),
+            name_index: self.keys.blind_index(dir.id, name).to_vec(),
+            expect: existing.as_ref().map(|n| (n.id, n.version)),
+        };
+        FileWriter::start(self.clone(), target, base).await
+    }
+
+    /// Creates a folder.
+    pub async fn mkdir(&self, path: &str) -> VfsResult<FileInfo> {
+        self.require(Permissions::MKDIR, "create folders")?;
+        let path = VPath::parse(path)?;
+        let (dir, name) = self.resolve_parent(&path).await?;
+        let node = self.create_dir_in(&dir, name).await?;
+        self.audit("mkdir", Some(node.id), "ok", None);
+        Ok(self.info(&node, name.to_owned()))
+    }
+
+    async fn create_dir_in(&self, dir: &Node, name: &str) -> VfsResult<Node> {
+        let id = random_id()?;
+        let now = now_ms();
+        let node = self
+            .vault
+            .inner
+            .b
+            .meta
+            .create_dir(&NewDir {
+                id,
+                tenant_id: self.tenant.id,
+                parent_id: dir.id,
+                name_enc: self.keys.encrypt_name(id, name)?,
+                name_index: self.keys.blind_index(dir.id, name).to_vec(),
+                now_ms: now,
+            })
+            .await?;
+        Ok(node)
+    }
+
+    /// Creates a folder and its missing parents (like `mkdir -p`); returns the folder's id.
+    pub async fn mkdir_all(&self, path: &VPath) -> VfsResult<i64> {
+        let mut node = self.home().await?;
+        for name in path.parts() {
+            node = match self.child(&node, name).await {
+                Ok(n) if n.kind == NodeKind::Dir => n,
+                Ok(_) => return Err(VfsError::new(ErrorKind::NotADirectory, "a component of the path is a file")),
+                Err(e) if e.kind() == ErrorKind::NotFound => match self.create_dir_in(&node, name).await {
+                    Ok(n) => n,
+                    // Another session created it meanwhile.
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => self.child(&node, name).await?,
+                    Err(e) => return Err(e),
+                },
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(node.id)
+    }
+
+    /// Removes an empty folder.
+    pub async fn rmdir(&self, path: &str) -> VfsResult<()> {
+        self.require(Permissions::DELETE, "delete")?;
+        let path = VPath::parse(path)?;
+        let (dir, name) = self.resolve_parent(&path).await?;
+        let node = self.child(&dir, name).await?;
+        if node.kind != NodeKind::Dir {
+            return Err(VfsError::new(ErrorKind::NotADirectory, "not a directory"));
+        }
+        self.vault.inner.b.meta.remove(self.tenant.id, node.id).await?;
+        self.audit("rmdir", Some(node.id), "ok", None);
+        Ok(())
+    }
+
+    /// Removes a file. Its object is queued for the garbage collector.
+    pub async fn remove(&self, path: &str) -> VfsResult<()> {
+        self.require(Permissions::DELETE, "delete")?;
+        let path = VPath::parse(path)?;
+        let (dir, name) = self.resolve_parent(&path).await?;
+        let node = self.child(&dir, name).await?;
+        if node.kind == NodeKind::Dir {
+            return Err(VfsError::new(ErrorKind::IsADirectory, "is a directory; remove folders with rmdir"));
+        }
+        self.vault.inner.b.meta.remove(self.tenant.id, node.id).await?;
+        self.audit("delete", Some(node.id), "ok", None);
+        Ok(())
+    }
+
+    /// Renames or moves a file or a folder of any size in one transaction. With `replace`, an
+    /// existing file at the target is replaced (POSIX rename); otherwise the target must not exist.
+    pub async fn rename(&self, from: &str, to: &str, replace: bool) -> VfsResult<()> {
+        self.require(Permissions::RENAME, "rename or move")?;
+        let from = VPath::parse(from)?;
+        let to = VPath::parse(to)?;
+        if to.starts_with(&from) && to != from {
+            return Err(VfsError::new(ErrorKind::InvalidPath, "cannot move a folder into itself"));
+        }
+        let (src_dir, src_name) = self.resolve_parent(&from).await?;
+        let node = self.child(&src_dir, src_name).await?;
+        let (dst_dir, dst_name) = self.resolve_parent(&to).await?;
+        self.vault
+            .inner
+            .b
+            .meta
+            .rename(&RenameNode {
+                tenant_id: self.tenant.id,
+                id: node.id,
+                new_parent_id: dst_dir.id,
+                new_name_enc: self.keys.encrypt_name(node.id, dst_name)?,
+                new_name_index: self.keys.blind_index(dst_dir.id, dst_name).to_vec(),
+                replace,
+                now_ms: now_ms(),
+            })
+            .await?;
+        debug!(node = node.id, "renamed");
+        self.audit("rename", Some(node.id), "ok", None);
+        Ok(())
+    }
+
+    /// Sets the modification time (SFTP setstat, `put -p`, FTP MFMT).
+    pub async fn set_times(&self, path: &str, mtime: SystemTime) -> VfsResult<()> {
+        self.require(Permissions::WRITE, "change times")?;
+        let path = VPath::parse(path)?;
+        let node = self.resolve(&path).await?;
+        self.vault.inner.b.meta.set_mtime(self.tenant.id, node.id, time_to_ms(mtime)).await?;
+        Ok(())
+    }
+
+    /// The tenant's usage and quota.
+    pub async fn quota(&self) -> VfsResult<QuotaInfo> {
+        let u = self.vault.inner.b.meta.usage(self.tenant.id).await?;
+        Ok(QuotaInfo {
+            used_bytes: u.bytes.max(0) as u64,
+            files: u.files.max(0) as u64,
+            limit_bytes: self.tenant.quota_bytes.map(|q| q.max(0) as u64),
+        })
+    }
+}
+
+/// Maps a missing row to a path error; passes others through.
+fn not_found(e: MetaError) -> VfsError {
+    match e {
+        MetaError::NotFound => VfsError::new(ErrorKind::NotFound, "no such file or directory"),
+        e => e.into(),
+    }
+}

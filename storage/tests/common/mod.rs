@@ -1,0 +1,123 @@
+//! Test support: a real vault (SQLite file, local directory stores, local key files) in a tempdir.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use coffer_keys::{KeyRing, LocalKeyProvider};
+use coffer_meta::{MetadataStore, SqliteStore};
+use coffer_object::LocalDirStore;
+use coffer_storage::{Backends, LockoutPolicy, Password, Permissions, VPath, Vault, VaultOptions, Vfs, WriteOptions};
+
+pub struct TestVault {
+    pub dir: tempfile::TempDir,
+    pub vault: Vault,
+    pub primary: Arc<LocalDirStore>,
+}
+
+pub const CHUNK: u32 = 4096;
+
+pub async fn vault() -> TestVault {
+    vault_with(LockoutPolicy::default()).await
+}
+
+pub async fn vault_with(lockout: LockoutPolicy) -> TestVault {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let meta = SqliteStore::open(&format!("sqlite://{}", root.join("meta.db").display())).await.unwrap();
+    meta.migrate().await.unwrap();
+    let primary = Arc::new(LocalDirStore::open(&root.join("store/primary")).unwrap());
+    let replica = Arc::new(LocalDirStore::open(&root.join("store/replica")).unwrap());
+    let keys = KeyRing {
+        primary: Arc::new(LocalKeyProvider::load_or_create(&root.join("keys/primary.key")).unwrap()),
+        replica: Some(Arc::new(LocalKeyProvider::load_or_create(&root.join("keys/replica.key")).unwrap())),
+    };
+    let opts = VaultOptions {
+        chunk_size: CHUNK,
+        spool_dir: root.join("spool"),
+        node_name: "test-node".into(),
+        max_buffered_write_bytes: 8 * 1024 * 1024,
+        lockout,
+    };
+    let b = Backends { meta: Arc::new(meta), primary: primary.clone(), replica: Some(replica), keys };
+    let vault = Vault::open(b, opts).await.unwrap();
+    TestVault { dir, vault, primary }
+}
+
+impl TestVault {
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Creates tenant + user with all permissions and returns their session.
+    pub async fn user(&self, tenant: &str, name: &str) -> Vfs {
+        self.user_with(tenant, name, Permissions::ALL, "/").await
+    }
+
+    pub async fn user_with(&self, tenant: &str, name: &str, perms: Permissions, home: &str) -> Vfs {
+        let t = match self.vault.backends().meta.tenant_by_name(tenant).await {
+            Ok(t) => t,
+            Err(_) => self.vault.create_tenant(tenant, None).await.unwrap(),
+        };
+        let pw = Password::new(format!("pw-{name}-secret"));
+        self.vault.create_user(&t, name, Some(&pw), &VPath::parse(home).unwrap(), perms).await.unwrap();
+        self.vault.operator_session(name).await.unwrap()
+    }
+
+    /// Every file under the data directory, recursively.
+    pub fn all_files(&self) -> Vec<PathBuf> {
+        fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(p).unwrap().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.root(), &mut out);
+        out
+    }
+
+    /// Paths of every stored object in the primary store.
+    pub fn primary_objects(&self) -> Vec<PathBuf> {
+        self.all_files()
+            .into_iter()
+            .filter(|p| p.starts_with(self.root().join("store/primary")) && !p.to_string_lossy().contains("/.tmp/"))
+            .collect()
+    }
+}
+
+pub async fn put(vfs: &Vfs, path: &str, data: &[u8]) -> coffer_storage::FileInfo {
+    let mut w = vfs.create(path, WriteOptions { truncate: true, exclusive: false }).await.unwrap();
+    for (i, c) in data.chunks(3000).enumerate() {
+        w.write_at((i * 3000) as u64, c).await.unwrap();
+    }
+    w.commit().await.unwrap()
+}
+
+pub async fn get(vfs: &Vfs, path: &str) -> Result<Vec<u8>, coffer_storage::VfsError> {
+    let r = vfs.open_read(path).await?;
+    let mut out = Vec::new();
+    while (out.len() as u64) < r.size() {
+        let b = r.read_at(out.len() as u64, 5000).await?;
+        assert!(!b.is_empty(), "short read");
+        out.extend_from_slice(&b);
+    }
+    Ok(out)
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}

@@ -1,0 +1,294 @@
+//! The Vfs over real SQLite and local directories: content, names, folders, writes in any order.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use coffer_storage::{ErrorKind, Permissions, WriteOptions};
+use common::{CHUNK, bytes, get, put, vault};
+
+const OVERLAY: WriteOptions = WriteOptions { truncate: false, exclusive: false };
+
+#[tokio::test]
+async fn round_trips_at_chunk_boundaries() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    let c = CHUNK as usize;
+    for (i, n) in [0, 1, c - 1, c, c + 1, 2 * c, 5 * c + c / 2].into_iter().enumerate() {
+        let data = bytes(n, i as u64);
+        let info = put(&vfs, &format!("/f{n}"), &data).await;
+        assert_eq!(info.size, n as u64);
+        assert_eq!(get(&vfs, &format!("/f{n}")).await.unwrap(), data, "size {n}");
+        assert_eq!(vfs.stat(&format!("/f{n}")).await.unwrap().size, n as u64);
+    }
+}
+
+#[tokio::test]
+async fn reads_at_any_offset_return_exact_bytes() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    let data = bytes(10 * CHUNK as usize + 17, 7);
+    put(&vfs, "/r", &data).await;
+    let r = vfs.open_read("/r").await.unwrap();
+    for (off, len) in [(0, 1), (4095, 2), (4096, 4096), (12345, 30000), (data.len() - 1, 10), (data.len(), 5)] {
+        let got = r.read_at(off as u64, len).await.unwrap();
+        let end = (off + len).min(data.len());
+        assert_eq!(&got[..], &data[off..end], "offset {off} len {len}");
+    }
+}
+
+#[tokio::test]
+async fn out_of_order_and_overlapping_writes_assemble_correctly() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    let data = bytes(40_000, 3);
+    let mut w = vfs.create("/ooo", OVERLAY).await.unwrap();
+    // Stale bytes written ahead first; the later real writes over them must win.
+    w.write_at(5_000, &[0xAA; 3_000]).await.unwrap();
+    w.write_at(20_500, &[0xBB; 1_000]).await.unwrap();
+    // Pipelined writes arriving shuffled inside a window of eight requests, as SFTP allows.
+    let pieces: Vec<(usize, usize)> = (0..data.len()).step_by(1000).map(|o| (o, (o + 1000).min(data.len()))).collect();
+    for window in pieces.chunks(8) {
+        let mut window = window.to_vec();
+        window.reverse();
+        let mid = window.len() / 2;
+        window.swap(0, mid);
+        for (a, b) in window {
+            w.write_at(a as u64, &data[a..b]).await.unwrap();
+        }
+    }
+    // Rewriting bytes already sealed is refused, not silently lost.
+    let e = w.write_at(0, b"late").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    let info = w.commit().await.unwrap();
+    assert_eq!(info.size, data.len() as u64);
+    assert_eq!(get(&vfs, "/ooo").await.unwrap(), data);
+}
+
+#[tokio::test]
+async fn a_hole_left_by_the_client_reads_as_zeros() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    let mut w = vfs.create("/sparse", OVERLAY).await.unwrap();
+    w.write_at(10_000, b"tail").await.unwrap();
+    w.commit().await.unwrap();
+    let got = get(&vfs, "/sparse").await.unwrap();
+    assert_eq!(got.len(), 10_004);
+    assert!(got[..10_000].iter().all(|b| *b == 0));
+    assert_eq!(&got[10_000..], b"tail");
+}
+
+#[tokio::test]
+async fn resume_continues_a_partial_file_at_its_size() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    let data = bytes(9 * CHUNK as usize + 123, 11);
+    let half = 4 * CHUNK as usize + 999; // mid-chunk, like a transfer killed halfway
+    put(&vfs, "/big", &data[..half]).await;
+    let before = vfs.stat("/big").await.unwrap();
+    let mut w = vfs.create("/big", OVERLAY).await.unwrap();
+    assert_eq!(w.len(), half as u64, "the writer starts from the stored size");
+    w.write_at(half as u64, &data[half..]).await.unwrap();
+    let after = w.commit().await.unwrap();
+    assert_eq!(after.id, before.id, "same file, new version");
+    assert!(after.version > before.version);
+    assert_eq!(get(&vfs, "/big").await.unwrap(), data);
+}
+
+#[tokio::test]
+async fn overlay_without_truncate_keeps_the_rest_of_the_old_content() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    let old = bytes(3 * CHUNK as usize, 1);
+    put(&vfs, "/o", &old).await;
+    let mut w = vfs.create("/o", OVERLAY).await.unwrap();
+    w.write_at(100, b"PATCH").await.unwrap();
+    w.commit().await.unwrap();
+    let mut want = old.clone();
+    want[100..105].copy_from_slice(b"PATCH");
+    assert_eq!(get(&vfs, "/o").await.unwrap(), want);
+}
+
+#[tokio::test]
+async fn an_upload_is_invisible_until_commit_and_the_old_version_stays_readable() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    put(&vfs, "/v", b"version one").await;
+    let mut w = vfs.create("/v", WriteOptions { truncate: true, exclusive: false }).await.unwrap();
+    w.write_at(0, b"version two, longer").await.unwrap();
+    assert_eq!(get(&vfs, "/v").await.unwrap(), b"version one");
+    let mut n = vfs.create("/new", WriteOptions::default()).await.unwrap();
+    n.write_at(0, b"x").await.unwrap();
+    assert_eq!(vfs.stat("/new").await.unwrap_err().kind(), ErrorKind::NotFound);
+    w.commit().await.unwrap();
+    n.abort().await;
+    assert_eq!(get(&vfs, "/v").await.unwrap(), b"version two, longer");
+    assert_eq!(vfs.stat("/new").await.unwrap_err().kind(), ErrorKind::NotFound);
+    // Nothing is left in the spool once uploads end.
+    let spool: Vec<_> = std::fs::read_dir(tv.root().join("spool")).unwrap().flatten().collect();
+    assert!(spool.is_empty(), "spool not empty: {spool:?}");
+}
+
+#[tokio::test]
+async fn a_dropped_writer_leaves_no_file_and_no_spool() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    {
+        let mut w = vfs.create("/dropped", WriteOptions::default()).await.unwrap();
+        w.write_at(0, &bytes(20_000, 2)).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(vfs.stat("/dropped").await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(std::fs::read_dir(tv.root().join("spool")).unwrap().count(), 0);
+    assert!(tv.vault.backends().meta.uploads().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_replacements_of_one_file_let_exactly_one_win() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    put(&vfs, "/race", b"base").await;
+    let mut a = vfs.create("/race", WriteOptions { truncate: true, exclusive: false }).await.unwrap();
+    let mut b = vfs.create("/race", WriteOptions { truncate: true, exclusive: false }).await.unwrap();
+    a.write_at(0, b"from a").await.unwrap();
+    b.write_at(0, b"from b").await.unwrap();
+    a.commit().await.unwrap();
+    let err = b.commit().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(get(&vfs, "/race").await.unwrap(), b"from a");
+}
+
+#[tokio::test]
+async fn exclusive_create_refuses_an_existing_file() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    put(&vfs, "/x", b"1").await;
+    let e = vfs.create("/x", WriteOptions { truncate: false, exclusive: true }).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+}
+
+#[tokio::test]
+async fn folders_list_sorted_with_decrypted_awkward_names() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    let names = ["&+-é\" .txt", "🦀 crab", "zeta", "Alpha", &"n".repeat(255)];
+    vfs.mkdir("/d").await.unwrap();
+    for n in names {
+        put(&vfs, &format!("/d/{n}"), n.as_bytes()).await;
+    }
+    vfs.mkdir("/d/sub").await.unwrap();
+    let listed: Vec<String> = vfs.list("/d").await.unwrap().into_iter().map(|e| e.name).collect();
+    let mut want: Vec<String> = names.iter().map(|s| s.to_string()).chain(["sub".to_string()]).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    for n in names {
+        assert_eq!(get(&vfs, &format!("/d/{n}")).await.unwrap(), n.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn rename_moves_a_folder_with_its_whole_subtree() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    vfs.mkdir("/a").await.unwrap();
+    vfs.mkdir("/a/b").await.unwrap();
+    for i in 0..50 {
+        put(&vfs, &format!("/a/b/f{i}"), format!("{i}").as_bytes()).await;
+    }
+    vfs.mkdir("/z").await.unwrap();
+    vfs.rename("/a", "/z/moved", false).await.unwrap();
+    assert_eq!(vfs.stat("/a").await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(vfs.list("/z/moved/b").await.unwrap().len(), 50);
+    assert_eq!(get(&vfs, "/z/moved/b/f42").await.unwrap(), b"42");
+    // Into itself is refused; onto an existing name without replace is refused.
+    assert_eq!(vfs.rename("/z", "/z/moved/inside", false).await.unwrap_err().kind(), ErrorKind::InvalidPath);
+    put(&vfs, "/one", b"1").await;
+    put(&vfs, "/two", b"2").await;
+    assert_eq!(vfs.rename("/one", "/two", false).await.unwrap_err().kind(), ErrorKind::AlreadyExists);
+    vfs.rename("/one", "/two", true).await.unwrap();
+    assert_eq!(get(&vfs, "/two").await.unwrap(), b"1");
+}
+
+#[tokio::test]
+async fn rmdir_and_remove_keep_their_meanings() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    vfs.mkdir("/d").await.unwrap();
+    put(&vfs, "/d/f", b"x").await;
+    assert_eq!(vfs.rmdir("/d").await.unwrap_err().kind(), ErrorKind::NotEmpty);
+    assert_eq!(vfs.remove("/d").await.unwrap_err().kind(), ErrorKind::IsADirectory);
+    assert_eq!(vfs.rmdir("/d/f").await.unwrap_err().kind(), ErrorKind::NotADirectory);
+    vfs.remove("/d/f").await.unwrap();
+    vfs.rmdir("/d").await.unwrap();
+    assert!(vfs.list("/").await.unwrap().is_empty());
+    assert_eq!(vfs.rmdir("/").await.unwrap_err().kind(), ErrorKind::PermissionDenied);
+}
+
+#[tokio::test]
+async fn set_times_is_reported_by_stat() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    put(&vfs, "/t", b"x").await;
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
+    vfs.set_times("/t", when).await.unwrap();
+    assert_eq!(vfs.stat("/t").await.unwrap().mtime, when);
+    let mut w = vfs.create("/t2", WriteOptions::default()).await.unwrap();
+    w.set_mtime(when);
+    w.commit().await.unwrap();
+    assert_eq!(vfs.stat("/t2").await.unwrap().mtime, when);
+}
+
+#[tokio::test]
+async fn permissions_are_enforced_per_operation() {
+    let tv = vault().await;
+    let owner = tv.user("acme", "alice").await;
+    put(&owner, "/doc", b"x").await;
+    let reader = tv.user_with("acme", "rita", Permissions::parse("list,read").unwrap(), "/").await;
+    assert_eq!(get(&reader, "/doc").await.unwrap(), b"x");
+    let denied = [
+        reader.create("/new", WriteOptions::default()).await.map(|_| ()).unwrap_err().kind(),
+        reader.remove("/doc").await.unwrap_err().kind(),
+        reader.rename("/doc", "/d2", false).await.unwrap_err().kind(),
+        reader.mkdir("/m").await.map(|_| ()).unwrap_err().kind(),
+    ];
+    assert!(denied.iter().all(|k| *k == ErrorKind::PermissionDenied), "{denied:?}");
+    let lister = tv.user_with("acme", "lisa", Permissions::LIST, "/").await;
+    assert_eq!(lister.open_read("/doc").await.unwrap_err().kind(), ErrorKind::PermissionDenied);
+}
+
+#[tokio::test]
+async fn quota_refuses_the_upload_that_would_exceed_it() {
+    let tv = vault().await;
+    let t = tv.vault.create_tenant("small", Some(10_000)).await.unwrap();
+    tv.vault
+        .create_user(&t, "sam", Some(&coffer_storage::Password::new("pw-sam-secret".into())), &coffer_storage::VPath::root(), Permissions::ALL)
+        .await
+        .unwrap();
+    let vfs = tv.vault.operator_session("sam").await.unwrap();
+    put(&vfs, "/a", &bytes(8_000, 1)).await;
+    let mut w = vfs.create("/b", WriteOptions::default()).await.unwrap();
+    w.write_at(0, &bytes(5_000, 2)).await.unwrap();
+    assert_eq!(w.commit().await.unwrap_err().kind(), ErrorKind::QuotaExceeded);
+    let q = vfs.quota().await.unwrap();
+    assert_eq!((q.used_bytes, q.files, q.limit_bytes), (8_000, 1, Some(10_000)));
+    assert_eq!(vfs.stat("/b").await.unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn replication_copies_committed_objects_and_deletes_removed_ones() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    put(&vfs, "/r1", &bytes(50_000, 1)).await;
+    let rep = tv.vault.replicate_once(100).await.unwrap();
+    assert_eq!(rep.copied, 1);
+    let replica_files = |tv: &common::TestVault| {
+        tv.all_files().into_iter().filter(|p| p.starts_with(tv.root().join("store/replica"))).count()
+    };
+    assert_eq!(replica_files(&tv), 1);
+    assert_eq!(tv.vault.backends().meta.pending_replication(10).await.unwrap().len(), 0);
+    vfs.remove("/r1").await.unwrap();
+    let rep = tv.vault.replicate_once(100).await.unwrap();
+    assert_eq!(rep.deleted, 1);
+    assert_eq!(replica_files(&tv), 0);
+    assert_eq!(tv.vault.collect_garbage(100).await.unwrap(), 1);
+    assert!(tv.primary_objects().is_empty());
+}
