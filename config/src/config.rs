@@ -89,6 +89,9 @@ pub struct SftpConfig {
     pub max_sessions: u32,
     /// Inactivity after which a session is closed (> 0).
     pub idle_timeout: Duration,
+    /// Keep the bytes of an upload cut off by a lost connection (commit them), so that
+    /// a resume can continue the file; `false` discards them.
+    pub keep_partial_uploads: bool,
 }
 
 /// `[ftp]`, validated.
@@ -271,6 +274,7 @@ impl SftpConfig {
             host_key_dir: path_text(&self.host_key_dir),
             max_sessions: self.max_sessions,
             idle_timeout_secs: self.idle_timeout.as_secs(),
+            keep_partial_uploads: self.keep_partial_uploads,
         }
     }
 }

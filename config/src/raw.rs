@@ -92,6 +92,10 @@ pub struct RawSftp {
     /// Seconds of inactivity before a session is closed.
     #[serde(default = "default_idle_timeout_secs")]
     pub idle_timeout_secs: u64,
+    /// Whether an upload cut off by a lost connection keeps the bytes received so far
+    /// (so `reput` and FileZilla/WinSCP resume can continue it) instead of being discarded.
+    #[serde(default = "default_true")]
+    pub keep_partial_uploads: bool,
 }
 
 /// `[ftp]`
@@ -388,6 +392,7 @@ impl Default for RawSftp {
             host_key_dir: default_host_key_dir(),
             max_sessions: default_max_sessions(),
             idle_timeout_secs: default_idle_timeout_secs(),
+            keep_partial_uploads: default_true(),
         }
     }
 }

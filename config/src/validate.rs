@@ -200,6 +200,7 @@ fn validate_sftp(raw: &RawSftp, paths: &PathResolver<'_>) -> Result<SftpConfig, 
         host_key_dir: paths.resolve("sftp.host_key_dir", &raw.host_key_dir)?,
         max_sessions: positive_count("sftp.max_sessions", raw.max_sessions)?,
         idle_timeout: positive_secs("sftp.idle_timeout_secs", raw.idle_timeout_secs)?,
+        keep_partial_uploads: raw.keep_partial_uploads,
     })
 }
 

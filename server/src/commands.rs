@@ -17,15 +17,23 @@ pub async fn tenant(vault: &Vault, cmd: TenantCmd) -> anyhow::Result<()> {
     match cmd {
         TenantCmd::Add { name, quota } => {
             let quota = quota.map(|q| i64::try_from(q).unwrap_or(i64::MAX));
-            let t = vault.create_tenant(&name, quota).await.map_err(|e| match e.kind() {
-                coffer_storage::ErrorKind::AlreadyExists => anyhow!("tenant {name:?} already exists"),
-                _ => anyhow!(e),
-            })?;
+            let t = vault
+                .create_tenant(&name, quota)
+                .await
+                .map_err(|e| match e.kind() {
+                    coffer_storage::ErrorKind::AlreadyExists => {
+                        anyhow!("tenant {name:?} already exists")
+                    }
+                    _ => anyhow!(e),
+                })?;
             println!("created tenant {} (id {})", t.name, t.id);
         }
         TenantCmd::List => {
             for t in vault.backends().meta.list_tenants().await? {
-                let quota = t.quota_bytes.map(|q| q.to_string()).unwrap_or_else(|| "unlimited".into());
+                let quota = t
+                    .quota_bytes
+                    .map(|q| q.to_string())
+                    .unwrap_or_else(|| "unlimited".into());
                 println!("{}\tid={}\tquota={}", t.name, t.id, quota);
             }
         }
@@ -42,21 +50,31 @@ async fn tenant_or_create(vault: &Vault, name: &str) -> anyhow::Result<Tenant> {
 }
 
 async fn user_by_name(vault: &Vault, name: &str) -> anyhow::Result<coffer_meta::User> {
-    vault.backends().meta.user_by_name(name).await.map_err(|e| match e {
-        MetaError::NotFound => anyhow!("no such user: {name}"),
-        e => anyhow!(e),
-    })
+    vault
+        .backends()
+        .meta
+        .user_by_name(name)
+        .await
+        .map_err(|e| match e {
+            MetaError::NotFound => anyhow!("no such user: {name}"),
+            e => anyhow!(e),
+        })
 }
 
 /// Reads a password from stdin's first line, or asks on the terminal.
 fn read_password(from_stdin: bool) -> anyhow::Result<Password> {
     let pw = if from_stdin {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
         line.trim_end_matches(['\n', '\r']).to_owned()
     } else {
-        let a = rpassword::prompt_password("Password: ").context("no terminal: use --password-stdin")?;
-        let b = rpassword::prompt_password("Again: ").context("no terminal: use --password-stdin")?;
+        let a = rpassword::prompt_password("Password: ")
+            .context("no terminal: use --password-stdin")?;
+        let b =
+            rpassword::prompt_password("Again: ").context("no terminal: use --password-stdin")?;
         if a != b {
             bail!("the passwords differ");
         }
@@ -74,12 +92,21 @@ pub async fn user(vault: &Vault, cmd: UserCmd) -> anyhow::Result<()> {
         UserCmd::Add(add) => user_add(vault, add).await?,
         UserCmd::List { tenant } => {
             let tid = match tenant {
-                Some(t) => Some(meta.tenant_by_name(&t).await.map_err(|_| anyhow!("no such tenant: {t}"))?.id),
+                Some(t) => Some(
+                    meta.tenant_by_name(&t)
+                        .await
+                        .map_err(|_| anyhow!("no such tenant: {t}"))?
+                        .id,
+                ),
                 None => None,
             };
             let tenants = meta.list_tenants().await?;
             for u in meta.list_users(tid).await? {
-                let tname = tenants.iter().find(|t| t.id == u.tenant_id).map(|t| t.name.as_str()).unwrap_or("?");
+                let tname = tenants
+                    .iter()
+                    .find(|t| t.id == u.tenant_id)
+                    .map(|t| t.name.as_str())
+                    .unwrap_or("?");
                 let keys = meta.ssh_keys(u.id).await?.len();
                 let state = if u.disabled { "disabled" } else { "enabled" };
                 println!(
@@ -87,13 +114,20 @@ pub async fn user(vault: &Vault, cmd: UserCmd) -> anyhow::Result<()> {
                     u.name,
                     tname,
                     Permissions::from_bits(u.perms),
-                    if u.password_hash.is_some() { "yes" } else { "no" },
+                    if u.password_hash.is_some() {
+                        "yes"
+                    } else {
+                        "no"
+                    },
                     keys,
                     state
                 );
             }
         }
-        UserCmd::Passwd { name, password_stdin } => {
+        UserCmd::Passwd {
+            name,
+            password_stdin,
+        } => {
             let u = user_by_name(vault, &name).await?;
             let pw = read_password(password_stdin)?;
             vault.set_password(&u, Some(&pw)).await?;
@@ -128,19 +162,38 @@ async fn user_add(vault: &Vault, add: UserAdd) -> anyhow::Result<()> {
     for f in &add.ssh_keys {
         keys.extend(read_ssh_keys(f)?);
     }
-    if !add.password_stdin && keys.is_empty() && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+    if !add.password_stdin
+        && keys.is_empty()
+        && !std::io::IsTerminal::is_terminal(&std::io::stdin())
+    {
         bail!("a user needs a password (--password-stdin) or an SSH key (--ssh-key FILE)");
     }
-    let password = if add.password_stdin || keys.is_empty() { Some(read_password(add.password_stdin)?) } else { None };
+    let password = if add.password_stdin || keys.is_empty() {
+        Some(read_password(add.password_stdin)?)
+    } else {
+        None
+    };
     let tenant = tenant_or_create(vault, &add.tenant).await?;
-    let user = vault.create_user(&tenant, &add.name, password.as_ref(), &home, perms).await.map_err(|e| match e.kind() {
-        coffer_storage::ErrorKind::AlreadyExists => anyhow!("user {:?} already exists", add.name),
-        _ => anyhow!(e),
-    })?;
+    let user = vault
+        .create_user(&tenant, &add.name, password.as_ref(), &home, perms)
+        .await
+        .map_err(|e| match e.kind() {
+            coffer_storage::ErrorKind::AlreadyExists => {
+                anyhow!("user {:?} already exists", add.name)
+            }
+            _ => anyhow!(e),
+        })?;
     for k in &keys {
         vault.backends().meta.add_ssh_key(user.id, k).await?;
     }
-    println!("created user {} in tenant {} (home {}, perms {}, {} ssh key(s))", user.name, tenant.name, home, perms, keys.len());
+    println!(
+        "created user {} in tenant {} (home {}, perms {}, {} ssh key(s))",
+        user.name,
+        tenant.name,
+        home,
+        perms,
+        keys.len()
+    );
     Ok(())
 }
 
@@ -156,14 +209,18 @@ const SSH_KEY_ALGORITHMS: [&str; 6] = [
 
 /// Parses authorized_keys lines: `ALGORITHM BASE64 [COMMENT]`.
 pub fn read_ssh_keys(path: &Path) -> anyhow::Result<Vec<NewSshKey>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("--ssh-key: cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--ssh-key: cannot read {}", path.display()))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        out.push(parse_ssh_key(line).with_context(|| format!("--ssh-key {} line {}", path.display(), n + 1))?);
+        out.push(
+            parse_ssh_key(line)
+                .with_context(|| format!("--ssh-key {} line {}", path.display(), n + 1))?,
+        );
     }
     if out.is_empty() {
         bail!("--ssh-key {}: no public key found", path.display());
@@ -179,13 +236,20 @@ fn parse_ssh_key(line: &str) -> anyhow::Result<NewSshKey> {
     if !SSH_KEY_ALGORITHMS.contains(&alg) {
         bail!("unsupported key type {alg:?} (use ed25519, ecdsa or rsa)");
     }
-    let blob = base64::engine::general_purpose::STANDARD.decode(b64).context("the key is not valid base64")?;
-    let name_len = blob.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .context("the key is not valid base64")?;
+    let name_len = blob
+        .get(..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
     if name_len.and_then(|l| blob.get(4..4 + l)) != Some(alg.as_bytes()) {
         bail!("the key blob does not match its type {alg}");
     }
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &blob);
-    let fingerprint = format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest.as_ref()));
+    let fingerprint = format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest.as_ref())
+    );
     Ok(NewSshKey {
         algorithm: alg.to_owned(),
         key_base64: b64.to_owned(),
@@ -196,14 +260,28 @@ fn parse_ssh_key(line: &str) -> anyhow::Result<NewSshKey> {
 
 pub async fn files(vault: &Vault, cmd: FilesCmd) -> anyhow::Result<()> {
     match cmd {
-        FilesCmd::Put { local, remote, user } => {
+        FilesCmd::Put {
+            local,
+            remote,
+            user,
+        } => {
             let vfs = vault.operator_session(&user).await?;
-            let mut f = std::fs::File::open(&local).with_context(|| format!("cannot open {}", local.display()))?;
-            let mut w = vfs.create(&remote, WriteOptions { truncate: true, exclusive: false }).await?;
+            let mut f = std::fs::File::open(&local)
+                .with_context(|| format!("cannot open {}", local.display()))?;
+            let mut w = vfs
+                .create(
+                    &remote,
+                    WriteOptions {
+                        truncate: true,
+                        exclusive: false,
+                    },
+                )
+                .await?;
             let mut buf = vec![0u8; IO_STEP];
             let mut off = 0u64;
             loop {
-                let n = std::io::Read::read(&mut f, &mut buf).with_context(|| format!("reading {}", local.display()))?;
+                let n = std::io::Read::read(&mut f, &mut buf)
+                    .with_context(|| format!("reading {}", local.display()))?;
                 if n == 0 {
                     break;
                 }
@@ -216,7 +294,11 @@ pub async fn files(vault: &Vault, cmd: FilesCmd) -> anyhow::Result<()> {
             let info = w.commit().await?;
             println!("stored {} bytes", info.size);
         }
-        FilesCmd::Get { remote, local, user } => {
+        FilesCmd::Get {
+            remote,
+            local,
+            user,
+        } => {
             let vfs = vault.operator_session(&user).await?;
             let r = vfs.open_read(&remote).await?;
             get_to_file(&r, &local).await?;
@@ -255,10 +337,14 @@ pub async fn files(vault: &Vault, cmd: FilesCmd) -> anyhow::Result<()> {
 /// Streams a file to `local` through a temporary file that is renamed into place only after
 /// every chunk verified; on any error the temporary file is removed and `local` is untouched.
 async fn get_to_file(r: &coffer_storage::FileReader, local: &Path) -> anyhow::Result<()> {
-    let dir = local.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = local
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".coffer-get-{}.part", std::process::id()));
     let result = async {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut off = 0u64;
         while off < r.size() {
             let chunk = r.read_at(off, IO_STEP).await?;
@@ -269,7 +355,8 @@ async fn get_to_file(r: &coffer_storage::FileReader, local: &Path) -> anyhow::Re
             off += chunk.len() as u64;
         }
         f.sync_all()?;
-        std::fs::rename(&tmp, local).with_context(|| format!("cannot write {}", local.display()))?;
+        std::fs::rename(&tmp, local)
+            .with_context(|| format!("cannot write {}", local.display()))?;
         Ok(())
     }
     .await;
@@ -281,7 +368,10 @@ async fn get_to_file(r: &coffer_storage::FileReader, local: &Path) -> anyhow::Re
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC, without a date library.
 fn humantime_utc(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil-from-days (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -293,7 +383,12 @@ fn humantime_utc(t: std::time::SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, (rem % 3600) / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -314,6 +409,11 @@ mod tests {
         assert!(k.fingerprint.starts_with("SHA256:"));
         assert_eq!(k.comment, "me@host");
         assert!(parse_ssh_key("ssh-dss AAAA").is_err());
-        assert!(parse_ssh_key("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl").is_err());
+        assert!(
+            parse_ssh_key(
+                "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+            )
+            .is_err()
+        );
     }
 }

@@ -15,7 +15,10 @@ use crate::cli::{Cli, Command, ConfigCmd};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("coffer: cannot start the async runtime: {e}");
@@ -33,12 +36,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(cli: &Cli, file: Option<std::path::PathBuf>) -> anyhow::Result<coffer_config::Config> {
+fn load_config(
+    cli: &Cli,
+    file: Option<std::path::PathBuf>,
+) -> anyhow::Result<coffer_config::Config> {
     let mut overrides = Vec::new();
     if let Some(d) = &cli.data_dir {
         overrides.push(("data_dir".to_owned(), d.to_string_lossy().into_owned()));
     }
-    Ok(coffer_config::load(&Sources::from_process(file.or_else(|| cli.config.clone()), overrides))?)
+    Ok(coffer_config::load(&Sources::from_process(
+        file.or_else(|| cli.config.clone()),
+        overrides,
+    ))?)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

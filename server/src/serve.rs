@@ -22,7 +22,10 @@ use crate::wiring::{Role, open_vault};
 /// Runs until SIGINT or SIGTERM, then stops every task and returns.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let vault = open_vault(&cfg, Role::Server).await?;
-    vault.recover_uploads().await.context("recovering the spool")?;
+    vault
+        .recover_uploads()
+        .await
+        .context("recovering the spool")?;
     let shutdown = CancellationToken::new();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
 
@@ -51,7 +54,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             }
         }
     };
-    if tokio::time::timeout(Duration::from_secs(30), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), drain)
+        .await
+        .is_err()
+    {
         warn!("some connections did not finish within 30 s; stopping anyway");
     }
     vault.flush_audit().await;
@@ -84,7 +90,10 @@ async fn spawn_front_ends(
 
 async fn wait_for_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the process still stops on the default actions.
         std::future::pending::<()>().await;
         return "none";
@@ -95,12 +104,22 @@ async fn wait_for_signal() -> &'static str {
     }
 }
 
-async fn serve_admin(listener: tokio::net::TcpListener, vault: Vault, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let app = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(vault);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .context("admin listener failed")
+async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    vault: Vault,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(vault);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+    .context("admin listener failed")
 }
 
 /// Liveness: the process runs and answers.
@@ -113,11 +132,18 @@ async fn readyz(State(vault): State<Vault>) -> impl IntoResponse {
     let b = vault.backends();
     let db = b.meta.list_tenants().await.is_ok();
     let store = match ObjectKey::generate() {
-        Ok(k) => matches!(b.primary.head(&k).await, Ok(_) | Err(coffer_object::ObjectError::NotFound)),
+        Ok(k) => matches!(
+            b.primary.head(&k).await,
+            Ok(_) | Err(coffer_object::ObjectError::NotFound)
+        ),
         Err(_) => false,
     };
     let body = serde_json::json!({ "metadata": db, "primary_store": store });
-    let code = if db && store { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if db && store {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, axum::Json(body))
 }
 
@@ -132,7 +158,12 @@ async fn background(vault: Vault, shutdown: CancellationToken) -> anyhow::Result
         }
         match vault.replicate_once(64).await {
             Ok(r) if r.copied + r.deleted + r.failed > 0 => {
-                info!(copied = r.copied, deleted = r.deleted, failed = r.failed, "replication pass")
+                info!(
+                    copied = r.copied,
+                    deleted = r.deleted,
+                    failed = r.failed,
+                    "replication pass"
+                )
             }
             Ok(_) => {}
             Err(e) => warn!(error = %e, "replication pass failed"),

@@ -25,7 +25,8 @@ pub fn ensure_data_dir(cfg: &Config) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = &cfg.data_dir;
     if !dir.exists() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create data_dir {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data_dir {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot set permissions on data_dir {}", dir.display()))?;
     }
@@ -34,16 +35,19 @@ pub fn ensure_data_dir(cfg: &Config) -> anyhow::Result<()> {
 
 fn open_store(cfg: &StoreConfig, field: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
     match cfg {
-        StoreConfig::Local { path } => Ok(Arc::new(
-            LocalDirStore::open(path).with_context(|| format!("{field}: cannot open {}", path.display()))?,
-        )),
+        StoreConfig::Local { path } => {
+            Ok(Arc::new(LocalDirStore::open(path).with_context(|| {
+                format!("{field}: cannot open {}", path.display())
+            })?))
+        }
     }
 }
 
 fn open_key(cfg: &KeyConfig, field: &str) -> anyhow::Result<Arc<dyn KeyProvider>> {
     match cfg {
         KeyConfig::Local { path } => Ok(Arc::new(
-            LocalKeyProvider::load_or_create(path).with_context(|| format!("{field}: master key {}", path.display()))?,
+            LocalKeyProvider::load_or_create(path)
+                .with_context(|| format!("{field}: master key {}", path.display()))?,
         )),
     }
 }
@@ -55,8 +59,13 @@ pub async fn open_meta(cfg: &Config) -> anyhow::Result<Arc<dyn MetadataStore>> {
             std::fs::create_dir_all(parent).ok();
         }
     }
-    let store = SqliteStore::open(&cfg.metadata.url).await.context("metadata.url: cannot open the database")?;
-    store.migrate().await.context("metadata: migration failed")?;
+    let store = SqliteStore::open(&cfg.metadata.url)
+        .await
+        .context("metadata.url: cannot open the database")?;
+    store
+        .migrate()
+        .await
+        .context("metadata: migration failed")?;
     Ok(Arc::new(store))
 }
 
@@ -76,7 +85,9 @@ pub async fn open_vault(cfg: &Config, role: Role) -> anyhow::Result<Vault> {
     let (spool_dir, node_name) = match role {
         Role::Server => (cfg.storage.spool_dir.clone(), cfg.node_name.clone()),
         Role::Operator => (
-            cfg.storage.spool_dir.join(format!("cli-{}", std::process::id())),
+            cfg.storage
+                .spool_dir
+                .join(format!("cli-{}", std::process::id())),
             format!("{}/cli-{}", cfg.node_name, std::process::id()),
         ),
     };
@@ -91,6 +102,15 @@ pub async fn open_vault(cfg: &Config, role: Role) -> anyhow::Result<Vault> {
             lock_ms: cfg.auth.lockout.as_millis() as i64,
         },
     };
-    let vault = Vault::open(Backends { meta, primary, replica, keys }, opts).await?;
+    let vault = Vault::open(
+        Backends {
+            meta,
+            primary,
+            replica,
+            keys,
+        },
+        opts,
+    )
+    .await?;
     Ok(vault)
 }

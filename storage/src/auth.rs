@@ -23,7 +23,8 @@ impl Password {
 
 /// Argon2id with OWASP's second recommended setting: 19 MiB, 2 passes, 1 lane.
 fn argon2() -> VfsResult<Argon2<'static>> {
-    let params = Params::new(19 * 1024, 2, 1, None).map_err(|e| internal("argon2 parameters", e))?;
+    let params =
+        Params::new(19 * 1024, 2, 1, None).map_err(|e| internal("argon2 parameters", e))?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
@@ -35,7 +36,9 @@ pub async fn hash_password(password: &Password) -> VfsResult<String> {
         aws_lc_rs::rand::fill(&mut salt_bytes)
             .map_err(|_| VfsError::new(ErrorKind::Internal, "the OS random generator failed"))?;
         let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| internal("salt", e))?;
-        let hash = argon2()?.hash_password(pw.as_bytes(), &salt).map_err(|e| internal("argon2", e))?;
+        let hash = argon2()?
+            .hash_password(pw.as_bytes(), &salt)
+            .map_err(|e| internal("argon2", e))?;
         Ok(hash.to_string())
     })
     .await
@@ -48,7 +51,9 @@ pub async fn verify_password(hash: &str, password: &Password) -> bool {
     let hash = hash.to_owned();
     let pw = Zeroizing::new(password.expose().to_owned());
     tokio::task::spawn_blocking(move || {
-        let Ok(parsed) = PasswordHash::new(&hash) else { return false };
+        let Ok(parsed) = PasswordHash::new(&hash) else {
+            return false;
+        };
         let Ok(a) = argon2() else { return false };
         a.verify_password(pw.as_bytes(), &parsed).is_ok()
     })
@@ -69,7 +74,11 @@ pub struct LockoutPolicy {
 
 impl Default for LockoutPolicy {
     fn default() -> Self {
-        Self { max_failures: 10, window_ms: 15 * 60 * 1000, lock_ms: 15 * 60 * 1000 }
+        Self {
+            max_failures: 10,
+            window_ms: 15 * 60 * 1000,
+            lock_ms: 15 * 60 * 1000,
+        }
     }
 }
 
@@ -79,7 +88,9 @@ mod tests {
 
     #[tokio::test]
     async fn hash_verifies_only_the_right_password() {
-        let h = hash_password(&Password::new("correct horse".into())).await.unwrap();
+        let h = hash_password(&Password::new("correct horse".into()))
+            .await
+            .unwrap();
         assert!(h.starts_with("$argon2id$"));
         assert!(verify_password(&h, &Password::new("correct horse".into())).await);
         assert!(!verify_password(&h, &Password::new("correct horsf".into())).await);

@@ -73,7 +73,11 @@ pub struct VfsError {
 impl VfsError {
     /// A new error. The message is shown to clients and written to logs: never put a name in it.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), source: None }
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// Attaches the underlying cause.
@@ -101,7 +105,9 @@ impl fmt::Display for VfsError {
 
 impl std::error::Error for VfsError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -113,14 +119,26 @@ impl From<coffer_meta::MetaError> for VfsError {
         use coffer_meta::MetaError as M;
         let (kind, msg) = match &e {
             M::NotFound => (ErrorKind::NotFound, "no such file or directory"),
-            M::AlreadyExists => (ErrorKind::AlreadyExists, "an entry with that name already exists"),
+            M::AlreadyExists => (
+                ErrorKind::AlreadyExists,
+                "an entry with that name already exists",
+            ),
             M::NotEmpty => (ErrorKind::NotEmpty, "directory not empty"),
-            M::WrongKind("root") => (ErrorKind::PermissionDenied, "the home folder cannot be changed"),
+            M::WrongKind("root") => (
+                ErrorKind::PermissionDenied,
+                "the home folder cannot be changed",
+            ),
             M::WrongKind(_) => (ErrorKind::NotADirectory, "not a directory"),
             M::Cycle => (ErrorKind::InvalidPath, "cannot move a folder into itself"),
-            M::Conflict => (ErrorKind::Conflict, "the file changed while this operation ran; retry"),
+            M::Conflict => (
+                ErrorKind::Conflict,
+                "the file changed while this operation ran; retry",
+            ),
             M::QuotaExceeded => (ErrorKind::QuotaExceeded, "quota exceeded"),
-            M::Unavailable(_) => (ErrorKind::Unavailable, "metadata store unavailable; retry later"),
+            M::Unavailable(_) => (
+                ErrorKind::Unavailable,
+                "metadata store unavailable; retry later",
+            ),
             _ => (ErrorKind::Internal, "metadata store error"),
         };
         VfsError::new(kind, msg).with_source(e)
@@ -132,10 +150,14 @@ impl From<coffer_object::ObjectError> for VfsError {
         use coffer_object::ObjectError as O;
         let (kind, msg) = match &e {
             // A committed row whose object is missing or short is damage, not "no such file".
-            O::NotFound | O::RangeOutOfBounds { .. } => {
-                (ErrorKind::Integrity, "stored object is missing or truncated")
-            }
-            O::Unavailable(_) => (ErrorKind::Unavailable, "object store unavailable; retry later"),
+            O::NotFound | O::RangeOutOfBounds { .. } => (
+                ErrorKind::Integrity,
+                "stored object is missing or truncated",
+            ),
+            O::Unavailable(_) => (
+                ErrorKind::Unavailable,
+                "object store unavailable; retry later",
+            ),
             _ => (ErrorKind::Internal, "object store error"),
         };
         VfsError::new(kind, msg).with_source(e)
@@ -144,13 +166,21 @@ impl From<coffer_object::ObjectError> for VfsError {
 
 impl From<coffer_format::FormatError> for VfsError {
     fn from(e: coffer_format::FormatError) -> Self {
-        VfsError::new(ErrorKind::Integrity, "stored data failed integrity verification").with_source(e)
+        VfsError::new(
+            ErrorKind::Integrity,
+            "stored data failed integrity verification",
+        )
+        .with_source(e)
     }
 }
 
 impl From<coffer_keys::KeyError> for VfsError {
     fn from(e: coffer_keys::KeyError) -> Self {
-        VfsError::new(ErrorKind::Integrity, "key or encrypted metadata failed verification").with_source(e)
+        VfsError::new(
+            ErrorKind::Integrity,
+            "key or encrypted metadata failed verification",
+        )
+        .with_source(e)
     }
 }
 

@@ -1,7 +1,10 @@
 //! Coffer's storage core: the [`Vfs`] every front end calls, over the metadata store, the
 //! object stores, the key hierarchy and the spool.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod audit;
 pub mod auth;

@@ -61,7 +61,12 @@ impl VPath {
     /// The parent path and the last name, or `None` for the root.
     pub fn split_last(&self) -> Option<(VPath, &str)> {
         let (last, rest) = self.parts.split_last()?;
-        Some((VPath { parts: rest.to_vec() }, last.as_str()))
+        Some((
+            VPath {
+                parts: rest.to_vec(),
+            },
+            last.as_str(),
+        ))
     }
 
     /// The last name, or `None` for the root.
@@ -141,7 +146,11 @@ mod tests {
     #[test]
     fn nul_and_control_characters_are_refused() {
         for raw in ["a\0b", "/x/\u{1}", "tab\there", "new\nline", "del\u{7f}"] {
-            assert_eq!(VPath::parse(raw).unwrap_err().kind(), ErrorKind::InvalidPath, "{raw:?}");
+            assert_eq!(
+                VPath::parse(raw).unwrap_err().kind(),
+                ErrorKind::InvalidPath,
+                "{raw:?}"
+            );
         }
     }
 
@@ -151,7 +160,10 @@ mod tests {
         assert_eq!(ok.len(), 255);
         assert!(VPath::parse(&ok).is_ok());
         let long = "a".repeat(256);
-        assert_eq!(VPath::parse(&long).unwrap_err().kind(), ErrorKind::InvalidPath);
+        assert_eq!(
+            VPath::parse(&long).unwrap_err().kind(),
+            ErrorKind::InvalidPath
+        );
     }
 
     #[test]

@@ -70,8 +70,11 @@ impl std::fmt::Display for Permissions {
         if *self == Self::ALL {
             return f.write_str("all");
         }
-        let names: Vec<&str> =
-            Self::NAMES.iter().filter(|(_, p)| self.contains(*p)).map(|(n, _)| *n).collect();
+        let names: Vec<&str> = Self::NAMES
+            .iter()
+            .filter(|(_, p)| self.contains(*p))
+            .map(|(n, _)| *n)
+            .collect();
         f.write_str(&names.join(","))
     }
 }

@@ -35,7 +35,10 @@ pub struct FileReader {
 
 impl std::fmt::Debug for FileReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileReader").field("object", &self.key).field("size", &self.size).finish()
+        f.debug_struct("FileReader")
+            .field("object", &self.key)
+            .field("size", &self.size)
+            .finish()
     }
 }
 
@@ -47,19 +50,25 @@ impl FileReader {
             .as_ref()
             .ok_or_else(|| VfsError::new(ErrorKind::IsADirectory, "is a directory"))?;
         let key = ObjectKey::parse(&content.object_key)?;
-        let cid: [u8; 16] = content
-            .content_id
-            .as_slice()
-            .try_into()
-            .map_err(|_| VfsError::new(ErrorKind::Integrity, "stored content id is malformed"))?;
+        let cid: [u8; 16] =
+            content.content_id.as_slice().try_into().map_err(|_| {
+                VfsError::new(ErrorKind::Integrity, "stored content id is malformed")
+            })?;
         let cid = ContentId(cid);
-        let keys = vfs.vault.tenant_keys(vfs.tenant.id, content.key_version).await?;
+        let keys = vfs
+            .vault
+            .tenant_keys(vfs.tenant.id, content.key_version)
+            .await?;
         let dek = keys.unwrap_dek(&content.wrapped_dek, &cid)?;
         let b = &vfs.vault.inner.b;
-        let header = get_with_failover(&b.primary, b.replica.as_ref(), &key, 0, HEADER_LEN as u64).await?;
+        let header =
+            get_with_failover(&b.primary, b.replica.as_ref(), &key, 0, HEADER_LEN as u64).await?;
         let cipher = ChunkCipher::open_header(&dek, cid, &header)?;
         if cipher.layout().chunk_size() != content.chunk_size {
-            return Err(VfsError::new(ErrorKind::Integrity, "object header disagrees with its row"));
+            return Err(VfsError::new(
+                ErrorKind::Integrity,
+                "object header disagrees with its row",
+            ));
         }
         let reader = Self {
             primary: b.primary.clone(),
@@ -109,17 +118,27 @@ impl FileReader {
         let count = layout.chunk_count(self.size);
         let first = offset / cs;
         let needed_last = (end - 1) / cs;
-        let last = needed_last.max(first + READ_WINDOW_CHUNKS - 1).min(count - 1);
+        let last = needed_last
+            .max(first + READ_WINDOW_CHUNKS - 1)
+            .min(count - 1);
         let start_b = layout.chunk_offset(first);
-        let end_b = if last + 1 >= count { layout.object_len(self.size) } else { layout.chunk_offset(last + 1) };
+        let end_b = if last + 1 >= count {
+            layout.object_len(self.size)
+        } else {
+            layout.chunk_offset(last + 1)
+        };
         let sealed = self.get(start_b, end_b - start_b).await?;
         let mut sealed = match sealed.try_into_mut() {
             Ok(m) => m,
             Err(b) => bytes::BytesMut::from(&b[..]),
         };
         let mut out = Vec::with_capacity(((last - first + 1) * cs) as usize);
-        self.cipher.open_chunks(first, &mut sealed, self.size, &mut out)?;
-        Ok(Window { start: first * cs, data: Bytes::from(out) })
+        self.cipher
+            .open_chunks(first, &mut sealed, self.size, &mut out)?;
+        Ok(Window {
+            start: first * cs,
+            data: Bytes::from(out),
+        })
     }
 
     async fn get(&self, start: u64, len: u64) -> VfsResult<Bytes> {
@@ -139,7 +158,9 @@ async fn get_with_failover(
     match primary.get_range(key, start, len).await {
         Ok(b) => Ok(b),
         Err(e @ (ObjectError::Unavailable(_) | ObjectError::Io(_))) => {
-            let Some(replica) = replica else { return Err(e.into()) };
+            let Some(replica) = replica else {
+                return Err(e.into());
+            };
             warn!(object = %key, error = %e, "primary store failed; reading from the replica");
             Ok(replica.get_range(key, start, len).await?)
         }

@@ -29,7 +29,9 @@ impl Vault {
     pub async fn replicate_once(&self, limit: u32) -> VfsResult<ReplicationReport> {
         let mut report = ReplicationReport::default();
         let b = &self.inner.b;
-        let Some(replica) = &b.replica else { return Ok(report) };
+        let Some(replica) = &b.replica else {
+            return Ok(report);
+        };
         for job in b.meta.pending_replication(limit).await? {
             let key = match ObjectKey::parse(&job.object_key) {
                 Ok(k) => k,
@@ -52,7 +54,9 @@ impl Vault {
                 }
                 Err(e) => {
                     warn!(object = %key, attempts = job.attempts + 1, error = %e, "replication failed; will retry");
-                    b.meta.replication_failed(job.id, e.message(), now_ms()).await?;
+                    b.meta
+                        .replication_failed(job.id, e.message(), now_ms())
+                        .await?;
                     report.failed += 1;
                 }
             }
@@ -77,10 +81,12 @@ impl Vault {
         while at < size {
             let n = COPY_STEP.min(size - at);
             let part = primary.get_range(key, at, n).await?;
-            file.write_all(&part).map_err(|e| internal("replica temp file", e))?;
+            file.write_all(&part)
+                .map_err(|e| internal("replica temp file", e))?;
             at += n;
         }
-        file.sync_all().map_err(|e| internal("replica temp file", e))?;
+        file.sync_all()
+            .map_err(|e| internal("replica temp file", e))?;
         drop(file);
         let put = replica.put_file(key, &tmp).await;
         let _ = std::fs::remove_file(&tmp);

@@ -16,9 +16,12 @@ pub(crate) struct Spool {
 impl Spool {
     /// Opens (creating, mode 0700) the spool directory.
     pub(crate) fn open(dir: &Path) -> VfsResult<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| internal("cannot create the spool directory", e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| internal("cannot create the spool directory", e))?;
         set_mode(dir, 0o700)?;
-        Ok(Self { dir: dir.to_owned() })
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
     }
 
     /// The path of a spool file for a new upload named `name` (random, no user data).
@@ -34,7 +37,8 @@ impl Spool {
     /// Removes every spool file (at start, after uploads rows were handled). Returns how many.
     pub(crate) fn remove_all(&self) -> VfsResult<usize> {
         let mut n = 0;
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| internal("cannot read the spool", e))?;
+        let entries =
+            std::fs::read_dir(&self.dir).map_err(|e| internal("cannot read the spool", e))?;
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().ends_with(SPOOL_SUFFIX)
                 && std::fs::remove_file(entry.path()).is_ok()

@@ -81,7 +81,10 @@ pub struct Vault {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// A random positive 63-bit id.
@@ -141,7 +144,11 @@ impl Vault {
         }
         let strays = self.inner.spool.remove_all()?;
         if cleaned + strays > 0 {
-            info!(uploads = cleaned, stray_files = strays, "recovered unfinished uploads from the spool");
+            info!(
+                uploads = cleaned,
+                stray_files = strays,
+                "recovered unfinished uploads from the spool"
+            );
         }
         Ok(())
     }
@@ -150,7 +157,12 @@ impl Vault {
 
     /// Creates a tenant with a fresh tenant key wrapped under every region's master key.
     pub async fn create_tenant(&self, name: &str, quota_bytes: Option<i64>) -> VfsResult<Tenant> {
-        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             return Err(VfsError::new(
                 ErrorKind::InvalidPath,
                 "tenant names are 1-64 characters of a-z, A-Z, 0-9, '-', '_' and '.'",
@@ -206,8 +218,18 @@ impl Vault {
 
     /// The derived keys of a tenant's key version, unwrapped with this region's master key
     /// (or the replica region's, if the primary's copy cannot be opened).
-    pub(crate) async fn tenant_keys(&self, tenant_id: i64, version: u32) -> VfsResult<Arc<TenantKeys>> {
-        if let Some(k) = self.inner.tenant_keys.lock().ok().and_then(|m| m.get(&(tenant_id, version)).cloned()) {
+    pub(crate) async fn tenant_keys(
+        &self,
+        tenant_id: i64,
+        version: u32,
+    ) -> VfsResult<Arc<TenantKeys>> {
+        if let Some(k) = self
+            .inner
+            .tenant_keys
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(tenant_id, version)).cloned())
+        {
             return Ok(k);
         }
         let b = &self.inner.b;
@@ -219,7 +241,12 @@ impl Vault {
         }
         let mut last_err = None;
         for (region, provider) in providers {
-            let Some(row) = rows.iter().find(|r| r.version == version && r.region == region) else { continue };
+            let Some(row) = rows
+                .iter()
+                .find(|r| r.version == version && r.region == region)
+            else {
+                continue;
+            };
             match provider.unwrap(&row.wrapped, &ctx).await {
                 Ok(tk) => {
                     let keys = Arc::new(TenantKeys::derive(&tk, tenant_id, version));
@@ -227,14 +254,22 @@ impl Vault {
                     return Ok(keys);
                 }
                 Err(e) => {
-                    warn!(tenant_id, version, region, "tenant key could not be unwrapped with this region's master key");
+                    warn!(
+                        tenant_id,
+                        version,
+                        region,
+                        "tenant key could not be unwrapped with this region's master key"
+                    );
                     last_err = Some(e);
                 }
             }
         }
         Err(match last_err {
             Some(e) => VfsError::from(e),
-            None => VfsError::new(ErrorKind::Integrity, "no wrapped copy of the tenant key exists for this region"),
+            None => VfsError::new(
+                ErrorKind::Integrity,
+                "no wrapped copy of the tenant key exists for this region",
+            ),
         })
     }
 
@@ -278,7 +313,12 @@ impl Vault {
             Some(p) => Some(auth::hash_password(p).await?),
             None => None,
         };
-        Ok(self.inner.b.meta.set_password(user.id, hash.as_deref()).await?)
+        Ok(self
+            .inner
+            .b
+            .meta
+            .set_password(user.id, hash.as_deref())
+            .await?)
     }
 
     /// Creates `path` and its missing parents below the tenant root; returns the folder's id.
@@ -311,11 +351,24 @@ impl Vault {
 
     /// Opens a session for a user by name, without a password: for operator commands only.
     pub async fn operator_session(&self, user_name: &str) -> VfsResult<Vfs> {
-        let user = self.inner.b.meta.user_by_name(user_name).await.map_err(|e| match e {
-            coffer_meta::MetaError::NotFound => VfsError::new(ErrorKind::NotFound, "no such user"),
-            e => e.into(),
-        })?;
-        self.session(Principal { user, protocol: "cli", remote_addr: None }).await
+        let user = self
+            .inner
+            .b
+            .meta
+            .user_by_name(user_name)
+            .await
+            .map_err(|e| match e {
+                coffer_meta::MetaError::NotFound => {
+                    VfsError::new(ErrorKind::NotFound, "no such user")
+                }
+                e => e.into(),
+            })?;
+        self.session(Principal {
+            user,
+            protocol: "cli",
+            remote_addr: None,
+        })
+        .await
     }
 
     // ---- authentication ----
@@ -335,10 +388,20 @@ impl Vault {
             Err(coffer_meta::MetaError::NotFound) => None,
             Err(e) => return Err(e.into()),
         };
-        let hash = user.as_ref().and_then(|u| u.password_hash.clone()).unwrap_or_else(|| self.inner.dummy_hash.clone());
+        let hash = user
+            .as_ref()
+            .and_then(|u| u.password_hash.clone())
+            .unwrap_or_else(|| self.inner.dummy_hash.clone());
         let ok = auth::verify_password(&hash, password).await;
         let Some(user) = user else {
-            self.audit_login(None, name, protocol, &remote_addr, "login_failed", "unknown_user");
+            self.audit_login(
+                None,
+                name,
+                protocol,
+                &remote_addr,
+                "login_failed",
+                "unknown_user",
+            );
             return Err(auth_failed());
         };
         let ok = ok && user.password_hash.is_some();
@@ -357,14 +420,24 @@ impl Vault {
         let user = match self.inner.b.meta.user_by_name(name).await {
             Ok(u) => u,
             Err(coffer_meta::MetaError::NotFound) => {
-                self.audit_login(None, name, protocol, &remote_addr, "login_failed", "unknown_user");
+                self.audit_login(
+                    None,
+                    name,
+                    protocol,
+                    &remote_addr,
+                    "login_failed",
+                    "unknown_user",
+                );
                 return Err(auth_failed());
             }
             Err(e) => return Err(e.into()),
         };
         let keys = self.inner.b.meta.ssh_keys(user.id).await?;
         let ok = keys.iter().fold(false, |acc, k| {
-            acc | bool::from(subtle::ConstantTimeEq::ct_eq(k.key_base64.as_bytes(), key_base64.as_bytes()))
+            acc | bool::from(subtle::ConstantTimeEq::ct_eq(
+                k.key_base64.as_bytes(),
+                key_base64.as_bytes(),
+            ))
         });
         self.finish_login(user, ok, protocol, remote_addr).await
     }
@@ -372,7 +445,14 @@ impl Vault {
     /// `true` if the user exists and has at least one SSH key (lets SSH offer the right methods).
     pub async fn has_ssh_keys(&self, name: &str) -> bool {
         match self.inner.b.meta.user_by_name(name).await {
-            Ok(u) => self.inner.b.meta.ssh_keys(u.id).await.map(|k| !k.is_empty()).unwrap_or(false),
+            Ok(u) => self
+                .inner
+                .b
+                .meta
+                .ssh_keys(u.id)
+                .await
+                .map(|k| !k.is_empty())
+                .unwrap_or(false),
             Err(_) => false,
         }
     }
@@ -386,11 +466,28 @@ impl Vault {
     ) -> VfsResult<Principal> {
         let now = now_ms();
         if user.locked_until_ms.is_some_and(|t| t > now) {
-            self.audit_login(Some(&user), &user.name, protocol, &remote_addr, "login_failed", "locked_out");
-            return Err(VfsError::new(ErrorKind::LockedOut, "too many failed logins; the account is locked for a while"));
+            self.audit_login(
+                Some(&user),
+                &user.name,
+                protocol,
+                &remote_addr,
+                "login_failed",
+                "locked_out",
+            );
+            return Err(VfsError::new(
+                ErrorKind::LockedOut,
+                "too many failed logins; the account is locked for a while",
+            ));
         }
         if user.disabled {
-            self.audit_login(Some(&user), &user.name, protocol, &remote_addr, "login_failed", "disabled");
+            self.audit_login(
+                Some(&user),
+                &user.name,
+                protocol,
+                &remote_addr,
+                "login_failed",
+                "disabled",
+            );
             return Err(auth_failed());
         }
         if !credentials_ok {
@@ -401,20 +498,52 @@ impl Vault {
                 .meta
                 .record_login_failure(user.id, now, p.max_failures, p.window_ms, p.lock_ms)
                 .await?;
-            self.audit_login(Some(&user), &user.name, protocol, &remote_addr, "login_failed", "bad_credentials");
+            self.audit_login(
+                Some(&user),
+                &user.name,
+                protocol,
+                &remote_addr,
+                "login_failed",
+                "bad_credentials",
+            );
             if let Some(until) = locked {
                 warn!(user = %user.name, protocol, remote = remote_addr.as_deref().unwrap_or("-"), locked_for_ms = until - now, "user locked out after repeated failed logins");
             }
             return Err(auth_failed());
         }
         self.inner.b.meta.clear_login_failures(user.id).await?;
-        self.audit_login(Some(&user), &user.name, protocol, &remote_addr, "login", "ok");
-        Ok(Principal { user, protocol, remote_addr })
+        self.audit_login(
+            Some(&user),
+            &user.name,
+            protocol,
+            &remote_addr,
+            "login",
+            "ok",
+        );
+        Ok(Principal {
+            user,
+            protocol,
+            remote_addr,
+        })
     }
 
-    fn audit_login(&self, user: Option<&User>, name: &str, protocol: &str, remote: &Option<String>, action: &str, outcome: &str) {
+    fn audit_login(
+        &self,
+        user: Option<&User>,
+        name: &str,
+        protocol: &str,
+        remote: &Option<String>,
+        action: &str,
+        outcome: &str,
+    ) {
         if outcome != "ok" {
-            info!(user = name, protocol, remote = remote.as_deref().unwrap_or("-"), outcome, "login failed");
+            info!(
+                user = name,
+                protocol,
+                remote = remote.as_deref().unwrap_or("-"),
+                outcome,
+                "login failed"
+            );
         }
         self.inner.audit.record(coffer_meta::AuditRecord {
             at_ms: now_ms(),
@@ -444,7 +573,9 @@ fn auth_failed() -> VfsError {
 pub fn check_user_name(name: &str) -> VfsResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
     if ok {
         Ok(())
     } else {

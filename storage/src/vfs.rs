@@ -105,9 +105,20 @@ pub(crate) fn time_to_ms(t: SystemTime) -> i64 {
 }
 
 impl Vfs {
-    pub(crate) fn new(vault: Vault, principal: Principal, tenant: Tenant, keys: Arc<TenantKeys>) -> Self {
+    pub(crate) fn new(
+        vault: Vault,
+        principal: Principal,
+        tenant: Tenant,
+        keys: Arc<TenantKeys>,
+    ) -> Self {
         let perms = Permissions::from_bits(principal.user.perms);
-        Self { vault, principal: Arc::new(principal), tenant: Arc::new(tenant), keys, perms }
+        Self {
+            vault,
+            principal: Arc::new(principal),
+            tenant: Arc::new(tenant),
+            keys,
+            perms,
+        }
     }
 
     /// The logged-in principal.
@@ -124,11 +135,20 @@ impl Vfs {
         if self.perms.contains(p) {
             Ok(())
         } else {
-            Err(VfsError::new(ErrorKind::PermissionDenied, format!("permission denied: this account may not {what}")))
+            Err(VfsError::new(
+                ErrorKind::PermissionDenied,
+                format!("permission denied: this account may not {what}"),
+            ))
         }
     }
 
-    pub(crate) fn audit(&self, action: &str, node_id: Option<i64>, outcome: &str, bytes: Option<u64>) {
+    pub(crate) fn audit(
+        &self,
+        action: &str,
+        node_id: Option<i64>,
+        outcome: &str,
+        bytes: Option<u64>,
+    ) {
         let p = &self.principal;
         self.vault.inner.audit.record(AuditRecord {
             at_ms: now_ms(),
@@ -147,15 +167,30 @@ impl Vfs {
     // ---- resolution ----
 
     async fn home(&self) -> VfsResult<Node> {
-        Ok(self.vault.inner.b.meta.node(self.tenant.id, self.principal.user.home_node_id).await?)
+        Ok(self
+            .vault
+            .inner
+            .b
+            .meta
+            .node(self.tenant.id, self.principal.user.home_node_id)
+            .await?)
     }
 
     async fn child(&self, parent: &Node, name: &str) -> VfsResult<Node> {
         if parent.kind != NodeKind::Dir {
-            return Err(VfsError::new(ErrorKind::NotADirectory, "a component of the path is not a directory"));
+            return Err(VfsError::new(
+                ErrorKind::NotADirectory,
+                "a component of the path is not a directory",
+            ));
         }
         let idx = self.keys.blind_index(parent.id, name);
-        self.vault.inner.b.meta.child(self.tenant.id, parent.id, &idx).await.map_err(not_found)
+        self.vault
+            .inner
+            .b
+            .meta
+            .child(self.tenant.id, parent.id, &idx)
+            .await
+            .map_err(not_found)
     }
 
     /// Resolves a path to its node, one indexed lookup per component.
@@ -169,12 +204,18 @@ impl Vfs {
 
     /// Resolves the parent folder of `path` and returns it with the last name.
     pub(crate) async fn resolve_parent<'p>(&self, path: &'p VPath) -> VfsResult<(Node, &'p str)> {
-        let (parent, name) = path
-            .split_last()
-            .ok_or_else(|| VfsError::new(ErrorKind::PermissionDenied, "the home folder itself cannot be changed"))?;
+        let (parent, name) = path.split_last().ok_or_else(|| {
+            VfsError::new(
+                ErrorKind::PermissionDenied,
+                "the home folder itself cannot be changed",
+            )
+        })?;
         let dir = self.resolve(&parent).await?;
         if dir.kind != NodeKind::Dir {
-            return Err(VfsError::new(ErrorKind::NotADirectory, "the parent is not a directory"));
+            return Err(VfsError::new(
+                ErrorKind::NotADirectory,
+                "the parent is not a directory",
+            ));
         }
         Ok((dir, name))
     }
@@ -182,8 +223,16 @@ impl Vfs {
     pub(crate) fn info(&self, node: &Node, name: String) -> FileInfo {
         FileInfo {
             name,
-            kind: if node.kind == NodeKind::Dir { EntryKind::Dir } else { EntryKind::File },
-            size: node.content.as_ref().map(|c| c.size.max(0) as u64).unwrap_or(0),
+            kind: if node.kind == NodeKind::Dir {
+                EntryKind::Dir
+            } else {
+                EntryKind::File
+            },
+            size: node
+                .content
+                .as_ref()
+                .map(|c| c.size.max(0) as u64)
+                .unwrap_or(0),
             mtime: ms_to_time(node.mtime_ms),
             ctime: ms_to_time(node.ctime_ms),
             id: node.id,
@@ -214,7 +263,13 @@ impl Vfs {
         if dir.kind != NodeKind::Dir {
             return Err(VfsError::new(ErrorKind::NotADirectory, "not a directory"));
         }
-        let children = self.vault.inner.b.meta.children(self.tenant.id, dir.id).await?;
+        let children = self
+            .vault
+            .inner
+            .b
+            .meta
+            .children(self.tenant.id, dir.id)
+            .await?;
         let mut out = Vec::with_capacity(children.len());
         for c in &children {
             out.push(self.info(c, self.decrypt_name(c)?));
@@ -250,10 +305,16 @@ impl Vfs {
         };
         if let Some(n) = &existing {
             if n.kind == NodeKind::Dir {
-                return Err(VfsError::new(ErrorKind::IsADirectory, "a folder with that name exists"));
+                return Err(VfsError::new(
+                    ErrorKind::IsADirectory,
+                    "a folder with that name exists",
+                ));
             }
             if opts.exclusive {
-                return Err(VfsError::new(ErrorKind::AlreadyExists, "the file already exists"));
+                return Err(VfsError::new(
+                    ErrorKind::AlreadyExists,
+                    "the file already exists",
+                ));
             }
         }
         let base = match (&existing, opts.truncate) {
@@ -308,13 +369,22 @@ impl Vfs {
         for name in path.parts() {
             node = match self.child(&node, name).await {
                 Ok(n) if n.kind == NodeKind::Dir => n,
-                Ok(_) => return Err(VfsError::new(ErrorKind::NotADirectory, "a component of the path is a file")),
-                Err(e) if e.kind() == ErrorKind::NotFound => match self.create_dir_in(&node, name).await {
-                    Ok(n) => n,
-                    // Another session created it meanwhile.
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists => self.child(&node, name).await?,
-                    Err(e) => return Err(e),
-                },
+                Ok(_) => {
+                    return Err(VfsError::new(
+                        ErrorKind::NotADirectory,
+                        "a component of the path is a file",
+                    ));
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    match self.create_dir_in(&node, name).await {
+                        Ok(n) => n,
+                        // Another session created it meanwhile.
+                        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                            self.child(&node, name).await?
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 Err(e) => return Err(e),
             };
         }
@@ -330,7 +400,12 @@ impl Vfs {
         if node.kind != NodeKind::Dir {
             return Err(VfsError::new(ErrorKind::NotADirectory, "not a directory"));
         }
-        self.vault.inner.b.meta.remove(self.tenant.id, node.id).await?;
+        self.vault
+            .inner
+            .b
+            .meta
+            .remove(self.tenant.id, node.id)
+            .await?;
         self.audit("rmdir", Some(node.id), "ok", None);
         Ok(())
     }
@@ -342,9 +417,17 @@ impl Vfs {
         let (dir, name) = self.resolve_parent(&path).await?;
         let node = self.child(&dir, name).await?;
         if node.kind == NodeKind::Dir {
-            return Err(VfsError::new(ErrorKind::IsADirectory, "is a directory; remove folders with rmdir"));
+            return Err(VfsError::new(
+                ErrorKind::IsADirectory,
+                "is a directory; remove folders with rmdir",
+            ));
         }
-        self.vault.inner.b.meta.remove(self.tenant.id, node.id).await?;
+        self.vault
+            .inner
+            .b
+            .meta
+            .remove(self.tenant.id, node.id)
+            .await?;
         self.audit("delete", Some(node.id), "ok", None);
         Ok(())
     }
@@ -356,7 +439,10 @@ impl Vfs {
         let from = VPath::parse(from)?;
         let to = VPath::parse(to)?;
         if to.starts_with(&from) && to != from {
-            return Err(VfsError::new(ErrorKind::InvalidPath, "cannot move a folder into itself"));
+            return Err(VfsError::new(
+                ErrorKind::InvalidPath,
+                "cannot move a folder into itself",
+            ));
         }
         let (src_dir, src_name) = self.resolve_parent(&from).await?;
         let node = self.child(&src_dir, src_name).await?;
@@ -385,7 +471,12 @@ impl Vfs {
         self.require(Permissions::WRITE, "change times")?;
         let path = VPath::parse(path)?;
         let node = self.resolve(&path).await?;
-        self.vault.inner.b.meta.set_mtime(self.tenant.id, node.id, time_to_ms(mtime)).await?;
+        self.vault
+            .inner
+            .b
+            .meta
+            .set_mtime(self.tenant.id, node.id, time_to_ms(mtime))
+            .await?;
         Ok(())
     }
 

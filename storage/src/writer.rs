@@ -74,12 +74,19 @@ pub struct FileWriter {
 
 impl std::fmt::Debug for FileWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileWriter").field("object", &self.object_key).field("end", &self.end).finish()
+        f.debug_struct("FileWriter")
+            .field("object", &self.object_key)
+            .field("end", &self.end)
+            .finish()
     }
 }
 
 impl FileWriter {
-    pub(crate) async fn start(vfs: Vfs, target: WriteTarget, base: Option<FileReader>) -> VfsResult<Self> {
+    pub(crate) async fn start(
+        vfs: Vfs,
+        target: WriteTarget,
+        base: Option<FileReader>,
+    ) -> VfsResult<Self> {
         let inner = vfs.vault.inner.clone();
         let dek = DataKey::generate()?;
         let content_id = ContentId::generate()?;
@@ -173,7 +180,9 @@ impl FileWriter {
         if offset <= front {
             let overlap = ((front - offset) as usize).min(data.len());
             let at = NONCE_LEN + (offset - sealed_end) as usize;
-            if let (Some(dst), Some(src)) = (self.chunk.get_mut(at..at + overlap), data.get(..overlap)) {
+            if let (Some(dst), Some(src)) =
+                (self.chunk.get_mut(at..at + overlap), data.get(..overlap))
+            {
                 dst.copy_from_slice(src);
             }
             if let Some(rest) = data.get(overlap..).filter(|r| !r.is_empty()) {
@@ -211,7 +220,8 @@ impl FileWriter {
         if let Some(plain) = self.chunk.get(NONCE_LEN..) {
             self.hasher.update(plain);
         }
-        self.cipher.seal_chunk_in_place(self.sealed, is_final, &mut self.chunk)?;
+        self.cipher
+            .seal_chunk_in_place(self.sealed, is_final, &mut self.chunk)?;
         self.batch.extend_from_slice(&self.chunk);
         self.sealed += 1;
         self.chunk.truncate(NONCE_LEN);
@@ -223,12 +233,17 @@ impl FileWriter {
 
     /// Writes the batch of sealed chunks to the spool file on a blocking thread.
     async fn flush_batch(&mut self, sync: bool) -> VfsResult<()> {
-        let mut file = self.spool_file.take().ok_or_else(|| VfsError::new(ErrorKind::Internal, "spool file closed"))?;
+        let mut file = self
+            .spool_file
+            .take()
+            .ok_or_else(|| VfsError::new(ErrorKind::Internal, "spool file closed"))?;
         let mut batch = std::mem::take(&mut self.batch);
         let (file, batch) = tokio::task::spawn_blocking(move || -> VfsResult<_> {
-            file.write_all(&batch).map_err(|e| internal("writing to the spool failed", e))?;
+            file.write_all(&batch)
+                .map_err(|e| internal("writing to the spool failed", e))?;
             if sync {
-                file.sync_all().map_err(|e| internal("syncing the spool failed", e))?;
+                file.sync_all()
+                    .map_err(|e| internal("syncing the spool failed", e))?;
             }
             batch.clear();
             Ok((file, batch))
@@ -247,7 +262,9 @@ impl FileWriter {
             if off > front {
                 break;
             }
-            let Some(seg) = self.pending.remove(&off) else { break };
+            let Some(seg) = self.pending.remove(&off) else {
+                break;
+            };
             self.pending_bytes -= seg.len() as u64;
             // Bytes below the frontier were written later than this segment: they win.
             let skip = (front - off) as usize;
@@ -269,7 +286,9 @@ impl FileWriter {
             .map(|(k, _)| *k)
             .collect();
         for k in overlapped {
-            let Some(old) = self.pending.remove(&k) else { continue };
+            let Some(old) = self.pending.remove(&k) else {
+                continue;
+            };
             self.pending_bytes -= old.len() as u64;
             let old_end = k + old.len() as u64;
             if k < off {
@@ -310,7 +329,10 @@ impl FileWriter {
                     let n = n.min(self.base_len - front) as usize;
                     let data = base.read_at(front, n).await?;
                     if data.len() != n {
-                        return Err(VfsError::new(ErrorKind::Integrity, "base version is shorter than its row says"));
+                        return Err(VfsError::new(
+                            ErrorKind::Integrity,
+                            "base version is shorter than its row says",
+                        ));
                     }
                     self.append(&data).await?;
                 }
@@ -337,7 +359,10 @@ impl FileWriter {
         let size = self.end;
         self.fill_gap(size).await?;
         if self.frontier() != size || !self.pending.is_empty() {
-            return Err(VfsError::new(ErrorKind::Internal, "upload bookkeeping is inconsistent"));
+            return Err(VfsError::new(
+                ErrorKind::Internal,
+                "upload bookkeeping is inconsistent",
+            ));
         }
         let count = self.cipher.layout().chunk_count(size);
         match count.checked_sub(self.sealed) {
@@ -346,12 +371,21 @@ impl FileWriter {
                 self.seal_current(false).await?;
                 self.seal_current(true).await?;
             }
-            _ => return Err(VfsError::new(ErrorKind::Internal, "upload chunk count is inconsistent")),
+            _ => {
+                return Err(VfsError::new(
+                    ErrorKind::Internal,
+                    "upload chunk count is inconsistent",
+                ));
+            }
         }
         self.flush_batch(true).await?;
         self.spool_file = None;
         let inner = self.vfs.vault.inner.clone();
-        inner.b.primary.put_file(&self.object_key, &self.spool_path).await?;
+        inner
+            .b
+            .primary
+            .put_file(&self.object_key, &self.spool_path)
+            .await?;
         let row = self.commit_row(size).await;
         match row {
             Ok(info) => {
@@ -370,7 +404,8 @@ impl FileWriter {
 
     async fn commit_row(&mut self, size: u64) -> VfsResult<FileInfo> {
         let keys = &self.vfs.keys;
-        let hash = std::mem::replace(&mut self.hasher, digest::Context::new(&digest::SHA256)).finish();
+        let hash =
+            std::mem::replace(&mut self.hasher, digest::Context::new(&digest::SHA256)).finish();
         let content = FileContent {
             size: size as i64,
             object_key: self.object_key.to_string(),
@@ -378,7 +413,11 @@ impl FileWriter {
             wrapped_dek: keys.wrap_dek(&self.dek, &self.content_id)?,
             key_version: keys.key_version(),
             chunk_size: self.chunk_size as u32,
-            content_hash_enc: keys.seal_field("content-sha256", &self.content_id.0, hash.as_ref())?,
+            content_hash_enc: keys.seal_field(
+                "content-sha256",
+                &self.content_id.0,
+                hash.as_ref(),
+            )?,
         };
         let new_id = random_id()?;
         let now = now_ms();
@@ -398,6 +437,7 @@ impl FileWriter {
                 mtime_ms: self.mtime_ms.unwrap_or(now),
                 now_ms: now,
                 expect_node: self.target.expect,
+                expect_absent: self.target.expect.is_none(),
                 upload_id: Some(self.upload_id),
                 enforce_quota: true,
             })

@@ -6,18 +6,28 @@ mod common;
 use coffer_storage::{ErrorKind, Permissions, WriteOptions};
 use common::{CHUNK, bytes, get, put, vault};
 
-const OVERLAY: WriteOptions = WriteOptions { truncate: false, exclusive: false };
+const OVERLAY: WriteOptions = WriteOptions {
+    truncate: false,
+    exclusive: false,
+};
 
 #[tokio::test]
 async fn round_trips_at_chunk_boundaries() {
     let tv = vault().await;
     let vfs = tv.user("acme", "alice").await;
     let c = CHUNK as usize;
-    for (i, n) in [0, 1, c - 1, c, c + 1, 2 * c, 5 * c + c / 2].into_iter().enumerate() {
+    for (i, n) in [0, 1, c - 1, c, c + 1, 2 * c, 5 * c + c / 2]
+        .into_iter()
+        .enumerate()
+    {
         let data = bytes(n, i as u64);
         let info = put(&vfs, &format!("/f{n}"), &data).await;
         assert_eq!(info.size, n as u64);
-        assert_eq!(get(&vfs, &format!("/f{n}")).await.unwrap(), data, "size {n}");
+        assert_eq!(
+            get(&vfs, &format!("/f{n}")).await.unwrap(),
+            data,
+            "size {n}"
+        );
         assert_eq!(vfs.stat(&format!("/f{n}")).await.unwrap().size, n as u64);
     }
 }
@@ -29,7 +39,14 @@ async fn reads_at_any_offset_return_exact_bytes() {
     let data = bytes(10 * CHUNK as usize + 17, 7);
     put(&vfs, "/r", &data).await;
     let r = vfs.open_read("/r").await.unwrap();
-    for (off, len) in [(0, 1), (4095, 2), (4096, 4096), (12345, 30000), (data.len() - 1, 10), (data.len(), 5)] {
+    for (off, len) in [
+        (0, 1),
+        (4095, 2),
+        (4096, 4096),
+        (12345, 30000),
+        (data.len() - 1, 10),
+        (data.len(), 5),
+    ] {
         let got = r.read_at(off as u64, len).await.unwrap();
         let end = (off + len).min(data.len());
         assert_eq!(&got[..], &data[off..end], "offset {off} len {len}");
@@ -46,7 +63,10 @@ async fn out_of_order_and_overlapping_writes_assemble_correctly() {
     w.write_at(5_000, &[0xAA; 3_000]).await.unwrap();
     w.write_at(20_500, &[0xBB; 1_000]).await.unwrap();
     // Pipelined writes arriving shuffled inside a window of eight requests, as SFTP allows.
-    let pieces: Vec<(usize, usize)> = (0..data.len()).step_by(1000).map(|o| (o, (o + 1000).min(data.len()))).collect();
+    let pieces: Vec<(usize, usize)> = (0..data.len())
+        .step_by(1000)
+        .map(|o| (o, (o + 1000).min(data.len())))
+        .collect();
     for window in pieces.chunks(8) {
         let mut window = window.to_vec();
         window.reverse();
@@ -86,7 +106,11 @@ async fn resume_continues_a_partial_file_at_its_size() {
     put(&vfs, "/big", &data[..half]).await;
     let before = vfs.stat("/big").await.unwrap();
     let mut w = vfs.create("/big", OVERLAY).await.unwrap();
-    assert_eq!(w.len(), half as u64, "the writer starts from the stored size");
+    assert_eq!(
+        w.len(),
+        half as u64,
+        "the writer starts from the stored size"
+    );
     w.write_at(half as u64, &data[half..]).await.unwrap();
     let after = w.commit().await.unwrap();
     assert_eq!(after.id, before.id, "same file, new version");
@@ -113,18 +137,36 @@ async fn an_upload_is_invisible_until_commit_and_the_old_version_stays_readable(
     let tv = vault().await;
     let vfs = tv.user("acme", "alice").await;
     put(&vfs, "/v", b"version one").await;
-    let mut w = vfs.create("/v", WriteOptions { truncate: true, exclusive: false }).await.unwrap();
+    let mut w = vfs
+        .create(
+            "/v",
+            WriteOptions {
+                truncate: true,
+                exclusive: false,
+            },
+        )
+        .await
+        .unwrap();
     w.write_at(0, b"version two, longer").await.unwrap();
     assert_eq!(get(&vfs, "/v").await.unwrap(), b"version one");
     let mut n = vfs.create("/new", WriteOptions::default()).await.unwrap();
     n.write_at(0, b"x").await.unwrap();
-    assert_eq!(vfs.stat("/new").await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        vfs.stat("/new").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     w.commit().await.unwrap();
     n.abort().await;
     assert_eq!(get(&vfs, "/v").await.unwrap(), b"version two, longer");
-    assert_eq!(vfs.stat("/new").await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        vfs.stat("/new").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     // Nothing is left in the spool once uploads end.
-    let spool: Vec<_> = std::fs::read_dir(tv.root().join("spool")).unwrap().flatten().collect();
+    let spool: Vec<_> = std::fs::read_dir(tv.root().join("spool"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert!(spool.is_empty(), "spool not empty: {spool:?}");
 }
 
@@ -133,12 +175,21 @@ async fn a_dropped_writer_leaves_no_file_and_no_spool() {
     let tv = vault().await;
     let vfs = tv.user("acme", "alice").await;
     {
-        let mut w = vfs.create("/dropped", WriteOptions::default()).await.unwrap();
+        let mut w = vfs
+            .create("/dropped", WriteOptions::default())
+            .await
+            .unwrap();
         w.write_at(0, &bytes(20_000, 2)).await.unwrap();
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(vfs.stat("/dropped").await.unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(std::fs::read_dir(tv.root().join("spool")).unwrap().count(), 0);
+    assert_eq!(
+        vfs.stat("/dropped").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        std::fs::read_dir(tv.root().join("spool")).unwrap().count(),
+        0
+    );
     assert!(tv.vault.backends().meta.uploads().await.unwrap().is_empty());
 }
 
@@ -147,8 +198,26 @@ async fn concurrent_replacements_of_one_file_let_exactly_one_win() {
     let tv = vault().await;
     let vfs = tv.user("acme", "alice").await;
     put(&vfs, "/race", b"base").await;
-    let mut a = vfs.create("/race", WriteOptions { truncate: true, exclusive: false }).await.unwrap();
-    let mut b = vfs.create("/race", WriteOptions { truncate: true, exclusive: false }).await.unwrap();
+    let mut a = vfs
+        .create(
+            "/race",
+            WriteOptions {
+                truncate: true,
+                exclusive: false,
+            },
+        )
+        .await
+        .unwrap();
+    let mut b = vfs
+        .create(
+            "/race",
+            WriteOptions {
+                truncate: true,
+                exclusive: false,
+            },
+        )
+        .await
+        .unwrap();
     a.write_at(0, b"from a").await.unwrap();
     b.write_at(0, b"from b").await.unwrap();
     a.commit().await.unwrap();
@@ -158,11 +227,51 @@ async fn concurrent_replacements_of_one_file_let_exactly_one_win() {
 }
 
 #[tokio::test]
+async fn two_uploads_of_one_new_name_let_exactly_one_win() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    let mut a = vfs
+        .create(
+            "/fresh",
+            WriteOptions {
+                truncate: true,
+                exclusive: false,
+            },
+        )
+        .await
+        .unwrap();
+    let mut b = vfs
+        .create(
+            "/fresh",
+            WriteOptions {
+                truncate: true,
+                exclusive: false,
+            },
+        )
+        .await
+        .unwrap();
+    b.write_at(0, b"from b").await.unwrap();
+    a.write_at(0, b"from a").await.unwrap();
+    b.commit().await.unwrap();
+    assert_eq!(a.commit().await.unwrap_err().kind(), ErrorKind::Conflict);
+    assert_eq!(get(&vfs, "/fresh").await.unwrap(), b"from b");
+}
+
+#[tokio::test]
 async fn exclusive_create_refuses_an_existing_file() {
     let tv = vault().await;
     let vfs = tv.user("acme", "alice").await;
     put(&vfs, "/x", b"1").await;
-    let e = vfs.create("/x", WriteOptions { truncate: false, exclusive: true }).await.unwrap_err();
+    let e = vfs
+        .create(
+            "/x",
+            WriteOptions {
+                truncate: false,
+                exclusive: true,
+            },
+        )
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists);
 }
 
@@ -176,8 +285,18 @@ async fn folders_list_sorted_with_decrypted_awkward_names() {
         put(&vfs, &format!("/d/{n}"), n.as_bytes()).await;
     }
     vfs.mkdir("/d/sub").await.unwrap();
-    let listed: Vec<String> = vfs.list("/d").await.unwrap().into_iter().map(|e| e.name).collect();
-    let mut want: Vec<String> = names.iter().map(|s| s.to_string()).chain(["sub".to_string()]).collect();
+    let listed: Vec<String> = vfs
+        .list("/d")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    let mut want: Vec<String> = names
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["sub".to_string()])
+        .collect();
     want.sort();
     assert_eq!(listed, want);
     for n in names {
@@ -196,14 +315,26 @@ async fn rename_moves_a_folder_with_its_whole_subtree() {
     }
     vfs.mkdir("/z").await.unwrap();
     vfs.rename("/a", "/z/moved", false).await.unwrap();
-    assert_eq!(vfs.stat("/a").await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        vfs.stat("/a").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     assert_eq!(vfs.list("/z/moved/b").await.unwrap().len(), 50);
     assert_eq!(get(&vfs, "/z/moved/b/f42").await.unwrap(), b"42");
     // Into itself is refused; onto an existing name without replace is refused.
-    assert_eq!(vfs.rename("/z", "/z/moved/inside", false).await.unwrap_err().kind(), ErrorKind::InvalidPath);
+    assert_eq!(
+        vfs.rename("/z", "/z/moved/inside", false)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidPath
+    );
     put(&vfs, "/one", b"1").await;
     put(&vfs, "/two", b"2").await;
-    assert_eq!(vfs.rename("/one", "/two", false).await.unwrap_err().kind(), ErrorKind::AlreadyExists);
+    assert_eq!(
+        vfs.rename("/one", "/two", false).await.unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
     vfs.rename("/one", "/two", true).await.unwrap();
     assert_eq!(get(&vfs, "/two").await.unwrap(), b"1");
 }
@@ -214,13 +345,25 @@ async fn rmdir_and_remove_keep_their_meanings() {
     let vfs = tv.user("acme", "alice").await;
     vfs.mkdir("/d").await.unwrap();
     put(&vfs, "/d/f", b"x").await;
-    assert_eq!(vfs.rmdir("/d").await.unwrap_err().kind(), ErrorKind::NotEmpty);
-    assert_eq!(vfs.remove("/d").await.unwrap_err().kind(), ErrorKind::IsADirectory);
-    assert_eq!(vfs.rmdir("/d/f").await.unwrap_err().kind(), ErrorKind::NotADirectory);
+    assert_eq!(
+        vfs.rmdir("/d").await.unwrap_err().kind(),
+        ErrorKind::NotEmpty
+    );
+    assert_eq!(
+        vfs.remove("/d").await.unwrap_err().kind(),
+        ErrorKind::IsADirectory
+    );
+    assert_eq!(
+        vfs.rmdir("/d/f").await.unwrap_err().kind(),
+        ErrorKind::NotADirectory
+    );
     vfs.remove("/d/f").await.unwrap();
     vfs.rmdir("/d").await.unwrap();
     assert!(vfs.list("/").await.unwrap().is_empty());
-    assert_eq!(vfs.rmdir("/").await.unwrap_err().kind(), ErrorKind::PermissionDenied);
+    assert_eq!(
+        vfs.rmdir("/").await.unwrap_err().kind(),
+        ErrorKind::PermissionDenied
+    );
 }
 
 #[tokio::test]
@@ -242,17 +385,39 @@ async fn permissions_are_enforced_per_operation() {
     let tv = vault().await;
     let owner = tv.user("acme", "alice").await;
     put(&owner, "/doc", b"x").await;
-    let reader = tv.user_with("acme", "rita", Permissions::parse("list,read").unwrap(), "/").await;
+    let reader = tv
+        .user_with(
+            "acme",
+            "rita",
+            Permissions::parse("list,read").unwrap(),
+            "/",
+        )
+        .await;
     assert_eq!(get(&reader, "/doc").await.unwrap(), b"x");
     let denied = [
-        reader.create("/new", WriteOptions::default()).await.map(|_| ()).unwrap_err().kind(),
+        reader
+            .create("/new", WriteOptions::default())
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .kind(),
         reader.remove("/doc").await.unwrap_err().kind(),
-        reader.rename("/doc", "/d2", false).await.unwrap_err().kind(),
+        reader
+            .rename("/doc", "/d2", false)
+            .await
+            .unwrap_err()
+            .kind(),
         reader.mkdir("/m").await.map(|_| ()).unwrap_err().kind(),
     ];
-    assert!(denied.iter().all(|k| *k == ErrorKind::PermissionDenied), "{denied:?}");
+    assert!(
+        denied.iter().all(|k| *k == ErrorKind::PermissionDenied),
+        "{denied:?}"
+    );
     let lister = tv.user_with("acme", "lisa", Permissions::LIST, "/").await;
-    assert_eq!(lister.open_read("/doc").await.unwrap_err().kind(), ErrorKind::PermissionDenied);
+    assert_eq!(
+        lister.open_read("/doc").await.unwrap_err().kind(),
+        ErrorKind::PermissionDenied
+    );
 }
 
 #[tokio::test]
@@ -260,17 +425,32 @@ async fn quota_refuses_the_upload_that_would_exceed_it() {
     let tv = vault().await;
     let t = tv.vault.create_tenant("small", Some(10_000)).await.unwrap();
     tv.vault
-        .create_user(&t, "sam", Some(&coffer_storage::Password::new("pw-sam-secret".into())), &coffer_storage::VPath::root(), Permissions::ALL)
+        .create_user(
+            &t,
+            "sam",
+            Some(&coffer_storage::Password::new("pw-sam-secret".into())),
+            &coffer_storage::VPath::root(),
+            Permissions::ALL,
+        )
         .await
         .unwrap();
     let vfs = tv.vault.operator_session("sam").await.unwrap();
     put(&vfs, "/a", &bytes(8_000, 1)).await;
     let mut w = vfs.create("/b", WriteOptions::default()).await.unwrap();
     w.write_at(0, &bytes(5_000, 2)).await.unwrap();
-    assert_eq!(w.commit().await.unwrap_err().kind(), ErrorKind::QuotaExceeded);
+    assert_eq!(
+        w.commit().await.unwrap_err().kind(),
+        ErrorKind::QuotaExceeded
+    );
     let q = vfs.quota().await.unwrap();
-    assert_eq!((q.used_bytes, q.files, q.limit_bytes), (8_000, 1, Some(10_000)));
-    assert_eq!(vfs.stat("/b").await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        (q.used_bytes, q.files, q.limit_bytes),
+        (8_000, 1, Some(10_000))
+    );
+    assert_eq!(
+        vfs.stat("/b").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 }
 
 #[tokio::test]
@@ -281,10 +461,22 @@ async fn replication_copies_committed_objects_and_deletes_removed_ones() {
     let rep = tv.vault.replicate_once(100).await.unwrap();
     assert_eq!(rep.copied, 1);
     let replica_files = |tv: &common::TestVault| {
-        tv.all_files().into_iter().filter(|p| p.starts_with(tv.root().join("store/replica"))).count()
+        tv.all_files()
+            .into_iter()
+            .filter(|p| p.starts_with(tv.root().join("store/replica")))
+            .count()
     };
     assert_eq!(replica_files(&tv), 1);
-    assert_eq!(tv.vault.backends().meta.pending_replication(10).await.unwrap().len(), 0);
+    assert_eq!(
+        tv.vault
+            .backends()
+            .meta
+            .pending_replication(10)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
     vfs.remove("/r1").await.unwrap();
     let rep = tv.vault.replicate_once(100).await.unwrap();
     assert_eq!(rep.deleted, 1);

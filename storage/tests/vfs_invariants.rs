@@ -14,7 +14,12 @@ fn canary_forms(marker: &str) -> Vec<Vec<u8>> {
     let utf16be: Vec<u8> = marker.encode_utf16().flat_map(u16::to_be_bytes).collect();
     let b64 = base64::engine::general_purpose::STANDARD.encode(marker.as_bytes());
     // base64 of the marker at each of the three alignments inside a longer buffer.
-    let mut forms = vec![marker.as_bytes().to_vec(), utf16le, utf16be, b64.trim_end_matches('=').as_bytes().to_vec()];
+    let mut forms = vec![
+        marker.as_bytes().to_vec(),
+        utf16le,
+        utf16be,
+        b64.trim_end_matches('=').as_bytes().to_vec(),
+    ];
     for pad in 1..3 {
         let mut v = vec![b'x'; pad];
         v.extend_from_slice(marker.as_bytes());
@@ -41,24 +46,51 @@ async fn plaintext_canary_appears_nowhere_under_the_data_directory() {
     vfs.mkdir(&format!("/dir-{marker}")).await.unwrap();
     put(&vfs, &format!("/dir-{marker}/file-{marker}.txt"), &content).await;
     put(&vfs, &format!("/{marker}"), marker.as_bytes()).await;
-    vfs.rename(&format!("/{marker}"), &format!("/renamed-{marker}"), false).await.unwrap();
+    vfs.rename(&format!("/{marker}"), &format!("/renamed-{marker}"), false)
+        .await
+        .unwrap();
     // An upload left in flight: its spool file must be sealed too.
-    let mut inflight = vfs.create(&format!("/inflight-{marker}"), Default::default()).await.unwrap();
+    let mut inflight = vfs
+        .create(&format!("/inflight-{marker}"), Default::default())
+        .await
+        .unwrap();
     inflight.write_at(0, &content).await.unwrap();
     tv.vault.replicate_once(100).await.unwrap();
     tv.vault.flush_audit().await;
 
     // The canary check must be able to fail: the marker is in what a user reads back.
-    assert!(find(&get(&vfs, &format!("/dir-{marker}/file-{marker}.txt")).await.unwrap(), marker.as_bytes()));
+    assert!(find(
+        &get(&vfs, &format!("/dir-{marker}/file-{marker}.txt"))
+            .await
+            .unwrap(),
+        marker.as_bytes()
+    ));
     let files = tv.all_files();
-    assert!(files.iter().any(|p| p.extension().is_some_and(|e| e == "spool")), "an in-flight spool file exists");
-    assert!(files.iter().any(|p| p.to_string_lossy().ends_with("meta.db")));
+    assert!(
+        files
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "spool")),
+        "an in-flight spool file exists"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with("meta.db"))
+    );
     for path in files {
         let data = std::fs::read(&path).unwrap();
         for form in canary_forms(&marker) {
-            assert!(!find(&data, &form), "{} holds the canary ({} bytes form)", path.display(), form.len());
+            assert!(
+                !find(&data, &form),
+                "{} holds the canary ({} bytes form)",
+                path.display(),
+                form.len()
+            );
         }
-        assert!(!path.to_string_lossy().contains(&marker), "a path holds the canary");
+        assert!(
+            !path.to_string_lossy().contains(&marker),
+            "a path holds the canary"
+        );
     }
     inflight.abort().await;
 }
@@ -91,7 +123,11 @@ async fn a_flipped_byte_anywhere_in_an_object_is_an_integrity_error() {
         data[at] ^= 0x01;
         std::fs::write(&objs[0], &data).unwrap();
         let errs: Vec<_> = futures_results(&vfs).await;
-        assert!(errs.iter().any(|e| e.as_ref().err().map(|e| e.kind()) == Some(ErrorKind::Integrity)), "flip at {at} not detected");
+        assert!(
+            errs.iter()
+                .any(|e| e.as_ref().err().map(|e| e.kind()) == Some(ErrorKind::Integrity)),
+            "flip at {at} not detected"
+        );
         std::fs::write(&objs[0], &orig).unwrap();
     }
     // Restored, both read fine again: the check is not just "always fails".
@@ -100,7 +136,9 @@ async fn a_flipped_byte_anywhere_in_an_object_is_an_integrity_error() {
     assert!(back.iter().any(|r| r.as_ref().ok() == Some(&a)));
 }
 
-async fn futures_results(vfs: &coffer_storage::Vfs) -> Vec<Result<Vec<u8>, coffer_storage::VfsError>> {
+async fn futures_results(
+    vfs: &coffer_storage::Vfs,
+) -> Vec<Result<Vec<u8>, coffer_storage::VfsError>> {
     vec![get(vfs, "/a").await, get(vfs, "/b").await]
 }
 
@@ -111,10 +149,21 @@ async fn truncated_objects_are_refused_at_and_between_chunk_boundaries() {
     let objs = object_of(&tv, 2);
     let orig = std::fs::read(&objs[0]).unwrap();
     let sealed = common::CHUNK as usize + 28;
-    for cut in [orig.len() - 1, 64 + 5 * sealed, 64 + 2 * sealed + 100, 64, 10, 0] {
+    for cut in [
+        orig.len() - 1,
+        64 + 5 * sealed,
+        64 + 2 * sealed + 100,
+        64,
+        10,
+        0,
+    ] {
         std::fs::write(&objs[0], &orig[..cut]).unwrap();
         let r = futures_results(&vfs).await;
-        assert!(r.iter().any(|e| e.as_ref().err().map(|e| e.kind()) == Some(ErrorKind::Integrity)), "cut at {cut}");
+        assert!(
+            r.iter()
+                .any(|e| e.as_ref().err().map(|e| e.kind()) == Some(ErrorKind::Integrity)),
+            "cut at {cut}"
+        );
     }
 }
 
@@ -123,7 +172,10 @@ async fn swapped_objects_and_reordered_chunks_are_refused() {
     let tv = vault().await;
     let (vfs, _, _) = two_files(&tv).await;
     let objs = object_of(&tv, 2);
-    let (x, y) = (std::fs::read(&objs[0]).unwrap(), std::fs::read(&objs[1]).unwrap());
+    let (x, y) = (
+        std::fs::read(&objs[0]).unwrap(),
+        std::fs::read(&objs[1]).unwrap(),
+    );
     std::fs::write(&objs[0], &y).unwrap();
     std::fs::write(&objs[1], &x).unwrap();
     for r in futures_results(&vfs).await {
@@ -140,7 +192,10 @@ async fn swapped_objects_and_reordered_chunks_are_refused() {
     z[c2..c2 + sealed].copy_from_slice(&chunk1);
     std::fs::write(&objs[0], &z).unwrap();
     let r = futures_results(&vfs).await;
-    assert!(r.iter().any(|e| e.as_ref().err().map(|e| e.kind()) == Some(ErrorKind::Integrity)));
+    assert!(
+        r.iter()
+            .any(|e| e.as_ref().err().map(|e| e.kind()) == Some(ErrorKind::Integrity))
+    );
 }
 
 #[tokio::test]
@@ -158,15 +213,28 @@ async fn tenants_are_isolated_by_tree_and_by_key() {
     assert_eq!(get(&alice, "/report.pdf").await.unwrap(), b"acme secret");
     // Point bob's row at alice's object: bob's key cannot open it.
     let objs = tv.primary_objects();
-    assert_eq!(objs.len(), 3 - 1 + 1, "bob's replaced object is garbage, not yet collected");
+    assert_eq!(
+        objs.len(),
+        3 - 1 + 1,
+        "bob's replaced object is garbage, not yet collected"
+    );
     tv.vault.collect_garbage(10).await.unwrap();
     let objs = tv.primary_objects();
     assert_eq!(objs.len(), 2);
-    let (o0, o1) = (std::fs::read(&objs[0]).unwrap(), std::fs::read(&objs[1]).unwrap());
+    let (o0, o1) = (
+        std::fs::read(&objs[0]).unwrap(),
+        std::fs::read(&objs[1]).unwrap(),
+    );
     std::fs::write(&objs[0], &o1).unwrap();
     std::fs::write(&objs[1], &o0).unwrap();
-    assert_eq!(get(&alice, "/report.pdf").await.unwrap_err().kind(), ErrorKind::Integrity);
-    assert_eq!(get(&bob, "/report.pdf").await.unwrap_err().kind(), ErrorKind::Integrity);
+    assert_eq!(
+        get(&alice, "/report.pdf").await.unwrap_err().kind(),
+        ErrorKind::Integrity
+    );
+    assert_eq!(
+        get(&bob, "/report.pdf").await.unwrap_err().kind(),
+        ErrorKind::Integrity
+    );
 }
 
 #[tokio::test]
@@ -175,16 +243,38 @@ async fn a_user_home_is_their_root_and_dotdot_cannot_leave_it() {
     let admin = tv.user("acme", "admin").await;
     admin.mkdir("/private").await.unwrap();
     put(&admin, "/private/secret", b"s").await;
-    let jail = tv.user_with("acme", "jailed", coffer_storage::Permissions::ALL, "/partners/p1").await;
+    let jail = tv
+        .user_with(
+            "acme",
+            "jailed",
+            coffer_storage::Permissions::ALL,
+            "/partners/p1",
+        )
+        .await;
     put(&jail, "/mine", b"m").await;
     assert_eq!(get(&admin, "/partners/p1/mine").await.unwrap(), b"m");
-    for hostile in ["../private/secret", "/../private/secret", "/a/../../private/secret", "..", "/./../.."] {
+    for hostile in [
+        "../private/secret",
+        "/../private/secret",
+        "/a/../../private/secret",
+        "..",
+        "/./../..",
+    ] {
         let e = jail.open_read(hostile).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidPath, "{hostile}");
         assert!(e.message().contains(".."), "{}", e.message());
     }
-    assert_eq!(jail.open_read("/private/secret").await.unwrap_err().kind(), ErrorKind::NotFound);
-    let names: Vec<_> = jail.list("/").await.unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(
+        jail.open_read("/private/secret").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let names: Vec<_> = jail
+        .list("/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(names, ["mine"]);
 }
 
@@ -194,30 +284,77 @@ async fn hostile_names_are_refused_and_nothing_is_created() {
     let vfs = tv.user("acme", "alice").await;
     let long = "x".repeat(256);
     let deep = "/d".repeat(2100);
-    for bad in ["/a\0b", "/tab\there", "/nl\nx", long.as_str(), deep.as_str(), "/..", "/x/../../y"] {
-        let e = vfs.create(bad, Default::default()).await.map(|_| ()).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::InvalidPath, "{:?}", &bad[..bad.len().min(20)]);
+    for bad in [
+        "/a\0b",
+        "/tab\there",
+        "/nl\nx",
+        long.as_str(),
+        deep.as_str(),
+        "/..",
+        "/x/../../y",
+    ] {
+        let e = vfs
+            .create(bad, Default::default())
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::InvalidPath,
+            "{:?}",
+            &bad[..bad.len().min(20)]
+        );
         let e = vfs.mkdir(bad).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidPath);
     }
     assert!(vfs.list("/").await.unwrap().is_empty());
-    assert_eq!(tv.vault.backends().meta.usage(vfs.principal().user.tenant_id).await.unwrap().files, 0);
+    assert_eq!(
+        tv.vault
+            .backends()
+            .meta
+            .usage(vfs.principal().user.tenant_id)
+            .await
+            .unwrap()
+            .files,
+        0
+    );
 }
 
 #[tokio::test]
 async fn repeated_wrong_passwords_lock_the_account_even_for_the_right_one() {
-    let policy = LockoutPolicy { max_failures: 3, window_ms: 60_000, lock_ms: 60_000 };
+    let policy = LockoutPolicy {
+        max_failures: 3,
+        window_ms: 60_000,
+        lock_ms: 60_000,
+    };
     let tv = vault_with(policy).await;
     tv.user("acme", "alice").await;
     let right = Password::new("pw-alice-secret".into());
-    assert!(tv.vault.authenticate_password("alice", &right, "sftp", None).await.is_ok());
+    assert!(
+        tv.vault
+            .authenticate_password("alice", &right, "sftp", None)
+            .await
+            .is_ok()
+    );
     for _ in 0..3 {
-        let e = tv.vault.authenticate_password("alice", &Password::new("wrong".into()), "sftp", None).await.unwrap_err();
+        let e = tv
+            .vault
+            .authenticate_password("alice", &Password::new("wrong".into()), "sftp", None)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AuthFailed);
     }
-    let e = tv.vault.authenticate_password("alice", &right, "ftp", None).await.unwrap_err();
+    let e = tv
+        .vault
+        .authenticate_password("alice", &right, "ftp", None)
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::LockedOut);
-    let e = tv.vault.authenticate_password("nobody", &right, "https", None).await.unwrap_err();
+    let e = tv
+        .vault
+        .authenticate_password("nobody", &right, "https", None)
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AuthFailed);
     tv.vault.flush_audit().await;
     let audit = tv.vault.backends().meta.recent_audit(50).await.unwrap();
@@ -231,11 +368,22 @@ async fn the_database_alone_cannot_open_a_tenant_key() {
     let tv = vault().await;
     let vfs = tv.user("acme", "alice").await;
     put(&vfs, "/f", b"data").await;
-    let other = coffer_keys::LocalKeyProvider::load_or_create(&tv.root().join("attacker.key")).unwrap();
-    let rows = tv.vault.backends().meta.tenant_keys(vfs.principal().user.tenant_id).await.unwrap();
+    let other =
+        coffer_keys::LocalKeyProvider::load_or_create(&tv.root().join("attacker.key")).unwrap();
+    let rows = tv
+        .vault
+        .backends()
+        .meta
+        .tenant_keys(vfs.principal().user.tenant_id)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 2, "one wrapped copy per region");
     for row in rows {
         let ctx = format!("coffer/tenant-key/{}/v{}", row.tenant_id, row.version);
-        assert!(coffer_keys::KeyProvider::unwrap(&other, &row.wrapped, ctx.as_bytes()).await.is_err());
+        assert!(
+            coffer_keys::KeyProvider::unwrap(&other, &row.wrapped, ctx.as_bytes())
+                .await
+                .is_err()
+        );
     }
 }

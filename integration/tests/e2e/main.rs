@@ -1,1 +1,7 @@
-//! End-to-end tests (being written).
+//! End-to-end tests: the real `coffer` binary, started with a generated config on loopback,
+//! driven by real clients. One test binary; each module is one area.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+mod harness;
+
+mod cli;

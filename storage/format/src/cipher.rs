@@ -133,13 +133,16 @@ impl ChunkCipher {
         sealed: &'a mut [u8],
     ) -> Result<&'a [u8], FormatError> {
         let length_error = FormatError::ChunkLength { index };
-        let plain_len = sealed.len().checked_sub(CHUNK_OVERHEAD).ok_or(length_error)?;
+        let plain_len = sealed
+            .len()
+            .checked_sub(CHUNK_OVERHEAD)
+            .ok_or(length_error)?;
         self.check_chunk_shape(index, is_final, plain_len)?;
         let (nonce, ciphertext_and_tag) = sealed
             .split_at_mut_checked(NONCE_LEN)
             .ok_or(FormatError::ChunkLength { index })?;
-        let nonce =
-            Nonce::try_assume_unique_for_key(nonce).map_err(|_| FormatError::ChunkLength { index })?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce)
+            .map_err(|_| FormatError::ChunkLength { index })?;
         let aad = Aad::from(self.associated_data(index, is_final));
         if self
             .chunk_key
@@ -348,7 +351,12 @@ mod tests {
     use crate::{MIN_CHUNK_SIZE, TAG_LEN};
 
     fn cipher() -> ChunkCipher {
-        ChunkCipher::new(&DataKey::from_bytes([7; 32]), ContentId([9; 16]), MIN_CHUNK_SIZE).unwrap()
+        ChunkCipher::new(
+            &DataKey::from_bytes([7; 32]),
+            ContentId([9; 16]),
+            MIN_CHUNK_SIZE,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -407,11 +415,17 @@ mod tests {
     fn failed_open_zeroes_the_buffer_instead_of_leaving_unverified_plaintext() {
         let cipher = cipher();
         let mut sealed = Vec::new();
-        cipher.seal_chunk(0, true, &[0xAA; 64], &mut sealed).unwrap();
+        cipher
+            .seal_chunk(0, true, &[0xAA; 64], &mut sealed)
+            .unwrap();
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
         let err = cipher.open_chunk_in_place(0, true, &mut sealed);
         assert_eq!(err, Err(FormatError::ChunkAuthFailed { index: 0 }));
-        assert!(sealed[NONCE_LEN..sealed.len() - TAG_LEN].iter().all(|b| *b == 0));
+        assert!(
+            sealed[NONCE_LEN..sealed.len() - TAG_LEN]
+                .iter()
+                .all(|b| *b == 0)
+        );
     }
 }

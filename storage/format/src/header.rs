@@ -77,10 +77,14 @@ pub(crate) fn parse(header: &[u8]) -> Result<UnverifiedHeader<'_>, FormatError> 
         return Err(FormatError::HeaderLength(header.len()));
     }
     let truncated = || FormatError::HeaderLength(header.len());
-    let (committed, commitment) = header.split_at_checked(COMMITTED_LEN).ok_or_else(truncated)?;
+    let (committed, commitment) = header
+        .split_at_checked(COMMITTED_LEN)
+        .ok_or_else(truncated)?;
     let (magic, rest) = committed.split_first_chunk::<8>().ok_or_else(truncated)?;
     let (&[version, algorithm], rest) = rest.split_first_chunk::<2>().ok_or_else(truncated)?;
-    let (reserved, rest) = rest.split_first_chunk::<RESERVED_LEN>().ok_or_else(truncated)?;
+    let (reserved, rest) = rest
+        .split_first_chunk::<RESERVED_LEN>()
+        .ok_or_else(truncated)?;
     let (chunk_size, rest) = rest.split_first_chunk::<4>().ok_or_else(truncated)?;
     let content_id = rest.first_chunk::<CONTENT_ID_LEN>().ok_or_else(truncated)?;
 

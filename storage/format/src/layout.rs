@@ -112,7 +112,14 @@ mod tests {
 
     #[test]
     fn chunk_sizes_outside_bounds_or_not_powers_of_two_are_rejected() {
-        for bad in [0, 1, MIN_CHUNK_SIZE / 2, MAX_CHUNK_SIZE * 2, 65 * KIB, u32::MAX] {
+        for bad in [
+            0,
+            1,
+            MIN_CHUNK_SIZE / 2,
+            MAX_CHUNK_SIZE * 2,
+            65 * KIB,
+            u32::MAX,
+        ] {
             assert_eq!(Layout::new(bad), Err(FormatError::InvalidChunkSize(bad)));
         }
         for good in [MIN_CHUNK_SIZE, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE] {
@@ -158,9 +165,18 @@ mod tests {
         let len = 2 * 4096 + 10;
         let header = HEADER_LEN as u64;
         assert_eq!(layout.sealed_range(0..1, len), header..header + 4124);
-        assert_eq!(layout.sealed_range(1..3, len), header + 4124..layout.object_len(len));
-        assert_eq!(layout.sealed_range(1..99, len), header + 4124..layout.object_len(len));
-        assert_eq!(layout.sealed_range(5..9, len), layout.chunk_offset(5)..layout.chunk_offset(5));
+        assert_eq!(
+            layout.sealed_range(1..3, len),
+            header + 4124..layout.object_len(len)
+        );
+        assert_eq!(
+            layout.sealed_range(1..99, len),
+            header + 4124..layout.object_len(len)
+        );
+        assert_eq!(
+            layout.sealed_range(5..9, len),
+            layout.chunk_offset(5)..layout.chunk_offset(5)
+        );
     }
 
     #[test]

@@ -23,7 +23,12 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
         .expect("committed corpus dir")
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.is_file())
-        .map(|path| (path.file_name().unwrap().to_string_lossy().into_owned(), fs::read(&path).unwrap()))
+        .map(|path| {
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                fs::read(&path).unwrap(),
+            )
+        })
         .collect();
     files.sort();
     files
@@ -32,7 +37,11 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
 /// The genuine objects among the corpus: they must open, so mutations start from inputs
 /// that reach every decoding step.
 fn seeds() -> Vec<Vec<u8>> {
-    corpus().into_iter().filter(|(name, _)| name.starts_with("seed_")).map(|(_, bytes)| bytes).collect()
+    corpus()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("seed_"))
+        .map(|(_, bytes)| bytes)
+        .collect()
 }
 
 /// A tiny deterministic PRNG (xorshift64*), so failures reproduce.
@@ -92,7 +101,10 @@ fn committed_seeds_open_under_the_fuzz_key() {
     let seeds = seeds();
     assert!(seeds.len() >= 4, "seed corpus missing");
     for seed in &seeds {
-        assert!(open_object(seed).is_some(), "a committed seed no longer opens");
+        assert!(
+            open_object(seed).is_some(),
+            "a committed seed no longer opens"
+        );
     }
 }
 
@@ -140,7 +152,12 @@ const SEEDS: [(&str, u64, usize); 5] = [
 #[ignore = "writes the seed corpus once; the committed files are frozen"]
 fn generate_seed_corpus() {
     fs::create_dir_all(corpus_dir()).unwrap();
-    let cipher = ChunkCipher::new(&DataKey::from_bytes(FUZZ_KEY), ContentId(FUZZ_CONTENT_ID), 4096).unwrap();
+    let cipher = ChunkCipher::new(
+        &DataKey::from_bytes(FUZZ_KEY),
+        ContentId(FUZZ_CONTENT_ID),
+        4096,
+    )
+    .unwrap();
     for (name, first, len) in SEEDS {
         let object = cipher.seal_object(&common::plaintext(len)).unwrap();
         let run_start = cipher.layout().chunk_offset(first) as usize;

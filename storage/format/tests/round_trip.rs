@@ -2,9 +2,7 @@
 
 mod common;
 
-use coffer_format::{
-    CHUNK_OVERHEAD, ChunkCipher, HEADER_LEN, Layout, NONCE_LEN, TAG_LEN,
-};
+use coffer_format::{CHUNK_OVERHEAD, ChunkCipher, HEADER_LEN, Layout, NONCE_LEN, TAG_LEN};
 use common::{DEFAULT_CHUNK, SMALL_CHUNK, id, key, open, plaintext, seal};
 
 fn boundary_sizes(chunk_size: u32) -> [usize; 6] {
@@ -19,8 +17,16 @@ fn whole_objects_round_trip_at_boundary_sizes_for_two_chunk_sizes() {
         for len in boundary_sizes(chunk_size) {
             let original = plaintext(len);
             let object = seal(chunk_size, &original);
-            assert_eq!(object.len() as u64, layout.object_len(len as u64), "len {len}");
-            assert_eq!(open(&object, len).as_deref(), Ok(&original[..]), "len {len}");
+            assert_eq!(
+                object.len() as u64,
+                layout.object_len(len as u64),
+                "len {len}"
+            );
+            assert_eq!(
+                open(&object, len).as_deref(),
+                Ok(&original[..]),
+                "len {len}"
+            );
         }
     }
 }
@@ -41,12 +47,22 @@ fn chunks_sealed_in_place_open_in_place_at_boundary_sizes() {
                 let mut buf = Vec::with_capacity(piece.len() + CHUNK_OVERHEAD);
                 buf.extend_from_slice(&[0xEE; NONCE_LEN]);
                 buf.extend_from_slice(piece);
-                writer.seal_chunk_in_place(index, is_final, &mut buf).unwrap();
+                writer
+                    .seal_chunk_in_place(index, is_final, &mut buf)
+                    .unwrap();
                 assert_eq!(buf.len(), piece.len() + CHUNK_OVERHEAD);
                 if !piece.is_empty() {
-                    assert_ne!(&buf[NONCE_LEN..buf.len() - TAG_LEN], piece, "stored in the clear");
+                    assert_ne!(
+                        &buf[NONCE_LEN..buf.len() - TAG_LEN],
+                        piece,
+                        "stored in the clear"
+                    );
                 }
-                recovered.extend_from_slice(reader.open_chunk_in_place(index, is_final, &mut buf).unwrap());
+                recovered.extend_from_slice(
+                    reader
+                        .open_chunk_in_place(index, is_final, &mut buf)
+                        .unwrap(),
+                );
             }
             assert_eq!(recovered, original, "chunk size {chunk_size}, len {len}");
         }
@@ -73,7 +89,9 @@ fn random_access_opens_chunk_i_from_its_own_bytes_alone() {
     for index in (0..count).rev() {
         let range = layout.sealed_range(index..index + 1, len as u64);
         let mut only_this_chunk = object[range.start as usize..range.end as usize].to_vec();
-        let opened = reader.open_chunk_in_place(index, index + 1 == count, &mut only_this_chunk).unwrap();
+        let opened = reader
+            .open_chunk_in_place(index, index + 1 == count, &mut only_this_chunk)
+            .unwrap();
         let start = index as usize * SMALL_CHUNK as usize;
         let expected = &original[start..][..layout.chunk_plain_len(index, len as u64)];
         assert_eq!(opened, expected, "chunk {index}");
@@ -91,11 +109,19 @@ fn a_ranged_read_of_middle_and_tail_chunks_returns_exactly_that_plaintext() {
         let range = reader.layout().sealed_range(chunks.clone(), len as u64);
         let mut fetched = object[range.start as usize..range.end as usize].to_vec();
         let mut out = Vec::new();
-        reader.open_chunk_range(chunks.clone(), &mut fetched.clone(), len as u64, &mut out).unwrap();
+        reader
+            .open_chunk_range(chunks.clone(), &mut fetched.clone(), len as u64, &mut out)
+            .unwrap();
         let end = (chunks.end as usize * cs).min(len);
-        assert_eq!(out, &original[chunks.start as usize * cs..end], "{chunks:?}");
+        assert_eq!(
+            out,
+            &original[chunks.start as usize * cs..end],
+            "{chunks:?}"
+        );
         let mut via_run = Vec::new();
-        reader.open_chunks(chunks.start, &mut fetched, len as u64, &mut via_run).unwrap();
+        reader
+            .open_chunks(chunks.start, &mut fetched, len as u64, &mut via_run)
+            .unwrap();
         assert_eq!(via_run, out);
     }
 }
@@ -109,8 +135,14 @@ fn nonces_differ_between_two_seals_of_the_same_chunk() {
     cipher.seal_chunk(3, true, &piece, &mut second).unwrap();
     assert_ne!(first[..NONCE_LEN], second[..NONCE_LEN]);
     assert_ne!(first[NONCE_LEN..], second[NONCE_LEN..]);
-    assert_eq!(cipher.open_chunk_in_place(3, true, &mut first).unwrap(), &piece[..]);
-    assert_eq!(cipher.open_chunk_in_place(3, true, &mut second).unwrap(), &piece[..]);
+    assert_eq!(
+        cipher.open_chunk_in_place(3, true, &mut first).unwrap(),
+        &piece[..]
+    );
+    assert_eq!(
+        cipher.open_chunk_in_place(3, true, &mut second).unwrap(),
+        &piece[..]
+    );
 }
 
 #[test]
@@ -119,12 +151,18 @@ fn a_resumed_upload_rewrites_its_tail_chunk_with_a_fresh_nonce() {
     let cipher = ChunkCipher::new(&key(1), id(2), SMALL_CHUNK).unwrap();
     let original = plaintext(cs + 50);
     let mut interrupted = Vec::new();
-    cipher.seal_chunk(1, true, &original[cs..cs + 10], &mut interrupted).unwrap();
+    cipher
+        .seal_chunk(1, true, &original[cs..cs + 10], &mut interrupted)
+        .unwrap();
     let mut resumed = Vec::new();
-    cipher.seal_chunk(1, true, &original[cs..], &mut resumed).unwrap();
+    cipher
+        .seal_chunk(1, true, &original[cs..], &mut resumed)
+        .unwrap();
     assert_ne!(interrupted[..NONCE_LEN], resumed[..NONCE_LEN]);
     let mut object = cipher.header().to_vec();
-    cipher.seal_chunk(0, false, &original[..cs], &mut object).unwrap();
+    cipher
+        .seal_chunk(0, false, &original[..cs], &mut object)
+        .unwrap();
     object.extend_from_slice(&resumed);
     assert_eq!(open(&object, cs + 50).unwrap(), original);
 }

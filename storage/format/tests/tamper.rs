@@ -69,7 +69,11 @@ fn a_flipped_bit_in_any_chunks_nonce_ciphertext_or_tag_fails_that_chunk() {
                 let mut tampered = object.clone();
                 tampered[offset] ^= 0x10;
                 let result = open(&tampered, LEN);
-                assert_eq!(result, Err(FormatError::ChunkAuthFailed { index }), "offset {offset}");
+                assert_eq!(
+                    result,
+                    Err(FormatError::ChunkAuthFailed { index }),
+                    "offset {offset}"
+                );
             }
         }
     }
@@ -81,7 +85,10 @@ fn a_flipped_bit_in_an_empty_objects_only_chunk_is_rejected() {
     for offset in HEADER_LEN..object.len() {
         let mut tampered = object.clone();
         tampered[offset] ^= 1;
-        assert_eq!(open(&tampered, 0), Err(FormatError::ChunkAuthFailed { index: 0 }));
+        assert_eq!(
+            open(&tampered, 0),
+            Err(FormatError::ChunkAuthFailed { index: 0 })
+        );
     }
 }
 
@@ -89,20 +96,35 @@ fn a_flipped_bit_in_an_empty_objects_only_chunk_is_rejected() {
 fn dropping_the_final_chunk_is_rejected_even_at_a_chunk_boundary() {
     let object = sample();
     let without_final = &object[..chunk_bytes(SMALL_CHUNK, 2, LEN).start];
-    assert_eq!(open(without_final, LEN), Err(FormatError::ChunkLength { index: 2 }));
+    assert_eq!(
+        open(without_final, LEN),
+        Err(FormatError::ChunkLength { index: 2 })
+    );
     let only_header = &object[..HEADER_LEN];
-    assert_eq!(open(only_header, LEN), Err(FormatError::ChunkLength { index: 0 }));
+    assert_eq!(
+        open(only_header, LEN),
+        Err(FormatError::ChunkLength { index: 0 })
+    );
 }
 
 #[test]
 fn cutting_a_chunk_short_is_rejected() {
     let object = sample();
     let final_cut = &object[..object.len() - 1];
-    assert_eq!(open(final_cut, LEN), Err(FormatError::ChunkLength { index: 2 }));
+    assert_eq!(
+        open(final_cut, LEN),
+        Err(FormatError::ChunkLength { index: 2 })
+    );
     let middle_cut = &object[..chunk_bytes(SMALL_CHUNK, 1, LEN).start + 100];
-    assert_eq!(open(middle_cut, LEN), Err(FormatError::ChunkLength { index: 1 }));
+    assert_eq!(
+        open(middle_cut, LEN),
+        Err(FormatError::ChunkLength { index: 1 })
+    );
     let header_cut = &object[..HEADER_LEN - 1];
-    assert_eq!(open(header_cut, LEN), Err(FormatError::HeaderLength(header_cut.len())));
+    assert_eq!(
+        open(header_cut, LEN),
+        Err(FormatError::HeaderLength(header_cut.len()))
+    );
 }
 
 #[test]
@@ -112,25 +134,37 @@ fn a_full_chunk_cannot_pass_as_the_final_one_when_the_tail_is_cut_off() {
     let object = sample();
     let truncated = &object[..chunk_bytes(SMALL_CHUNK, 2, LEN).start];
     let shortened_len = 2 * SMALL_CHUNK as usize;
-    assert_eq!(open(truncated, shortened_len), Err(FormatError::ChunkAuthFailed { index: 1 }));
+    assert_eq!(
+        open(truncated, shortened_len),
+        Err(FormatError::ChunkAuthFailed { index: 1 })
+    );
 }
 
 #[test]
 fn bytes_appended_after_the_final_chunk_are_rejected() {
     let mut object = sample();
     object.extend_from_slice(&[0; 40]);
-    assert_eq!(open(&object, LEN), Err(FormatError::ChunkLength { index: 3 }));
+    assert_eq!(
+        open(&object, LEN),
+        Err(FormatError::ChunkLength { index: 3 })
+    );
     let reader = ChunkCipher::open_header(&key(1), id(2), &object[..HEADER_LEN]).unwrap();
     let mut out = Vec::new();
     let result = reader.open_chunks(0, &mut object[HEADER_LEN..].to_vec(), LEN as u64, &mut out);
     assert_eq!(result, Err(FormatError::ChunkLength { index: 3 }));
-    assert!(out.is_empty(), "verified chunks of a failed run were handed out");
+    assert!(
+        out.is_empty(),
+        "verified chunks of a failed run were handed out"
+    );
 }
 
 #[test]
 fn reordered_chunks_are_rejected() {
     let swapped = swap_chunks(&sample(), SMALL_CHUNK, 0, 1, LEN);
-    assert_eq!(open(&swapped, LEN), Err(FormatError::ChunkAuthFailed { index: 0 }));
+    assert_eq!(
+        open(&swapped, LEN),
+        Err(FormatError::ChunkAuthFailed { index: 0 })
+    );
 }
 
 #[test]
@@ -141,7 +175,10 @@ fn a_chunk_moved_from_another_object_under_the_same_key_is_rejected() {
     let chunk = chunk_bytes(SMALL_CHUNK, 1, LEN);
     let mut spliced = object.clone();
     spliced[chunk.clone()].copy_from_slice(&other_object[chunk]);
-    assert_eq!(open(&spliced, LEN), Err(FormatError::ChunkAuthFailed { index: 1 }));
+    assert_eq!(
+        open(&spliced, LEN),
+        Err(FormatError::ChunkAuthFailed { index: 1 })
+    );
 }
 
 #[test]
@@ -178,7 +215,9 @@ fn an_empty_run_is_refused_rather_than_read_as_nothing() {
 fn a_chunk_opened_with_the_wrong_final_flag_is_rejected() {
     let cipher = ChunkCipher::new(&key(1), id(2), SMALL_CHUNK).unwrap();
     let mut sealed = Vec::new();
-    cipher.seal_chunk(0, false, &plaintext(SMALL_CHUNK as usize), &mut sealed).unwrap();
+    cipher
+        .seal_chunk(0, false, &plaintext(SMALL_CHUNK as usize), &mut sealed)
+        .unwrap();
     let result = cipher.open_chunk_in_place(0, true, &mut sealed);
     assert_eq!(result, Err(FormatError::ChunkAuthFailed { index: 0 }));
 }

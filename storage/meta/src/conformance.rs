@@ -65,6 +65,7 @@ pub async fn run_all(store: &dyn MetadataStore) {
     concurrent_commits_same_name(store).await;
     concurrent_rename_same_folder(store).await;
     concurrent_cross_moves_never_make_a_cycle(store).await;
+    commit_expecting_absent_loses_to_a_racing_file(store).await;
 }
 
 // ---- helpers ----
@@ -141,10 +142,7 @@ fn new_tenant(quota_bytes: Option<i64>) -> NewTenant {
         root_name_enc: name_enc(),
         root_name_index: name_index(),
         quota_bytes,
-        keys: vec![
-            wrapped_key(id, 1, "primary"),
-            wrapped_key(id, 1, "replica"),
-        ],
+        keys: vec![wrapped_key(id, 1, "primary"), wrapped_key(id, 1, "replica")],
         now_ms: now_ms(),
     }
 }
@@ -195,6 +193,7 @@ fn new_file(tenant: &Tenant, parent_id: i64, name_index: &[u8], size: i64) -> Co
         now_ms: now,
         expect_node: None,
         upload_id: None,
+        expect_absent: false,
         enforce_quota: false,
     }
 }
@@ -209,7 +208,11 @@ async fn put_file(store: &dyn MetadataStore, tenant: &Tenant, parent_id: i64, si
 }
 
 fn object_of(node: &Node) -> &str {
-    &node.content.as_ref().expect("a file has content").object_key
+    &node
+        .content
+        .as_ref()
+        .expect("a file has content")
+        .object_key
 }
 
 async fn jobs_for(store: &dyn MetadataStore, key: &str) -> Vec<ReplicationJob> {
@@ -250,11 +253,13 @@ fn rename_to(tenant: &Tenant, node: &Node, new_parent_id: i64, replace: bool) ->
     }
 }
 
+/// A future being joined, and its output once it has one.
+type Slot<F> = (Pin<Box<F>>, Option<<F as Future>::Output>);
+
 /// Polls every future on the current task until all are done: concurrent requests without
 /// needing `'static` futures, so the checks can borrow the store.
 async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut slots: Vec<(Pin<Box<F>>, Option<F::Output>)> =
-        futures.into_iter().map(|f| (Box::pin(f), None)).collect();
+    let mut slots: Vec<Slot<F>> = futures.into_iter().map(|f| (Box::pin(f), None)).collect();
     std::future::poll_fn(|cx| {
         let mut pending = false;
         for (future, output) in &mut slots {
@@ -265,7 +270,11 @@ async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
                 }
             }
         }
-        if pending { Poll::Pending } else { Poll::Ready(()) }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     })
     .await;
     slots.into_iter().map(|(_, out)| out.unwrap()).collect()
@@ -287,7 +296,10 @@ pub async fn tenants_and_keys(store: &dyn MetadataStore) {
     assert_eq!(store.tenant_by_name(&new.name).await.unwrap(), created);
     let all = store.list_tenants().await.unwrap();
     assert!(all.contains(&created));
-    assert!(all.windows(2).all(|w| w[0].name <= w[1].name), "ordered by name");
+    assert!(
+        all.windows(2).all(|w| w[0].name <= w[1].name),
+        "ordered by name"
+    );
 
     let root = store.node(new.id, new.root_node_id).await.unwrap();
     assert_eq!(root.kind, NodeKind::Dir);
@@ -316,7 +328,10 @@ pub async fn tenants_and_keys(store: &dyn MetadataStore) {
         name: new.name.clone(),
         ..new_tenant(None)
     };
-    assert_fails!(store.create_tenant(&same_name).await, MetaError::AlreadyExists);
+    assert_fails!(
+        store.create_tenant(&same_name).await,
+        MetaError::AlreadyExists
+    );
     assert_fails!(
         store.node(same_name.id, same_name.root_node_id).await,
         MetaError::NotFound
@@ -324,7 +339,9 @@ pub async fn tenants_and_keys(store: &dyn MetadataStore) {
     assert!(store.tenant_keys(same_name.id).await.unwrap().is_empty());
     assert_fails!(store.tenant(random_id()).await, MetaError::NotFound);
     assert_fails!(
-        store.tenant_by_name(&format!("missing-{}", random_u64())).await,
+        store
+            .tenant_by_name(&format!("missing-{}", random_u64()))
+            .await,
         MetaError::NotFound
     );
     assert_fails!(
@@ -426,7 +443,10 @@ async fn lockout(store: &dyn MetadataStore, user_id: i64, name: &str) {
     // A failure while locked keeps the lock.
     assert_eq!(fail(t0 + 3).await.unwrap(), Some(t0 + 2 + LOCK));
     store.clear_login_failures(user_id).await.unwrap();
-    assert_eq!(store.user_by_name(name).await.unwrap().locked_until_ms, None);
+    assert_eq!(
+        store.user_by_name(name).await.unwrap().locked_until_ms,
+        None
+    );
 
     // Failures spread wider than the window never lock.
     let t1 = t0 + 10 * WINDOW;
@@ -501,7 +521,10 @@ pub async fn dirs_and_children(store: &dyn MetadataStore) {
     };
     let a = store.create_dir(&spec).await.unwrap();
     assert_eq!(a.parent_id, Some(root));
-    assert_eq!((a.kind, a.version, a.content.clone()), (NodeKind::Dir, 1, None));
+    assert_eq!(
+        (a.kind, a.version, a.content.clone()),
+        (NodeKind::Dir, 1, None)
+    );
     assert_eq!(store.node(t.id, a.id).await.unwrap(), a);
     assert_eq!(store.child(t.id, root, &spec.name_index).await.unwrap(), a);
     let b = mkdir(store, &t, a.id).await;
@@ -548,7 +571,10 @@ pub async fn dirs_and_children(store: &dyn MetadataStore) {
     store.set_mtime(t.id, a.id, 1_234).await.unwrap();
     let touched = store.node(t.id, a.id).await.unwrap();
     assert_eq!(touched.mtime_ms, 1_234);
-    assert_eq!(touched.version, a.version, "mtime is not content, name or place");
+    assert_eq!(
+        touched.version, a.version,
+        "mtime is not content, name or place"
+    );
     assert_fails!(
         store.set_mtime(other.id, a.id, 1).await,
         MetaError::NotFound
@@ -576,23 +602,49 @@ pub async fn commit_new_and_replace(store: &dyn MetadataStore) {
     };
     let CommitOutcome { node, created } = store.commit_file(&first).await.unwrap();
     assert!(created);
-    assert_eq!((node.id, node.version, node.kind), (first.new_id, 1, NodeKind::File));
+    assert_eq!(
+        (node.id, node.version, node.kind),
+        (first.new_id, 1, NodeKind::File)
+    );
     assert_eq!(node.parent_id, Some(dir.id));
     assert_eq!(node.name_enc, first.name_enc);
     assert_eq!(node.content.as_ref(), Some(&first.content));
-    assert_eq!((node.mtime_ms, node.ctime_ms), (first.mtime_ms, first.now_ms));
+    assert_eq!(
+        (node.mtime_ms, node.ctime_ms),
+        (first.mtime_ms, first.now_ms)
+    );
     assert_eq!(store.node(t.id, node.id).await.unwrap(), node);
     assert_eq!(store.child(t.id, dir.id, &index).await.unwrap(), node);
     assert!(has_job(store, &first.content.object_key, ReplicationOp::Copy).await);
-    assert!(!store.uploads().await.unwrap().iter().any(|u| u.id == upload_id));
-    assert_eq!(store.usage(t.id).await.unwrap(), Usage { bytes: 1_000, files: 1 });
+    assert!(
+        !store
+            .uploads()
+            .await
+            .unwrap()
+            .iter()
+            .any(|u| u.id == upload_id)
+    );
+    assert_eq!(
+        store.usage(t.id).await.unwrap(),
+        Usage {
+            bytes: 1_000,
+            files: 1
+        }
+    );
 
     let second = new_file(&t, dir.id, &index, 300);
     let replaced = store.commit_file(&second).await.unwrap();
     assert!(!replaced.created);
     let node2 = replaced.node;
-    assert_eq!((node2.id, node2.version), (node.id, 2), "id kept, version bumped");
-    assert_eq!(node2.name_enc, first.name_enc, "the name stays bound to the node");
+    assert_eq!(
+        (node2.id, node2.version),
+        (node.id, 2),
+        "id kept, version bumped"
+    );
+    assert_eq!(
+        node2.name_enc, first.name_enc,
+        "the name stays bound to the node"
+    );
     assert_eq!(node2.content.as_ref(), Some(&second.content));
     assert_eq!(node2.mtime_ms, second.mtime_ms);
     assert_eq!(node2.ctime_ms, node.ctime_ms);
@@ -609,7 +661,13 @@ pub async fn commit_new_and_replace(store: &dyn MetadataStore) {
     let node3 = store.commit_file(&third).await.unwrap().node;
     assert_eq!((node3.id, node3.version), (node.id, 3));
     assert_eq!(store.children(t.id, dir.id).await.unwrap(), vec![node3]);
-    assert_eq!(store.usage(t.id).await.unwrap(), Usage { bytes: 50, files: 1 });
+    assert_eq!(
+        store.usage(t.id).await.unwrap(),
+        Usage {
+            bytes: 50,
+            files: 1
+        }
+    );
 }
 
 /// A commit that loses a race or hits the wrong kind changes nothing at all.
@@ -649,7 +707,12 @@ pub async fn commit_conflicts(store: &dyn MetadataStore) {
     assert_eq!(store.node(t.id, original.id).await.unwrap(), original);
     assert!(!is_garbage(store, object_of(&original)).await);
     assert!(
-        store.uploads().await.unwrap().iter().any(|u| u.id == upload_id),
+        store
+            .uploads()
+            .await
+            .unwrap()
+            .iter()
+            .any(|u| u.id == upload_id),
         "a failed commit keeps its upload row"
     );
 
@@ -682,7 +745,13 @@ pub async fn commit_conflicts(store: &dyn MetadataStore) {
             .await,
         MetaError::WrongKind(_)
     );
-    assert_eq!(store.usage(t.id).await.unwrap(), Usage { bytes: 10, files: 1 });
+    assert_eq!(
+        store.usage(t.id).await.unwrap(),
+        Usage {
+            bytes: 10,
+            files: 1
+        }
+    );
     store.end_upload(upload_id).await.unwrap();
 }
 
@@ -742,7 +811,10 @@ pub async fn rename_move_replace_cycle(store: &dyn MetadataStore) {
         ..rename_to(&t, &moved, b.id, false)
     };
     store.rename(&same).await.unwrap();
-    assert_eq!(store.node(t.id, file.id).await.unwrap().name_enc, same.new_name_enc);
+    assert_eq!(
+        store.node(t.id, file.id).await.unwrap().name_enc,
+        same.new_name_enc
+    );
 
     let rival = put_file(store, &t, b.id, 9).await;
     let onto_rival = RenameNode {
@@ -795,12 +867,19 @@ pub async fn rename_move_replace_cycle(store: &dyn MetadataStore) {
             .await,
         MetaError::NotFound
     );
-    assert_eq!(store.node(t.id, a.id).await.unwrap(), a, "failed renames change nothing");
+    assert_eq!(
+        store.node(t.id, a.id).await.unwrap(),
+        a,
+        "failed renames change nothing"
+    );
 
     // Moving a folder up out of its parent is fine.
     store.rename(&rename_to(&t, &b, root, false)).await.unwrap();
     assert_eq!(child_ids(store, &t, a.id).await, Vec::<i64>::new());
-    assert_eq!(store.node(t.id, file.id).await.unwrap().parent_id, Some(b.id));
+    assert_eq!(
+        store.node(t.id, file.id).await.unwrap().parent_id,
+        Some(b.id)
+    );
 }
 
 /// Moving a folder rewrites its own row only: every child keeps its parent and version.
@@ -829,7 +908,10 @@ pub async fn rename_folder_with_many_children_is_one_update(store: &dyn Metadata
     let mut children = store.children(t.id, folder.id).await.unwrap();
     children.sort_by_key(|n| n.id);
     assert_eq!(children.len(), MANY_CHILDREN);
-    assert_eq!(children, expected, "children untouched: same parent, same version");
+    assert_eq!(
+        children, expected,
+        "children untouched: same parent, same version"
+    );
     assert_eq!(child_ids(store, &t, destination.id).await, vec![folder.id]);
     assert_eq!(child_ids(store, &t, root).await, vec![destination.id]);
 }
@@ -868,7 +950,13 @@ pub async fn uploads(store: &dyn MetadataStore) {
     }
     store.end_upload(ids[0]).await.unwrap();
     store.end_upload(ids[0]).await.unwrap();
-    let left: Vec<i64> = store.uploads().await.unwrap().iter().map(|u| u.id).collect();
+    let left: Vec<i64> = store
+        .uploads()
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.id)
+        .collect();
     assert!(!left.contains(&ids[0]));
     assert!(left.contains(&ids[1]));
     store.end_upload(ids[1]).await.unwrap();
@@ -892,12 +980,21 @@ pub async fn replication_and_garbage(store: &dyn MetadataStore) {
     store.commit_file(&first).await.unwrap();
     let key = &first.content.object_key;
     let job = jobs_for(store, key).await.pop().expect("a copy job");
-    assert_eq!((job.op, job.attempts, job.last_error.clone()), (ReplicationOp::Copy, 0, None));
+    assert_eq!(
+        (job.op, job.attempts, job.last_error.clone()),
+        (ReplicationOp::Copy, 0, None)
+    );
     assert_eq!(job.created_ms, first.now_ms);
 
     let long_error = format!("replica unreachable: {}", "x".repeat(10_000));
-    store.replication_failed(job.id, &long_error, now).await.unwrap();
-    store.replication_failed(job.id, "timeout", now).await.unwrap();
+    store
+        .replication_failed(job.id, &long_error, now)
+        .await
+        .unwrap();
+    store
+        .replication_failed(job.id, "timeout", now)
+        .await
+        .unwrap();
     let retried = jobs_for(store, key).await.pop().unwrap();
     assert_eq!(retried.attempts, 2);
     assert_eq!(retried.last_error.as_deref(), Some("timeout"));
@@ -917,7 +1014,10 @@ pub async fn replication_and_garbage(store: &dyn MetadataStore) {
         .filter(|j| j.object_key == *key || j.object_key == second.content.object_key)
         .map(|j| j.id)
         .collect();
-    let fresh = jobs_for(store, &second.content.object_key).await.pop().unwrap();
+    let fresh = jobs_for(store, &second.content.object_key)
+        .await
+        .pop()
+        .unwrap();
     assert_eq!(order, vec![fresh.id, job.id]);
 
     assert_fails!(
@@ -932,7 +1032,10 @@ pub async fn replication_and_garbage(store: &dyn MetadataStore) {
     let replace = new_file(&t, t.root_node_id, &index, 6);
     store.commit_file(&replace).await.unwrap();
     let garbage = store.garbage(SCAN_ALL).await.unwrap();
-    let entry = garbage.iter().find(|g| g.object_key == *key).expect("old object is garbage");
+    let entry = garbage
+        .iter()
+        .find(|g| g.object_key == *key)
+        .expect("old object is garbage");
     assert_eq!(entry.created_ms, replace.now_ms);
     store.garbage_done(entry.id).await.unwrap();
     store.garbage_done(entry.id).await.unwrap();
@@ -963,7 +1066,12 @@ fn audit_record(at_ms: i64, action: &str) -> AuditRecord {
 /// Audit records come back newest first, exactly as written.
 pub async fn audit(store: &dyn MetadataStore) {
     // Start after anything already in the log, so earlier runs cannot interleave.
-    let latest = store.recent_audit(1).await.unwrap().first().map(|r| r.at_ms);
+    let latest = store
+        .recent_audit(1)
+        .await
+        .unwrap()
+        .first()
+        .map(|r| r.at_ms);
     let base = latest.unwrap_or(0).max(now_ms()) + 1;
     let records = vec![
         audit_record(base, "login"),
@@ -1001,7 +1109,13 @@ pub async fn quota(store: &dyn MetadataStore) {
     store.commit_file(&enforced(600, &big_index)).await.unwrap();
     let exact = enforced(400, &name_index());
     store.commit_file(&exact).await.unwrap();
-    assert_eq!(store.usage(t.id).await.unwrap(), Usage { bytes: 1_000, files: 2 });
+    assert_eq!(
+        store.usage(t.id).await.unwrap(),
+        Usage {
+            bytes: 1_000,
+            files: 2
+        }
+    );
 
     let over = enforced(1, &name_index());
     assert_fails!(store.commit_file(&over).await, MetaError::QuotaExceeded);
@@ -1014,20 +1128,46 @@ pub async fn quota(store: &dyn MetadataStore) {
         store.commit_file(&enforced(601, &big_index)).await,
         MetaError::QuotaExceeded
     );
-    assert_eq!(store.usage(t.id).await.unwrap(), Usage { bytes: 1_000, files: 2 });
+    assert_eq!(
+        store.usage(t.id).await.unwrap(),
+        Usage {
+            bytes: 1_000,
+            files: 2
+        }
+    );
 
     // Unenforced commits (e.g. an administrator's) may go over.
-    store.commit_file(&new_file(&t, root, &name_index(), 500)).await.unwrap();
-    assert_eq!(store.usage(t.id).await.unwrap(), Usage { bytes: 1_500, files: 3 });
+    store
+        .commit_file(&new_file(&t, root, &name_index(), 500))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.usage(t.id).await.unwrap(),
+        Usage {
+            bytes: 1_500,
+            files: 3
+        }
+    );
     let shrink = enforced(100, &big_index);
     let shrunk = store.commit_file(&shrink).await.unwrap();
     assert!(!shrunk.created, "shrinking while over quota is allowed");
-    assert_eq!(store.usage(t.id).await.unwrap(), Usage { bytes: 1_000, files: 3 });
+    assert_eq!(
+        store.usage(t.id).await.unwrap(),
+        Usage {
+            bytes: 1_000,
+            files: 3
+        }
+    );
 
     let unlimited = tenant(store, None).await;
     let huge = CommitFile {
         enforce_quota: true,
-        ..new_file(&unlimited, unlimited.root_node_id, &name_index(), i64::MAX / 2)
+        ..new_file(
+            &unlimited,
+            unlimited.root_node_id,
+            &name_index(),
+            i64::MAX / 2,
+        )
     };
     store.commit_file(&huge).await.unwrap();
 }
@@ -1121,9 +1261,16 @@ pub async fn concurrent_cross_moves_never_make_a_cycle(store: &dyn MetadataStore
     let t = tenant(store, None).await;
     let a = mkdir(store, &t, t.root_node_id).await;
     let b = mkdir(store, &t, t.root_node_id).await;
-    let moves = [rename_to(&t, &a, b.id, false), rename_to(&t, &b, a.id, false)];
+    let moves = [
+        rename_to(&t, &a, b.id, false),
+        rename_to(&t, &b, a.id, false),
+    ];
     let results = join_all(moves.iter().map(|m| store.rename(m)).collect()).await;
-    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
     for result in &results {
         if let Err(error) = result {
             assert!(
@@ -1142,4 +1289,28 @@ pub async fn concurrent_cross_moves_never_make_a_cycle(store: &dyn MetadataStore
         }
         assert_eq!(current.id, t.root_node_id, "every folder reaches the root");
     }
+}
+
+/// A commit that expects its name to be free loses, with `Conflict`, to a file committed
+/// meanwhile; the winner's content stays.
+pub async fn commit_expecting_absent_loses_to_a_racing_file(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let root = t.root_node_id;
+    let index = name_index();
+    let winner = store
+        .commit_file(&new_file(&t, root, &index, 10))
+        .await
+        .unwrap()
+        .node;
+    let loser = CommitFile {
+        expect_absent: true,
+        ..new_file(&t, root, &index, 20)
+    };
+    assert_fails!(store.commit_file(&loser).await, MetaError::Conflict);
+    assert_eq!(store.child(t.id, root, &index).await.unwrap(), winner);
+    let fresh = CommitFile {
+        expect_absent: true,
+        ..new_file(&t, root, &name_index(), 30)
+    };
+    assert!(store.commit_file(&fresh).await.unwrap().created);
 }

@@ -5,6 +5,17 @@
 //! `BEGIN IMMEDIATE`, which takes SQLite's write lock before the first read of a
 //! read-then-write transaction, so a snapshot can never go stale under it.
 
+// Rows read back from the database are untrusted input: no panicking shortcuts.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
 mod accounts;
 mod namespace;
 mod rows;
@@ -24,9 +35,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use self::accounts::LockoutPolicy;
 use crate::{
-    AuditRecord, CommitFile, CommitOutcome, Garbage, MetaError, MetaResult, MetadataStore,
-    NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, RenameNode, ReplicationJob, SshKey,
-    Tenant, Upload, Usage, User, WrappedTenantKey,
+    AuditRecord, CommitFile, CommitOutcome, Garbage, MetaError, MetaResult, MetadataStore, NewDir,
+    NewSshKey, NewTenant, NewUpload, NewUser, Node, RenameNode, ReplicationJob, SshKey, Tenant,
+    Upload, Usage, User, WrappedTenantKey,
 };
 
 /// The migrations this build knows, embedded at compile time.
@@ -637,19 +648,24 @@ mod tests {
     async fn children_query_uses_the_folder_index() {
         let store = SqliteStore::open_in_memory().await.unwrap();
         store.migrate().await.unwrap();
-        let plan: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {}", namespace::CHILDREN)))
-                .bind(1_i64)
-                .bind(2_i64)
-                .fetch_all(&store.pool)
-                .await
-                .unwrap();
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            namespace::CHILDREN
+        )))
+        .bind(1_i64)
+        .bind(2_i64)
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
         let detail: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
         assert!(
             detail.iter().any(|d| d.contains("USING INDEX")),
             "children() must be an indexed lookup, plan: {detail:?}"
         );
-        assert!(!detail.iter().any(|d| d.starts_with("SCAN")), "plan: {detail:?}");
+        assert!(
+            !detail.iter().any(|d| d.starts_with("SCAN")),
+            "plan: {detail:?}"
+        );
     }
 
     #[tokio::test]

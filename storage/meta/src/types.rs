@@ -216,6 +216,10 @@ pub struct CommitFile {
     pub now_ms: i64,
     /// Optimistic check: the existing file's (id, version) this upload started from, if any.
     pub expect_node: Option<(i64, i64)>,
+    /// Optimistic check for an upload that started as a new file: the name must still be free
+    /// (else `Conflict`), so a racing upload of the same new name is never silently replaced.
+    /// With `expect_node` = `None` and this `false`, the commit creates or replaces.
+    pub expect_absent: bool,
     /// The upload row to delete in the same transaction.
     pub upload_id: Option<i64>,
     /// Refuse if the tenant's usage would exceed its quota.

@@ -66,6 +66,7 @@ conformance_tests!(
     concurrent_commits_same_name,
     concurrent_rename_same_folder,
     concurrent_cross_moves_never_make_a_cycle,
+    commit_expecting_absent_loses_to_a_racing_file,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use coffer_keys::{KeyRing, LocalKeyProvider};
 use coffer_meta::{MetadataStore, SqliteStore};
 use coffer_object::LocalDirStore;
-use coffer_storage::{Backends, LockoutPolicy, Password, Permissions, VPath, Vault, VaultOptions, Vfs, WriteOptions};
+use coffer_storage::{
+    Backends, LockoutPolicy, Password, Permissions, VPath, Vault, VaultOptions, Vfs, WriteOptions,
+};
 
 pub struct TestVault {
     pub dir: tempfile::TempDir,
@@ -24,13 +26,19 @@ pub async fn vault() -> TestVault {
 pub async fn vault_with(lockout: LockoutPolicy) -> TestVault {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let meta = SqliteStore::open(&format!("sqlite://{}", root.join("meta.db").display())).await.unwrap();
+    let meta = SqliteStore::open(&format!("sqlite://{}", root.join("meta.db").display()))
+        .await
+        .unwrap();
     meta.migrate().await.unwrap();
     let primary = Arc::new(LocalDirStore::open(&root.join("store/primary")).unwrap());
     let replica = Arc::new(LocalDirStore::open(&root.join("store/replica")).unwrap());
     let keys = KeyRing {
-        primary: Arc::new(LocalKeyProvider::load_or_create(&root.join("keys/primary.key")).unwrap()),
-        replica: Some(Arc::new(LocalKeyProvider::load_or_create(&root.join("keys/replica.key")).unwrap())),
+        primary: Arc::new(
+            LocalKeyProvider::load_or_create(&root.join("keys/primary.key")).unwrap(),
+        ),
+        replica: Some(Arc::new(
+            LocalKeyProvider::load_or_create(&root.join("keys/replica.key")).unwrap(),
+        )),
     };
     let opts = VaultOptions {
         chunk_size: CHUNK,
@@ -39,9 +47,18 @@ pub async fn vault_with(lockout: LockoutPolicy) -> TestVault {
         max_buffered_write_bytes: 8 * 1024 * 1024,
         lockout,
     };
-    let b = Backends { meta: Arc::new(meta), primary: primary.clone(), replica: Some(replica), keys };
+    let b = Backends {
+        meta: Arc::new(meta),
+        primary: primary.clone(),
+        replica: Some(replica),
+        keys,
+    };
     let vault = Vault::open(b, opts).await.unwrap();
-    TestVault { dir, vault, primary }
+    TestVault {
+        dir,
+        vault,
+        primary,
+    }
 }
 
 impl TestVault {
@@ -60,7 +77,10 @@ impl TestVault {
             Err(_) => self.vault.create_tenant(tenant, None).await.unwrap(),
         };
         let pw = Password::new(format!("pw-{name}-secret"));
-        self.vault.create_user(&t, name, Some(&pw), &VPath::parse(home).unwrap(), perms).await.unwrap();
+        self.vault
+            .create_user(&t, name, Some(&pw), &VPath::parse(home).unwrap(), perms)
+            .await
+            .unwrap();
         self.vault.operator_session(name).await.unwrap()
     }
 
@@ -85,13 +105,25 @@ impl TestVault {
     pub fn primary_objects(&self) -> Vec<PathBuf> {
         self.all_files()
             .into_iter()
-            .filter(|p| p.starts_with(self.root().join("store/primary")) && !p.to_string_lossy().contains("/.tmp/"))
+            .filter(|p| {
+                p.starts_with(self.root().join("store/primary"))
+                    && !p.to_string_lossy().contains("/.tmp/")
+            })
             .collect()
     }
 }
 
 pub async fn put(vfs: &Vfs, path: &str, data: &[u8]) -> coffer_storage::FileInfo {
-    let mut w = vfs.create(path, WriteOptions { truncate: true, exclusive: false }).await.unwrap();
+    let mut w = vfs
+        .create(
+            path,
+            WriteOptions {
+                truncate: true,
+                exclusive: false,
+            },
+        )
+        .await
+        .unwrap();
     for (i, c) in data.chunks(3000).enumerate() {
         w.write_at((i * 3000) as u64, c).await.unwrap();
     }

@@ -23,7 +23,9 @@ pub fn id(byte: u8) -> ContentId {
 
 /// A plaintext of `len` bytes that differs from chunk to chunk and is not all zero.
 pub fn plaintext(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 31 % 251) as u8 ^ (i >> 12) as u8).collect()
+    (0..len)
+        .map(|i| (i * 31 % 251) as u8 ^ (i >> 12) as u8)
+        .collect()
 }
 
 /// Seals `plaintext` as a whole object under `key(1)`, `id(2)`.
@@ -46,7 +48,10 @@ pub fn chunk_bytes(chunk_size: u32, index: u64, plaintext_len: usize) -> Range<u
 
 /// `object` with sealed chunks `a` and `b` (both full) swapped.
 pub fn swap_chunks(object: &[u8], chunk_size: u32, a: u64, b: u64, len: usize) -> Vec<u8> {
-    let (ra, rb) = (chunk_bytes(chunk_size, a, len), chunk_bytes(chunk_size, b, len));
+    let (ra, rb) = (
+        chunk_bytes(chunk_size, a, len),
+        chunk_bytes(chunk_size, b, len),
+    );
     let mut swapped = object.to_vec();
     swapped[ra.clone()].copy_from_slice(&object[rb.clone()]);
     swapped[rb].copy_from_slice(&object[ra]);

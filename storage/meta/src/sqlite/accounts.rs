@@ -219,7 +219,5 @@ pub(super) async fn record_login_failure(
     .execute(conn)
     .await
     .map_err(sqlite_error)?;
-    Ok(state
-        .locked_until_ms
-        .filter(|&until| until > policy.now_ms))
+    Ok(state.locked_until_ms.filter(|&until| until > policy.now_ms))
 }

@@ -170,6 +170,7 @@ pub(super) async fn commit_file(
             return Err(MetaError::Conflict);
         }
         (None, Some(_)) => return Err(MetaError::Conflict),
+        (Some(_), None) if file.expect_absent => return Err(MetaError::Conflict),
         (Some(old), _) => replace_content(conn, old, file).await?,
         (None, None) => insert_file(conn, file).await?,
     };
@@ -435,9 +436,7 @@ pub(super) async fn rename(conn: &mut SqliteConnection, rename: &RenameNode) -> 
     match target {
         Some(target) if target.id == moving.id => {}
         Some(target)
-            if rename.replace
-                && target.kind == NodeKind::File
-                && moving.kind == NodeKind::File =>
+            if rename.replace && target.kind == NodeKind::File && moving.kind == NodeKind::File =>
         {
             delete_node(conn, &target, rename.now_ms).await?;
         }

@@ -1,0 +1,329 @@
+//! Test harness: starts `coffer serve` in a temp data directory with free loopback ports,
+//! runs `coffer` subcommands against the same config, collects the server's log.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `coffer` binary: `COFFER_BIN`, else next to this test binary's `deps/` folder.
+pub fn coffer_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("COFFER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("coffer");
+    assert!(bin.exists(), "{} missing: run `cargo build -p coffer` first (or set COFFER_BIN)", bin.display());
+    bin
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; fine for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Ports of one server instance.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub admin: u16,
+    pub sftp: u16,
+    pub ftp: u16,
+    pub https: u16,
+    pub passive_start: u16,
+}
+
+impl Ports {
+    pub fn pick() -> Self {
+        // A passive range of 20 ports that are free now.
+        let passive_start = loop {
+            let p = free_port();
+            if p < 65000 && (p..p + 20).all(|q| TcpListener::bind(("127.0.0.1", q)).is_ok()) {
+                break p;
+            }
+        };
+        Self { admin: free_port(), sftp: free_port(), ftp: free_port(), https: free_port(), passive_start }
+    }
+}
+
+/// A data directory with a config file, usable with or without a running server.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub ports: Ports,
+    pub config: PathBuf,
+}
+
+impl Env {
+    /// A fresh data directory and config. `extra` is appended to the generated TOML.
+    pub fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = Ports::pick();
+        let data = dir.path().join("data");
+        let config = dir.path().join("coffer.toml");
+        let toml = format!(
+            r#"data_dir = "{data}"
+node_name = "test-node"
+
+[log]
+level = "info,coffer=debug,coffer_storage=debug,coffer_protocol=debug"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[sftp]
+listen = "127.0.0.1:{sftp}"
+
+[ftp]
+listen = "127.0.0.1:{ftp}"
+passive_ports = "{p0}-{p1}"
+
+[https]
+listen = "127.0.0.1:{https}"
+
+[storage]
+chunk_size = 65536
+
+[auth]
+max_failures = 5
+failure_window_secs = 600
+lockout_secs = 600
+{extra}
+"#,
+            data = data.display(),
+            admin = ports.admin,
+            sftp = ports.sftp,
+            ftp = ports.ftp,
+            https = ports.https,
+            p0 = ports.passive_start,
+            p1 = ports.passive_start + 19,
+        );
+        std::fs::write(&config, toml).unwrap();
+        Self { dir, ports, config }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs `coffer ARGS` with this config; stdin is given text.
+    pub fn coffer(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(coffer_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("COFFER_DATA_DIR")
+            .env_remove("COFFER_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs `coffer ARGS` and panics with its stderr unless it succeeded; returns stdout.
+    pub fn ok(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.coffer(args, stdin);
+        assert!(
+            out.status.success(),
+            "coffer {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Creates a user with a password in `tenant` (created if missing).
+    pub fn add_user(&self, tenant: &str, name: &str, password: &str) {
+        self.ok(&["user", "add", name, "--tenant", tenant, "--password-stdin"], &format!("{password}\n"));
+    }
+
+    /// Every file under the data directory.
+    pub fn all_files(&self) -> Vec<PathBuf> {
+        walk(&self.data_dir())
+    }
+
+    /// Starts `coffer serve` and waits until /healthz answers.
+    pub fn serve(&self) -> Server {
+        let log = self.dir.path().join("server.log");
+        let err = std::fs::File::create(&log).unwrap();
+        let child = Command::new(coffer_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .env_remove("COFFER_DATA_DIR")
+            .env_remove("COFFER_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        let mut s = Server { child: Some(child), log, admin: SocketAddr::from(([127, 0, 0, 1], self.ports.admin)) };
+        s.wait_healthy();
+        s
+    }
+}
+
+pub fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// A running `coffer serve`; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Server {
+    child: Option<Child>,
+    pub log: PathBuf,
+    pub admin: SocketAddr,
+}
+
+impl Server {
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("coffer serve exited with {status}:\n{}", self.logs());
+            }
+            if http_get(self.admin, "/healthz").is_some_and(|(code, _)| code == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("coffer serve did not become healthy:\n{}", self.logs());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait; returns the exit status's success and the log.
+    pub fn stop(mut self) -> (bool, String) {
+        let ok = self.terminate();
+        (ok, self.logs())
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else { return false };
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// A minimal HTTP/1.1 GET over loopback: (status code, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    Some((code, body))
+}
+
+/// `true` if `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Hex SHA-256 of a byte string.
+pub fn sha256(data: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
+}
+
+/// A random marker string for canary scans.
+pub fn marker() -> String {
+    let mut b = [0u8; 10];
+    aws_lc_rs::rand::fill(&mut b).unwrap();
+    format!("CANARY{}", hex::encode(b))
+}
+
+/// The marker and the encodings a canary scan looks for: UTF-8, UTF-16 LE/BE, base64 at all alignments.
+pub fn canary_forms(marker: &str) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let e = &base64::engine::general_purpose::STANDARD;
+    let mut forms = vec![
+        marker.as_bytes().to_vec(),
+        marker.encode_utf16().flat_map(u16::to_le_bytes).collect(),
+        marker.encode_utf16().flat_map(u16::to_be_bytes).collect(),
+    ];
+    for pad in 0..3 {
+        let mut v = vec![b'x'; pad];
+        v.extend_from_slice(marker.as_bytes());
+        let enc = e.encode(&v);
+        forms.push(enc.as_bytes()[4..enc.len() - 4].to_vec());
+    }
+    forms
+}
+
+/// Panics if any canary form is in any file under `dir` or in `extra` (e.g. logs).
+pub fn assert_no_canary(dir: &Path, extra: &[(&str, &[u8])], marker: &str) {
+    let files = walk(dir);
+    assert!(!files.is_empty(), "nothing to scan under {}", dir.display());
+    let forms = canary_forms(marker);
+    for f in &files {
+        let data = std::fs::read(f).unwrap_or_default();
+        for form in &forms {
+            assert!(!contains(&data, form), "{} contains the canary", f.display());
+        }
+        assert!(!f.to_string_lossy().contains(marker), "a file path contains the canary");
+    }
+    for (what, data) in extra {
+        for form in &forms {
+            assert!(!contains(data, form), "{what} contains the canary");
+        }
+    }
+}
