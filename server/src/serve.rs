@@ -26,6 +26,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .recover_uploads()
         .await
         .context("recovering the spool")?;
+    let leftovers = crate::wiring::clean_local_store_temp(&cfg)?;
+    if leftovers > 0 {
+        info!(files = leftovers, "removed unfinished object writes left by a crash");
+    }
     let shutdown = CancellationToken::new();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
 

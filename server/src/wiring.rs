@@ -52,6 +52,17 @@ fn open_key(cfg: &KeyConfig, field: &str) -> anyhow::Result<Arc<dyn KeyProvider>
     }
 }
 
+/// Removes crash leftovers from the temp directories of local object stores. Only `serve`
+/// calls this at start; objects themselves are never touched.
+pub fn clean_local_store_temp(cfg: &Config) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for store in std::iter::once(&cfg.storage.primary).chain(cfg.storage.replica.as_ref()) {
+        let StoreConfig::Local { path } = store;
+        n += LocalDirStore::open(path)?.clean_temp()?;
+    }
+    Ok(n)
+}
+
 /// Opens and migrates the metadata store.
 pub async fn open_meta(cfg: &Config) -> anyhow::Result<Arc<dyn MetadataStore>> {
     if let Some(path) = cfg.metadata.url.strip_prefix("sqlite://") {
