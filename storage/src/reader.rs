@@ -1,6 +1,7 @@
 //! Reading a committed file: ranged reads of just the chunks needed, each verified before use.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use coffer_format::{ChunkCipher, ContentId, HEADER_LEN, Layout};
@@ -121,20 +122,16 @@ impl FileReader {
         let last = needed_last
             .max(first + READ_WINDOW_CHUNKS - 1)
             .min(count - 1);
-        let start_b = layout.chunk_offset(first);
-        let end_b = if last + 1 >= count {
-            layout.object_len(self.size)
-        } else {
-            layout.chunk_offset(last + 1)
-        };
-        let sealed = self.get(start_b, end_b - start_b).await?;
+        let range = layout.sealed_range(first..last + 1, self.size);
+        let sealed = self.get(range.start, range.end - range.start).await?;
         let mut sealed = match sealed.try_into_mut() {
             Ok(m) => m,
             Err(b) => bytes::BytesMut::from(&b[..]),
         };
         let mut out = Vec::with_capacity(((last - first + 1) * cs) as usize);
+        // Strict: a short or long read is refused, so a cut at a chunk boundary cannot pass.
         self.cipher
-            .open_chunks(first, &mut sealed, self.size, &mut out)?;
+            .open_chunk_range(first..last + 1, &mut sealed, self.size, &mut out)?;
         Ok(Window {
             start: first * cs,
             data: Bytes::from(out),
@@ -144,6 +141,15 @@ impl FileReader {
     async fn get(&self, start: u64, len: u64) -> VfsResult<Bytes> {
         get_with_failover(&self.primary, self.replica.as_ref(), &self.key, start, len).await
     }
+}
+
+/// Reads served by the replica because the primary failed, since the process started.
+static FAILOVER_READS: AtomicU64 = AtomicU64::new(0);
+
+/// How many reads this process has served from the replica because the primary failed
+/// (for metrics and the admin listener).
+pub fn failover_reads() -> u64 {
+    FAILOVER_READS.load(Ordering::Relaxed)
 }
 
 /// A ranged read from the primary store, failing over to the replica when the primary
@@ -161,7 +167,8 @@ async fn get_with_failover(
             let Some(replica) = replica else {
                 return Err(e.into());
             };
-            warn!(object = %key, error = %e, "primary store failed; reading from the replica");
+            let count = FAILOVER_READS.fetch_add(1, Ordering::Relaxed) + 1;
+            warn!(object = %key, error = %e, failover_reads = count, "primary store failed; reading from the replica");
             Ok(replica.get_range(key, start, len).await?)
         }
         Err(e) => Err(e.into()),

@@ -8,6 +8,7 @@ use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce};
 use crate::header::{self, HEADER_LEN};
 use crate::keys::DerivedKeys;
 use crate::layout::{CHUNK_OVERHEAD, Layout, MAX_CHUNK_INDEX, NONCE_LEN};
+use crate::nonce::NoncePool;
 use crate::{CONTENT_ID_LEN, ContentId, DataKey, FormatError};
 
 /// Associated data of one chunk: content id || index (u64 BE) || final flag.
@@ -21,6 +22,7 @@ pub struct ChunkCipher {
     layout: Layout,
     content_id: ContentId,
     header: [u8; HEADER_LEN],
+    nonces: NoncePool,
 }
 
 impl fmt::Debug for ChunkCipher {
@@ -43,6 +45,7 @@ impl ChunkCipher {
             layout,
             content_id,
             header,
+            nonces: NoncePool::new(),
         })
     }
 
@@ -68,6 +71,7 @@ impl ChunkCipher {
             layout: parsed.layout,
             content_id: expected,
             header,
+            nonces: NoncePool::new(),
         })
     }
 
@@ -91,8 +95,9 @@ impl ChunkCipher {
     /// is not exactly chunk_size is an error). On success buf holds nonce || ciphertext || tag.
     ///
     /// Give `buf` a capacity of `NONCE_LEN + chunk_size + TAG_LEN` so that appending the tag
-    /// does not reallocate. A fresh random nonce is drawn on every call, so sealing the same
-    /// index again (a resumed upload rewriting its tail) never reuses a nonce.
+    /// does not reallocate. Every call uses a fresh random nonce (never one derived from the
+    /// index), so sealing the same index again — a resumed upload rewriting its tail — never
+    /// reuses a nonce.
     pub fn seal_chunk_in_place(
         &self,
         index: u64,
@@ -286,7 +291,7 @@ impl ChunkCipher {
             .split_at_mut_checked(NONCE_LEN)
             .ok_or(FormatError::ChunkLength { index })?;
         self.check_chunk_shape(index, is_final, plaintext.len())?;
-        let nonce = random_nonce()?;
+        let nonce = self.nonces.take()?;
         nonce_slot.copy_from_slice(&nonce);
         let aad = Aad::from(self.associated_data(index, is_final));
         let tag = self
@@ -338,13 +343,6 @@ impl ChunkCipher {
     }
 }
 
-/// A fresh nonce from the CSPRNG; never derived from the index, so rewrites cannot collide.
-fn random_nonce() -> Result<[u8; NONCE_LEN], FormatError> {
-    let mut nonce = [0u8; NONCE_LEN];
-    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| FormatError::Random)?;
-    Ok(nonce)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,6 +355,12 @@ mod tests {
             MIN_CHUNK_SIZE,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_cipher_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<ChunkCipher>();
     }
 
     #[test]

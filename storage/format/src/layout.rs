@@ -147,6 +147,8 @@ mod tests {
         assert_eq!(layout.chunk_plain_len(1, cs + 1), 1);
         assert_eq!(layout.chunk_plain_len(2, cs + 1), 0);
         assert_eq!(layout.chunk_plain_len(0, cs), cs as usize);
+        assert_eq!(layout.chunk_index_of(cs - 1), 0);
+        assert_eq!(layout.chunk_index_of(cs), 1);
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod error;
 mod header;
 mod keys;
 mod layout;
+mod nonce;
 
 pub use cipher::ChunkCipher;
 pub use error::FormatError;
