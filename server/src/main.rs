@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod ops;
 mod serve;
 mod telemetry;
 mod wiring;
@@ -28,12 +29,26 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes.
-            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+            // One line: the error and its causes, even when a cause renders on several lines
+            // (a TOML parse error shows the offending line under its position).
+            let chain: Vec<String> = e
+                .chain()
+                .map(|cause| one_line(&cause.to_string()))
+                .collect();
             eprintln!("coffer: {}", chain.join(": "));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Joins a multi-line message into one line, dropping blank and gutter-only (`|`) lines.
+fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "|")
+        .collect();
+    lines.join(" ")
 }
 
 fn load_config(
@@ -63,6 +78,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve::run(cfg).await
         }
         Command::Config(_) => Ok(()),
+        Command::Migrate => {
+            telemetry::init(None, "warn");
+            let version = wiring::migrate_meta(&cfg).await?;
+            println!("metadata schema is at version {version}");
+            Ok(())
+        }
         Command::Tenant(cmd) => {
             telemetry::init(None, "warn");
             let vault = wiring::open_vault(&cfg, wiring::Role::Operator).await?;
@@ -74,6 +95,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let r = commands::user(&vault, cmd).await;
             vault.flush_audit().await;
             r
+        }
+        Command::Gc(args) => {
+            telemetry::init(None, "warn");
+            let vault = wiring::open_vault(&cfg, wiring::Role::Operator).await?;
+            ops::gc(&vault, &cfg, &args).await
+        }
+        Command::Replication(cmd) => {
+            telemetry::init(None, "warn");
+            let vault = wiring::open_vault(&cfg, wiring::Role::Operator).await?;
+            ops::replication(&vault, &cmd).await
+        }
+        Command::Fsck(args) => {
+            telemetry::init(None, "warn");
+            let vault = wiring::open_vault(&cfg, wiring::Role::Operator).await?;
+            ops::fsck(&vault, &args).await
         }
         Command::Files(cmd) => {
             telemetry::init(None, "warn");

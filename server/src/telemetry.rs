@@ -10,10 +10,13 @@ pub fn init(cfg: Option<&Config>, default_level: &str) {
         .or_else(|| cfg.map(|c| c.log.level.clone()))
         .unwrap_or_else(|| default_level.to_owned());
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour codes only on a terminal: in a log file or journald they are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(ansi);
     let json = cfg.is_some_and(|c| c.log.format == LogFormat::Json);
     let _ = if json {
         builder.json().try_init()

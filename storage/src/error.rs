@@ -152,7 +152,7 @@ impl From<coffer_object::ObjectError> for VfsError {
             // A committed row whose object is missing or short is damage, not "no such file".
             O::NotFound | O::RangeOutOfBounds { .. } => (
                 ErrorKind::Integrity,
-                "stored object is missing or truncated",
+                "stored data failed integrity verification: the object is missing or truncated",
             ),
             O::Unavailable(_) => (
                 ErrorKind::Unavailable,

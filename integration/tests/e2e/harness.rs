@@ -35,15 +35,27 @@ pub struct Ports {
 }
 
 impl Ports {
+    /// Four distinct free ports and a passive range of 20 free ports that overlaps none of them.
     pub fn pick() -> Self {
-        // A passive range of 20 ports that are free now.
-        let passive_start = loop {
+        let mut taken = std::collections::BTreeSet::new();
+        let mut distinct = || loop {
             let p = free_port();
-            if p < 65000 && (p..p + 20).all(|q| TcpListener::bind(("127.0.0.1", q)).is_ok()) {
+            if taken.insert(p) {
                 break p;
             }
         };
-        Self { admin: free_port(), sftp: free_port(), ftp: free_port(), https: free_port(), passive_start }
+        let (admin, sftp, ftp, https) = (distinct(), distinct(), distinct(), distinct());
+        let passive_start = loop {
+            let p = free_port();
+            let range = p..p + 20;
+            if p < 65000
+                && ![admin, sftp, ftp, https].iter().any(|q| range.contains(q))
+                && range.clone().all(|q| TcpListener::bind(("127.0.0.1", q)).is_ok())
+            {
+                break p;
+            }
+        };
+        Self { admin, sftp, ftp, https, passive_start }
     }
 }
 

@@ -1,0 +1,502 @@
+//! SFTP end to end: the real `coffer serve` driven by OpenSSH `sftp`/`scp`/`ssh`, curl
+//! (libssh2), lftp, paramiko and PuTTY `psftp` over loopback.
+//!
+//! OpenSSH is required; the other clients are skipped with a message when not installed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Env, Server, assert_no_canary, bytes, marker, sha256};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A server with one user who has both a password and an Ed25519 key.
+struct Site {
+    env: Env,
+    server: Option<Server>,
+    key: PathBuf,
+    user: String,
+    local: PathBuf,
+}
+
+impl Site {
+    /// `sftp_settings` are extra lines for the `[sftp]` table.
+    fn new(sftp_settings: &str) -> Self {
+        let env = Env::new("");
+        let toml = std::fs::read_to_string(&env.config).unwrap();
+        std::fs::write(&env.config, toml.replacen("[sftp]\n", &format!("[sftp]\n{sftp_settings}\n"), 1)).unwrap();
+        let local = env.dir.path().join("local");
+        std::fs::create_dir_all(&local).unwrap();
+        let key = env.dir.path().join("id_ed25519");
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .expect("OpenSSH (ssh-keygen) is required for the SFTP tests: apt-get install openssh-client");
+        assert!(st.success());
+        let user = "alice".to_owned();
+        let pubkey = format!("{}.pub", key.display());
+        env.ok(&["user", "add", &user, "--tenant", "acme", "--password-stdin", "--ssh-key", &pubkey], &format!("{PASSWORD}\n"));
+        let server = Some(env.serve());
+        wait_for_port(env.ports.sftp);
+        Self { env, server, key, user, local }
+    }
+
+    fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
+    }
+
+    fn port(&self) -> String {
+        self.env.ports.sftp.to_string()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.local.join(name)
+    }
+
+    fn ssh_options(&self) -> Vec<String> {
+        ["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "LogLevel=ERROR", "BatchMode=yes"]
+            .iter()
+            .flat_map(|o| ["-o".to_owned(), (*o).to_owned()])
+            .collect()
+    }
+
+    /// `sftp -b` with key authentication; extra args go before the destination.
+    fn sftp_cmd(&self, extra: &[&str]) -> Command {
+        let mut c = Command::new("sftp");
+        c.current_dir(&self.local).args(self.ssh_options()).arg("-i").arg(&self.key).args(["-P", &self.port()]);
+        c.args(extra);
+        c
+    }
+
+    fn batch(&self, script: &str, extra: &[&str]) -> Output {
+        let file = self.local.join(".batch");
+        std::fs::write(&file, script).unwrap();
+        let mut c = self.sftp_cmd(extra);
+        c.arg("-b").arg(&file).arg(format!("{}@127.0.0.1", self.user));
+        c.stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Runs an sftp batch and fails the test with its output unless it succeeded.
+    fn sftp_ok(&self, script: &str) -> String {
+        let out = self.batch(script, &[]);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "sftp batch failed:\n{script}\n---\n{text}\n--- server log:\n{}", self.server().logs());
+        text
+    }
+
+    fn write_local(&self, name: &str, data: &[u8]) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+}
+
+/// /healthz answers before the host keys exist on a first start; wait for the SSH port.
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the sftp listener did not come up on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn file_sha(p: &Path) -> String {
+    sha256(&std::fs::read(p).unwrap())
+}
+
+/// Random file of `n` bytes written by `head -c` (fast even for 1 GiB in a debug test build).
+fn random_file(p: &Path, n: u64) {
+    let st = Command::new("sh").arg("-c").arg(format!("head -c {n} /dev/urandom > '{}'", p.display())).status().unwrap();
+    assert!(st.success());
+}
+
+fn sha256sum(p: &Path) -> String {
+    let out = Command::new("sha256sum").arg(p).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+}
+
+fn have(program: &str, probe: &[&str]) -> bool {
+    let ok = Command::new(program).args(probe).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    if !ok {
+        println!("SKIPPED: {program} is not installed");
+    }
+    ok
+}
+
+#[test]
+fn sftp_put_get_boundary_sizes_keep_their_sha256() {
+    let site = Site::new("");
+    let sizes = [0usize, 1, 65535, 65536, 65537, 10 * 1024 * 1024];
+    let mut script = String::new();
+    for (i, n) in sizes.iter().enumerate() {
+        site.write_local(&format!("f{n}"), &bytes(*n, i as u64 + 1));
+        script += &format!("put f{n}\nget f{n} back{n}\n");
+    }
+    script += "ls -l\n";
+    let listing = site.sftp_ok(&script);
+    for n in sizes {
+        assert_eq!(file_sha(&site.path(&format!("f{n}"))), file_sha(&site.path(&format!("back{n}"))), "{n} bytes");
+        assert!(listing.contains(&format!(" {n} ")), "ls -l shows the size {n}:\n{listing}");
+    }
+}
+
+#[test]
+fn sftp_one_gib_upload_and_download_with_aes256_gcm() {
+    let site = Site::new("");
+    let src = site.path("big");
+    random_file(&src, 1 << 30);
+    let start = Instant::now();
+    let out = site.batch("put big\nget big big.back\n", &["-c", "aes256-gcm@openssh.com"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    println!("1 GiB up and down in {:?}", start.elapsed());
+    assert_eq!(sha256sum(&src), sha256sum(&site.path("big.back")));
+    std::fs::remove_file(site.path("big.back")).unwrap();
+    std::fs::remove_file(src).unwrap();
+}
+
+#[test]
+fn every_modern_cipher_clients_negotiate_works() {
+    let site = Site::new("");
+    site.write_local("c", &bytes(300_000, 9));
+    for cipher in ["aes256-gcm@openssh.com", "aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes256-ctr", "aes128-ctr"] {
+        let out = site.batch(&format!("put c c-{cipher}\nget c-{cipher} back-{cipher}\n"), &["-c", cipher, "-o", "MACs=hmac-sha2-256"]);
+        assert!(out.status.success(), "{cipher}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(file_sha(&site.path("c")), file_sha(&site.path(&format!("back-{cipher}"))), "{cipher}");
+    }
+    let weak = site.batch("ls\n", &["-c", "aes128-cbc"]);
+    assert!(!weak.status.success(), "CBC must not be negotiable");
+}
+
+#[test]
+fn sftp_ls_mkdir_rename_rm_rmdir_df_and_put_p_keeps_mtime() {
+    let site = Site::new("");
+    let f = site.write_local("old.txt", b"dated content");
+    let st = Command::new("touch").args(["-d", "2001-02-03 04:05:06"]).arg(&f).status().unwrap();
+    assert!(st.success());
+    let out = site.sftp_ok("mkdir dir\nput -p old.txt dir/old.txt\nls -l dir\nrename dir/old.txt dir/new.txt\nls dir\ndf\n");
+    assert!(out.contains("2001"), "put -p must keep the 2001 mtime:\n{out}");
+    assert!(out.contains("new.txt"), "{out}");
+    assert!(out.contains("Avail"), "df answers statvfs:\n{out}");
+    site.sftp_ok("rm dir/new.txt\nrmdir dir\n");
+    let out = site.sftp_ok("ls -l\n");
+    assert!(!out.contains("new.txt") && !out.contains(" dir"), "{out}");
+    let refused = site.batch("rmdir nonexistent\n", &[]);
+    assert!(!refused.status.success());
+}
+
+#[test]
+fn awkward_names_round_trip() {
+    let site = Site::new("");
+    let long = format!("{}.bin", "n".repeat(251));
+    let names = ["with space.txt", "&+-é\" quote.txt", "emoji 🎉.txt", long.as_str()];
+    let mut script = String::from("mkdir 'folder é &'\n");
+    for (i, name) in names.iter().enumerate() {
+        site.write_local(&format!("src{i}"), &bytes(1000 + i, i as u64));
+        let quoted = name.replace('"', "\\\"");
+        script += &format!("put src{i} \"folder é &/{quoted}\"\nget \"folder é &/{quoted}\" back{i}\n");
+    }
+    script += "ls -1 'folder é &'\n";
+    let out = site.sftp_ok(&script);
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(file_sha(&site.path(&format!("src{i}"))), file_sha(&site.path(&format!("back{i}"))), "{name}");
+        assert!(out.contains(name), "listing shows {name}:\n{out}");
+    }
+    let too_long = format!("{}.bin", "n".repeat(252));
+    let out = site.batch(&format!("put src0 {too_long}\n"), &[]);
+    assert!(!out.status.success(), "a 256-byte name must be refused");
+}
+
+/// Starts an rate-limited `sftp` that is killed after `after`, leaving a partial transfer.
+fn interrupted(site: &Site, script: &str, after: Duration) {
+    let file = site.local.join(".interrupted");
+    std::fs::write(&file, script).unwrap();
+    let mut c = site.sftp_cmd(&["-l", "40000"]);
+    c.arg("-b").arg(&file).arg(format!("{}@127.0.0.1", site.user));
+    let mut child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(after);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn remote_size(site: &Site, name: &str) -> u64 {
+    let out = site.sftp_ok(&format!("ls -l {name}\n"));
+    let line = out.lines().find(|l| l.starts_with('-') && l.ends_with(name)).unwrap_or_else(|| panic!("{name} not listed:\n{out}"));
+    line.split_whitespace().nth(4).unwrap().parse().unwrap()
+}
+
+#[test]
+fn reput_and_reget_continue_a_transfer_killed_halfway() {
+    let site = Site::new("");
+    let src = site.path("resume.bin");
+    random_file(&src, 48 << 20);
+    interrupted(&site, "put resume.bin\n", Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(800));
+    let partial = remote_size(&site, "resume.bin");
+    assert!(partial > 0 && partial < 48 << 20, "the interrupted upload kept a partial file ({partial} bytes)");
+    site.sftp_ok("reput resume.bin\n");
+    assert_eq!(remote_size(&site, "resume.bin"), 48 << 20);
+    let logs = site.server().logs();
+    assert!(logs.contains("kept the bytes received"), "the partial upload is logged");
+
+    interrupted(&site, "get resume.bin down.bin\n", Duration::from_millis(2500));
+    let got = std::fs::metadata(site.path("down.bin")).map(|m| m.len()).unwrap_or(0);
+    assert!(got < 48 << 20, "the download was interrupted ({got} bytes)");
+    site.sftp_ok("reget resume.bin down.bin\n");
+    assert_eq!(sha256sum(&src), sha256sum(&site.path("down.bin")));
+}
+
+#[test]
+fn partial_uploads_are_discarded_when_configured() {
+    let site = Site::new("keep_partial_uploads = false");
+    let src = site.path("gone.bin");
+    random_file(&src, 48 << 20);
+    interrupted(&site, "put gone.bin\n", Duration::from_millis(2000));
+    std::thread::sleep(Duration::from_millis(800));
+    let out = site.sftp_ok("ls -l\n");
+    assert!(!out.contains("gone.bin"), "an interrupted upload must leave nothing:\n{out}");
+    assert!(site.server().logs().contains("discarded it"));
+}
+
+#[test]
+fn a_user_cannot_leave_their_home() {
+    let site = Site::new("");
+    site.write_local("mine.txt", b"mine");
+    site.sftp_ok("put mine.txt\n");
+    let out = site.sftp_ok("cd ..\npwd\ncd /..\npwd\nls\n");
+    assert_eq!(out.matches("Remote working directory: /\n").count(), 2, "{out}");
+    assert!(out.contains("mine.txt"), "`cd ..` at the root stays in the home:\n{out}");
+    for attempt in ["ls ../..", "get ../../../../etc/passwd p1", "get /etc/passwd p2", "get ../../etc/hostname p3", "ln -s /etc/passwd link", "symlink /etc link2"] {
+        let out = site.batch(&format!("{attempt}\n"), &[]);
+        assert!(!out.status.success(), "{attempt} must fail");
+    }
+    assert!(!site.path("p1").exists() && !site.path("p2").exists() && !site.path("p3").exists());
+}
+
+#[test]
+fn shell_exec_and_forwarding_are_refused() {
+    let site = Site::new("");
+    let out = Command::new("ssh")
+        .args(site.ssh_options())
+        .arg("-i")
+        .arg(&site.key)
+        .args(["-p", &site.port(), "-T", "alice@127.0.0.1", "cat /etc/passwd"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(!text.contains("root:"), "{text}");
+    assert!(text.contains("request failed"), "the client is told the request was refused:\n{text}");
+}
+
+#[test]
+fn wrong_passwords_lock_the_account_and_the_lockout_is_logged() {
+    let site = Site::new("");
+    let askpass = site.env.dir.path().join("askpass.sh");
+    let try_password = |pw: &str| -> bool {
+        std::fs::write(&askpass, format!("#!/bin/sh\necho '{pw}'\n")).unwrap();
+        let st = Command::new("chmod").arg("700").arg(&askpass).status().unwrap();
+        assert!(st.success());
+        let script = site.local.join(".pw");
+        std::fs::write(&script, "ls\n").unwrap();
+        Command::new("sftp")
+            // Before -b, so it wins over the BatchMode=yes that -b adds: askpass must be asked.
+            .args(["-o", "BatchMode=no", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+            .args(["-o", "LogLevel=ERROR"])
+            .args(["-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no"])
+            .args(["-o", "NumberOfPasswordPrompts=1", "-P", &site.port(), "-b"])
+            .arg(&script)
+            .arg("alice@127.0.0.1")
+            .env("SSH_ASKPASS", &askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("DISPLAY", ":0")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(try_password(PASSWORD), "the right password logs in");
+    for _ in 0..10 {
+        assert!(!try_password("wrong password!"));
+    }
+    assert!(!try_password(PASSWORD), "a locked account refuses even the right password");
+    let logs = site.server().logs();
+    assert!(logs.contains("locked out"), "the lockout is logged:\n{logs}");
+}
+
+#[test]
+fn uploaded_names_and_contents_never_reach_disk_or_log_in_plaintext() {
+    let site = Site::new("");
+    let m = marker();
+    let content = format!("{m} {m} {m}\n").repeat(5000);
+    site.write_local("canary.txt", content.as_bytes());
+    site.sftp_ok(&format!("mkdir dir-{m}\nput canary.txt dir-{m}/{m}.txt\nrename dir-{m}/{m}.txt dir-{m}/{m}-2.txt\nls -l dir-{m}\n"));
+    let logs = site.server().logs();
+    assert_no_canary(&site.env.data_dir(), &[("server log", logs.as_bytes())], &m);
+}
+
+#[test]
+fn fifty_concurrent_sessions_upload_download_and_verify() {
+    let site = Site::new("");
+    let handles: Vec<_> = (0..50)
+        .map(|i| {
+            let data = bytes(256 * 1024 + i * 77, 1000 + i as u64);
+            site.write_local(&format!("c{i}"), &data);
+            let mut c = site.sftp_cmd(&[]);
+            let script = site.local.join(format!(".c{i}"));
+            std::fs::write(&script, format!("put c{i}\nget c{i} c{i}.back\n")).unwrap();
+            c.arg("-b").arg(&script).arg("alice@127.0.0.1").stdin(Stdio::null()).stdout(Stdio::null());
+            (i, sha256(&data), c.stderr(Stdio::piped()).spawn().unwrap())
+        })
+        .collect();
+    for (i, want, child) in handles {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "session {i}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(file_sha(&site.path(&format!("c{i}.back"))), want, "session {i}");
+    }
+}
+
+#[test]
+fn scp_from_openssh_works_both_ways() {
+    let site = Site::new("");
+    site.write_local("s.bin", &bytes(3_000_000, 5));
+    let scp = |args: &[&str]| {
+        let out = Command::new("scp")
+            .current_dir(&site.local)
+            .args(site.ssh_options())
+            .arg("-i")
+            .arg(&site.key)
+            .args(["-P", &site.port()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "scp {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    scp(&["s.bin", "alice@127.0.0.1:/s.bin"]);
+    scp(&["alice@127.0.0.1:/s.bin", "s.back"]);
+    assert_eq!(file_sha(&site.path("s.bin")), file_sha(&site.path("s.back")));
+}
+
+#[test]
+fn curl_libssh2_works_both_ways() {
+    if !have("curl", &["-V"]) {
+        return;
+    }
+    let v = Command::new("curl").arg("-V").output().unwrap();
+    if !String::from_utf8_lossy(&v.stdout).contains("sftp") {
+        println!("SKIPPED: this curl is built without sftp");
+        return;
+    }
+    let site = Site::new("");
+    site.write_local("k.bin", &bytes(2_000_000, 6));
+    let base = format!("sftp://127.0.0.1:{}/", site.port());
+    let auth = format!("alice:{PASSWORD}");
+    let up = Command::new("curl").current_dir(&site.local).args(["-sS", "-k", "-u", &auth, "-T", "k.bin", &format!("{base}k.bin")]).output().unwrap();
+    assert!(up.status.success(), "curl upload: {}", String::from_utf8_lossy(&up.stderr));
+    let down = Command::new("curl").current_dir(&site.local).args(["-sS", "-k", "-u", &auth, "-o", "k.back", &format!("{base}k.bin")]).output().unwrap();
+    assert!(down.status.success(), "curl download: {}", String::from_utf8_lossy(&down.stderr));
+    assert_eq!(file_sha(&site.path("k.bin")), file_sha(&site.path("k.back")));
+}
+
+#[test]
+fn lftp_works_both_ways() {
+    if !have("lftp", &["--version"]) {
+        return;
+    }
+    let site = Site::new("");
+    site.write_local("l.bin", &bytes(1_500_000, 7));
+    let connect = format!(
+        "set sftp:connect-program 'ssh -a -x -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -i {}'; \
+         set net:max-retries 1; put l.bin -o l.bin; get l.bin -o l.back; cls -l; bye",
+        site.key.display()
+    );
+    let out = Command::new("lftp")
+        .current_dir(&site.local)
+        .args(["-u", "alice,", "-p", &site.port(), "-e", &connect, "sftp://127.0.0.1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "lftp: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(file_sha(&site.path("l.bin")), file_sha(&site.path("l.back")));
+}
+
+const PARAMIKO_SCRIPT: &str = r#"
+import hashlib, sys, paramiko
+port, user, pw, src = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+t = paramiko.Transport(("127.0.0.1", port))
+t.connect(username=user, password=pw)
+s = paramiko.SFTPClient.from_transport(t)
+s.put(src, "/p.bin")
+with s.open("/p.bin", "rb") as f:
+    f.prefetch()  # every READ of the file in flight at once: the deepest pipelining there is
+    data = f.read()
+print(hashlib.sha256(data).hexdigest())
+t.close()
+"#;
+
+#[test]
+fn paramiko_with_deep_prefetch_pipelining() {
+    let python = ["/usr/bin/python3", "python3"]
+        .into_iter()
+        .find(|p| Command::new(p).args(["-c", "import paramiko"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success()));
+    let Some(python) = python else {
+        println!("SKIPPED: paramiko is not installed (pip install paramiko)");
+        return;
+    };
+    let site = Site::new("");
+    let src = site.write_local("p.bin", &bytes(24 << 20, 8));
+    let script = site.write_local("p.py", PARAMIKO_SCRIPT.as_bytes());
+    let mut child = Command::new(python)
+        .arg(&script)
+        .args([&site.port(), "alice", PASSWORD])
+        .arg(&src)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "paramiko hung: the data path deadlocked");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "paramiko: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), file_sha(&src));
+}
+
+#[test]
+fn putty_psftp_works_both_ways() {
+    if !have("psftp", &["-V"]) {
+        return;
+    }
+    let site = Site::new("");
+    let fp = Command::new("ssh-keygen").arg("-lf").arg(site.env.data_dir().join("ssh/ssh_host_ed25519_key")).output().unwrap();
+    let fp = String::from_utf8_lossy(&fp.stdout).split_whitespace().nth(1).unwrap().to_owned();
+    site.write_local("u.bin", &bytes(2_500_000, 10));
+    let script = site.write_local(".psftp", b"put u.bin\nget u.bin u.back\nls\n");
+    let out = Command::new("psftp")
+        .current_dir(&site.local)
+        .args(["-batch", "-P", &site.port(), "-pw", PASSWORD, "-hostkey", &fp, "-b"])
+        .arg(&script)
+        .arg("alice@127.0.0.1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "psftp: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(file_sha(&site.path("u.bin")), file_sha(&site.path("u.back")));
+}
+
+#[test]
+fn host_keys_survive_a_restart() {
+    let mut site = Site::new("");
+    let key = site.env.data_dir().join("ssh/ssh_host_ed25519_key");
+    let before = std::fs::read(&key).unwrap();
+    site.server.take().unwrap().stop();
+    site.server = Some(site.env.serve());
+    wait_for_port(site.env.ports.sftp);
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+    site.sftp_ok("ls\n");
+}
