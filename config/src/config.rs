@@ -3,12 +3,14 @@
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::raw::{
     RawAdmin, RawAuth, RawConfig, RawFtp, RawHttps, RawKey, RawKeys, RawLog, RawMetadata, RawSftp,
     RawStorage, RawStore, RawTls,
 };
+use crate::secret::Secret;
 
 /// A configuration that passed [`RawConfig::validate`]: addresses are parsed,
 /// paths are absolute with `<data_dir>` resolved, durations are typed.
@@ -162,6 +164,8 @@ pub struct StorageConfig {
     pub primary: StoreConfig,
     /// Where ciphertext is replicated to; `None` turns replication off.
     pub replica: Option<StoreConfig>,
+    /// Whether `coffer serve` runs the garbage collector (deletes unreferenced objects).
+    pub gc_in_serve: bool,
 }
 
 /// An object store.
@@ -172,6 +176,68 @@ pub enum StoreConfig {
         /// Absolute directory holding the objects.
         path: PathBuf,
     },
+    /// A bucket of AWS S3 or an S3-compatible server.
+    S3(S3StoreConfig),
+}
+
+/// `kind = "s3"`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3StoreConfig {
+    /// A valid S3 bucket name.
+    pub bucket: String,
+    /// The bucket's region (not empty).
+    pub region: String,
+    /// An `http://` or `https://` endpoint URL; `None` means AWS.
+    pub endpoint: Option<String>,
+    /// Path-style addressing instead of virtual-hosted style.
+    pub path_style: bool,
+    /// Where the credentials come from.
+    pub credentials: S3Auth,
+    /// Bytes per multipart part: at least 5 MiB, at most 5 GiB, whole sealed chunks.
+    pub part_size: u64,
+}
+
+/// The credentials of an S3 store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum S3Auth {
+    /// The standard AWS chain: environment, profile, web identity, container, instance role.
+    DefaultChain,
+    /// A static key pair.
+    Static {
+        /// The access key id.
+        access_key_id: String,
+        /// The secret access key, or the file holding it.
+        secret_access_key: S3SecretKey,
+    },
+}
+
+/// A secret access key given in the configuration, or the file to read it from at start.
+#[derive(Debug, Clone)]
+pub enum S3SecretKey {
+    /// The value itself (shared, never copied; `Debug` shows `<redacted>`).
+    Inline(Arc<Secret>),
+    /// An absolute path of a file (mode 0600) holding the key; read with
+    /// [`read_secret_file`](crate::read_secret_file) when the store is opened.
+    File(PathBuf),
+}
+
+impl PartialEq for S3SecretKey {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Inline(a), Self::Inline(b)) => {
+                constant_time_eq(a.expose().as_bytes(), b.expose().as_bytes())
+            }
+            (Self::File(a), Self::File(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for S3SecretKey {}
+
+/// Compares two secrets without a data-dependent early exit (the length is not secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `[keys]`, validated.
@@ -196,8 +262,76 @@ pub enum KeyConfig {
 /// `[metadata]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetadataConfig {
-    /// `sqlite://` URL whose database path is absolute (or `:memory:`).
+    /// `sqlite://` URL whose database path is absolute (or `:memory:`), or a
+    /// `mysql://USER@HOST[:PORT]/DATABASE` URL, which never holds a password.
     pub url: String,
+    /// MySQL: absolute path of the password file (mode 0600); `None` reads
+    /// [`METADATA_PASSWORD_ENV`] (or logs in without a password if that is unset).
+    pub password_file: Option<PathBuf>,
+    /// MySQL: how the connection is protected.
+    pub tls: DatabaseTls,
+    /// MySQL: absolute path of the PEM CA bundle; `None` uses the built-in web roots.
+    pub ca_file: Option<PathBuf>,
+    /// MySQL: most connections one node keeps open (1..=1000).
+    pub pool_size: u32,
+    /// MySQL: how long to wait for a connection (> 0).
+    pub connect_timeout: Duration,
+    /// MySQL: retries of a transient failure.
+    pub max_retries: u32,
+    /// Apply pending migrations at start; otherwise a schema other than this build's is refused.
+    pub migrate_on_start: bool,
+}
+
+/// The environment variable holding the MySQL password when `metadata.password_file` is unset.
+pub const METADATA_PASSWORD_ENV: &str = "COFFER_METADATA_PASSWORD";
+
+impl MetadataConfig {
+    /// `true` for a `mysql://` URL.
+    #[must_use]
+    pub fn is_mysql(&self) -> bool {
+        self.url.starts_with("mysql://")
+    }
+
+    /// The MySQL password: from `password_file` (which must be mode 0600), else from
+    /// [`METADATA_PASSWORD_ENV`], else `None`.
+    ///
+    /// # Errors
+    /// As [`read_secret_file`](crate::read_secret_file) for `metadata.password_file`.
+    pub fn password(&self) -> Result<Option<Secret>, crate::ConfigError> {
+        if let Some(path) = &self.password_file {
+            return crate::read_secret_file("metadata.password_file", path).map(Some);
+        }
+        Ok(std::env::var(METADATA_PASSWORD_ENV)
+            .ok()
+            .filter(|value| !value.is_empty())
+            .map(Secret::new))
+    }
+}
+
+/// `metadata.tls`: how the connection to a MySQL server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseTls {
+    /// `"disable"`: plain TCP.
+    Disable,
+    /// `"require"`: TLS, the server's certificate is not checked.
+    Require,
+    /// `"verify-ca"`: TLS, the certificate must chain to `ca_file`.
+    VerifyCa,
+    /// `"verify-full"`: as `verify-ca`, and the certificate must name the URL's host.
+    VerifyFull,
+}
+
+impl DatabaseTls {
+    /// The configuration spelling.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
 }
 
 /// `[auth]`, validated.
@@ -254,14 +388,29 @@ impl Config {
                 primary: self.keys.primary.to_raw(),
                 replica: self.keys.replica.to_raw(),
             },
-            metadata: RawMetadata {
-                url: self.metadata.url.clone(),
-            },
+            metadata: self.metadata.to_raw(),
             auth: RawAuth {
                 max_failures: self.auth.max_failures,
                 failure_window_secs: self.auth.failure_window.as_secs(),
                 lockout_secs: self.auth.lockout.as_secs(),
             },
+        }
+    }
+}
+
+impl MetadataConfig {
+    fn to_raw(&self) -> RawMetadata {
+        let optional_path =
+            |path: &Option<PathBuf>| path.as_deref().map(path_text).unwrap_or_default();
+        RawMetadata {
+            url: self.url.clone(),
+            password_file: optional_path(&self.password_file),
+            tls: self.tls.as_str().into(),
+            ca_file: optional_path(&self.ca_file),
+            pool_size: self.pool_size,
+            connect_timeout_secs: self.connect_timeout.as_secs(),
+            max_retries: self.max_retries,
+            migrate_on_start: self.migrate_on_start,
         }
     }
 }
@@ -326,6 +475,7 @@ impl StorageConfig {
                 .replica
                 .as_ref()
                 .map_or(RawStore::None {}, StoreConfig::to_raw),
+            gc_in_serve: Some(self.gc_in_serve),
         }
     }
 }
@@ -336,6 +486,33 @@ impl StoreConfig {
             Self::Local { path } => RawStore::Local {
                 path: path_text(path),
             },
+            Self::S3(s3) => s3.to_raw(),
+        }
+    }
+}
+
+impl S3StoreConfig {
+    fn to_raw(&self) -> RawStore {
+        let (access_key_id, secret_access_key, secret_access_key_file) = match &self.credentials {
+            S3Auth::DefaultChain => (String::new(), String::new(), String::new()),
+            S3Auth::Static {
+                access_key_id,
+                secret_access_key: S3SecretKey::Inline(_),
+            } => (access_key_id.clone(), REDACTED.to_owned(), String::new()),
+            S3Auth::Static {
+                access_key_id,
+                secret_access_key: S3SecretKey::File(path),
+            } => (access_key_id.clone(), String::new(), path_text(path)),
+        };
+        RawStore::S3 {
+            bucket: self.bucket.clone(),
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone().unwrap_or_default(),
+            path_style: self.path_style,
+            access_key_id,
+            secret_access_key,
+            secret_access_key_file,
+            part_size: self.part_size,
         }
     }
 }

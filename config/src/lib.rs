@@ -13,9 +13,9 @@ mod sources;
 mod validate;
 
 pub use config::{
-    AdminConfig, AuthConfig, Config, FtpConfig, HttpsConfig, KeyConfig, KeysConfig, LogConfig,
-    LogFormat, MetadataConfig, REDACTED, SftpConfig, StorageConfig, StoreConfig, TlsCertificate,
-    TlsConfig,
+    AdminConfig, AuthConfig, Config, DatabaseTls, FtpConfig, HttpsConfig, KeyConfig, KeysConfig,
+    LogConfig, LogFormat, METADATA_PASSWORD_ENV, MetadataConfig, REDACTED, S3Auth, S3SecretKey,
+    S3StoreConfig, SftpConfig, StorageConfig, StoreConfig, TlsCertificate, TlsConfig,
 };
 pub use error::ConfigError;
 pub use raw::{
@@ -23,5 +23,5 @@ pub use raw::{
     RawMetadata, RawSftp, RawStorage, RawStore, RawTls,
 };
 pub use secret::{Secret, read_secret_file};
-pub use sources::{ENV_PREFIX, IGNORED_ENV_VARS, Sources, load, read_file};
+pub use sources::{ENV_PREFIX, IGNORED_ENV_VARS, Sources, TEST_ENV_PREFIXES, load, read_file};
 pub use validate::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};

@@ -172,6 +172,10 @@ pub struct RawStorage {
     /// Where ciphertext is copied to; `kind = "none"` turns replication off.
     #[serde(default = "default_replica_store")]
     pub replica: RawStore,
+    /// Whether `coffer serve` deletes unreferenced objects itself; unset means yes for a
+    /// local primary store and no for S3 (run `coffer gc` with privileged credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc_in_serve: Option<bool>,
 }
 
 /// An object store, chosen by `kind`.
@@ -182,6 +186,32 @@ pub enum RawStore {
     Local {
         /// The directory holding the objects.
         path: String,
+    },
+    /// A bucket of AWS S3 or an S3-compatible server.
+    S3 {
+        /// The bucket holding the objects.
+        bucket: String,
+        /// The bucket's region.
+        #[serde(default = "default_s3_region")]
+        region: String,
+        /// Endpoint URL of an S3-compatible server; `""` means AWS.
+        #[serde(default)]
+        endpoint: String,
+        /// Path-style addressing (`endpoint/bucket/key`) instead of virtual-hosted style.
+        #[serde(default)]
+        path_style: bool,
+        /// Static access key id; `""` means the standard AWS credential chain.
+        #[serde(default)]
+        access_key_id: String,
+        /// The secret key of `access_key_id` (prefer `secret_access_key_file`).
+        #[serde(default)]
+        secret_access_key: String,
+        /// A file (mode 0600) holding the secret key of `access_key_id`.
+        #[serde(default)]
+        secret_access_key_file: String,
+        /// Bytes per multipart part; `0` picks about 16 MiB of whole sealed chunks.
+        #[serde(default)]
+        part_size: u64,
     },
     /// No store; accepted for the replica only.
     None {},
@@ -214,9 +244,30 @@ pub enum RawKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetadata {
-    /// Database URL; `sqlite://PATH` in this build.
+    /// Database URL: `sqlite://PATH` or `mysql://USER@HOST[:PORT]/DATABASE` (no password).
     #[serde(default = "default_metadata_url")]
     pub url: String,
+    /// MySQL: file (mode 0600) holding the password; "" reads `COFFER_METADATA_PASSWORD`.
+    #[serde(default)]
+    pub password_file: String,
+    /// MySQL: "disable", "require", "verify-ca" or "verify-full".
+    #[serde(default = "default_metadata_tls")]
+    pub tls: String,
+    /// MySQL: PEM CA bundle that signs the server's certificate; "" uses the web roots.
+    #[serde(default)]
+    pub ca_file: String,
+    /// MySQL: most connections one node keeps open.
+    #[serde(default = "default_metadata_pool_size")]
+    pub pool_size: u32,
+    /// MySQL: seconds to wait for a connection before a request fails as unavailable.
+    #[serde(default = "default_metadata_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+    /// MySQL: retries of a transient failure (deadlock, lock wait timeout, lost connection).
+    #[serde(default = "default_metadata_max_retries")]
+    pub max_retries: u32,
+    /// Apply pending schema migrations when the node starts (else only `coffer migrate`).
+    #[serde(default = "default_true")]
+    pub migrate_on_start: bool,
 }
 
 /// `[auth]`
@@ -320,6 +371,10 @@ fn default_replica_store() -> RawStore {
     }
 }
 
+fn default_s3_region() -> String {
+    "us-east-1".to_owned()
+}
+
 fn default_primary_key() -> RawKey {
     RawKey::Local {
         path: format!("{DATA_DIR_PLACEHOLDER}/keys/primary.key"),
@@ -334,6 +389,22 @@ fn default_replica_key() -> RawKey {
 
 fn default_metadata_url() -> String {
     format!("sqlite://{DATA_DIR_PLACEHOLDER}/meta.db")
+}
+
+fn default_metadata_tls() -> String {
+    "verify-full".into()
+}
+
+fn default_metadata_pool_size() -> u32 {
+    10
+}
+
+fn default_metadata_connect_timeout_secs() -> u64 {
+    10
+}
+
+fn default_metadata_max_retries() -> u32 {
+    5
 }
 
 fn default_max_failures() -> u32 {
@@ -429,6 +500,7 @@ impl Default for RawStorage {
             max_buffered_write_bytes: default_max_buffered_write_bytes(),
             primary: default_primary_store(),
             replica: default_replica_store(),
+            gc_in_serve: None,
         }
     }
 }
@@ -446,6 +518,13 @@ impl Default for RawMetadata {
     fn default() -> Self {
         Self {
             url: default_metadata_url(),
+            password_file: String::new(),
+            tls: default_metadata_tls(),
+            ca_file: String::new(),
+            pool_size: default_metadata_pool_size(),
+            connect_timeout_secs: default_metadata_connect_timeout_secs(),
+            max_retries: default_metadata_max_retries(),
+            migrate_on_start: true,
         }
     }
 }

@@ -14,8 +14,12 @@ use crate::raw::RawConfig;
 pub const ENV_PREFIX: &str = "COFFER_";
 
 /// `COFFER_*` variables that are read elsewhere (the config file path, the
-/// log filter of the CLI) and so are not configuration fields.
-pub const IGNORED_ENV_VARS: &[&str] = &["COFFER_CONFIG", "COFFER_LOG"];
+/// log filter of the CLI, the MySQL password) and so are not configuration fields.
+pub const IGNORED_ENV_VARS: &[&str] = &["COFFER_CONFIG", "COFFER_LOG", "COFFER_METADATA_PASSWORD"];
+
+/// Prefixes of variables read by test harnesses (e.g. `COFFER_TEST_S3_ENDPOINT` set by
+/// `integration/start-s3`, `COFFER_SKIP_S3=1`), never configuration fields.
+pub const TEST_ENV_PREFIXES: &[&str] = &["COFFER_TEST_", "COFFER_SKIP_"];
 
 /// Separates nested tables in environment variable names.
 const ENV_TABLE_SEPARATOR: &str = "__";
@@ -150,7 +154,11 @@ fn env_assignments(env: &[(String, String)]) -> Result<Vec<Assignment>, ConfigEr
         let Some(field) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        if IGNORED_ENV_VARS.contains(&name.as_str()) {
+        if IGNORED_ENV_VARS.contains(&name.as_str())
+            || TEST_ENV_PREFIXES
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+        {
             continue;
         }
         let path: Vec<String> = field

@@ -5,17 +5,20 @@ use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{
-    AdminConfig, AuthConfig, Config, FtpConfig, HttpsConfig, KeyConfig, KeysConfig, LogConfig,
-    LogFormat, MetadataConfig, SftpConfig, StorageConfig, StoreConfig, TlsCertificate, TlsConfig,
+    AdminConfig, AuthConfig, Config, DatabaseTls, FtpConfig, HttpsConfig, KeyConfig, KeysConfig,
+    LogConfig, LogFormat, MetadataConfig, S3Auth, S3SecretKey, S3StoreConfig, SftpConfig,
+    StorageConfig, StoreConfig, TlsCertificate, TlsConfig,
 };
 use crate::error::ConfigError;
 use crate::raw::{
     DATA_DIR_PLACEHOLDER, RawAuth, RawConfig, RawFtp, RawHttps, RawKey, RawKeys, RawLog, RawSftp,
     RawStorage, RawStore, RawTls,
 };
+use crate::secret::Secret;
 
 /// The smallest accepted `storage.chunk_size`.
 pub const MIN_CHUNK_SIZE: u32 = 4096;
@@ -23,6 +26,15 @@ pub const MIN_CHUNK_SIZE: u32 = 4096;
 pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
 /// Passive ports must be unprivileged.
 const MIN_PASSIVE_PORT: u16 = 1024;
+/// Bytes a sealed chunk adds to its plaintext: a 12-byte nonce and a 16-byte GCM tag
+/// (frozen by `coffer-format`).
+const SEALED_CHUNK_OVERHEAD: u64 = 28;
+/// S3's smallest multipart part.
+const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// S3's largest multipart part.
+const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// The default part size is the smallest whole number of sealed chunks at least this large.
+const DEFAULT_PART_TARGET: u64 = 16 * 1024 * 1024;
 /// Node names become file names in shared spools; keep them short.
 const MAX_NODE_NAME_LEN: usize = 64;
 
@@ -49,9 +61,7 @@ impl RawConfig {
             tls: validate_tls(&self.tls, &paths)?,
             storage: validate_storage(&self.storage, &paths)?,
             keys: validate_keys(&self.keys, &paths)?,
-            metadata: MetadataConfig {
-                url: validate_metadata_url(&self.metadata.url, &paths)?,
-            },
+            metadata: validate_metadata(&self.metadata, &paths)?,
             auth: validate_auth(&self.auth)?,
             data_dir,
         };
@@ -333,44 +343,214 @@ fn validate_storage(
             ),
         ));
     }
-    let Some(primary) = validate_store("storage.primary", &raw.primary, paths)? else {
+    let stores = StoreValidator {
+        paths,
+        chunk_size: raw.chunk_size,
+    };
+    let Some(primary) = stores.validate("storage.primary", &raw.primary)? else {
         return Err(ConfigError::invalid(
             "storage.primary.kind",
-            "\"none\" is only allowed for storage.replica; use kind = \"local\" for the primary store",
+            "\"none\" is only allowed for storage.replica; use kind = \"local\" or \"s3\" for the primary store",
         ));
     };
-    let replica = validate_store("storage.replica", &raw.replica, paths)?;
-    if let (StoreConfig::Local { path: primary_path }, Some(StoreConfig::Local { path })) =
-        (&primary, &replica)
-    {
-        refuse_overlap(
-            "storage.replica.path",
-            path,
-            "storage.primary.path",
-            primary_path,
-        )?;
+    let replica = stores.validate("storage.replica", &raw.replica)?;
+    match (&primary, &replica) {
+        (StoreConfig::Local { path: primary_path }, Some(StoreConfig::Local { path })) => {
+            refuse_overlap(
+                "storage.replica.path",
+                path,
+                "storage.primary.path",
+                primary_path,
+            )?;
+        }
+        (StoreConfig::S3(primary_s3), Some(StoreConfig::S3(replica_s3)))
+            if primary_s3.bucket == replica_s3.bucket
+                && primary_s3.endpoint == replica_s3.endpoint =>
+        {
+            return Err(ConfigError::invalid(
+                "storage.replica.bucket",
+                format!(
+                    "{:?} on the same endpoint is also the primary bucket; replicate to another bucket",
+                    replica_s3.bucket
+                ),
+            ));
+        }
+        _ => {}
     }
+    let gc_in_serve = raw
+        .gc_in_serve
+        .unwrap_or(matches!(primary, StoreConfig::Local { .. }));
     Ok(StorageConfig {
         chunk_size: raw.chunk_size,
         spool_dir: paths.resolve("storage.spool_dir", &raw.spool_dir)?,
         max_buffered_write_bytes: raw.max_buffered_write_bytes,
         primary,
         replica,
+        gc_in_serve,
     })
 }
 
-/// `Ok(None)` for `kind = "none"`; the caller decides whether that is allowed.
-fn validate_store(
-    table: &str,
-    raw: &RawStore,
-    paths: &PathResolver<'_>,
-) -> Result<Option<StoreConfig>, ConfigError> {
-    match raw {
-        RawStore::Local { path } => Ok(Some(StoreConfig::Local {
-            path: paths.resolve(&format!("{table}.path"), path)?,
-        })),
-        RawStore::None {} => Ok(None),
+/// Validates `[storage.primary]` and `[storage.replica]` tables.
+struct StoreValidator<'a> {
+    paths: &'a PathResolver<'a>,
+    chunk_size: u32,
+}
+
+impl StoreValidator<'_> {
+    /// `Ok(None)` for `kind = "none"`; the caller decides whether that is allowed.
+    fn validate(&self, table: &str, raw: &RawStore) -> Result<Option<StoreConfig>, ConfigError> {
+        match raw {
+            RawStore::Local { path } => Ok(Some(StoreConfig::Local {
+                path: self.paths.resolve(&format!("{table}.path"), path)?,
+            })),
+            RawStore::S3 {
+                bucket,
+                region,
+                endpoint,
+                path_style,
+                access_key_id,
+                secret_access_key,
+                secret_access_key_file,
+                part_size,
+            } => Ok(Some(StoreConfig::S3(S3StoreConfig {
+                bucket: validate_bucket(&format!("{table}.bucket"), bucket)?,
+                region: validate_region(&format!("{table}.region"), region)?,
+                endpoint: validate_endpoint(&format!("{table}.endpoint"), endpoint)?,
+                path_style: *path_style,
+                credentials: self.s3_credentials(
+                    table,
+                    access_key_id,
+                    secret_access_key,
+                    secret_access_key_file,
+                )?,
+                part_size: validate_part_size(
+                    &format!("{table}.part_size"),
+                    *part_size,
+                    self.chunk_size,
+                )?,
+            }))),
+            RawStore::None {} => Ok(None),
+        }
     }
+
+    fn s3_credentials(
+        &self,
+        table: &str,
+        access_key_id: &str,
+        secret: &str,
+        secret_file: &str,
+    ) -> Result<S3Auth, ConfigError> {
+        let secret_access_key = match (access_key_id.is_empty(), secret, secret_file) {
+            (true, "", "") => return Ok(S3Auth::DefaultChain),
+            (true, _, _) => {
+                return Err(ConfigError::invalid(
+                    &format!("{table}.access_key_id"),
+                    "is empty but a secret access key is set; set the key id too, or remove \
+                     the secret to use the standard AWS credential chain",
+                ));
+            }
+            (false, "", "") => {
+                return Err(ConfigError::invalid(
+                    &format!("{table}.secret_access_key_file"),
+                    "is empty but access_key_id is set; give the file holding the secret key",
+                ));
+            }
+            (false, inline, "") => S3SecretKey::Inline(Arc::new(Secret::new(inline.to_owned()))),
+            (false, "", file) => S3SecretKey::File(
+                self.paths
+                    .resolve(&format!("{table}.secret_access_key_file"), file)?,
+            ),
+            (false, _, _) => {
+                return Err(ConfigError::invalid(
+                    &format!("{table}.secret_access_key"),
+                    "and secret_access_key_file are both set; keep only the file",
+                ));
+            }
+        };
+        Ok(S3Auth::Static {
+            access_key_id: access_key_id.to_owned(),
+            secret_access_key,
+        })
+    }
+}
+
+/// S3's bucket naming rules: 3 to 63 lowercase letters, digits, '.' and '-', starting and
+/// ending with a letter or digit.
+fn validate_bucket(field: &str, bucket: &str) -> Result<String, ConfigError> {
+    let edges_ok = bucket.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && bucket.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let chars_ok = bucket
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-'));
+    if (3..=63).contains(&bucket.len()) && edges_ok && chars_ok {
+        return Ok(bucket.to_owned());
+    }
+    Err(ConfigError::invalid(
+        field,
+        format!(
+            "{bucket:?} is not a valid bucket name (3 to 63 lowercase letters, digits, '.' or '-', \
+             e.g. \"coffer-eu-west-1\")"
+        ),
+    ))
+}
+
+fn validate_region(field: &str, region: &str) -> Result<String, ConfigError> {
+    let region = region.trim();
+    if region.is_empty()
+        || !region
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(ConfigError::invalid(
+            field,
+            format!("{region:?} is not a region name; use e.g. \"eu-west-1\""),
+        ));
+    }
+    Ok(region.to_owned())
+}
+
+fn validate_endpoint(field: &str, endpoint: &str) -> Result<Option<String>, ConfigError> {
+    let endpoint = endpoint.trim();
+    if endpoint.is_empty() {
+        return Ok(None);
+    }
+    let host = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"));
+    match host {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {
+            Ok(Some(endpoint.trim_end_matches('/').to_owned()))
+        }
+        _ => Err(ConfigError::invalid(
+            field,
+            format!(
+                "{endpoint:?} is not an endpoint URL; use e.g. \"https://s3.eu-west-1.amazonaws.com\", \
+                 or \"\" for AWS"
+            ),
+        )),
+    }
+}
+
+/// `0` picks the smallest whole number of sealed chunks of at least [`DEFAULT_PART_TARGET`].
+fn validate_part_size(field: &str, part_size: u64, chunk_size: u32) -> Result<u64, ConfigError> {
+    let sealed_chunk = u64::from(chunk_size) + SEALED_CHUNK_OVERHEAD;
+    if part_size == 0 {
+        return Ok(DEFAULT_PART_TARGET.div_ceil(sealed_chunk) * sealed_chunk);
+    }
+    let example = MIN_PART_SIZE.div_ceil(sealed_chunk) * sealed_chunk;
+    if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size)
+        || !part_size.is_multiple_of(sealed_chunk)
+    {
+        return Err(ConfigError::invalid(
+            field,
+            format!(
+                "{part_size} must be between 5 MiB and 5 GiB and a multiple of the sealed chunk \
+                 size ({sealed_chunk} = storage.chunk_size + {SEALED_CHUNK_OVERHEAD}), e.g. {example}; \
+                 or 0 for the default"
+            ),
+        ));
+    }
+    Ok(part_size)
 }
 
 /// Two stores sharing a directory, or one nested in the other, would mix
@@ -427,19 +607,96 @@ fn validate_metadata_url(url: &str, paths: &PathResolver<'_>) -> Result<String, 
     if let Some(rest) = url.strip_prefix("sqlite://") {
         return resolve_sqlite_url(rest, paths);
     }
-    if url.starts_with("mysql://") {
-        return Err(ConfigError::invalid(
-            FIELD,
-            "mysql:// is not supported yet in this build; use sqlite://PATH, \
-             e.g. \"sqlite://<data_dir>/meta.db\"",
-        ));
+    if let Some(rest) = url.strip_prefix("mysql://") {
+        return check_mysql_url(rest).map(|()| url.to_owned());
     }
     Err(ConfigError::invalid(
         FIELD,
-        format!(
-            "{url:?} is not a supported database URL; use sqlite://PATH, e.g. \"sqlite://<data_dir>/meta.db\""
-        ),
+        "not a supported database URL; use sqlite://PATH, e.g. \"sqlite://<data_dir>/meta.db\", \
+         or mysql://USER@HOST[:PORT]/DATABASE",
     ))
+}
+
+/// Accepts `USER@HOST[:PORT]/DATABASE`. A password in the URL is refused (it would show in
+/// the effective configuration and in process listings); its text is never echoed.
+fn check_mysql_url(rest: &str) -> Result<(), ConfigError> {
+    const FIELD: &str = "metadata.url";
+    const SHAPE: &str = "use mysql://USER@HOST[:PORT]/DATABASE, e.g. \
+                         \"mysql://coffer@db.example:3306/coffer\"";
+    let Some((user, location)) = rest.rsplit_once('@') else {
+        return Err(ConfigError::invalid(
+            FIELD,
+            format!("no user name; {SHAPE}"),
+        ));
+    };
+    if user.contains(':') {
+        return Err(ConfigError::invalid(
+            FIELD,
+            "must not contain a password; put it in metadata.password_file (mode 0600) \
+             or the COFFER_METADATA_PASSWORD environment variable",
+        ));
+    }
+    let (host_port, database) = location.split_once('/').unwrap_or((location, ""));
+    let (host, port) = host_port
+        .rsplit_once(':')
+        .map_or((host_port, None), |(h, p)| (h, Some(p)));
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    let database_ok = !database.is_empty()
+        && database
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '-'));
+    if user.is_empty() || host.is_empty() || !port_ok || !database_ok {
+        return Err(ConfigError::invalid(
+            FIELD,
+            format!(
+                "needs a user, a host, a valid port and a database name (no ?options); {SHAPE}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_metadata(
+    raw: &crate::raw::RawMetadata,
+    paths: &PathResolver<'_>,
+) -> Result<MetadataConfig, ConfigError> {
+    let optional_path = |field: &str, text: &str| {
+        if text.is_empty() {
+            Ok(None)
+        } else {
+            paths.resolve(field, text).map(Some)
+        }
+    };
+    let tls = match raw.tls.as_str() {
+        "disable" => DatabaseTls::Disable,
+        "require" => DatabaseTls::Require,
+        "verify-ca" => DatabaseTls::VerifyCa,
+        "verify-full" => DatabaseTls::VerifyFull,
+        other => {
+            return Err(ConfigError::invalid(
+                "metadata.tls",
+                format!(
+                    "{other:?} is not a TLS mode; use disable, require, verify-ca or verify-full"
+                ),
+            ));
+        }
+    };
+    if !(1..=1000).contains(&raw.pool_size) {
+        return Err(ConfigError::invalid(
+            "metadata.pool_size",
+            "must be between 1 and 1000",
+        ));
+    }
+    Ok(MetadataConfig {
+        url: validate_metadata_url(&raw.url, paths)?,
+        password_file: optional_path("metadata.password_file", &raw.password_file)?,
+        tls,
+        ca_file: optional_path("metadata.ca_file", &raw.ca_file)?,
+        pool_size: raw.pool_size,
+        connect_timeout: positive_secs("metadata.connect_timeout_secs", raw.connect_timeout_secs)?,
+        max_retries: raw.max_retries,
+        migrate_on_start: raw.migrate_on_start,
+    })
 }
 
 /// Makes the database path of a `sqlite://` URL absolute, keeping any

@@ -32,7 +32,9 @@ fn addr(text: &str) -> SocketAddr {
 
 /// Every path the embedded default writes to, with its field name.
 fn data_paths(config: &Config) -> Vec<(&'static str, PathBuf)> {
-    let StoreConfig::Local { path: primary } = &config.storage.primary;
+    let StoreConfig::Local { path: primary } = &config.storage.primary else {
+        panic!("default primary should be a local store");
+    };
     let Some(StoreConfig::Local { path: replica }) = &config.storage.replica else {
         panic!("default replica should be a local store");
     };

@@ -146,18 +146,76 @@ fn buffered_write_limit_below_one_chunk_is_refused() {
 }
 
 #[test]
-fn metadata_url_must_be_sqlite_in_this_build() {
+fn metadata_url_is_sqlite_or_mysql_without_a_password() {
+    accepted(|raw| raw.metadata.url = "mysql://coffer@db.example:3306/coffer".into());
+    accepted(|raw| raw.metadata.url = "mysql://coffer@10.0.0.5/coffer_prod".into());
     let message = refused("metadata.url", |raw| {
-        raw.metadata.url = "mysql://db/coffer".into();
+        raw.metadata.url = "mysql://coffer:hunter2@db.example/coffer".into();
     });
-    assert!(
-        message.contains("not supported yet in this build"),
-        "{message}"
-    );
-    refused("metadata.url", |raw| {
-        raw.metadata.url = "postgres://db/coffer".into();
+    assert!(message.contains("password_file"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    for bad in [
+        "mysql://db.example/coffer",
+        "mysql://coffer@db.example",
+        "mysql://coffer@db.example:99999/coffer",
+        "mysql://coffer@/coffer",
+        "mysql://coffer@db.example/coffer?ssl-mode=disabled",
+    ] {
+        refused("metadata.url", |raw| raw.metadata.url = bad.into());
+    }
+    let message = refused("metadata.url", |raw| {
+        raw.metadata.url = "postgres://u:secret-pw@db/coffer".into();
     });
+    assert!(!message.contains("secret-pw"), "{message}");
     refused("metadata.url", |raw| raw.metadata.url = "sqlite://".into());
+}
+
+#[test]
+fn metadata_tls_pool_and_timeout_are_checked() {
+    let message = refused("metadata.tls", |raw| raw.metadata.tls = "verify".into());
+    assert!(message.contains("verify-full"), "{message}");
+    refused("metadata.pool_size", |raw| raw.metadata.pool_size = 0);
+    refused("metadata.connect_timeout_secs", |raw| {
+        raw.metadata.connect_timeout_secs = 0;
+    });
+    let mut raw = RawConfig::default();
+    raw.metadata.url = "mysql://coffer@db.example/coffer".into();
+    raw.metadata.tls = "verify-ca".into();
+    raw.metadata.ca_file = "<data_dir>/rds-ca.pem".into();
+    raw.metadata.password_file = "/etc/coffer/db-password".into();
+    let config = raw.validate().expect("valid");
+    assert_eq!(config.metadata.tls, coffer_config::DatabaseTls::VerifyCa);
+    assert!(config.metadata.is_mysql());
+    assert!(
+        config
+            .metadata
+            .ca_file
+            .as_ref()
+            .is_some_and(|p| p.is_absolute() && p.ends_with("rds-ca.pem"))
+    );
+    assert_eq!(
+        config.metadata.password_file.as_deref(),
+        Some(std::path::Path::new("/etc/coffer/db-password"))
+    );
+}
+
+#[test]
+fn metadata_password_comes_from_a_private_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db-password");
+    std::fs::write(&path, "s3cret\n").expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut raw = RawConfig::default();
+    raw.metadata.password_file = path.to_str().expect("utf-8").into();
+    let config = raw.validate().expect("valid");
+    assert!(
+        config.metadata.password().is_err(),
+        "a world-readable file is refused"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let password = config.metadata.password().expect("readable").expect("set");
+    assert_eq!(password.expose(), "s3cret");
 }
 
 #[test]
@@ -272,4 +330,33 @@ fn node_name_and_passive_host_must_be_well_formed() {
     });
     accepted(|raw| raw.ftp.passive_host = "ftp.example.com".into());
     accepted(|raw| raw.ftp.passive_host = "203.0.113.7".into());
+}
+
+#[test]
+fn mysql_metadata_settings_survive_the_effective_config_dump() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut raw = RawConfig {
+        data_dir: dir.path().to_str().expect("utf-8").into(),
+        ..RawConfig::default()
+    };
+    raw.metadata.url = "mysql://coffer@db.example:3307/coffer".into();
+    raw.metadata.tls = "require".into();
+    raw.metadata.ca_file = "<data_dir>/ca.pem".into();
+    raw.metadata.password_file = "<data_dir>/db-password".into();
+    raw.metadata.pool_size = 3;
+    raw.metadata.connect_timeout_secs = 4;
+    raw.metadata.max_retries = 0;
+    raw.metadata.migrate_on_start = false;
+    let config = raw.validate().expect("valid");
+    let dump = config.to_redacted_toml();
+    let path = dir.path().join("effective.toml");
+    std::fs::write(&path, &dump).expect("write");
+    let again = coffer_config::load(&coffer_config::Sources {
+        file: Some(path),
+        ..coffer_config::Sources::default()
+    })
+    .expect("the dump loads");
+    assert_eq!(again.metadata, config.metadata);
+    assert_eq!(again.metadata.tls, coffer_config::DatabaseTls::Require);
+    assert!(!again.metadata.migrate_on_start);
 }

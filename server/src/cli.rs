@@ -36,6 +36,15 @@ pub enum Command {
     /// Operator access to files through the same Vfs the protocols use.
     #[command(subcommand)]
     Files(FilesCmd),
+    /// Delete objects of deleted files and abort stale S3 uploads (privileged credentials).
+    Gc(crate::ops::GcArgs),
+    /// Replication to the replica store.
+    #[command(subcommand)]
+    Replication(crate::ops::ReplicationCmd),
+    /// Check every committed file's object in both stores.
+    Fsck(crate::ops::FsckArgs),
+    /// Apply pending metadata schema migrations and print the schema version.
+    Migrate,
 }
 
 /// `coffer config ...`

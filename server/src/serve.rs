@@ -21,6 +21,8 @@ use crate::wiring::{Role, open_vault};
 
 /// Runs until SIGINT or SIGTERM, then stops every task and returns.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    // Handlers first: a SIGTERM that arrives while starting must still stop cleanly.
+    let stop_signal = on_stop_signal();
     let vault = open_vault(&cfg, Role::Server).await?;
     vault
         .recover_uploads()
@@ -28,7 +30,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .context("recovering the spool")?;
     let leftovers = crate::wiring::clean_local_store_temp(&cfg)?;
     if leftovers > 0 {
-        info!(files = leftovers, "removed unfinished object writes left by a crash");
+        info!(
+            files = leftovers,
+            "removed unfinished object writes left by a crash"
+        );
     }
     let shutdown = CancellationToken::new();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
@@ -36,15 +41,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(cfg.admin.listen)
         .await
         .with_context(|| format!("admin.listen: cannot bind {}", cfg.admin.listen))?;
-    info!(addr = %cfg.admin.listen, "admin listener ready (/healthz, /readyz)");
-    tasks.spawn(serve_admin(admin, vault.clone(), shutdown.clone()));
     spawn_front_ends(&cfg, &vault, &shutdown, &mut tasks).await?;
-    tasks.spawn(background(vault.clone(), shutdown.clone()));
+    // /healthz answers only once every front end listens, so "healthy" means "usable".
+    tasks.spawn(serve_admin(admin, vault.clone(), shutdown.clone()));
+    info!(addr = %cfg.admin.listen, "admin listener ready (/healthz, /readyz)");
+    tasks.spawn(background(
+        vault.clone(),
+        cfg.storage.gc_in_serve,
+        shutdown.clone(),
+    ));
     info!(data_dir = %cfg.data_dir.display(), node = %cfg.node_name, "coffer is serving");
 
     let mut failed = None;
     tokio::select! {
-        sig = wait_for_signal() => info!(signal = sig, "shutting down"),
+        sig = stop_signal => info!(signal = sig, "shutting down"),
         Some(res) = tasks.join_next() => {
             failed = Some(res);
             error!("a listener stopped unexpectedly; shutting down");
@@ -75,13 +85,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
 async fn spawn_front_ends(
     cfg: &Config,
-    _vault: &Vault,
-    _shutdown: &CancellationToken,
-    _tasks: &mut JoinSet<anyhow::Result<()>>,
+    vault: &Vault,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    // The front ends arrive with their issues; the config fields already exist.
+    if cfg.sftp.enabled {
+        let sftp = coffer_protocol::sftp::SftpListener::bind(&cfg.sftp, vault.clone()).await?;
+        let token = shutdown.clone();
+        tasks.spawn(async move { sftp.run(token).await.map_err(anyhow::Error::from) });
+    }
+    // The other front ends arrive with their issues; the config fields already exist.
     for (name, enabled, addr) in [
-        ("sftp", cfg.sftp.enabled, cfg.sftp.listen),
         ("ftp", cfg.ftp.enabled, cfg.ftp.listen),
         ("https", cfg.https.enabled, cfg.https.listen),
     ] {
@@ -92,19 +106,23 @@ async fn spawn_front_ends(
     Ok(())
 }
 
-async fn wait_for_signal() -> &'static str {
+/// Installs the SIGTERM and SIGINT handlers now; the returned future resolves on either.
+fn on_stop_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the process still stops on the default actions.
-        std::future::pending::<()>().await;
-        return "none";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            // Without signal handlers the process still stops on the default actions.
+            std::future::pending::<()>().await;
+            return "none";
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }
 
@@ -151,8 +169,14 @@ async fn readyz(State(vault): State<Vault>) -> impl IntoResponse {
     (code, axum::Json(body))
 }
 
-/// Replication every few seconds, garbage collection every minute, until shutdown.
-async fn background(vault: Vault, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Replication every few seconds and, when `collect_garbage` (`storage.gc_in_serve`),
+/// garbage collection every minute, until shutdown. With S3 the server's credentials need
+/// not allow deletes: `coffer gc` collects garbage with its own.
+async fn background(
+    vault: Vault,
+    collect_garbage: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut n: u64 = 0;
     loop {
@@ -173,7 +197,7 @@ async fn background(vault: Vault, shutdown: CancellationToken) -> anyhow::Result
             Err(e) => warn!(error = %e, "replication pass failed"),
         }
         n += 1;
-        if n % 30 == 0 {
+        if collect_garbage && n.is_multiple_of(30) {
             match vault.collect_garbage(256).await {
                 Ok(0) => {}
                 Ok(k) => info!(objects = k, "garbage collected"),

@@ -4,10 +4,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use coffer_config::{Config, KeyConfig, StoreConfig};
+use coffer_config::{
+    Config, DatabaseTls, KeyConfig, MetadataConfig, S3Auth, S3SecretKey, S3StoreConfig,
+    StoreConfig, read_secret_file,
+};
 use coffer_keys::{KeyProvider, KeyRing, LocalKeyProvider};
-use coffer_meta::{MetadataStore, SqliteStore};
-use coffer_object::{LocalDirStore, ObjectStore};
+use coffer_meta::{MetadataStore, MySqlOptions, MySqlStore, MySqlTls, SqliteStore};
+use coffer_object::{LocalDirStore, ObjectStore, S3Credentials, S3Settings, S3Store};
 use coffer_storage::{Backends, LockoutPolicy, Vault, VaultOptions};
 
 /// Who opens the vault: the server, or an operator command running beside it.
@@ -33,14 +36,47 @@ pub fn ensure_data_dir(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open_store(cfg: &StoreConfig, field: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+/// Opens the object store configured in the table `field` (`storage.primary`, ...).
+pub async fn open_store(cfg: &StoreConfig, field: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
     match cfg {
         StoreConfig::Local { path } => {
             Ok(Arc::new(LocalDirStore::open(path).with_context(|| {
                 format!("{field}: cannot open {}", path.display())
             })?))
         }
+        StoreConfig::S3(s3) => Ok(Arc::new(open_s3_store(s3, field).await?)),
     }
+}
+
+/// Builds an S3 client for `cfg`, reading a `secret_access_key_file` now.
+pub async fn open_s3_store(cfg: &S3StoreConfig, field: &str) -> anyhow::Result<S3Store> {
+    let credentials = match &cfg.credentials {
+        S3Auth::DefaultChain => S3Credentials::DefaultChain,
+        S3Auth::Static {
+            access_key_id,
+            secret_access_key,
+        } => match secret_access_key {
+            S3SecretKey::Inline(secret) => {
+                S3Credentials::static_keys(access_key_id, secret.expose())
+            }
+            S3SecretKey::File(path) => {
+                let field = format!("{field}.secret_access_key_file");
+                let secret = read_secret_file(&field, path)?;
+                S3Credentials::static_keys(access_key_id, secret.expose())
+            }
+        },
+    };
+    let settings = S3Settings {
+        bucket: cfg.bucket.clone(),
+        region: cfg.region.clone(),
+        endpoint: cfg.endpoint.clone(),
+        path_style: cfg.path_style,
+        credentials,
+        part_size: cfg.part_size,
+    };
+    S3Store::connect(settings)
+        .await
+        .with_context(|| format!("{field}: cannot set up the S3 client"))
 }
 
 fn open_key(cfg: &KeyConfig, field: &str) -> anyhow::Result<Arc<dyn KeyProvider>> {
@@ -57,18 +93,38 @@ fn open_key(cfg: &KeyConfig, field: &str) -> anyhow::Result<Arc<dyn KeyProvider>
 pub fn clean_local_store_temp(cfg: &Config) -> anyhow::Result<usize> {
     let mut n = 0;
     for store in std::iter::once(&cfg.storage.primary).chain(cfg.storage.replica.as_ref()) {
-        let StoreConfig::Local { path } = store;
-        n += LocalDirStore::open(path)?.clean_temp()?;
+        // S3 stores keep no temp files: an interrupted multipart upload is aborted by the
+        // uploader or, failing that, by `coffer gc`.
+        if let StoreConfig::Local { path } = store {
+            n += LocalDirStore::open(path)?.clean_temp()?;
+        }
     }
     Ok(n)
 }
 
-/// Opens and migrates the metadata store.
+/// Opens the metadata store named by `metadata.url`: SQLite (always migrated, it is this
+/// node's own file) or MySQL (migrated if `metadata.migrate_on_start`, else its schema must
+/// be exactly this build's). A schema newer than the build is refused either way.
 pub async fn open_meta(cfg: &Config) -> anyhow::Result<Arc<dyn MetadataStore>> {
-    if let Some(path) = cfg.metadata.url.strip_prefix("sqlite://") {
-        if let Some(parent) = Path::new(path).parent() {
-            std::fs::create_dir_all(parent).ok();
+    if cfg.metadata.is_mysql() {
+        let store = open_mysql(&cfg.metadata).await?;
+        if cfg.metadata.migrate_on_start {
+            store
+                .migrate()
+                .await
+                .context("metadata: migration failed")?;
+        } else {
+            store
+                .check_schema()
+                .await
+                .context("metadata: schema check failed")?;
         }
+        return Ok(Arc::new(store));
+    }
+    if let Some(path) = cfg.metadata.url.strip_prefix("sqlite://")
+        && let Some(parent) = Path::new(path).parent()
+    {
+        std::fs::create_dir_all(parent).ok();
     }
     let store = SqliteStore::open(&cfg.metadata.url)
         .await
@@ -80,13 +136,54 @@ pub async fn open_meta(cfg: &Config) -> anyhow::Result<Arc<dyn MetadataStore>> {
     Ok(Arc::new(store))
 }
 
+/// `coffer migrate`: applies pending migrations; returns the schema version now in place.
+pub async fn migrate_meta(cfg: &Config) -> anyhow::Result<i64> {
+    if cfg.metadata.is_mysql() {
+        let store = open_mysql(&cfg.metadata).await?;
+        store
+            .migrate()
+            .await
+            .context("metadata: migration failed")?;
+        return Ok(store.schema_version().await?.unwrap_or(0));
+    }
+    ensure_data_dir(cfg)?;
+    open_meta(cfg).await?;
+    Ok(SqliteStore::supported_schema_version())
+}
+
+/// Connects to MySQL with the configured TLS, pool and password (never logged).
+async fn open_mysql(cfg: &MetadataConfig) -> anyhow::Result<MySqlStore> {
+    let password = cfg.password().context("metadata.password_file")?;
+    let mut options = MySqlOptions {
+        tls: match cfg.tls {
+            DatabaseTls::Disable => MySqlTls::Disable,
+            DatabaseTls::Require => MySqlTls::Require,
+            DatabaseTls::VerifyCa => MySqlTls::VerifyCa,
+            DatabaseTls::VerifyFull => MySqlTls::VerifyFull,
+        },
+        ca_file: cfg.ca_file.clone(),
+        pool_size: cfg.pool_size,
+        connect_timeout: cfg.connect_timeout,
+        max_retries: cfg.max_retries,
+        ..MySqlOptions::new(cfg.url.clone())
+    };
+    if let Some(password) = &password {
+        options.set_password(password.expose());
+    }
+    let store = MySqlStore::open(&options)
+        .await
+        .context("metadata.url: cannot connect to the MySQL database")?;
+    tracing::info!(target = store.target(), "metadata store: MySQL");
+    Ok(store)
+}
+
 /// Builds the whole vault for `role`.
 pub async fn open_vault(cfg: &Config, role: Role) -> anyhow::Result<Vault> {
     ensure_data_dir(cfg)?;
     let meta = open_meta(cfg).await?;
-    let primary = open_store(&cfg.storage.primary, "storage.primary")?;
+    let primary = open_store(&cfg.storage.primary, "storage.primary").await?;
     let replica = match &cfg.storage.replica {
-        Some(r) => Some(open_store(r, "storage.replica")?),
+        Some(r) => Some(open_store(r, "storage.replica").await?),
         None => None,
     };
     let keys = KeyRing {

@@ -1,16 +1,18 @@
 //! Reading a committed file: ranged reads of just the chunks needed, each verified before use.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use coffer_format::{ChunkCipher, ContentId, HEADER_LEN, Layout};
 use coffer_meta::Node;
 use coffer_object::{ObjectError, ObjectKey, ObjectStore};
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::error::{ErrorKind, VfsError, VfsResult};
+use crate::vault::now_ms;
 use crate::vfs::{FileInfo, Vfs};
 
 /// Chunks fetched per ranged GET for sequential reads (1 MiB at 64 KiB chunks).
@@ -23,23 +25,48 @@ struct Window {
     data: Bytes,
 }
 
-/// An open file: reads at any offset, returning only verified plaintext.
-pub struct FileReader {
+/// What a window fetch needs; shared with the read-ahead task.
+struct ReaderCore {
     primary: Arc<dyn ObjectStore>,
     replica: Option<Arc<dyn ObjectStore>>,
     key: ObjectKey,
     cipher: ChunkCipher,
     size: u64,
+    /// Reads go to the replica first until this time (ms since the epoch).
+    skip_primary_until: AtomicI64,
+}
+
+/// A window being fetched in the background, starting at plaintext offset `start`.
+struct ReadAhead {
+    start: u64,
+    task: JoinHandle<VfsResult<Window>>,
+}
+
+/// An open file: reads at any offset, returning only verified plaintext. Sequential reads
+/// fetch the next window in the background while the current one is served.
+pub struct FileReader {
+    core: Arc<ReaderCore>,
     info: FileInfo,
     window: Mutex<Window>,
+    ahead: std::sync::Mutex<Option<ReadAhead>>,
 }
 
 impl std::fmt::Debug for FileReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileReader")
-            .field("object", &self.key)
-            .field("size", &self.size)
+            .field("object", &self.core.key)
+            .field("size", &self.core.size)
             .finish()
+    }
+}
+
+impl Drop for FileReader {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.ahead.lock()
+            && let Some(a) = a.take()
+        {
+            a.task.abort();
+        }
     }
 }
 
@@ -62,8 +89,16 @@ impl FileReader {
             .await?;
         let dek = keys.unwrap_dek(&content.wrapped_dek, &cid)?;
         let b = &vfs.vault.inner.b;
-        let header =
-            get_with_failover(&b.primary, b.replica.as_ref(), &key, 0, HEADER_LEN as u64).await?;
+        let skip_primary_until = AtomicI64::new(0);
+        let header = get_with_failover(
+            &b.primary,
+            b.replica.as_ref(),
+            &skip_primary_until,
+            &key,
+            0,
+            HEADER_LEN as u64,
+        )
+        .await?;
         let cipher = ChunkCipher::open_header(&dek, cid, &header)?;
         if cipher.layout().chunk_size() != content.chunk_size {
             return Err(VfsError::new(
@@ -72,20 +107,24 @@ impl FileReader {
             ));
         }
         let reader = Self {
-            primary: b.primary.clone(),
-            replica: b.replica.clone(),
-            key,
-            cipher,
-            size: content.size.max(0) as u64,
+            core: Arc::new(ReaderCore {
+                primary: b.primary.clone(),
+                replica: b.replica.clone(),
+                key,
+                cipher,
+                size: content.size.max(0) as u64,
+                skip_primary_until,
+            }),
             info,
             window: Mutex::new(Window::default()),
+            ahead: std::sync::Mutex::new(None),
         };
         Ok(reader)
     }
 
     /// Plaintext size (trusted: it comes from the committed row).
     pub fn size(&self) -> u64 {
-        self.size
+        self.core.size
     }
 
     /// What `stat` said when the file was opened.
@@ -93,23 +132,68 @@ impl FileReader {
         &self.info
     }
 
-    fn layout(&self) -> Layout {
-        self.cipher.layout()
-    }
-
     /// Reads up to `len` bytes at `offset`; fewer only at the end of the file, none past it.
     pub async fn read_at(&self, offset: u64, len: usize) -> VfsResult<Bytes> {
-        if offset >= self.size || len == 0 {
+        let size = self.core.size;
+        if offset >= size || len == 0 {
             return Ok(Bytes::new());
         }
-        let end = self.size.min(offset.saturating_add(len as u64));
+        let end = size.min(offset.saturating_add(len as u64));
         let mut w = self.window.lock().await;
-        if !(offset >= w.start && end <= w.start + w.data.len() as u64) {
-            *w = self.fetch(offset, end).await?;
+        if !w.covers(offset, end) {
+            let previous_end = w.start + w.data.len() as u64;
+            let fetched = match self.take_read_ahead(offset).await {
+                Some(ahead) if ahead.covers(offset, end) => ahead,
+                _ => self.core.fetch(offset, end).await?,
+            };
+            // Sequential access (the first window, or the one right after the last): read on.
+            if fetched.start == 0 || fetched.start == previous_end {
+                self.start_read_ahead(fetched.start + fetched.data.len() as u64);
+            }
+            *w = fetched;
         }
         let from = (offset - w.start) as usize;
         let to = (end - w.start) as usize;
         Ok(w.data.slice(from..to))
+    }
+
+    /// The background window if it starts at or before `offset`; a failed or stale
+    /// read-ahead is dropped (the caller fetches again and sees any error itself).
+    async fn take_read_ahead(&self, offset: u64) -> Option<Window> {
+        let ahead = self.ahead.lock().ok()?.take()?;
+        if ahead.start > offset {
+            ahead.task.abort();
+            return None;
+        }
+        ahead.task.await.ok()?.ok()
+    }
+
+    fn start_read_ahead(&self, start: u64) {
+        if start >= self.core.size {
+            return;
+        }
+        let core = self.core.clone();
+        let task = tokio::spawn(async move {
+            let end = core.size.min(start + 1);
+            core.fetch(start, end).await
+        });
+        if let Ok(mut slot) = self.ahead.lock()
+            && let Some(old) = slot.replace(ReadAhead { start, task })
+        {
+            old.task.abort();
+        }
+    }
+}
+
+impl Window {
+    fn covers(&self, offset: u64, end: u64) -> bool {
+        offset >= self.start && end <= self.start + self.data.len() as u64
+    }
+}
+
+impl ReaderCore {
+    fn layout(&self) -> Layout {
+        self.cipher.layout()
     }
 
     /// Fetches and opens the chunks covering `[offset, end)`, at least a read window's worth.
@@ -139,7 +223,15 @@ impl FileReader {
     }
 
     async fn get(&self, start: u64, len: u64) -> VfsResult<Bytes> {
-        get_with_failover(&self.primary, self.replica.as_ref(), &self.key, start, len).await
+        get_with_failover(
+            &self.primary,
+            self.replica.as_ref(),
+            &self.skip_primary_until,
+            &self.key,
+            start,
+            len,
+        )
+        .await
     }
 }
 
@@ -152,25 +244,142 @@ pub fn failover_reads() -> u64 {
     FAILOVER_READS.load(Ordering::Relaxed)
 }
 
+/// After the primary fails a read, reads go straight to the replica for this long, so a
+/// download does not pay the primary's connect timeout and retries for every window.
+const PRIMARY_BACKOFF_MS: i64 = 10_000;
+
 /// A ranged read from the primary store, failing over to the replica when the primary
 /// is unavailable (never on integrity errors: a damaged primary object is an error).
+///
+/// `skip_primary_until` (ms since the epoch) belongs to one open file: after a failure its
+/// reads go to the replica first for [`PRIMARY_BACKOFF_MS`], back to the primary if the
+/// replica cannot serve them.
 async fn get_with_failover(
     primary: &Arc<dyn ObjectStore>,
     replica: Option<&Arc<dyn ObjectStore>>,
+    skip_primary_until: &AtomicI64,
     key: &ObjectKey,
     start: u64,
     len: u64,
 ) -> VfsResult<Bytes> {
+    if let Some(replica) = replica
+        && now_ms() < skip_primary_until.load(Ordering::Relaxed)
+        && let Ok(bytes) = replica.get_range(key, start, len).await
+    {
+        FAILOVER_READS.fetch_add(1, Ordering::Relaxed);
+        return Ok(bytes);
+    }
     match primary.get_range(key, start, len).await {
         Ok(b) => Ok(b),
         Err(e @ (ObjectError::Unavailable(_) | ObjectError::Io(_))) => {
             let Some(replica) = replica else {
                 return Err(e.into());
             };
+            skip_primary_until.store(now_ms() + PRIMARY_BACKOFF_MS, Ordering::Relaxed);
             let count = FAILOVER_READS.fetch_add(1, Ordering::Relaxed) + 1;
-            warn!(object = %key, error = %e, failover_reads = count, "primary store failed; reading from the replica");
+            warn!(
+                object = %key, error = %e, failover_reads = count,
+                "primary store failed; reading from the replica for the next {} s",
+                PRIMARY_BACKOFF_MS / 1000
+            );
             Ok(replica.get_range(key, start, len).await?)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+    use coffer_object::{LocalDirStore, ObjectMeta};
+
+    use super::*;
+
+    /// A primary store that is down: every call is `Unavailable`, and reads are counted.
+    #[derive(Debug, Default)]
+    struct DownStore {
+        reads: AtomicUsize,
+    }
+
+    fn down() -> ObjectError {
+        ObjectError::Unavailable("connection refused".to_owned())
+    }
+
+    #[async_trait]
+    impl ObjectStore for DownStore {
+        fn describe(&self) -> String {
+            "down".to_owned()
+        }
+        async fn put(&self, _: &ObjectKey, _: Bytes) -> Result<(), ObjectError> {
+            Err(down())
+        }
+        async fn put_file(&self, _: &ObjectKey, _: &Path) -> Result<(), ObjectError> {
+            Err(down())
+        }
+        async fn get_range(&self, _: &ObjectKey, _: u64, _: u64) -> Result<Bytes, ObjectError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            Err(down())
+        }
+        async fn head(&self, _: &ObjectKey) -> Result<ObjectMeta, ObjectError> {
+            Err(down())
+        }
+        async fn copy(&self, _: &ObjectKey, _: &ObjectKey) -> Result<(), ObjectError> {
+            Err(down())
+        }
+        async fn delete(&self, _: &ObjectKey) -> Result<(), ObjectError> {
+            Err(down())
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_fail_over_and_then_skip_a_primary_that_is_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica_store = LocalDirStore::open(dir.path()).unwrap();
+        let key = ObjectKey::generate().unwrap();
+        replica_store
+            .put(&key, Bytes::from_static(b"sealed bytes"))
+            .await
+            .unwrap();
+        let primary_store = Arc::new(DownStore::default());
+        let primary: Arc<dyn ObjectStore> = primary_store.clone();
+        let replica: Arc<dyn ObjectStore> = Arc::new(replica_store);
+        let skip = AtomicI64::new(0);
+        let before = failover_reads();
+
+        for _ in 0..3 {
+            let got = get_with_failover(&primary, Some(&replica), &skip, &key, 0, 6)
+                .await
+                .unwrap();
+            assert_eq!(&got[..], b"sealed");
+        }
+
+        assert_eq!(
+            primary_store.reads.load(Ordering::SeqCst),
+            1,
+            "only the first read waits for the failed primary"
+        );
+        assert!(failover_reads() >= before + 3);
+    }
+
+    #[tokio::test]
+    async fn missing_object_on_the_primary_is_an_error_not_a_failover() {
+        let dir = tempfile::tempdir().unwrap();
+        let primary: Arc<dyn ObjectStore> =
+            Arc::new(LocalDirStore::open(&dir.path().join("p")).unwrap());
+        let replica_store = LocalDirStore::open(&dir.path().join("r")).unwrap();
+        let key = ObjectKey::generate().unwrap();
+        replica_store
+            .put(&key, Bytes::from_static(b"only here"))
+            .await
+            .unwrap();
+        let replica: Arc<dyn ObjectStore> = Arc::new(replica_store);
+
+        let result =
+            get_with_failover(&primary, Some(&replica), &AtomicI64::new(0), &key, 0, 4).await;
+
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Integrity);
     }
 }

@@ -1,13 +1,20 @@
-//! The replicator and the garbage collector: background work over the outbox and garbage tables.
+//! The replicator and the garbage collector: background work over the outbox and garbage tables;
+//! copies are verified by SHA-256 of the ciphertext before a job is marked done.
+
+mod fsck;
 
 use std::io::Write;
+use std::path::Path;
 
+use aws_lc_rs::digest;
 use coffer_meta::ReplicationOp;
 use coffer_object::{ObjectError, ObjectKey, ObjectStore};
 use tracing::{debug, warn};
 
-use crate::error::{VfsResult, internal};
+use crate::error::{ErrorKind, VfsError, VfsResult, internal};
 use crate::vault::{Vault, now_ms};
+
+pub use fsck::{FsckProblem, FsckReport, ReplicationStatus, ResyncReport};
 
 /// Bytes copied per ranged read while replicating.
 const COPY_STEP: u64 = 8 * 1024 * 1024;
@@ -64,41 +71,14 @@ impl Vault {
         Ok(report)
     }
 
-    async fn copy_to_replica(&self, key: &ObjectKey, replica: &dyn ObjectStore) -> VfsResult<()> {
-        let primary = &self.inner.b.primary;
-        let size = match primary.head(key).await {
-            Ok(m) => m.size,
-            // Replaced or deleted before it was copied: nothing left to replicate.
-            Err(ObjectError::NotFound) => {
-                debug!(object = %key, "object gone before replication");
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        };
+    /// Copies one object to the replica through a spool file; see [`copy_verified`].
+    pub(crate) async fn copy_to_replica(
+        &self,
+        key: &ObjectKey,
+        replica: &dyn ObjectStore,
+    ) -> VfsResult<()> {
         let tmp = self.inner.spool.path(&format!("{key}.replica"));
-        let mut file = std::fs::File::create(&tmp).map_err(|e| internal("replica temp file", e))?;
-        let mut at = 0;
-        while at < size {
-            let n = COPY_STEP.min(size - at);
-            let part = primary.get_range(key, at, n).await?;
-            file.write_all(&part)
-                .map_err(|e| internal("replica temp file", e))?;
-            at += n;
-        }
-        file.sync_all()
-            .map_err(|e| internal("replica temp file", e))?;
-        drop(file);
-        let put = replica.put_file(key, &tmp).await;
-        let _ = std::fs::remove_file(&tmp);
-        put?;
-        let copied = replica.head(key).await?.size;
-        if copied != size {
-            return Err(crate::error::VfsError::new(
-                crate::error::ErrorKind::Integrity,
-                "replica copy has the wrong size",
-            ));
-        }
-        Ok(())
+        copy_verified(self.inner.b.primary.as_ref(), replica, key, &tmp).await
     }
 
     /// Deletes from the primary store up to `limit` objects no committed row refers to.
@@ -114,5 +94,190 @@ impl Vault {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+/// SHA-256 of a stored object of `size` bytes, read in [`COPY_STEP`] ranges.
+pub(crate) async fn object_digest(
+    store: &dyn ObjectStore,
+    key: &ObjectKey,
+    size: u64,
+) -> VfsResult<digest::Digest> {
+    let mut hasher = digest::Context::new(&digest::SHA256);
+    let mut at = 0;
+    while at < size {
+        let n = COPY_STEP.min(size - at);
+        hasher.update(&store.get_range(key, at, n).await?);
+        at += n;
+    }
+    Ok(hasher.finish())
+}
+
+/// Downloads the object into the private file `path` and returns its SHA-256.
+async fn download_hashing(
+    store: &dyn ObjectStore,
+    key: &ObjectKey,
+    size: u64,
+    path: &Path,
+) -> VfsResult<digest::Digest> {
+    let mut file = std::fs::File::create(path).map_err(|e| internal("replica temp file", e))?;
+    let mut hasher = digest::Context::new(&digest::SHA256);
+    let mut at = 0;
+    while at < size {
+        let n = COPY_STEP.min(size - at);
+        let part = store.get_range(key, at, n).await?;
+        hasher.update(&part);
+        file.write_all(&part)
+            .map_err(|e| internal("replica temp file", e))?;
+        at += n;
+    }
+    file.sync_all()
+        .map_err(|e| internal("replica temp file", e))?;
+    Ok(hasher.finish())
+}
+
+/// Copies `key` from `primary` to `replica` through the local file `tmp` (the replica may be
+/// another account, where `CopyObject` cannot reach), then reads the replica's copy back and
+/// accepts it only if its size and SHA-256 match what was read from the primary. An object
+/// already gone from the primary (replaced or deleted) needs no copy.
+async fn copy_verified(
+    primary: &dyn ObjectStore,
+    replica: &dyn ObjectStore,
+    key: &ObjectKey,
+    tmp: &Path,
+) -> VfsResult<()> {
+    let size = match primary.head(key).await {
+        Ok(m) => m.size,
+        Err(ObjectError::NotFound) => {
+            debug!(object = %key, "object gone before replication");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let copied = match download_hashing(primary, key, size, tmp).await {
+        Ok(source_digest) => replica
+            .put_file(key, tmp)
+            .await
+            .map(|()| source_digest)
+            .map_err(VfsError::from),
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_file(tmp);
+    let source_digest = copied?;
+    let replica_size = replica.head(key).await?.size;
+    if replica_size != size
+        || object_digest(replica, key, size).await?.as_ref() != source_digest.as_ref()
+    {
+        return Err(VfsError::new(
+            ErrorKind::Integrity,
+            "replica copy differs from the primary (size or SHA-256)",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use coffer_object::{LocalDirStore, ObjectMeta};
+
+    use super::*;
+
+    /// A replica that stores what it is given with one byte flipped: a copy damaged on the
+    /// way or at rest.
+    #[derive(Debug)]
+    struct FlippingStore(LocalDirStore);
+
+    #[async_trait]
+    impl ObjectStore for FlippingStore {
+        fn describe(&self) -> String {
+            "flipping".to_owned()
+        }
+        async fn put(&self, key: &ObjectKey, body: Bytes) -> Result<(), ObjectError> {
+            self.0.put(key, body).await
+        }
+        async fn put_file(&self, key: &ObjectKey, file: &Path) -> Result<(), ObjectError> {
+            let mut bytes = std::fs::read(file)?;
+            if let Some(last) = bytes.last_mut() {
+                *last ^= 1;
+            }
+            self.0.put(key, Bytes::from(bytes)).await
+        }
+        async fn get_range(
+            &self,
+            key: &ObjectKey,
+            start: u64,
+            len: u64,
+        ) -> Result<Bytes, ObjectError> {
+            self.0.get_range(key, start, len).await
+        }
+        async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta, ObjectError> {
+            self.0.head(key).await
+        }
+        async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), ObjectError> {
+            self.0.copy(from, to).await
+        }
+        async fn delete(&self, key: &ObjectKey) -> Result<(), ObjectError> {
+            self.0.delete(key).await
+        }
+    }
+
+    fn stores(dir: &Path) -> (LocalDirStore, LocalDirStore, PathBuf) {
+        let primary = LocalDirStore::open(&dir.join("primary")).unwrap();
+        let replica = LocalDirStore::open(&dir.join("replica")).unwrap();
+        (primary, replica, dir.join("copy.tmp"))
+    }
+
+    /// Larger than one copy step, so the digest covers several ranged reads.
+    fn body() -> Bytes {
+        Bytes::from(
+            (0..(COPY_STEP as usize + 4_099))
+                .map(|i| (i % 253) as u8)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[tokio::test]
+    async fn verified_copy_lands_byte_for_byte_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (primary, replica, tmp) = stores(dir.path());
+        let key = ObjectKey::generate().unwrap();
+        primary.put(&key, body()).await.unwrap();
+
+        copy_verified(&primary, &replica, &key, &tmp).await.unwrap();
+
+        let size = body().len() as u64;
+        assert_eq!(replica.get_range(&key, 0, size).await.unwrap(), body());
+        assert!(!tmp.exists());
+    }
+
+    #[tokio::test]
+    async fn copy_damaged_on_the_replica_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (primary, replica, tmp) = stores(dir.path());
+        let key = ObjectKey::generate().unwrap();
+        primary.put(&key, body()).await.unwrap();
+
+        let result = copy_verified(&primary, &FlippingStore(replica), &key, &tmp).await;
+
+        let error = result.expect_err("a damaged copy must not count as replicated");
+        assert_eq!(error.kind(), ErrorKind::Integrity);
+    }
+
+    #[tokio::test]
+    async fn object_gone_from_the_primary_needs_no_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (primary, replica, tmp) = stores(dir.path());
+        let key = ObjectKey::generate().unwrap();
+
+        copy_verified(&primary, &replica, &key, &tmp).await.unwrap();
+
+        assert!(matches!(
+            replica.head(&key).await,
+            Err(ObjectError::NotFound)
+        ));
     }
 }

@@ -1,5 +1,6 @@
-//! Writing a file version: bytes are cut into chunks and sealed in memory, appended to the spool,
-//! stored as one object on commit, and made visible by one metadata transaction.
+//! Writing a file version: bytes are cut into chunks and sealed in memory, appended to the spool
+//! (and streamed to the primary store as they arrive, when it supports that), stored as one
+//! object on commit, and made visible by one metadata transaction.
 //!
 //! Writes may arrive out of order (SFTP pipelines them) and may overlay an existing version
 //! (resume, append): the writer keeps a small reorder buffer and fills holes from the base
@@ -15,7 +16,7 @@ use aws_lc_rs::digest;
 use bytes::Bytes;
 use coffer_format::{ChunkCipher, ContentId, DataKey, NONCE_LEN};
 use coffer_meta::{CommitFile, FileContent, NewUpload};
-use coffer_object::ObjectKey;
+use coffer_object::{ObjectKey, StreamingUpload};
 use tracing::{debug, warn};
 
 use crate::error::{ErrorKind, VfsError, VfsResult, internal};
@@ -64,6 +65,10 @@ pub struct FileWriter {
     hasher: digest::Context,
     spool_file: Option<std::fs::File>,
     spool_path: PathBuf,
+    /// Bytes written to the spool file so far.
+    spooled: u64,
+    /// The primary store's upload of the spool file as it grows, if the store takes one.
+    streaming: Option<Box<dyn StreamingUpload>>,
     batch: Vec<u8>,
     upload_id: i64,
     object_key: ObjectKey,
@@ -106,6 +111,11 @@ impl FileWriter {
             })
             .await?;
         let file = open_spool_file(&spool_path)?;
+        let streaming = inner
+            .b
+            .primary
+            .begin_streaming_upload(&object_key, &spool_path)
+            .await?;
         let chunk_size = u64::from(cipher.layout().chunk_size());
         let base_len = base.as_ref().map(FileReader::size).unwrap_or(0);
         let mut batch = Vec::with_capacity(SPOOL_BATCH + chunk_size as usize * 2);
@@ -131,6 +141,8 @@ impl FileWriter {
             hasher: digest::Context::new(&digest::SHA256),
             spool_file: Some(file),
             spool_path,
+            spooled: 0,
+            streaming,
             batch,
             upload_id,
             object_key,
@@ -238,6 +250,7 @@ impl FileWriter {
             .take()
             .ok_or_else(|| VfsError::new(ErrorKind::Internal, "spool file closed"))?;
         let mut batch = std::mem::take(&mut self.batch);
+        let written = batch.len() as u64;
         let (file, batch) = tokio::task::spawn_blocking(move || -> VfsResult<_> {
             file.write_all(&batch)
                 .map_err(|e| internal("writing to the spool failed", e))?;
@@ -252,6 +265,26 @@ impl FileWriter {
         .map_err(|e| internal("spool task", e))??;
         self.spool_file = Some(file);
         self.batch = batch;
+        self.spooled += written;
+        if let Some(upload) = self.streaming.as_mut() {
+            upload.file_grew(self.spooled).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores the complete spool file under the object key: finishes the streaming upload
+    /// when the store took one, else hands the file to `put_file`.
+    async fn store_object(&mut self) -> VfsResult<()> {
+        match self.streaming.take() {
+            Some(upload) => {
+                upload.finish(self.spooled).await?;
+                let _ = tokio::fs::remove_file(&self.spool_path).await;
+            }
+            None => {
+                let primary = self.vfs.vault.inner.b.primary.clone();
+                primary.put_file(&self.object_key, &self.spool_path).await?;
+            }
+        }
         Ok(())
     }
 
@@ -381,11 +414,7 @@ impl FileWriter {
         self.flush_batch(true).await?;
         self.spool_file = None;
         let inner = self.vfs.vault.inner.clone();
-        inner
-            .b
-            .primary
-            .put_file(&self.object_key, &self.spool_path)
-            .await?;
+        self.store_object().await?;
         let row = self.commit_row(size).await;
         match row {
             Ok(info) => {
@@ -453,6 +482,9 @@ impl FileWriter {
 
     async fn cleanup(&mut self) {
         self.spool_file = None;
+        if let Some(upload) = self.streaming.take() {
+            upload.abort().await;
+        }
         let _ = tokio::fs::remove_file(&self.spool_path).await;
         let _ = self.vfs.vault.inner.b.meta.end_upload(self.upload_id).await;
     }

@@ -30,8 +30,20 @@ impl Rng {
     }
 }
 
-const PIECES: [&[u8]; 12] =
-    [b"/", b"..", b".", b"a", b"\0", b"\x01", b"\xc3\xa9", b"e\xcc\x81", b"\xff", b"//", b"\xf0\x9f\xa6\x80", b" "];
+const PIECES: [&[u8]; 12] = [
+    b"/",
+    b"..",
+    b".",
+    b"a",
+    b"\0",
+    b"\x01",
+    b"\xc3\xa9",
+    b"e\xcc\x81",
+    b"\xff",
+    b"//",
+    b"\xf0\x9f\xa6\x80",
+    b" ",
+];
 
 #[test]
 fn committed_corpus_and_mutations_never_break_the_normaliser() {

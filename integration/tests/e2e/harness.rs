@@ -15,13 +15,21 @@ pub fn coffer_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join("coffer");
-    assert!(bin.exists(), "{} missing: run `cargo build -p coffer` first (or set COFFER_BIN)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build -p coffer` first (or set COFFER_BIN)",
+        bin.display()
+    );
     bin
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; fine for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Ports of one server instance.
@@ -50,12 +58,20 @@ impl Ports {
             let range = p..p + 20;
             if p < 65000
                 && ![admin, sftp, ftp, https].iter().any(|q| range.contains(q))
-                && range.clone().all(|q| TcpListener::bind(("127.0.0.1", q)).is_ok())
+                && range
+                    .clone()
+                    .all(|q| TcpListener::bind(("127.0.0.1", q)).is_ok())
             {
                 break p;
             }
         };
-        Self { admin, sftp, ftp, https, passive_start }
+        Self {
+            admin,
+            sftp,
+            ftp,
+            https,
+            passive_start,
+        }
     }
 }
 
@@ -132,7 +148,12 @@ lockout_secs = 600
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
@@ -150,7 +171,10 @@ lockout_secs = 600
 
     /// Creates a user with a password in `tenant` (created if missing).
     pub fn add_user(&self, tenant: &str, name: &str, password: &str) {
-        self.ok(&["user", "add", name, "--tenant", tenant, "--password-stdin"], &format!("{password}\n"));
+        self.ok(
+            &["user", "add", name, "--tenant", tenant, "--password-stdin"],
+            &format!("{password}\n"),
+        );
     }
 
     /// Every file under the data directory.
@@ -173,7 +197,11 @@ lockout_secs = 600
             .stderr(err)
             .spawn()
             .unwrap();
-        let mut s = Server { child: Some(child), log, admin: SocketAddr::from(([127, 0, 0, 1], self.ports.admin)) };
+        let mut s = Server {
+            child: Some(child),
+            log,
+            admin: SocketAddr::from(([127, 0, 0, 1], self.ports.admin)),
+        };
         s.wait_healthy();
         s
     }
@@ -239,8 +267,13 @@ impl Server {
     }
 
     fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return false };
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = c.try_wait() {
@@ -265,7 +298,11 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
@@ -329,9 +366,16 @@ pub fn assert_no_canary(dir: &Path, extra: &[(&str, &[u8])], marker: &str) {
     for f in &files {
         let data = std::fs::read(f).unwrap_or_default();
         for form in &forms {
-            assert!(!contains(&data, form), "{} contains the canary", f.display());
+            assert!(
+                !contains(&data, form),
+                "{} contains the canary",
+                f.display()
+            );
         }
-        assert!(!f.to_string_lossy().contains(marker), "a file path contains the canary");
+        assert!(
+            !f.to_string_lossy().contains(marker),
+            "a file path contains the canary"
+        );
     }
     for (what, data) in extra {
         for form in &forms {

@@ -25,7 +25,11 @@ impl Site {
     fn new(sftp_settings: &str) -> Self {
         let env = Env::new("");
         let toml = std::fs::read_to_string(&env.config).unwrap();
-        std::fs::write(&env.config, toml.replacen("[sftp]\n", &format!("[sftp]\n{sftp_settings}\n"), 1)).unwrap();
+        std::fs::write(
+            &env.config,
+            toml.replacen("[sftp]\n", &format!("[sftp]\n{sftp_settings}\n"), 1),
+        )
+        .unwrap();
         let local = env.dir.path().join("local");
         std::fs::create_dir_all(&local).unwrap();
         let key = env.dir.path().join("id_ed25519");
@@ -37,10 +41,28 @@ impl Site {
         assert!(st.success());
         let user = "alice".to_owned();
         let pubkey = format!("{}.pub", key.display());
-        env.ok(&["user", "add", &user, "--tenant", "acme", "--password-stdin", "--ssh-key", &pubkey], &format!("{PASSWORD}\n"));
+        env.ok(
+            &[
+                "user",
+                "add",
+                &user,
+                "--tenant",
+                "acme",
+                "--password-stdin",
+                "--ssh-key",
+                &pubkey,
+            ],
+            &format!("{PASSWORD}\n"),
+        );
         let server = Some(env.serve());
         wait_for_port(env.ports.sftp);
-        Self { env, server, key, user, local }
+        Self {
+            env,
+            server,
+            key,
+            user,
+            local,
+        }
     }
 
     fn server(&self) -> &Server {
@@ -56,16 +78,25 @@ impl Site {
     }
 
     fn ssh_options(&self) -> Vec<String> {
-        ["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "LogLevel=ERROR", "BatchMode=yes"]
-            .iter()
-            .flat_map(|o| ["-o".to_owned(), (*o).to_owned()])
-            .collect()
+        [
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+            "LogLevel=ERROR",
+            "BatchMode=yes",
+        ]
+        .iter()
+        .flat_map(|o| ["-o".to_owned(), (*o).to_owned()])
+        .collect()
     }
 
     /// `sftp -b` with key authentication; extra args go before the destination.
     fn sftp_cmd(&self, extra: &[&str]) -> Command {
         let mut c = Command::new("sftp");
-        c.current_dir(&self.local).args(self.ssh_options()).arg("-i").arg(&self.key).args(["-P", &self.port()]);
+        c.current_dir(&self.local)
+            .args(self.ssh_options())
+            .arg("-i")
+            .arg(&self.key)
+            .args(["-P", &self.port()]);
         c.args(extra);
         c
     }
@@ -74,15 +105,25 @@ impl Site {
         let file = self.local.join(".batch");
         std::fs::write(&file, script).unwrap();
         let mut c = self.sftp_cmd(extra);
-        c.arg("-b").arg(&file).arg(format!("{}@127.0.0.1", self.user));
+        c.arg("-b")
+            .arg(&file)
+            .arg(format!("{}@127.0.0.1", self.user));
         c.stdin(Stdio::null()).output().unwrap()
     }
 
     /// Runs an sftp batch and fails the test with its output unless it succeeded.
     fn sftp_ok(&self, script: &str) -> String {
         let out = self.batch(script, &[]);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "sftp batch failed:\n{script}\n---\n{text}\n--- server log:\n{}", self.server().logs());
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "sftp batch failed:\n{script}\n---\n{text}\n--- server log:\n{}",
+            self.server().logs()
+        );
         text
     }
 
@@ -97,7 +138,10 @@ impl Site {
 fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the sftp listener did not come up on port {port}");
+        assert!(
+            Instant::now() < deadline,
+            "the sftp listener did not come up on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -108,17 +152,31 @@ fn file_sha(p: &Path) -> String {
 
 /// Random file of `n` bytes written by `head -c` (fast even for 1 GiB in a debug test build).
 fn random_file(p: &Path, n: u64) {
-    let st = Command::new("sh").arg("-c").arg(format!("head -c {n} /dev/urandom > '{}'", p.display())).status().unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("head -c {n} /dev/urandom > '{}'", p.display()))
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
 fn sha256sum(p: &Path) -> String {
     let out = Command::new("sha256sum").arg(p).output().unwrap();
-    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 fn have(program: &str, probe: &[&str]) -> bool {
-    let ok = Command::new(program).args(probe).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    let ok = Command::new(program)
+        .args(probe)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
     if !ok {
         println!("SKIPPED: {program} is not installed");
     }
@@ -137,8 +195,15 @@ fn sftp_put_get_boundary_sizes_keep_their_sha256() {
     script += "ls -l\n";
     let listing = site.sftp_ok(&script);
     for n in sizes {
-        assert_eq!(file_sha(&site.path(&format!("f{n}"))), file_sha(&site.path(&format!("back{n}"))), "{n} bytes");
-        assert!(listing.contains(&format!(" {n} ")), "ls -l shows the size {n}:\n{listing}");
+        assert_eq!(
+            file_sha(&site.path(&format!("f{n}"))),
+            file_sha(&site.path(&format!("back{n}"))),
+            "{n} bytes"
+        );
+        assert!(
+            listing.contains(&format!(" {n} ")),
+            "ls -l shows the size {n}:\n{listing}"
+        );
     }
 }
 
@@ -148,8 +213,15 @@ fn sftp_one_gib_upload_and_download_with_aes256_gcm() {
     let src = site.path("big");
     random_file(&src, 1 << 30);
     let start = Instant::now();
-    let out = site.batch("put big\nget big big.back\n", &["-c", "aes256-gcm@openssh.com"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = site.batch(
+        "put big\nget big big.back\n",
+        &["-c", "aes256-gcm@openssh.com"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     println!("1 GiB up and down in {:?}", start.elapsed());
     assert_eq!(sha256sum(&src), sha256sum(&site.path("big.back")));
     std::fs::remove_file(site.path("big.back")).unwrap();
@@ -160,10 +232,27 @@ fn sftp_one_gib_upload_and_download_with_aes256_gcm() {
 fn every_modern_cipher_clients_negotiate_works() {
     let site = Site::new("");
     site.write_local("c", &bytes(300_000, 9));
-    for cipher in ["aes256-gcm@openssh.com", "aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes256-ctr", "aes128-ctr"] {
-        let out = site.batch(&format!("put c c-{cipher}\nget c-{cipher} back-{cipher}\n"), &["-c", cipher, "-o", "MACs=hmac-sha2-256"]);
-        assert!(out.status.success(), "{cipher}: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(file_sha(&site.path("c")), file_sha(&site.path(&format!("back-{cipher}"))), "{cipher}");
+    for cipher in [
+        "aes256-gcm@openssh.com",
+        "aes128-gcm@openssh.com",
+        "chacha20-poly1305@openssh.com",
+        "aes256-ctr",
+        "aes128-ctr",
+    ] {
+        let out = site.batch(
+            &format!("put c c-{cipher}\nget c-{cipher} back-{cipher}\n"),
+            &["-c", cipher, "-o", "MACs=hmac-sha2-256"],
+        );
+        assert!(
+            out.status.success(),
+            "{cipher}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            file_sha(&site.path("c")),
+            file_sha(&site.path(&format!("back-{cipher}"))),
+            "{cipher}"
+        );
     }
     let weak = site.batch("ls\n", &["-c", "aes128-cbc"]);
     assert!(!weak.status.success(), "CBC must not be negotiable");
@@ -173,10 +262,17 @@ fn every_modern_cipher_clients_negotiate_works() {
 fn sftp_ls_mkdir_rename_rm_rmdir_df_and_put_p_keeps_mtime() {
     let site = Site::new("");
     let f = site.write_local("old.txt", b"dated content");
-    let st = Command::new("touch").args(["-d", "2001-02-03 04:05:06"]).arg(&f).status().unwrap();
+    let st = Command::new("touch")
+        .args(["-d", "2001-02-03 04:05:06"])
+        .arg(&f)
+        .status()
+        .unwrap();
     assert!(st.success());
     let out = site.sftp_ok("mkdir dir\nput -p old.txt dir/old.txt\nls -l dir\nrename dir/old.txt dir/new.txt\nls dir\ndf\n");
-    assert!(out.contains("2001"), "put -p must keep the 2001 mtime:\n{out}");
+    assert!(
+        out.contains("2001"),
+        "put -p must keep the 2001 mtime:\n{out}"
+    );
     assert!(out.contains("new.txt"), "{out}");
     assert!(out.contains("Avail"), "df answers statvfs:\n{out}");
     site.sftp_ok("rm dir/new.txt\nrmdir dir\n");
@@ -190,17 +286,27 @@ fn sftp_ls_mkdir_rename_rm_rmdir_df_and_put_p_keeps_mtime() {
 fn awkward_names_round_trip() {
     let site = Site::new("");
     let long = format!("{}.bin", "n".repeat(251));
-    let names = ["with space.txt", "&+-é\" quote.txt", "emoji 🎉.txt", long.as_str()];
+    let names = [
+        "with space.txt",
+        "&+-é\" quote.txt",
+        "emoji 🎉.txt",
+        long.as_str(),
+    ];
     let mut script = String::from("mkdir 'folder é &'\n");
     for (i, name) in names.iter().enumerate() {
         site.write_local(&format!("src{i}"), &bytes(1000 + i, i as u64));
         let quoted = name.replace('"', "\\\"");
-        script += &format!("put src{i} \"folder é &/{quoted}\"\nget \"folder é &/{quoted}\" back{i}\n");
+        script +=
+            &format!("put src{i} \"folder é &/{quoted}\"\nget \"folder é &/{quoted}\" back{i}\n");
     }
     script += "ls -1 'folder é &'\n";
     let out = site.sftp_ok(&script);
     for (i, name) in names.iter().enumerate() {
-        assert_eq!(file_sha(&site.path(&format!("src{i}"))), file_sha(&site.path(&format!("back{i}"))), "{name}");
+        assert_eq!(
+            file_sha(&site.path(&format!("src{i}"))),
+            file_sha(&site.path(&format!("back{i}"))),
+            "{name}"
+        );
         assert!(out.contains(name), "listing shows {name}:\n{out}");
     }
     let too_long = format!("{}.bin", "n".repeat(252));
@@ -213,8 +319,15 @@ fn interrupted(site: &Site, script: &str, after: Duration) {
     let file = site.local.join(".interrupted");
     std::fs::write(&file, script).unwrap();
     let mut c = site.sftp_cmd(&["-l", "40000"]);
-    c.arg("-b").arg(&file).arg(format!("{}@127.0.0.1", site.user));
-    let mut child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    c.arg("-b")
+        .arg(&file)
+        .arg(format!("{}@127.0.0.1", site.user));
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(after);
     child.kill().unwrap();
     child.wait().unwrap();
@@ -222,7 +335,10 @@ fn interrupted(site: &Site, script: &str, after: Duration) {
 
 fn remote_size(site: &Site, name: &str) -> u64 {
     let out = site.sftp_ok(&format!("ls -l {name}\n"));
-    let line = out.lines().find(|l| l.starts_with('-') && l.ends_with(name)).unwrap_or_else(|| panic!("{name} not listed:\n{out}"));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with('-') && l.ends_with(name))
+        .unwrap_or_else(|| panic!("{name} not listed:\n{out}"));
     line.split_whitespace().nth(4).unwrap().parse().unwrap()
 }
 
@@ -234,17 +350,72 @@ fn reput_and_reget_continue_a_transfer_killed_halfway() {
     interrupted(&site, "put resume.bin\n", Duration::from_millis(2500));
     std::thread::sleep(Duration::from_millis(800));
     let partial = remote_size(&site, "resume.bin");
-    assert!(partial > 0 && partial < 48 << 20, "the interrupted upload kept a partial file ({partial} bytes)");
+    assert!(
+        partial > 0 && partial < 48 << 20,
+        "the interrupted upload kept a partial file ({partial} bytes)"
+    );
     site.sftp_ok("reput resume.bin\n");
     assert_eq!(remote_size(&site, "resume.bin"), 48 << 20);
     let logs = site.server().logs();
-    assert!(logs.contains("kept the bytes received"), "the partial upload is logged");
+    assert!(
+        logs.contains("kept the bytes received"),
+        "the partial upload is logged"
+    );
 
-    interrupted(&site, "get resume.bin down.bin\n", Duration::from_millis(2500));
-    let got = std::fs::metadata(site.path("down.bin")).map(|m| m.len()).unwrap_or(0);
+    interrupted(
+        &site,
+        "get resume.bin down.bin\n",
+        Duration::from_millis(2500),
+    );
+    let got = std::fs::metadata(site.path("down.bin"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     assert!(got < 48 << 20, "the download was interrupted ({got} bytes)");
     site.sftp_ok("reget resume.bin down.bin\n");
     assert_eq!(sha256sum(&src), sha256sum(&site.path("down.bin")));
+}
+
+#[test]
+fn a_resume_does_not_commit_over_a_file_replaced_meanwhile() {
+    let site = Site::new("");
+    let src = site.path("race.bin");
+    random_file(&src, 48 << 20);
+    interrupted(&site, "put race.bin\n", Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(remote_size(&site, "race.bin") < 48 << 20);
+    // A slow reput of the partial file, and meanwhile another client replaces the file.
+    let script = site.local.join(".reput");
+    std::fs::write(&script, "reput race.bin\n").unwrap();
+    let mut c = site.sftp_cmd(&["-l", "40000"]);
+    c.arg("-b").arg(&script).arg("alice@127.0.0.1");
+    let reput = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    site.write_local("other.bin", b"the replacement wins");
+    site.sftp_ok("put other.bin race.bin\n");
+    let out = reput.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the resumed upload must not commit over the replaced file"
+    );
+    assert!(
+        err.contains("close"),
+        "the refusal comes at CLOSE, the commit: {err}"
+    );
+    assert!(
+        site.server().logs().contains("conflict"),
+        "the storage reported a version conflict"
+    );
+    site.sftp_ok("get race.bin race.back\n");
+    assert_eq!(
+        std::fs::read(site.path("race.back")).unwrap(),
+        b"the replacement wins"
+    );
 }
 
 #[test]
@@ -255,7 +426,10 @@ fn partial_uploads_are_discarded_when_configured() {
     interrupted(&site, "put gone.bin\n", Duration::from_millis(2000));
     std::thread::sleep(Duration::from_millis(800));
     let out = site.sftp_ok("ls -l\n");
-    assert!(!out.contains("gone.bin"), "an interrupted upload must leave nothing:\n{out}");
+    assert!(
+        !out.contains("gone.bin"),
+        "an interrupted upload must leave nothing:\n{out}"
+    );
     assert!(site.server().logs().contains("discarded it"));
 }
 
@@ -265,9 +439,24 @@ fn a_user_cannot_leave_their_home() {
     site.write_local("mine.txt", b"mine");
     site.sftp_ok("put mine.txt\n");
     let out = site.sftp_ok("cd ..\npwd\ncd /..\npwd\nls\n");
-    assert_eq!(out.matches("Remote working directory: /\n").count(), 2, "{out}");
-    assert!(out.contains("mine.txt"), "`cd ..` at the root stays in the home:\n{out}");
-    for attempt in ["ls ../..", "get ../../../../etc/passwd p1", "get /etc/passwd p2", "get ../../etc/hostname p3", "ln -s /etc/passwd link", "symlink /etc link2"] {
+    assert_eq!(
+        out.matches("Remote working directory: /\n").count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        out.contains("mine.txt"),
+        "`cd ..` at the root stays in the home:\n{out}"
+    );
+    for attempt in [
+        "ls ../..",
+        "get ../../../../etc/passwd p1",
+        "get /etc/passwd p2",
+        "get ../../etc/hostname p3",
+        "ln -s /etc/passwd link",
+        "symlink /etc link2",
+        "ln mine.txt hardlink",
+    ] {
         let out = site.batch(&format!("{attempt}\n"), &[]);
         assert!(!out.status.success(), "{attempt} must fail");
     }
@@ -281,14 +470,27 @@ fn shell_exec_and_forwarding_are_refused() {
         .args(site.ssh_options())
         .arg("-i")
         .arg(&site.key)
-        .args(["-p", &site.port(), "-T", "alice@127.0.0.1", "cat /etc/passwd"])
+        .args([
+            "-p",
+            &site.port(),
+            "-T",
+            "alice@127.0.0.1",
+            "cat /etc/passwd",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out.status.success(), "{text}");
     assert!(!text.contains("root:"), "{text}");
-    assert!(text.contains("request failed"), "the client is told the request was refused:\n{text}");
+    assert!(
+        text.contains("request failed"),
+        "the client is told the request was refused:\n{text}"
+    );
 }
 
 #[test]
@@ -297,15 +499,31 @@ fn wrong_passwords_lock_the_account_and_the_lockout_is_logged() {
     let askpass = site.env.dir.path().join("askpass.sh");
     let try_password = |pw: &str| -> bool {
         std::fs::write(&askpass, format!("#!/bin/sh\necho '{pw}'\n")).unwrap();
-        let st = Command::new("chmod").arg("700").arg(&askpass).status().unwrap();
+        let st = Command::new("chmod")
+            .arg("700")
+            .arg(&askpass)
+            .status()
+            .unwrap();
         assert!(st.success());
         let script = site.local.join(".pw");
         std::fs::write(&script, "ls\n").unwrap();
         Command::new("sftp")
             // Before -b, so it wins over the BatchMode=yes that -b adds: askpass must be asked.
-            .args(["-o", "BatchMode=no", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+            .args([
+                "-o",
+                "BatchMode=no",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
             .args(["-o", "LogLevel=ERROR"])
-            .args(["-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no"])
+            .args([
+                "-o",
+                "PreferredAuthentications=password",
+                "-o",
+                "PubkeyAuthentication=no",
+            ])
             .args(["-o", "NumberOfPasswordPrompts=1", "-P", &site.port(), "-b"])
             .arg(&script)
             .arg("alice@127.0.0.1")
@@ -322,9 +540,15 @@ fn wrong_passwords_lock_the_account_and_the_lockout_is_logged() {
     for _ in 0..10 {
         assert!(!try_password("wrong password!"));
     }
-    assert!(!try_password(PASSWORD), "a locked account refuses even the right password");
+    assert!(
+        !try_password(PASSWORD),
+        "a locked account refuses even the right password"
+    );
     let logs = site.server().logs();
-    assert!(logs.contains("locked out"), "the lockout is logged:\n{logs}");
+    assert!(
+        logs.contains("locked out"),
+        "the lockout is logged:\n{logs}"
+    );
 }
 
 #[test]
@@ -348,14 +572,26 @@ fn fifty_concurrent_sessions_upload_download_and_verify() {
             let mut c = site.sftp_cmd(&[]);
             let script = site.local.join(format!(".c{i}"));
             std::fs::write(&script, format!("put c{i}\nget c{i} c{i}.back\n")).unwrap();
-            c.arg("-b").arg(&script).arg("alice@127.0.0.1").stdin(Stdio::null()).stdout(Stdio::null());
+            c.arg("-b")
+                .arg(&script)
+                .arg("alice@127.0.0.1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null());
             (i, sha256(&data), c.stderr(Stdio::piped()).spawn().unwrap())
         })
         .collect();
     for (i, want, child) in handles {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "session {i}: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(file_sha(&site.path(&format!("c{i}.back"))), want, "session {i}");
+        assert!(
+            out.status.success(),
+            "session {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            file_sha(&site.path(&format!("c{i}.back"))),
+            want,
+            "session {i}"
+        );
     }
 }
 
@@ -373,11 +609,18 @@ fn scp_from_openssh_works_both_ways() {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "scp {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "scp {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     scp(&["s.bin", "alice@127.0.0.1:/s.bin"]);
     scp(&["alice@127.0.0.1:/s.bin", "s.back"]);
-    assert_eq!(file_sha(&site.path("s.bin")), file_sha(&site.path("s.back")));
+    assert_eq!(
+        file_sha(&site.path("s.bin")),
+        file_sha(&site.path("s.back"))
+    );
 }
 
 #[test]
@@ -394,11 +637,46 @@ fn curl_libssh2_works_both_ways() {
     site.write_local("k.bin", &bytes(2_000_000, 6));
     let base = format!("sftp://127.0.0.1:{}/", site.port());
     let auth = format!("alice:{PASSWORD}");
-    let up = Command::new("curl").current_dir(&site.local).args(["-sS", "-k", "-u", &auth, "-T", "k.bin", &format!("{base}k.bin")]).output().unwrap();
-    assert!(up.status.success(), "curl upload: {}", String::from_utf8_lossy(&up.stderr));
-    let down = Command::new("curl").current_dir(&site.local).args(["-sS", "-k", "-u", &auth, "-o", "k.back", &format!("{base}k.bin")]).output().unwrap();
-    assert!(down.status.success(), "curl download: {}", String::from_utf8_lossy(&down.stderr));
-    assert_eq!(file_sha(&site.path("k.bin")), file_sha(&site.path("k.back")));
+    let up = Command::new("curl")
+        .current_dir(&site.local)
+        .args([
+            "-sS",
+            "-k",
+            "-u",
+            &auth,
+            "-T",
+            "k.bin",
+            &format!("{base}k.bin"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "curl upload: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let down = Command::new("curl")
+        .current_dir(&site.local)
+        .args([
+            "-sS",
+            "-k",
+            "-u",
+            &auth,
+            "-o",
+            "k.back",
+            &format!("{base}k.bin"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        down.status.success(),
+        "curl download: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(
+        file_sha(&site.path("k.bin")),
+        file_sha(&site.path("k.back"))
+    );
 }
 
 #[test]
@@ -415,12 +693,28 @@ fn lftp_works_both_ways() {
     );
     let out = Command::new("lftp")
         .current_dir(&site.local)
-        .args(["-u", "alice,", "-p", &site.port(), "-e", &connect, "sftp://127.0.0.1"])
+        .args([
+            "-u",
+            "alice,",
+            "-p",
+            &site.port(),
+            "-e",
+            &connect,
+            "sftp://127.0.0.1",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "lftp: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(file_sha(&site.path("l.bin")), file_sha(&site.path("l.back")));
+    assert!(
+        out.status.success(),
+        "lftp: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        file_sha(&site.path("l.bin")),
+        file_sha(&site.path("l.back"))
+    );
 }
 
 const PARAMIKO_SCRIPT: &str = r#"
@@ -439,9 +733,13 @@ t.close()
 
 #[test]
 fn paramiko_with_deep_prefetch_pipelining() {
-    let python = ["/usr/bin/python3", "python3"]
-        .into_iter()
-        .find(|p| Command::new(p).args(["-c", "import paramiko"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success()));
+    let python = ["/usr/bin/python3", "python3"].into_iter().find(|p| {
+        Command::new(p)
+            .args(["-c", "import paramiko"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
     let Some(python) = python else {
         println!("SKIPPED: paramiko is not installed (pip install paramiko)");
         return;
@@ -459,11 +757,18 @@ fn paramiko_with_deep_prefetch_pipelining() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "paramiko hung: the data path deadlocked");
+        assert!(
+            Instant::now() < deadline,
+            "paramiko hung: the data path deadlocked"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "paramiko: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "paramiko: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), file_sha(&src));
 }
 
@@ -473,20 +778,45 @@ fn putty_psftp_works_both_ways() {
         return;
     }
     let site = Site::new("");
-    let fp = Command::new("ssh-keygen").arg("-lf").arg(site.env.data_dir().join("ssh/ssh_host_ed25519_key")).output().unwrap();
-    let fp = String::from_utf8_lossy(&fp.stdout).split_whitespace().nth(1).unwrap().to_owned();
+    let fp = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(site.env.data_dir().join("ssh/ssh_host_ed25519_key"))
+        .output()
+        .unwrap();
+    let fp = String::from_utf8_lossy(&fp.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
     site.write_local("u.bin", &bytes(2_500_000, 10));
     let script = site.write_local(".psftp", b"put u.bin\nget u.bin u.back\nls\n");
     let out = Command::new("psftp")
         .current_dir(&site.local)
-        .args(["-batch", "-P", &site.port(), "-pw", PASSWORD, "-hostkey", &fp, "-b"])
+        .args([
+            "-batch",
+            "-P",
+            &site.port(),
+            "-pw",
+            PASSWORD,
+            "-hostkey",
+            &fp,
+            "-b",
+        ])
         .arg(&script)
         .arg("alice@127.0.0.1")
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "psftp: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(file_sha(&site.path("u.bin")), file_sha(&site.path("u.back")));
+    assert!(
+        out.status.success(),
+        "psftp: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        file_sha(&site.path("u.bin")),
+        file_sha(&site.path("u.back"))
+    );
 }
 
 #[test]

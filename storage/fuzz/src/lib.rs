@@ -10,9 +10,15 @@ pub fn parse_path(data: &[u8]) {
     let raw = String::from_utf8_lossy(data);
     let Ok(path) = VPath::parse(&raw) else { return };
     for name in path.parts() {
-        assert!(!name.is_empty() && name != "." && name != "..", "unnormalised name");
+        assert!(
+            !name.is_empty() && name != "." && name != "..",
+            "unnormalised name"
+        );
         assert!(name.len() <= 255, "name over 255 bytes");
-        assert!(!name.chars().any(|c| c.is_control() || c == '/'), "forbidden character");
+        assert!(
+            !name.chars().any(|c| c.is_control() || c == '/'),
+            "forbidden character"
+        );
     }
     let again = VPath::parse(&path.to_string()).expect("a printed path parses");
     assert_eq!(again, path, "print/parse round trip");

@@ -9,9 +9,11 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 
 pub mod conformance;
+mod mysql;
 mod sqlite;
 mod types;
 
+pub use mysql::{MySqlOptions, MySqlStore, MySqlTls};
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -48,6 +50,23 @@ pub enum MetaError {
         /// Newest version this build knows.
         supported: i64,
     },
+    /// The database holds an older schema than this build needs (`found` is 0 for an empty
+    /// database): run `coffer migrate`, or enable migration on start.
+    #[error(
+        "database schema version {found} is older than this build needs ({supported}); \
+         run `coffer migrate`"
+    )]
+    SchemaTooOld {
+        /// Version found in the database (0 if none).
+        found: i64,
+        /// Version this build needs.
+        supported: i64,
+    },
+    /// The TLS connection to the database could not be set up or its certificate was refused
+    /// (unknown CA, wrong host name, server without TLS). Not retried: the configuration
+    /// (`metadata.tls`, `metadata.ca_file`) or the server's certificate needs fixing.
+    #[error("TLS to the metadata database failed: {0}")]
+    Tls(String),
     /// The database is unreachable or timed out; worth retrying later.
     #[error("metadata store unavailable: {0}")]
     Unavailable(String),

@@ -1,4 +1,4 @@
-//! Object stores: opaque ciphertext blobs under random keys (local directory now, S3 later).
+//! Object stores: opaque ciphertext blobs under random keys (a local directory, or S3).
 //!
 //! An object store never sees a file name, a folder name or a byte of plaintext: keys are
 //! random ids made by [`ObjectKey::generate`] and bodies are sealed by `coffer-format`.
@@ -11,8 +11,10 @@ use bytes::Bytes;
 
 pub mod conformance;
 mod local;
+mod s3;
 
 pub use local::LocalDirStore;
+pub use s3::{DEFAULT_PART_SIZE, MAX_PART_SIZE, MIN_PART_SIZE, S3Credentials, S3Settings, S3Store};
 
 /// The storage key of one object: 128 random bits, written as 32 lowercase hex digits.
 ///
@@ -86,6 +88,10 @@ pub enum ObjectError {
     /// The store did not answer in time or refused the connection; worth retrying.
     #[error("object store unavailable: {0}")]
     Unavailable(String),
+    /// The store refused the request (bad credentials, a missing permission, an invalid
+    /// request); retrying the same request will not help.
+    #[error("object store refused the request: {0}")]
+    Rejected(String),
     /// Local I/O failed.
     #[error("object store I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -118,4 +124,31 @@ pub trait ObjectStore: Send + Sync + Debug {
 
     /// Deletes an object; deleting a missing object succeeds.
     async fn delete(&self, key: &ObjectKey) -> Result<(), ObjectError>;
+
+    /// Starts storing `key` from the local file `file` while that file is still being
+    /// appended to, so little is left to send when it is complete. `None` (the default) means
+    /// the store gains nothing from it: call [`put_file`](Self::put_file) at the end instead.
+    async fn begin_streaming_upload(
+        &self,
+        _key: &ObjectKey,
+        _file: &Path,
+    ) -> Result<Option<Box<dyn StreamingUpload>>, ObjectError> {
+        Ok(None)
+    }
+}
+
+/// An upload fed from a local file that only ever grows at its end (the spool file), begun
+/// by [`ObjectStore::begin_streaming_upload`]. Nothing is visible under the key until
+/// [`finish`](Self::finish) succeeds; dropping it unfinished abandons the upload.
+#[async_trait]
+pub trait StreamingUpload: Send + Debug {
+    /// The file now holds `len` bytes that will not change; the store may send them.
+    async fn file_grew(&mut self, len: u64) -> Result<(), ObjectError>;
+
+    /// The file is complete at `len` bytes: sends the rest and makes the object visible,
+    /// durably and atomically. The caller still owns (and removes) the file.
+    async fn finish(self: Box<Self>, len: u64) -> Result<(), ObjectError>;
+
+    /// Abandons the upload, leaving nothing under the key.
+    async fn abort(self: Box<Self>);
 }

@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Side-by-side SFTP benchmark: Coffer vs OpenSSH sshd (internal-sftp) on loopback.
+
+Starts a release `coffer serve` and an `sshd` on spare loopback ports, then runs the same
+OpenSSH `sftp` client against each, alternating, RUNS times per row: 1 GiB upload and
+download (aes256-gcm and chacha20-poly1305), 1000 x 4 KiB upload and download. Prints the
+median wall time, throughput, the ratio Coffer / OpenSSH (throughput; >= 1.0 means Coffer is
+at least as fast), server CPU seconds and peak server RSS per row.
+
+Usage (from the repository root; needs openssh-server and openssh-client; COFFER_BIN
+overrides the binary):
+    cargo build --release -p coffer
+    python3 benches/sftp/compare.py [--runs 3] [--size-mib 1024] [--small 1000]
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"nothing listens on port {port}")
+
+
+def tree(pid):
+    """pid and all its descendants."""
+    out, todo = [], [pid]
+    children = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(p))
+            except OSError:
+                pass
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pid):
+    """utime+stime of pid, plus reaped children (sshd's per-session processes)."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:13])
+            if p == pid:
+                total += sum(int(x) for x in fields[13:15])
+        except OSError:
+            pass
+    return total / CLK_TCK
+
+
+def rss_bytes(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except OSError:
+            pass
+    return total
+
+
+class PeakRss:
+    """Samples the server's process tree RSS every 50 ms while a transfer runs."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self.stop = pid, 0, False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop:
+            self.peak = max(self.peak, rss_bytes(self.pid))
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.thread.join()
+
+
+def clean_env():
+    """The environment without COFFER_* variables (coffer refuses unknown ones)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("COFFER_")}
+
+
+def start_coffer(work, key_pub, port):
+    coffer = os.environ.get("COFFER_BIN") or os.path.join(ROOT, "target", "release", "coffer")
+    if not os.path.exists(coffer):
+        sys.exit("build it first: cargo build --release -p coffer")
+    conf = os.path.join(work, "coffer.toml")
+    with open(conf, "w") as f:
+        f.write(
+            f'data_dir = "{work}/coffer-data"\n'
+            f'[log]\nlevel = "warn"\n'
+            f'[admin]\nlisten = "127.0.0.1:{free_port()}"\n'
+            f'[sftp]\nlisten = "127.0.0.1:{port}"\n'
+            f"[ftp]\nenabled = false\n[https]\nenabled = false\n"
+        )
+    subprocess.run([coffer, "--config", conf, "user", "add", "bench", "--ssh-key", key_pub], check=True,
+                   stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=clean_env())
+    log = open(os.path.join(work, "coffer.log"), "w")
+    proc = subprocess.Popen([coffer, "--config", conf, "serve"], stdout=log, stderr=log, env=clean_env())
+    wait_port(port)
+    return proc
+
+
+def start_sshd(work, key_pub, port):
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    host_key = os.path.join(work, "sshd_host_ed25519")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key], check=True)
+    conf = os.path.join(work, "sshd_config")
+    with open(conf, "w") as f:
+        f.write(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+            f"AuthorizedKeysFile {key_pub}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
+            f"PermitRootLogin yes\nPidFile {work}/sshd.pid\nSubsystem sftp internal-sftp\n"
+            "Ciphers aes256-gcm@openssh.com,chacha20-poly1305@openssh.com\n"
+        )
+    os.makedirs("/run/sshd", exist_ok=True)
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", conf], stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(work, "sshd.log"), "w"))
+    wait_port(port)
+    return proc
+
+
+def sftp(port, key, cipher, script, cwd):
+    user = "bench" if port == SERVERS["coffer"][1] else os.environ.get("USER", "root")
+    batch = os.path.join(cwd, "batch.txt")
+    with open(batch, "w") as f:
+        f.write(script)
+    cmd = ["sftp", "-q", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+           "-o", "LogLevel=ERROR", "-i", key, "-c", cipher, "-P", str(port), "-b", batch, f"{user}@127.0.0.1"]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=cwd, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+SERVERS = {}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--small", type=int, default=1000)
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="coffer-sftp-bench-")
+    key = os.path.join(work, "id_ed25519")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+    local = os.path.join(work, "local")
+    remote_ssh = os.path.join(work, "sshd-remote")
+    os.makedirs(os.path.join(local, "small"))
+    os.makedirs(remote_ssh)
+    big = os.path.join(local, "big")
+    subprocess.run(f"head -c {args.size_mib}M /dev/urandom > {big}", shell=True, check=True)
+    for i in range(args.small):
+        with open(os.path.join(local, "small", f"s{i:04}"), "wb") as f:
+            f.write(os.urandom(4096))
+
+    cport, sport = free_port(), free_port()
+    coffer = start_coffer(work, key + ".pub", cport)
+    sshd = start_sshd(work, key + ".pub", sport)
+    time.sleep(1)
+    idle = {"coffer": rss_bytes(coffer.pid), "openssh": rss_bytes(sshd.pid)}
+    print(f"idle RSS: coffer {idle['coffer'] / 2**20:.0f} MiB, sshd {idle['openssh'] / 2**20:.0f} MiB")
+    SERVERS["coffer"] = (coffer, cport, "/")
+    SERVERS["openssh"] = (sshd, sport, remote_ssh + "/")
+    # Create the remote folder for small files once per server.
+    for name, (_, port, base) in SERVERS.items():
+        sftp(port, key, "aes256-gcm@openssh.com", f"-mkdir {base}small\n", local)
+
+    rows = []
+    for cipher in ["aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]:
+        rows.append((f"{args.size_mib} MiB upload, {cipher}", cipher, lambda b: f"put big {b}big\n", args.size_mib << 20))
+        rows.append((f"{args.size_mib} MiB download, {cipher}", cipher, lambda b: f"get {b}big big.back\n", args.size_mib << 20))
+    rows.append((f"{args.small} x 4 KiB upload", "aes256-gcm@openssh.com",
+                 lambda b: f"put small/* {b}small/\n", args.small * 4096))
+    rows.append((f"{args.small} x 4 KiB download", "aes256-gcm@openssh.com",
+                 lambda b: f"get {b}small/* small.back/\n", args.small * 4096))
+    os.makedirs(os.path.join(local, "small.back"))
+
+    results = []
+    for label, cipher, script, nbytes in rows:
+        samples = {"coffer": [], "openssh": []}
+        cpu = {"coffer": [], "openssh": []}
+        peak = {"coffer": 0, "openssh": 0}
+        for _ in range(args.runs):
+            for name in ["coffer", "openssh"]:
+                proc, port, base = SERVERS[name]
+                c0 = cpu_seconds(proc.pid)
+                with PeakRss(proc.pid) as p:
+                    samples[name].append(sftp(port, key, cipher, script(base), local))
+                cpu[name].append(cpu_seconds(proc.pid) - c0)
+                peak[name] = max(peak[name], p.peak)
+        results.append((label, nbytes, samples, cpu, peak))
+        print_row(label, nbytes, samples, cpu, peak, flush=True)
+
+    print("\n| Row | Coffer MB/s | OpenSSH MB/s | Coffer / OpenSSH | CPU s Coffer | CPU s OpenSSH | peak RSS Coffer | peak RSS OpenSSH |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print_row(*r, table=True)
+    for proc in (coffer, sshd):
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def print_row(label, nbytes, samples, cpu, peak, table=False, flush=False):
+    mbps = {k: nbytes / statistics.median(v) / 1e6 for k, v in samples.items()}
+    ratio = mbps["coffer"] / mbps["openssh"]
+    cells = [label, f"{mbps['coffer']:.1f}", f"{mbps['openssh']:.1f}", f"{ratio:.2f}",
+             f"{statistics.median(cpu['coffer']):.2f}", f"{statistics.median(cpu['openssh']):.2f}",
+             f"{peak['coffer'] / 2**20:.0f} MiB", f"{peak['openssh'] / 2**20:.0f} MiB"]
+    if table:
+        print("| " + " | ".join(cells) + " |")
+    else:
+        print("  ".join(cells), flush=flush)
+
+
+if __name__ == "__main__":
+    main()

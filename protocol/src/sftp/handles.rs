@@ -1,0 +1,460 @@
+//! Open handles: each runs as a lane that processes its requests in arrival order.
+//!
+//! A download lane serves READ from a [`FileReader`]; an upload lane feeds WRITE into a
+//! [`FileWriter`] and commits it on CLOSE (or `fsync@openssh.com`); a folder lane pages through
+//! a listing taken at OPENDIR. When the session ends with an upload still open, the lane
+//! applies the partial-upload policy (see `docs/SFTP.md`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use coffer_storage::{FileInfo, FileReader, FileWriter, VfsError, WriteOptions};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tracing::{debug, info, warn};
+
+use super::namespace::{attrs_of, error_reply, long_name};
+use super::session::SessionCtx;
+use super::wire::{Attrs, MAX_READ_LEN, Reply, Request, get_string};
+use crate::common::SftpStatus;
+
+/// Entries per READDIR reply.
+const READDIR_BATCH: usize = 128;
+
+/// A request for an open handle.
+#[derive(Debug)]
+pub(crate) enum HandleOp {
+    Read {
+        id: u32,
+        offset: u64,
+        len: u32,
+    },
+    /// The permit returns the bytes to the session's upload budget once processed.
+    Write {
+        id: u32,
+        offset: u64,
+        data: Bytes,
+        _permit: Option<OwnedSemaphorePermit>,
+    },
+    Fstat {
+        id: u32,
+    },
+    Fsetstat {
+        id: u32,
+        attrs: Attrs,
+    },
+    Readdir {
+        id: u32,
+    },
+    Fsync {
+        id: u32,
+    },
+    Close {
+        id: u32,
+    },
+}
+
+impl HandleOp {
+    /// Splits a handle request into (handle, op); other requests come back unchanged.
+    pub(crate) fn from_request(
+        req: Request,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(Bytes, Self), Request> {
+        Ok(match req {
+            Request::Read {
+                id,
+                handle,
+                offset,
+                len,
+            } => (handle, Self::Read { id, offset, len }),
+            Request::Write {
+                id,
+                handle,
+                offset,
+                data,
+            } => (
+                handle,
+                Self::Write {
+                    id,
+                    offset,
+                    data,
+                    _permit: permit,
+                },
+            ),
+            Request::Fstat { id, handle } => (handle, Self::Fstat { id }),
+            Request::Fsetstat { id, handle, attrs } => (handle, Self::Fsetstat { id, attrs }),
+            Request::Readdir { id, handle } => (handle, Self::Readdir { id }),
+            Request::Close { id, handle } => (handle, Self::Close { id }),
+            Request::Extended { id, name, data } if name.as_ref() == b"fsync@openssh.com" => {
+                let mut d = data.clone();
+                match get_string(&mut d) {
+                    Ok(handle) => (handle, Self::Fsync { id }),
+                    Err(_) => return Err(Request::Extended { id, name, data }),
+                }
+            }
+            other => return Err(other),
+        })
+    }
+
+    /// The request id.
+    pub(crate) fn id(&self) -> u32 {
+        match self {
+            Self::Read { id, .. }
+            | Self::Write { id, .. }
+            | Self::Fstat { id }
+            | Self::Fsetstat { id, .. }
+            | Self::Readdir { id }
+            | Self::Fsync { id }
+            | Self::Close { id } => *id,
+        }
+    }
+}
+
+/// What a handle refers to.
+#[derive(Debug)]
+pub(crate) enum OpenHandle {
+    /// A file opened for reading.
+    Download {
+        path: String,
+        reader: Box<FileReader>,
+    },
+    /// A file opened for writing.
+    Upload(Box<Upload>),
+    /// A folder listing.
+    Dir { entries: Vec<FileInfo>, next: usize },
+}
+
+/// An upload in progress on one handle.
+#[derive(Debug)]
+pub(crate) struct Upload {
+    path: String,
+    /// `None` after `fsync@openssh.com` committed it; reopened on the next write.
+    writer: Option<FileWriter>,
+    append: bool,
+    mtime: Option<SystemTime>,
+    coverage: Coverage,
+}
+
+/// Which bytes of an upload have arrived: a contiguous prefix and ranges beyond holes.
+#[derive(Debug, Default)]
+struct Coverage {
+    /// Everything below this offset has been written (or was already stored).
+    contiguous_end: u64,
+    /// Written ranges beyond a hole: start -> end.
+    ahead: BTreeMap<u64, u64>,
+}
+
+impl Coverage {
+    fn starting_at(len: u64) -> Self {
+        Self {
+            contiguous_end: len,
+            ahead: BTreeMap::new(),
+        }
+    }
+
+    fn note(&mut self, start: u64, end: u64) {
+        if start > self.contiguous_end {
+            let e = self.ahead.entry(start).or_insert(end);
+            *e = (*e).max(end);
+            return;
+        }
+        self.contiguous_end = self.contiguous_end.max(end);
+        while let Some(entry) = self.ahead.first_entry() {
+            if *entry.key() > self.contiguous_end {
+                break;
+            }
+            let end = entry.remove();
+            self.contiguous_end = self.contiguous_end.max(end);
+        }
+    }
+
+    fn has_holes(&self) -> bool {
+        !self.ahead.is_empty()
+    }
+}
+
+impl Upload {
+    /// An upload on a freshly created writer.
+    pub(crate) fn new(path: String, writer: FileWriter, append: bool) -> Self {
+        let coverage = Coverage::starting_at(writer.len());
+        Self {
+            path,
+            writer: Some(writer),
+            append,
+            mtime: None,
+            coverage,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.writer
+            .as_ref()
+            .map_or(self.coverage.contiguous_end, FileWriter::len)
+    }
+
+    async fn writer(&mut self, ctx: &SessionCtx) -> Result<&mut FileWriter, VfsError> {
+        let writer = match self.writer.take() {
+            Some(w) => w,
+            None => {
+                ctx.vfs
+                    .create(
+                        &self.path,
+                        WriteOptions {
+                            truncate: false,
+                            exclusive: false,
+                        },
+                    )
+                    .await?
+            }
+        };
+        Ok(self.writer.insert(writer))
+    }
+
+    async fn write(&mut self, ctx: &SessionCtx, offset: u64, data: &[u8]) -> Result<(), VfsError> {
+        let append = self.append;
+        let w = self.writer(ctx).await?;
+        let at = if append { w.len() } else { offset };
+        w.write_at(at, data).await?;
+        self.coverage.note(at, at.saturating_add(data.len() as u64));
+        Ok(())
+    }
+
+    /// Commits what was written; the file becomes visible and durable.
+    async fn commit(&mut self) -> Result<(), VfsError> {
+        let Some(mut w) = self.writer.take() else {
+            return Ok(());
+        };
+        if let Some(t) = self.mtime {
+            w.set_mtime(t);
+        }
+        let info = w.commit().await?;
+        self.coverage = Coverage::starting_at(info.size);
+        Ok(())
+    }
+
+    /// The session ended with this upload open.
+    async fn abandon(mut self, keep_partial: bool) {
+        let Some(w) = self.writer.take() else { return };
+        let received = w.len();
+        if keep_partial && !self.coverage.has_holes() {
+            let mut me = Self {
+                writer: Some(w),
+                ..self
+            };
+            match me.commit().await {
+                Ok(()) => info!(
+                    bytes = received,
+                    "connection lost during an upload; kept the bytes received"
+                ),
+                Err(e) => {
+                    warn!(kind = e.kind().code(), error = %e, "could not keep an interrupted upload")
+                }
+            }
+        } else {
+            w.abort().await;
+            info!(
+                bytes = received,
+                "connection lost during an upload; discarded it"
+            );
+        }
+    }
+}
+
+/// Processes one handle's requests in order until CLOSE, or until the session ends.
+pub(crate) async fn run_lane(
+    ctx: Arc<SessionCtx>,
+    mut handle: OpenHandle,
+    mut rx: mpsc::UnboundedReceiver<HandleOp>,
+) {
+    while let Some(op) = rx.recv().await {
+        let closing = matches!(op, HandleOp::Close { .. });
+        let reply = serve(&ctx, &mut handle, op).await;
+        ctx.reply(reply).await;
+        if closing {
+            return;
+        }
+    }
+    if let OpenHandle::Upload(upload) = handle {
+        (*upload).abandon(ctx.opts.keep_partial_uploads).await;
+    }
+}
+
+async fn serve(ctx: &SessionCtx, handle: &mut OpenHandle, op: HandleOp) -> Reply {
+    let id = op.id();
+    let result = match handle {
+        OpenHandle::Download { path, reader } => serve_download(ctx, path, reader, op).await,
+        OpenHandle::Upload(upload) => serve_upload(ctx, upload, op).await,
+        OpenHandle::Dir { entries, next } => serve_dir(ctx, entries, next, op),
+    };
+    result.unwrap_or_else(|e| error_reply(id, &e))
+}
+
+async fn serve_download(
+    ctx: &SessionCtx,
+    path: &str,
+    reader: &FileReader,
+    op: HandleOp,
+) -> Result<Reply, VfsError> {
+    Ok(match op {
+        HandleOp::Read { id, offset, len } => {
+            let data = reader
+                .read_at(offset, len.min(MAX_READ_LEN) as usize)
+                .await?;
+            if data.is_empty() {
+                Reply::status(id, SftpStatus::Eof, "end of file")
+            } else {
+                Reply::data(id, data)
+            }
+        }
+        HandleOp::Fstat { id } => {
+            let mut info = reader.info().clone();
+            info.size = reader.size();
+            Reply::attrs(id, &attrs_of(&info))
+        }
+        HandleOp::Fsetstat { id, attrs } => {
+            if let Some(t) = attrs.mtime() {
+                ctx.vfs.set_times(path, t).await?;
+            }
+            Reply::ok(id)
+        }
+        HandleOp::Fsync { id } | HandleOp::Close { id } => Reply::ok(id),
+        HandleOp::Write { id, .. } => Reply::status(
+            id,
+            SftpStatus::PermissionDenied,
+            "the file was opened for reading",
+        ),
+        HandleOp::Readdir { id } => {
+            Reply::status(id, SftpStatus::Failure, "not a directory handle")
+        }
+    })
+}
+
+async fn serve_upload(ctx: &SessionCtx, up: &mut Upload, op: HandleOp) -> Result<Reply, VfsError> {
+    Ok(match op {
+        HandleOp::Write {
+            id,
+            offset,
+            data,
+            _permit,
+        } => {
+            up.write(ctx, offset, &data).await?;
+            Reply::ok(id)
+        }
+        HandleOp::Fstat { id } => {
+            let now = SystemTime::now();
+            let info = FileInfo {
+                name: String::new(),
+                kind: coffer_storage::EntryKind::File,
+                size: up.len(),
+                mtime: up.mtime.unwrap_or(now),
+                ctime: now,
+                id: 0,
+                version: 0,
+            };
+            Reply::attrs(id, &attrs_of(&info))
+        }
+        HandleOp::Fsetstat { id, attrs } => {
+            if let Some(size) = attrs.size.filter(|s| *s != up.len()) {
+                debug!(size, "refused to change the size of an open upload");
+                return Ok(Reply::status(
+                    id,
+                    SftpStatus::OpUnsupported,
+                    "changing the size of an open upload is not supported",
+                ));
+            }
+            if let Some(t) = attrs.mtime() {
+                up.mtime = Some(t);
+                if up.writer.is_none() {
+                    ctx.vfs.set_times(&up.path, t).await?;
+                }
+            }
+            Reply::ok(id)
+        }
+        HandleOp::Fsync { id } | HandleOp::Close { id } => {
+            up.commit().await?;
+            Reply::ok(id)
+        }
+        HandleOp::Read { id, .. } => Reply::status(
+            id,
+            SftpStatus::PermissionDenied,
+            "the file was opened for writing",
+        ),
+        HandleOp::Readdir { id } => {
+            Reply::status(id, SftpStatus::Failure, "not a directory handle")
+        }
+    })
+}
+
+fn serve_dir(
+    ctx: &SessionCtx,
+    entries: &[FileInfo],
+    next: &mut usize,
+    op: HandleOp,
+) -> Result<Reply, VfsError> {
+    Ok(match op {
+        HandleOp::Readdir { id } => {
+            let batch = entries.get(*next..).unwrap_or_default();
+            if batch.is_empty() {
+                return Ok(Reply::status(id, SftpStatus::Eof, "no more entries"));
+            }
+            let batch = batch
+                .get(..READDIR_BATCH.min(batch.len()))
+                .unwrap_or_default();
+            *next += batch.len();
+            let names: Vec<_> = batch
+                .iter()
+                .map(|f| {
+                    (
+                        f.name.clone(),
+                        long_name(f, &ctx.opts.user_name),
+                        attrs_of(f),
+                    )
+                })
+                .collect();
+            Reply::name(id, &names)
+        }
+        HandleOp::Close { id } | HandleOp::Fsync { id } => Reply::ok(id),
+        HandleOp::Fstat { id } => {
+            let now = SystemTime::now();
+            let info = FileInfo {
+                name: String::new(),
+                kind: coffer_storage::EntryKind::Dir,
+                size: 0,
+                mtime: now,
+                ctime: now,
+                id: 0,
+                version: 0,
+            };
+            Reply::attrs(id, &attrs_of(&info))
+        }
+        HandleOp::Read { id, .. } | HandleOp::Write { id, .. } | HandleOp::Fsetstat { id, .. } => {
+            Reply::status(id, SftpStatus::Failure, "this is a directory handle")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_order_writes_become_contiguous_once_the_hole_is_filled() {
+        let mut c = Coverage::starting_at(0);
+        c.note(0, 10);
+        c.note(20, 30);
+        assert_eq!(c.contiguous_end, 10);
+        assert!(c.has_holes(), "the hole at 10..20 must be remembered");
+        c.note(10, 20);
+        assert_eq!(c.contiguous_end, 30);
+        assert!(!c.has_holes());
+    }
+
+    #[test]
+    fn resumed_upload_counts_the_stored_prefix_as_received() {
+        let mut c = Coverage::starting_at(1000);
+        c.note(1000, 1500);
+        assert_eq!(c.contiguous_end, 1500);
+        assert!(!c.has_holes());
+    }
+}

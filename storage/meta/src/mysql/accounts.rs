@@ -1,0 +1,221 @@
+//! Tenants, their wrapped keys, users, SSH keys and the cluster-wide login lockout (MySQL).
+
+use sqlx::{Executor, MySql, MySqlConnection};
+
+use super::TxResult;
+use super::namespace::{insert_dir, lock_node};
+use crate::{
+    MetaError, NewSshKey, NewTenant, NewUser, Node, NodeKind, Tenant, User, WrappedTenantKey,
+};
+
+/// Creates a tenant, its root folder and its wrapped keys. The keys are stored under
+/// `tenant.id` whatever their own `tenant_id` says: they belong to the tenant being created.
+pub(super) async fn create_tenant(conn: &mut MySqlConnection, new: &NewTenant) -> TxResult<Tenant> {
+    let tenant = Tenant {
+        id: new.id,
+        name: new.name.clone(),
+        root_node_id: new.root_node_id,
+        key_version: new.keys.iter().map(|k| k.version).max().unwrap_or(1),
+        quota_bytes: new.quota_bytes,
+        created_ms: new.now_ms,
+    };
+    sqlx::query(
+        "INSERT INTO tenants (id, name, root_node_id, key_version, quota_bytes, created_ms) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(tenant.id)
+    .bind(&tenant.name)
+    .bind(tenant.root_node_id)
+    .bind(i64::from(tenant.key_version))
+    .bind(tenant.quota_bytes)
+    .bind(tenant.created_ms)
+    .execute(&mut *conn)
+    .await?;
+    let root = Node {
+        id: new.root_node_id,
+        tenant_id: new.id,
+        parent_id: None,
+        kind: NodeKind::Dir,
+        name_enc: new.root_name_enc.clone(),
+        name_index: new.root_name_index.clone(),
+        mtime_ms: new.now_ms,
+        ctime_ms: new.now_ms,
+        version: 1,
+        content: None,
+    };
+    insert_dir(conn, &root).await?;
+    for key in &new.keys {
+        let key = WrappedTenantKey {
+            tenant_id: new.id,
+            ..key.clone()
+        };
+        insert_tenant_key(conn, &key).await?;
+    }
+    Ok(tenant)
+}
+
+/// Stores a wrapped tenant key, replacing the copy for the same version and region. An
+/// upsert, so two nodes storing the same key at once both succeed (a delete-then-insert would
+/// let one of them fail on the primary key).
+pub(super) async fn put_tenant_key<'e>(
+    db: impl Executor<'e, Database = MySql>,
+    key: &WrappedTenantKey,
+) -> TxResult<()> {
+    sqlx::query(
+        "INSERT INTO tenant_keys (tenant_id, version, region, master_key_id, wrapped) \
+         VALUES (?, ?, ?, ?, ?) \
+         ON DUPLICATE KEY UPDATE master_key_id = VALUES(master_key_id), wrapped = VALUES(wrapped)",
+    )
+    .bind(key.tenant_id)
+    .bind(i64::from(key.version))
+    .bind(&key.region)
+    .bind(&key.master_key_id)
+    .bind(&key.wrapped)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+async fn insert_tenant_key(conn: &mut MySqlConnection, key: &WrappedTenantKey) -> TxResult<()> {
+    sqlx::query(
+        "INSERT INTO tenant_keys (tenant_id, version, region, master_key_id, wrapped) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(key.tenant_id)
+    .bind(i64::from(key.version))
+    .bind(&key.region)
+    .bind(&key.master_key_id)
+    .bind(&key.wrapped)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Creates a user whose home is an existing folder of their tenant.
+pub(super) async fn create_user(conn: &mut MySqlConnection, new: &NewUser) -> TxResult<User> {
+    // Locked, so the folder cannot be removed before the user row that points at it commits.
+    let home = lock_node(conn, new.tenant_id, new.home_node_id).await?;
+    if home.kind != NodeKind::Dir {
+        return Err(MetaError::WrongKind("home is not a folder").into());
+    }
+    sqlx::query(
+        "INSERT INTO users (id, tenant_id, name, password_hash, home_node_id, perms, disabled, \
+         failed_count, created_ms) VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?)",
+    )
+    .bind(new.id)
+    .bind(new.tenant_id)
+    .bind(&new.name)
+    .bind(new.password_hash.as_deref())
+    .bind(new.home_node_id)
+    .bind(i64::from(new.perms))
+    .bind(new.now_ms)
+    .execute(conn)
+    .await?;
+    Ok(User {
+        id: new.id,
+        tenant_id: new.tenant_id,
+        name: new.name.clone(),
+        password_hash: new.password_hash.clone(),
+        home_node_id: new.home_node_id,
+        perms: new.perms,
+        disabled: false,
+        locked_until_ms: None,
+        created_ms: new.now_ms,
+    })
+}
+
+/// Adds an SSH key; `NotFound` if the user is gone, `AlreadyExists` for a known fingerprint.
+pub(super) async fn add_ssh_key<'e>(
+    db: impl Executor<'e, Database = MySql>,
+    user_id: i64,
+    key: &NewSshKey,
+) -> TxResult<()> {
+    sqlx::query(
+        "INSERT INTO ssh_keys (user_id, algorithm, key_base64, fingerprint, comment) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(user_id)
+    .bind(&key.algorithm)
+    .bind(&key.key_base64)
+    .bind(&key.fingerprint)
+    .bind(&key.comment)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The failure bookkeeping of one user.
+struct FailureState {
+    failed_count: i64,
+    first_failure_ms: Option<i64>,
+    locked_until_ms: Option<i64>,
+}
+
+/// Lockout policy of [`crate::MetadataStore::record_login_failure`].
+pub(super) struct LockoutPolicy {
+    pub(super) now_ms: i64,
+    pub(super) threshold: u32,
+    pub(super) window_ms: i64,
+    pub(super) lock_ms: i64,
+}
+
+impl FailureState {
+    /// The state after one more failure at `policy.now_ms`.
+    fn after_failure(self, policy: &LockoutPolicy) -> Self {
+        let now = policy.now_ms;
+        let in_window = self
+            .first_failure_ms
+            .is_some_and(|first| now.saturating_sub(first) <= policy.window_ms);
+        let (count, first) = if in_window {
+            (self.failed_count.saturating_add(1), self.first_failure_ms)
+        } else {
+            (1, Some(now))
+        };
+        if count >= i64::from(policy.threshold) {
+            // Locked: the count starts afresh so the next lock needs a full new burst.
+            return Self {
+                failed_count: 0,
+                first_failure_ms: None,
+                locked_until_ms: Some(now.saturating_add(policy.lock_ms)),
+            };
+        }
+        Self {
+            failed_count: count,
+            first_failure_ms: first,
+            locked_until_ms: self.locked_until_ms,
+        }
+    }
+}
+
+/// Records one failed login; returns the lock expiry if the user is locked after it.
+pub(super) async fn record_login_failure(
+    conn: &mut MySqlConnection,
+    user_id: i64,
+    policy: &LockoutPolicy,
+) -> TxResult<Option<i64>> {
+    let (failed_count, first_failure_ms, locked_until_ms) = sqlx::query_as(
+        "SELECT failed_count, first_failure_ms, locked_until_ms FROM users WHERE id = ? \
+         FOR UPDATE",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(MetaError::NotFound)?;
+    let state = FailureState {
+        failed_count,
+        first_failure_ms,
+        locked_until_ms,
+    }
+    .after_failure(policy);
+    sqlx::query(
+        "UPDATE users SET failed_count = ?, first_failure_ms = ?, locked_until_ms = ? \
+         WHERE id = ?",
+    )
+    .bind(state.failed_count)
+    .bind(state.first_failure_ms)
+    .bind(state.locked_until_ms)
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(state.locked_until_ms.filter(|&until| until > policy.now_ms))
+}
