@@ -383,26 +383,14 @@ impl Vault {
         protocol: &'static str,
         remote_addr: Option<String>,
     ) -> VfsResult<Principal> {
-        let user = match self.inner.b.meta.user_by_name(name).await {
-            Ok(u) => Some(u),
-            Err(coffer_meta::MetaError::NotFound) => None,
-            Err(e) => return Err(e.into()),
-        };
+        let user = self.find_user(name).await?;
         let hash = user
             .as_ref()
             .and_then(|u| u.password_hash.clone())
             .unwrap_or_else(|| self.inner.dummy_hash.clone());
         let ok = auth::verify_password(&hash, password).await;
         let Some(user) = user else {
-            self.audit_login(
-                None,
-                name,
-                protocol,
-                &remote_addr,
-                "login_failed",
-                "unknown_user",
-            );
-            return Err(auth_failed());
+            return Err(self.reject_unknown_user(name, protocol, &remote_addr));
         };
         let ok = ok && user.password_hash.is_some();
         self.finish_login(user, ok, protocol, remote_addr).await
@@ -417,20 +405,8 @@ impl Vault {
         protocol: &'static str,
         remote_addr: Option<String>,
     ) -> VfsResult<Principal> {
-        let user = match self.inner.b.meta.user_by_name(name).await {
-            Ok(u) => u,
-            Err(coffer_meta::MetaError::NotFound) => {
-                self.audit_login(
-                    None,
-                    name,
-                    protocol,
-                    &remote_addr,
-                    "login_failed",
-                    "unknown_user",
-                );
-                return Err(auth_failed());
-            }
-            Err(e) => return Err(e.into()),
+        let Some(user) = self.find_user(name).await? else {
+            return Err(self.reject_unknown_user(name, protocol, &remote_addr));
         };
         let keys = self.inner.b.meta.ssh_keys(user.id).await?;
         let ok = keys.iter().fold(false, |acc, k| {
@@ -440,6 +416,19 @@ impl Vault {
             ))
         });
         self.finish_login(user, ok, protocol, remote_addr).await
+    }
+
+    async fn find_user(&self, name: &str) -> VfsResult<Option<User>> {
+        match self.inner.b.meta.user_by_name(name).await {
+            Ok(u) => Ok(Some(u)),
+            Err(coffer_meta::MetaError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn reject_unknown_user(&self, name: &str, protocol: &str, remote: &Option<String>) -> VfsError {
+        self.audit_login(None, name, protocol, remote, "login_failed", "unknown_user");
+        auth_failed()
     }
 
     /// `true` if the user exists and has at least one SSH key (lets SSH offer the right methods).

@@ -9,6 +9,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 
 pub mod conformance;
+mod lockout;
 mod mysql;
 mod sqlite;
 mod types;

@@ -38,7 +38,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode
 use sqlx::{Executor, MySql, MySqlConnection, Transaction};
 use zeroize::Zeroizing;
 
-use self::accounts::LockoutPolicy;
+use crate::lockout::LockoutPolicy;
 use crate::{
     AuditRecord, CommitFile, CommitOutcome, Garbage, MetaError, MetaResult, MetadataStore, NewDir,
     NewSshKey, NewTenant, NewUpload, NewUser, Node, RenameNode, ReplicationJob, SshKey, Tenant,

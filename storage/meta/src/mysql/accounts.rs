@@ -1,5 +1,6 @@
 //! Tenants, their wrapped keys, users, SSH keys and the cluster-wide login lockout (MySQL).
 
+use crate::lockout::{FailureState, LockoutPolicy};
 use sqlx::{Executor, MySql, MySqlConnection};
 
 use super::TxResult;
@@ -142,49 +143,6 @@ pub(super) async fn add_ssh_key<'e>(
     .execute(db)
     .await?;
     Ok(())
-}
-
-/// The failure bookkeeping of one user.
-struct FailureState {
-    failed_count: i64,
-    first_failure_ms: Option<i64>,
-    locked_until_ms: Option<i64>,
-}
-
-/// Lockout policy of [`crate::MetadataStore::record_login_failure`].
-pub(super) struct LockoutPolicy {
-    pub(super) now_ms: i64,
-    pub(super) threshold: u32,
-    pub(super) window_ms: i64,
-    pub(super) lock_ms: i64,
-}
-
-impl FailureState {
-    /// The state after one more failure at `policy.now_ms`.
-    fn after_failure(self, policy: &LockoutPolicy) -> Self {
-        let now = policy.now_ms;
-        let in_window = self
-            .first_failure_ms
-            .is_some_and(|first| now.saturating_sub(first) <= policy.window_ms);
-        let (count, first) = if in_window {
-            (self.failed_count.saturating_add(1), self.first_failure_ms)
-        } else {
-            (1, Some(now))
-        };
-        if count >= i64::from(policy.threshold) {
-            // Locked: the count starts afresh so the next lock needs a full new burst.
-            return Self {
-                failed_count: 0,
-                first_failure_ms: None,
-                locked_until_ms: Some(now.saturating_add(policy.lock_ms)),
-            };
-        }
-        Self {
-            failed_count: count,
-            first_failure_ms: first,
-            locked_until_ms: self.locked_until_ms,
-        }
-    }
 }
 
 /// Records one failed login; returns the lock expiry if the user is locked after it.
