@@ -1,0 +1,225 @@
+//! S3 end to end: the real binary with a primary and a replica bucket on two real S3 servers
+//! (s3s-fs, which checks SigV4 signatures), driven through the CLI while `serve` replicates.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{self, Env, assert_no_canary, bytes, contains, marker, sha256};
+
+const ACCESS_KEY: &str = "coffer-e2e-access";
+const SECRET_KEY: &str = "coffer-e2e-secret-0123456789";
+const PASSWORD: &str = "correct horse battery";
+
+/// One s3s-fs process with its data root and request log; killed on drop.
+struct S3Server {
+    child: Option<Child>,
+    port: u16,
+    root: PathBuf,
+    log: PathBuf,
+}
+
+fn s3s_fs_binary() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("s3s-fs")).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/s3s-fs"));
+    on_path.into_iter().chain(home).find(|p| p.is_file())
+}
+
+impl S3Server {
+    /// Starts s3s-fs on `port` (0: a free one) serving `root`, which holds `bucket`.
+    fn start(root: &Path, bucket: &str, port: u16) -> Self {
+        let binary = s3s_fs_binary().unwrap_or_else(|| {
+            panic!("s3s-fs is not installed: run integration/start-s3 once (or set COFFER_SKIP_S3=1)")
+        });
+        std::fs::create_dir_all(root.join(bucket)).unwrap();
+        let port = if port == 0 { harness::free_port() } else { port };
+        let log = root.with_extension("log");
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(root)
+            .env("RUST_LOG", "s3s=debug,s3s_fs=debug,info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child: Some(child), port, root: root.to_owned(), log }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The S3 operations this server resolved, from its debug log.
+    fn operations(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.split("op: ").nth(1))
+            .map(|op| op.split(|c: char| !c.is_ascii_alphanumeric()).next().unwrap_or("").to_owned())
+            .filter(|op| !op.is_empty())
+            .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn store_toml(name: &str, bucket: &str, port: u16) -> String {
+    format!(
+        "[storage.{name}]\nkind = \"s3\"\nbucket = \"{bucket}\"\nregion = \"us-east-1\"\n\
+         endpoint = \"http://127.0.0.1:{port}\"\npath_style = true\n\
+         access_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n"
+    )
+}
+
+struct Setup {
+    env: Env,
+    primary: S3Server,
+    replica: S3Server,
+}
+
+/// Two S3 servers, a config using them, and a user; `None` when COFFER_SKIP_S3=1.
+fn setup() -> Option<Setup> {
+    if std::env::var_os("COFFER_SKIP_S3").is_some() {
+        println!("COFFER_SKIP_S3 is set: skipping the S3 end-to-end test");
+        return None;
+    }
+    let roots = tempfile::tempdir().unwrap().keep();
+    let primary = S3Server::start(&roots.join("primary"), "coffer-primary", 0);
+    let replica = S3Server::start(&roots.join("replica"), "coffer-replica", 0);
+    let extra = store_toml("primary", "coffer-primary", primary.port)
+        + &store_toml("replica", "coffer-replica", replica.port);
+    let env = Env::new(&extra);
+    env.add_user("acme", "alice", PASSWORD);
+    Some(Setup { env, primary, replica })
+}
+
+fn put(env: &Env, local: &Path, remote: &str) {
+    env.ok(&["files", "put", local.to_str().unwrap(), remote, "--user", "alice"], "");
+}
+
+fn get(env: &Env, remote: &str) -> Vec<u8> {
+    let out = env.dir.path().join("got.bin");
+    let _ = std::fs::remove_file(&out);
+    env.ok(&["files", "get", remote, out.to_str().unwrap(), "--user", "alice"], "");
+    std::fs::read(out).unwrap()
+}
+
+fn pending(env: &Env) -> u64 {
+    let status = env.ok(&["replication", "status"], "");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("pending: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pending count in: {status}"))
+}
+
+fn wait_replicated(env: &Env, within: Duration) {
+    let deadline = Instant::now() + within;
+    while pending(env) > 0 {
+        assert!(Instant::now() < deadline, "replication did not catch up");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn write_local(env: &Env, name: &str, data: &[u8]) -> PathBuf {
+    let p = env.dir.path().join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+#[test]
+fn both_buckets_hold_only_ciphertext_under_random_keys_and_fsck_deep_is_clean() {
+    let Some(s) = setup() else { return };
+    let server = s.env.serve();
+    let m = marker();
+    let mut small = bytes(300_000, 1);
+    small[1000..1000 + m.len()].copy_from_slice(m.as_bytes());
+    let big = bytes(20 * 1024 * 1024 + 5, 2); // several multipart parts
+    let small_path = write_local(&s.env, "small.bin", &small);
+    let big_path = write_local(&s.env, "big.bin", &big);
+    s.env.ok(&["files", "mkdir", &format!("/dir-{m}"), "--user", "alice"], "");
+    put(&s.env, &small_path, &format!("/dir-{m}/file-{m}.txt"));
+    put(&s.env, &big_path, "/big.bin");
+    wait_replicated(&s.env, Duration::from_secs(60));
+
+    assert_eq!(get(&s.env, &format!("/dir-{m}/file-{m}.txt")), small, "the marker is readable");
+    assert_eq!(sha256(&get(&s.env, "/big.bin")), sha256(&big));
+    let fsck = s.env.ok(&["fsck", "--deep"], "");
+    assert!(fsck.contains("2 files, 0 problems"), "{fsck}");
+
+    // Object names in both buckets are 32 random hex digits, and both hold the same set.
+    let names = |root: &Path| -> Vec<String> {
+        let mut v: Vec<String> = harness::walk(root)
+            .into_iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        v.sort();
+        v
+    };
+    let (p_names, r_names) = (names(&s.primary.root), names(&s.replica.root));
+    assert_eq!(p_names.len(), 2, "{p_names:?}");
+    assert_eq!(p_names, r_names);
+    assert!(p_names.iter().all(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit())));
+
+    let (stopped, log) = server.stop();
+    assert!(stopped);
+    assert_no_canary(&s.primary.root, &[("server log", log.as_bytes())], &m);
+    assert_no_canary(&s.replica.root, &[], &m);
+    assert_no_canary(&s.env.data_dir(), &[], &m);
+    for (name, srv) in [("primary", &s.primary), ("replica", &s.replica)] {
+        let ops = srv.operations();
+        assert!(ops.iter().any(|o| o.starts_with("Put") || o.contains("Multipart")), "{name}: {ops:?}");
+        let bad: Vec<_> = ops.iter().filter(|o| o.starts_with("List") || o.starts_with("Delete")).collect();
+        assert!(bad.is_empty(), "{name} saw List/Delete calls in normal operation: {bad:?}");
+        assert!(!contains(&std::fs::read(&srv.log).unwrap(), m.as_bytes()));
+    }
+}
+
+#[test]
+fn downloads_are_served_from_the_replica_while_the_primary_is_down() {
+    let Some(mut s) = setup() else { return };
+    let server = s.env.serve();
+    let data = bytes(3 * 1024 * 1024 + 17, 3);
+    let local = write_local(&s.env, "f.bin", &data);
+    put(&s.env, &local, "/f.bin");
+    wait_replicated(&s.env, Duration::from_secs(60));
+    s.primary.stop();
+    assert_eq!(sha256(&get(&s.env, "/f.bin")), sha256(&data));
+    drop(server);
+}
+
+#[test]
+fn uploads_succeed_while_the_replica_is_down_and_replication_catches_up() {
+    let Some(mut s) = setup() else { return };
+    let server = s.env.serve();
+    s.replica.stop();
+    let data = bytes(2 * 1024 * 1024, 4);
+    let local = write_local(&s.env, "g.bin", &data);
+    put(&s.env, &local, "/g.bin");
+    assert_eq!(get(&s.env, "/g.bin"), data, "the primary serves it at once");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(pending(&s.env) >= 1, "the copy waits for the replica");
+    let port = s.replica.port;
+    s.replica = S3Server::start(&s.replica.root.clone(), "coffer-replica", port);
+    wait_replicated(&s.env, Duration::from_secs(90));
+    let fsck = s.env.ok(&["fsck", "--deep"], "");
+    assert!(fsck.contains("0 problems"), "{fsck}");
+    drop(server);
+}
