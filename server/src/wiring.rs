@@ -192,12 +192,7 @@ pub async fn open_vault(cfg: &Config, role: Role) -> anyhow::Result<Vault> {
     };
     let (spool_dir, node_name) = match role {
         Role::Server => (cfg.storage.spool_dir.clone(), cfg.node_name.clone()),
-        Role::Operator => (
-            cfg.storage
-                .spool_dir
-                .join(format!("cli-{}", std::process::id())),
-            format!("{}/cli-{}", cfg.node_name, std::process::id()),
-        ),
+        Role::Operator => coffer_storage::operator_spool(&cfg.storage.spool_dir, &cfg.node_name),
     };
     let opts = VaultOptions {
         chunk_size: cfg.storage.chunk_size,

@@ -24,7 +24,9 @@ pub use path::VPath;
 pub use perms::Permissions;
 pub use reader::{FileReader, failover_reads};
 pub use replicate::{FsckProblem, FsckReport, ReplicationReport, ReplicationStatus, ResyncReport};
-pub use vault::{Backends, Principal, Vault, VaultOptions, check_user_name, now_ms};
+pub use vault::{
+    Backends, Principal, Vault, VaultOptions, check_user_name, now_ms, operator_spool,
+};
 pub use vfs::{EntryKind, FileInfo, QuotaInfo, Vfs, WriteOptions};
 pub use writer::FileWriter;
 

@@ -50,6 +50,24 @@ impl Spool {
     }
 }
 
+impl Spool {
+    /// Removes every subdirectory whose name satisfies `dead` (spools of operator commands
+    /// that are no longer running). Returns how many.
+    pub(crate) fn remove_dirs_where(&self, dead: impl Fn(&str) -> bool) -> VfsResult<usize> {
+        let mut n = 0;
+        let entries =
+            std::fs::read_dir(&self.dir).map_err(|e| internal("cannot read the spool", e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.path().is_dir() && dead(&name) && std::fs::remove_dir_all(entry.path()).is_ok()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
 fn set_mode(path: &Path, mode: u32) -> VfsResult<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))

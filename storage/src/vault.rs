@@ -79,6 +79,34 @@ pub struct Vault {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// Spool subdirectories of operator commands are named this plus the process id.
+const OPERATOR_SPOOL_PREFIX: &str = "cli-";
+
+/// Spool directory and node name for an operator command (`coffer files ...`) running beside
+/// a server: its own subdirectory, so the server's recovery never removes its uploads while
+/// it runs — and does remove them once its process is gone.
+pub fn operator_spool(spool_dir: &std::path::Path, node_name: &str) -> (PathBuf, String) {
+    let pid = std::process::id();
+    (
+        spool_dir.join(format!("{OPERATOR_SPOOL_PREFIX}{pid}")),
+        format!("{node_name}/{OPERATOR_SPOOL_PREFIX}{pid}"),
+    )
+}
+
+/// The pid of the operator command that owns uploads of `owner`, if `owner` is one of ours.
+fn operator_pid(me: &str, owner: &str) -> Option<u32> {
+    owner
+        .strip_prefix(me)?
+        .strip_prefix('/')?
+        .strip_prefix(OPERATOR_SPOOL_PREFIX)?
+        .parse()
+        .ok()
+}
+
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new("/proc").join(pid.to_string()).exists()
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -131,7 +159,9 @@ impl Vault {
         let me = &self.inner.opts.node_name;
         let mut cleaned = 0usize;
         for up in self.inner.b.meta.uploads().await? {
-            if &up.node_name != me {
+            let dead_operator =
+                operator_pid(me, &up.node_name).is_some_and(|pid| !process_alive(pid));
+            if &up.node_name != me && !dead_operator {
                 continue;
             }
             self.inner.spool.remove(&up.spool_name);
@@ -142,7 +172,12 @@ impl Vault {
             self.inner.b.meta.end_upload(up.id).await?;
             cleaned += 1;
         }
-        let strays = self.inner.spool.remove_all()?;
+        let strays = self.inner.spool.remove_all()?
+            + self.inner.spool.remove_dirs_where(|name| {
+                name.strip_prefix(OPERATOR_SPOOL_PREFIX)
+                    .and_then(|pid| pid.parse().ok())
+                    .is_some_and(|pid| !process_alive(pid))
+            })?;
         if cleaned + strays > 0 {
             info!(
                 uploads = cleaned,

@@ -484,3 +484,43 @@ async fn replication_copies_committed_objects_and_deletes_removed_ones() {
     assert_eq!(tv.vault.collect_garbage(100).await.unwrap(), 1);
     assert!(tv.primary_objects().is_empty());
 }
+
+#[tokio::test]
+async fn recovery_removes_uploads_of_a_dead_operator_command_and_keeps_a_live_ones() {
+    let tv = vault().await;
+    let meta = &tv.vault.backends().meta;
+    let spool = tv.root().join("spool");
+    let me = std::process::id();
+    let dead = 4_000_000_000u32; // above Linux's pid_max: never a running process
+    let tenant = tv.vault.create_tenant("acme", None).await.unwrap();
+    for pid in [dead, me] {
+        std::fs::create_dir_all(spool.join(format!("cli-{pid}"))).unwrap();
+        std::fs::write(spool.join(format!("cli-{pid}/abc.spool")), b"sealed").unwrap();
+        meta.begin_upload(&coffer_meta::NewUpload {
+            tenant_id: tenant.id,
+            spool_name: "abc".into(),
+            object_key: "0".repeat(32),
+            node_name: format!("test-node/cli-{pid}"),
+            now_ms: 0,
+        })
+        .await
+        .unwrap();
+    }
+    tv.vault.recover_uploads().await.unwrap();
+    assert!(
+        !spool.join(format!("cli-{dead}")).exists(),
+        "a dead command's spool is removed"
+    );
+    assert!(
+        spool.join(format!("cli-{me}/abc.spool")).exists(),
+        "a running command's upload is kept"
+    );
+    let left: Vec<String> = meta
+        .uploads()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.node_name)
+        .collect();
+    assert_eq!(left, [format!("test-node/cli-{me}")]);
+}
