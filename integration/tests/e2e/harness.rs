@@ -85,13 +85,18 @@ pub struct Env {
 impl Env {
     /// A fresh data directory and config. `extra` is appended to the generated TOML.
     pub fn new(extra: &str) -> Self {
+        Self::with_node("test-node", extra)
+    }
+
+    /// As [`Env::new`], for a node of a cluster: nodes sharing a database need distinct names.
+    pub fn with_node(node_name: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ports = Ports::pick();
         let data = dir.path().join("data");
         let config = dir.path().join("coffer.toml");
         let toml = format!(
             r#"data_dir = "{data}"
-node_name = "test-node"
+node_name = "{node_name}"
 
 [log]
 level = "info,coffer=debug,coffer_storage=debug,coffer_protocol=debug"
@@ -119,6 +124,7 @@ lockout_secs = 600
 {extra}
 "#,
             data = data.display(),
+            node_name = node_name,
             admin = ports.admin,
             sftp = ports.sftp,
             ftp = ports.ftp,

@@ -5,5 +5,6 @@
 mod harness;
 
 mod cli;
-mod sftp;
+mod nodes;
 mod s3;
+mod sftp;

@@ -21,7 +21,11 @@ struct S3Server {
 
 fn s3s_fs_binary() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("s3s-fs")).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("s3s-fs"))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/s3s-fs"));
     on_path.into_iter().chain(home).find(|p| p.is_file())
@@ -31,12 +35,22 @@ impl S3Server {
     /// Starts s3s-fs on `port` (0: a free one) serving `root`, which holds `bucket`.
     fn start(root: &Path, bucket: &str, port: u16) -> Self {
         let binary = s3s_fs_binary().unwrap_or_else(|| {
-            panic!("s3s-fs is not installed: run integration/start-s3 once (or set COFFER_SKIP_S3=1)")
+            panic!(
+                "s3s-fs is not installed: run integration/start-s3 once (or set COFFER_SKIP_S3=1)"
+            )
         });
         std::fs::create_dir_all(root.join(bucket)).unwrap();
-        let port = if port == 0 { harness::free_port() } else { port };
+        let port = if port == 0 {
+            harness::free_port()
+        } else {
+            port
+        };
         let log = root.with_extension("log");
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(binary)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
@@ -52,7 +66,12 @@ impl S3Server {
             assert!(Instant::now() < deadline, "s3s-fs did not listen on {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { child: Some(child), port, root: root.to_owned(), log }
+        Self {
+            child: Some(child),
+            port,
+            root: root.to_owned(),
+            log,
+        }
     }
 
     fn stop(&mut self) {
@@ -67,7 +86,12 @@ impl S3Server {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines()
             .filter_map(|l| l.split("op: ").nth(1))
-            .map(|op| op.split(|c: char| !c.is_ascii_alphanumeric()).next().unwrap_or("").to_owned())
+            .map(|op| {
+                op.split(|c: char| !c.is_ascii_alphanumeric())
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            })
             .filter(|op| !op.is_empty())
             .collect()
     }
@@ -106,17 +130,41 @@ fn setup() -> Option<Setup> {
         + &store_toml("replica", "coffer-replica", replica.port);
     let env = Env::new(&extra);
     env.add_user("acme", "alice", PASSWORD);
-    Some(Setup { env, primary, replica })
+    Some(Setup {
+        env,
+        primary,
+        replica,
+    })
 }
 
 fn put(env: &Env, local: &Path, remote: &str) {
-    env.ok(&["files", "put", local.to_str().unwrap(), remote, "--user", "alice"], "");
+    env.ok(
+        &[
+            "files",
+            "put",
+            local.to_str().unwrap(),
+            remote,
+            "--user",
+            "alice",
+        ],
+        "",
+    );
 }
 
 fn get(env: &Env, remote: &str) -> Vec<u8> {
     let out = env.dir.path().join("got.bin");
     let _ = std::fs::remove_file(&out);
-    env.ok(&["files", "get", remote, out.to_str().unwrap(), "--user", "alice"], "");
+    env.ok(
+        &[
+            "files",
+            "get",
+            remote,
+            out.to_str().unwrap(),
+            "--user",
+            "alice",
+        ],
+        "",
+    );
     std::fs::read(out).unwrap()
 }
 
@@ -153,12 +201,19 @@ fn both_buckets_hold_only_ciphertext_under_random_keys_and_fsck_deep_is_clean() 
     let big = bytes(20 * 1024 * 1024 + 5, 2); // several multipart parts
     let small_path = write_local(&s.env, "small.bin", &small);
     let big_path = write_local(&s.env, "big.bin", &big);
-    s.env.ok(&["files", "mkdir", &format!("/dir-{m}"), "--user", "alice"], "");
+    s.env.ok(
+        &["files", "mkdir", &format!("/dir-{m}"), "--user", "alice"],
+        "",
+    );
     put(&s.env, &small_path, &format!("/dir-{m}/file-{m}.txt"));
     put(&s.env, &big_path, "/big.bin");
     wait_replicated(&s.env, Duration::from_secs(60));
 
-    assert_eq!(get(&s.env, &format!("/dir-{m}/file-{m}.txt")), small, "the marker is readable");
+    assert_eq!(
+        get(&s.env, &format!("/dir-{m}/file-{m}.txt")),
+        small,
+        "the marker is readable"
+    );
     assert_eq!(sha256(&get(&s.env, "/big.bin")), sha256(&big));
     let fsck = s.env.ok(&["fsck", "--deep"], "");
     assert!(fsck.contains("2 files, 0 problems"), "{fsck}");
@@ -176,7 +231,11 @@ fn both_buckets_hold_only_ciphertext_under_random_keys_and_fsck_deep_is_clean() 
     let (p_names, r_names) = (names(&s.primary.root), names(&s.replica.root));
     assert_eq!(p_names.len(), 2, "{p_names:?}");
     assert_eq!(p_names, r_names);
-    assert!(p_names.iter().all(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit())));
+    assert!(
+        p_names
+            .iter()
+            .all(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+    );
 
     let (stopped, log) = server.stop();
     assert!(stopped);
@@ -185,9 +244,19 @@ fn both_buckets_hold_only_ciphertext_under_random_keys_and_fsck_deep_is_clean() 
     assert_no_canary(&s.env.data_dir(), &[], &m);
     for (name, srv) in [("primary", &s.primary), ("replica", &s.replica)] {
         let ops = srv.operations();
-        assert!(ops.iter().any(|o| o.starts_with("Put") || o.contains("Multipart")), "{name}: {ops:?}");
-        let bad: Vec<_> = ops.iter().filter(|o| o.starts_with("List") || o.starts_with("Delete")).collect();
-        assert!(bad.is_empty(), "{name} saw List/Delete calls in normal operation: {bad:?}");
+        assert!(
+            ops.iter()
+                .any(|o| o.starts_with("Put") || o.contains("Multipart")),
+            "{name}: {ops:?}"
+        );
+        let bad: Vec<_> = ops
+            .iter()
+            .filter(|o| o.starts_with("List") || o.starts_with("Delete"))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{name} saw List/Delete calls in normal operation: {bad:?}"
+        );
         assert!(!contains(&std::fs::read(&srv.log).unwrap(), m.as_bytes()));
     }
 }

@@ -256,6 +256,23 @@ fn every_modern_cipher_clients_negotiate_works() {
     }
     let weak = site.batch("ls\n", &["-c", "aes128-cbc"]);
     assert!(!weak.status.success(), "CBC must not be negotiable");
+    for (option, ok) in [
+        ("HostKeyAlgorithms=rsa-sha2-512", true),
+        ("HostKeyAlgorithms=rsa-sha2-256", true),
+        ("HostKeyAlgorithms=ssh-rsa", false),
+        ("KexAlgorithms=curve25519-sha256", true),
+        ("KexAlgorithms=diffie-hellman-group14-sha1", false),
+        ("MACs=hmac-sha1", false),
+    ] {
+        let extra = ["-o", option, "-c", "aes128-ctr"];
+        let out = site.batch("ls\n", &extra);
+        assert_eq!(
+            out.status.success(),
+            ok,
+            "{option}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]
@@ -280,6 +297,13 @@ fn sftp_ls_mkdir_rename_rm_rmdir_df_and_put_p_keeps_mtime() {
     assert!(!out.contains("new.txt") && !out.contains(" dir"), "{out}");
     let refused = site.batch("rmdir nonexistent\n", &[]);
     assert!(!refused.status.success());
+    // `put -f` asks fsync@openssh.com after the last write; the file is committed by then.
+    site.write_local("synced.bin", &bytes(200_000, 3));
+    site.sftp_ok("put -f synced.bin\nget synced.bin synced.back\n");
+    assert_eq!(
+        file_sha(&site.path("synced.bin")),
+        file_sha(&site.path("synced.back"))
+    );
 }
 
 #[test]
@@ -461,6 +485,72 @@ fn a_user_cannot_leave_their_home() {
         assert!(!out.status.success(), "{attempt} must fail");
     }
     assert!(!site.path("p1").exists() && !site.path("p2").exists() && !site.path("p3").exists());
+}
+
+#[test]
+fn ecdsa_and_rsa_keys_of_one_user_both_log_in() {
+    let site = Site::new("");
+    let dir = site.env.dir.path();
+    let mut authorized = String::new();
+    for (kind, bits) in [("ecdsa", "256"), ("rsa", "3072")] {
+        let key = dir.join(format!("id_{kind}"));
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", kind, "-b", bits, "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        authorized += &std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
+    }
+    let keys = dir.join("bob_keys");
+    std::fs::write(&keys, authorized).unwrap();
+    site.env.ok(
+        &[
+            "user",
+            "add",
+            "bob",
+            "--tenant",
+            "acme",
+            "--ssh-key",
+            keys.to_str().unwrap(),
+        ],
+        "",
+    );
+    for kind in ["ecdsa", "rsa"] {
+        let script = site.local.join(".k");
+        std::fs::write(&script, "pwd\n").unwrap();
+        let out = Command::new("sftp")
+            .args(site.ssh_options())
+            .args(["-o", "IdentitiesOnly=yes", "-i"])
+            .arg(dir.join(format!("id_{kind}")))
+            .args(["-P", &site.port(), "-b"])
+            .arg(&script)
+            .arg("bob@127.0.0.1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{kind} key login: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stranger = dir.join("id_stranger");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = Command::new("sftp")
+        .args(site.ssh_options())
+        .args(["-o", "IdentitiesOnly=yes", "-i"])
+        .arg(&stranger)
+        .args(["-P", &site.port(), "-b", "/dev/null", "bob@127.0.0.1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unregistered key must not log in");
 }
 
 #[test]
@@ -733,14 +823,7 @@ t.close()
 
 #[test]
 fn paramiko_with_deep_prefetch_pipelining() {
-    let python = ["/usr/bin/python3", "python3"].into_iter().find(|p| {
-        Command::new(p)
-            .args(["-c", "import paramiko"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    let Some(python) = python else {
+    let Some(python) = paramiko_python() else {
         println!("SKIPPED: paramiko is not installed (pip install paramiko)");
         return;
     };
@@ -770,6 +853,80 @@ fn paramiko_with_deep_prefetch_pipelining() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), file_sha(&src));
+}
+
+const MALFORMED_SCRIPT: &str = r#"
+import struct, sys, paramiko
+port, user, pw = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def packet(kind, body):
+    return struct.pack(">IB", len(body) + 1, kind) + body
+def read_packet(ch):
+    head = b""
+    while len(head) < 4:
+        head += ch.recv(4 - len(head))
+    n = struct.unpack(">I", head)[0]
+    body = b""
+    while len(body) < n:
+        body += ch.recv(n - len(body))
+    return body
+t = paramiko.Transport(("127.0.0.1", port))
+t.connect(username=user, password=pw)
+ch = t.open_session()
+ch.invoke_subsystem("sftp")
+ch.sendall(packet(1, struct.pack(">I", 3)))
+assert read_packet(ch)[0] == 2, "VERSION"
+# A WRITE claiming 1 MiB: larger than the 256 KiB limit. Its body must be skipped whole.
+big = struct.pack(">I", 7) + struct.pack(">I", 1) + b"1" + struct.pack(">Q", 0) + struct.pack(">I", 1 << 20) + b"x" * (1 << 20)
+ch.sendall(packet(6, big))
+path = b"/"
+ch.sendall(packet(17, struct.pack(">I", 8) + struct.pack(">I", len(path)) + path))
+replies = {}
+for _ in range(2):
+    r = read_packet(ch)
+    replies[struct.unpack(">I", r[1:5])[0]] = r
+assert replies[7][0] == 101 and struct.unpack(">I", replies[7][5:9])[0] == 5, "BAD_MESSAGE for the oversized packet"
+assert replies[8][0] == 105, "the STAT after it still parses: ATTRS"
+# A packet too short to hold an id ends the session, not the server.
+ch.sendall(struct.pack(">IB", 1, 3))
+ch.recv(1)
+t.close()
+print("ok")
+"#;
+
+#[test]
+fn malformed_and_oversized_packets_are_refused_without_desynchronising() {
+    let Some(python) = paramiko_python() else {
+        println!("SKIPPED: paramiko is not installed (pip install paramiko)");
+        return;
+    };
+    let site = Site::new("");
+    let script = site.write_local("m.py", MALFORMED_SCRIPT.as_bytes());
+    let out = Command::new(python)
+        .arg(&script)
+        .args([&site.port(), "alice", PASSWORD])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    assert!(
+        site.server().logs().contains("malformed SFTP packet"),
+        "the bad packet is logged"
+    );
+    site.sftp_ok("ls\n");
+}
+
+fn paramiko_python() -> Option<&'static str> {
+    ["/usr/bin/python3", "python3"].into_iter().find(|p| {
+        Command::new(p)
+            .args(["-c", "import paramiko"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
 
 #[test]
