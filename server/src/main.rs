@@ -84,39 +84,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("metadata schema is at version {version}");
             Ok(())
         }
-        Command::Tenant(cmd) => {
+        operator => {
             telemetry::init(None, "warn");
             let vault = wiring::open_vault(&cfg, wiring::Role::Operator).await?;
-            commands::tenant(&vault, cmd).await
-        }
-        Command::User(cmd) => {
-            telemetry::init(None, "warn");
-            let vault = wiring::open_vault(&cfg, wiring::Role::Operator).await?;
-            let r = commands::user(&vault, cmd).await;
+            let result = match operator {
+                Command::Tenant(cmd) => commands::tenant(&vault, cmd).await,
+                Command::User(cmd) => commands::user(&vault, cmd).await,
+                Command::Files(cmd) => commands::files(&vault, cmd).await,
+                Command::Gc(args) => ops::gc(&vault, &cfg, &args).await,
+                Command::Replication(cmd) => ops::replication(&vault, &cmd).await,
+                Command::Fsck(args) => ops::fsck(&vault, &args).await,
+                Command::Serve | Command::Config(_) | Command::Migrate => unreachable_command(),
+            };
             vault.flush_audit().await;
-            r
-        }
-        Command::Gc(args) => {
-            telemetry::init(None, "warn");
-            let vault = wiring::open_vault(&cfg, wiring::Role::Operator).await?;
-            ops::gc(&vault, &cfg, &args).await
-        }
-        Command::Replication(cmd) => {
-            telemetry::init(None, "warn");
-            let vault = wiring::open_vault(&cfg, wiring::Role::Operator).await?;
-            ops::replication(&vault, &cmd).await
-        }
-        Command::Fsck(args) => {
-            telemetry::init(None, "warn");
-            let vault = wiring::open_vault(&cfg, wiring::Role::Operator).await?;
-            ops::fsck(&vault, &args).await
-        }
-        Command::Files(cmd) => {
-            telemetry::init(None, "warn");
-            let vault = wiring::open_vault(&cfg, wiring::Role::Operator).await?;
-            let r = commands::files(&vault, cmd).await;
-            vault.flush_audit().await;
-            r
+            wiring::remove_operator_spool(&cfg);
+            result
         }
     }
+}
+
+/// Commands handled before the operator dispatch never reach it.
+fn unreachable_command() -> anyhow::Result<()> {
+    anyhow::bail!("internal error: command dispatched twice")
 }

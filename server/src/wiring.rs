@@ -177,6 +177,13 @@ async fn open_mysql(cfg: &MetadataConfig) -> anyhow::Result<MySqlStore> {
     Ok(store)
 }
 
+/// Removes this operator command's spool directory once it is done (it is empty unless an
+/// upload failed to clean up, in which case it stays for the server's recovery).
+pub fn remove_operator_spool(cfg: &Config) {
+    let (dir, _) = coffer_storage::operator_spool(&cfg.storage.spool_dir, &cfg.node_name);
+    let _ = std::fs::remove_dir(dir);
+}
+
 /// Builds the whole vault for `role`.
 pub async fn open_vault(cfg: &Config, role: Role) -> anyhow::Result<Vault> {
     ensure_data_dir(cfg)?;

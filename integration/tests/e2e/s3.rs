@@ -292,3 +292,121 @@ fn uploads_succeed_while_the_replica_is_down_and_replication_catches_up() {
     assert!(fsck.contains("0 problems"), "{fsck}");
     drop(server);
 }
+
+/// A `files put` reading from a FIFO, so the test decides when the upload is mid-way.
+struct PutFromFifo {
+    child: std::process::Child,
+    fifo: Option<std::fs::File>,
+}
+
+impl PutFromFifo {
+    fn start(env: &Env, remote: &str) -> Self {
+        let fifo_path = env.dir.path().join("upload.fifo");
+        let _ = std::fs::remove_file(&fifo_path);
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo_path)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let child = Command::new(harness::coffer_bin())
+            .arg("--config")
+            .arg(&env.config)
+            .args([
+                "files",
+                "put",
+                fifo_path.to_str().unwrap(),
+                remote,
+                "--user",
+                "alice",
+            ])
+            .env_remove("COFFER_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Opening for writing waits until the command opened the FIFO for reading.
+        let fifo = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fifo_path)
+            .unwrap();
+        Self {
+            child,
+            fifo: Some(fifo),
+        }
+    }
+
+    fn send(&mut self, data: &[u8]) {
+        use std::io::Write;
+        self.fifo.as_mut().unwrap().write_all(data).unwrap();
+    }
+
+    /// Closes the FIFO (end of file) and waits: (success, stderr).
+    fn finish(mut self) -> (bool, String) {
+        self.fifo = None;
+        let out = self.child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+fn listing(env: &Env) -> String {
+    env.ok(&["files", "ls", "/", "--user", "alice"], "")
+}
+
+#[test]
+fn primary_stopped_mid_upload_fails_the_upload_and_commits_nothing() {
+    let Some(mut s) = setup() else { return };
+    let mut put = PutFromFifo::start(&s.env, "/half.bin");
+    put.send(&bytes(40 * 1024 * 1024, 5)); // more than two multipart parts are on their way
+    s.primary.stop();
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        put.send(&bytes(8 << 20, 6))
+    }));
+    let (ok, stderr) = put.finish();
+    assert!(!ok, "the upload must fail when the primary store is gone");
+    assert!(!stderr.trim().is_empty());
+    let port = s.primary.port;
+    s.primary = S3Server::start(&s.primary.root.clone(), "coffer-primary", port);
+    assert!(
+        !listing(&s.env).contains("half.bin"),
+        "no half file is visible"
+    );
+    let fsck = s.env.ok(&["fsck"], "");
+    assert!(fsck.contains("0 files, 0 problems"), "{fsck}");
+}
+
+#[test]
+fn a_killed_upload_leaves_no_visible_file_and_the_next_start_cleans_its_spool() {
+    let Some(s) = setup() else { return };
+    let mut put = PutFromFifo::start(&s.env, "/killed.bin");
+    put.send(&bytes(24 * 1024 * 1024, 7));
+    let spool = s.env.data_dir().join("spool");
+    let cli_spools = || -> Vec<PathBuf> {
+        std::fs::read_dir(&spool)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(cli_spools().len(), 1, "the command spools its upload");
+    let _ = put.child.kill(); // SIGKILL, mid-upload
+    let _ = put.child.wait();
+    put.fifo = None;
+    assert!(!listing(&s.env).contains("killed.bin"));
+    let server = s.env.serve(); // recovery at start
+    assert!(
+        cli_spools().is_empty(),
+        "recovery removed the dead command's spool"
+    );
+    let fsck = s.env.ok(&["fsck"], "");
+    assert!(fsck.contains("0 files, 0 problems"), "{fsck}");
+    drop(server);
+}
