@@ -15,8 +15,11 @@ use crate::error::{ErrorKind, VfsError, VfsResult};
 use crate::vault::now_ms;
 use crate::vfs::{FileInfo, Vfs};
 
-/// Chunks fetched per ranged GET for sequential reads (1 MiB at 64 KiB chunks).
+/// Chunks fetched per ranged GET at first (1 MiB at 64 KiB chunks).
 const READ_WINDOW_CHUNKS: u64 = 16;
+/// A sequential reader's window doubles up to this (4 MiB at 64 KiB chunks), so a long
+/// download pays one request round trip per 4 MiB; random access stays at the small window.
+const MAX_READ_WINDOW_CHUNKS: u64 = 64;
 
 /// The last window of plaintext fetched, so pipelined small reads reuse one GET.
 #[derive(Default)]
@@ -49,6 +52,8 @@ pub struct FileReader {
     info: FileInfo,
     window: Mutex<Window>,
     ahead: std::sync::Mutex<Option<ReadAhead>>,
+    /// Window size, in chunks, for the next sequential fetch.
+    sequential_chunks: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for FileReader {
@@ -118,6 +123,7 @@ impl FileReader {
             info,
             window: Mutex::new(Window::default()),
             ahead: std::sync::Mutex::new(None),
+            sequential_chunks: std::sync::atomic::AtomicU64::new(READ_WINDOW_CHUNKS),
         };
         Ok(reader)
     }
@@ -144,11 +150,18 @@ impl FileReader {
             let previous_end = w.start + w.data.len() as u64;
             let fetched = match self.take_read_ahead(offset).await {
                 Some(ahead) if ahead.covers(offset, end) => ahead,
-                _ => self.core.fetch(offset, end).await?,
+                _ => self.core.fetch(offset, end, READ_WINDOW_CHUNKS).await?,
             };
-            // Sequential access (the first window, or the one right after the last): read on.
+            // Sequential access (the first window, or the one right after the last): read on,
+            // in growing windows.
             if fetched.start == 0 || fetched.start == previous_end {
-                self.start_read_ahead(fetched.start + fetched.data.len() as u64);
+                let chunks = self.sequential_chunks.load(Ordering::Relaxed);
+                self.sequential_chunks
+                    .store((chunks * 2).min(MAX_READ_WINDOW_CHUNKS), Ordering::Relaxed);
+                self.start_read_ahead(fetched.start + fetched.data.len() as u64, chunks);
+            } else {
+                self.sequential_chunks
+                    .store(READ_WINDOW_CHUNKS, Ordering::Relaxed);
             }
             *w = fetched;
         }
@@ -168,14 +181,14 @@ impl FileReader {
         ahead.task.await.ok()?.ok()
     }
 
-    fn start_read_ahead(&self, start: u64) {
+    fn start_read_ahead(&self, start: u64, chunks: u64) {
         if start >= self.core.size {
             return;
         }
         let core = self.core.clone();
         let task = tokio::spawn(async move {
             let end = core.size.min(start + 1);
-            core.fetch(start, end).await
+            core.fetch(start, end, chunks).await
         });
         if let Ok(mut slot) = self.ahead.lock()
             && let Some(old) = slot.replace(ReadAhead { start, task })
@@ -196,15 +209,15 @@ impl ReaderCore {
         self.cipher.layout()
     }
 
-    /// Fetches and opens the chunks covering `[offset, end)`, at least a read window's worth.
-    async fn fetch(&self, offset: u64, end: u64) -> VfsResult<Window> {
+    /// Fetches and opens the chunks covering `[offset, end)`, at least `min_chunks` of them.
+    async fn fetch(&self, offset: u64, end: u64, min_chunks: u64) -> VfsResult<Window> {
         let layout = self.layout();
         let cs = u64::from(layout.chunk_size());
         let count = layout.chunk_count(self.size);
         let first = offset / cs;
         let needed_last = (end - 1) / cs;
         let last = needed_last
-            .max(first + READ_WINDOW_CHUNKS - 1)
+            .max(first + min_chunks.max(1) - 1)
             .min(count - 1);
         let range = layout.sealed_range(first..last + 1, self.size);
         let sealed = self.get(range.start, range.end - range.start).await?;

@@ -524,3 +524,24 @@ async fn recovery_removes_uploads_of_a_dead_operator_command_and_keeps_a_live_on
         .collect();
     assert_eq!(left, [format!("test-node/cli-{me}")]);
 }
+
+#[tokio::test]
+async fn long_sequential_and_interleaved_reads_across_growing_windows_are_exact() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    // 300 chunks: many read windows, so read-ahead and window growth are exercised.
+    let data = bytes(300 * CHUNK as usize + 77, 21);
+    put(&vfs, "/long", &data).await;
+    let r = vfs.open_read("/long").await.unwrap();
+    let mut off = 0usize;
+    while off < data.len() {
+        let got = r.read_at(off as u64, 7000).await.unwrap();
+        assert_eq!(&got[..], &data[off..(off + 7000).min(data.len())], "at {off}");
+        off += got.len();
+    }
+    // A jump back and forward again: the read-ahead of a stale position must not leak in.
+    for off in [1000usize, 900_000, 5, 1_200_000, 1_228_000] {
+        let got = r.read_at(off as u64, 9000).await.unwrap();
+        assert_eq!(&got[..], &data[off..(off + 9000).min(data.len())], "at {off}");
+    }
+}
