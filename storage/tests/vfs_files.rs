@@ -536,12 +536,20 @@ async fn long_sequential_and_interleaved_reads_across_growing_windows_are_exact(
     let mut off = 0usize;
     while off < data.len() {
         let got = r.read_at(off as u64, 7000).await.unwrap();
-        assert_eq!(&got[..], &data[off..(off + 7000).min(data.len())], "at {off}");
+        assert_eq!(
+            &got[..],
+            &data[off..(off + 7000).min(data.len())],
+            "at {off}"
+        );
         off += got.len();
     }
     // A jump back and forward again: the read-ahead of a stale position must not leak in.
     for off in [1000usize, 900_000, 5, 1_200_000, 1_228_000] {
         let got = r.read_at(off as u64, 9000).await.unwrap();
-        assert_eq!(&got[..], &data[off..(off + 9000).min(data.len())], "at {off}");
+        assert_eq!(
+            &got[..],
+            &data[off..(off + 9000).min(data.len())],
+            "at {off}"
+        );
     }
 }

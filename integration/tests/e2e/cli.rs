@@ -16,12 +16,10 @@ const PASSWORD: &str = "correct horse battery";
 
 /// Runs `coffer --config <env> ARGS` with extra environment variables.
 fn coffer_with_env(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> Output {
-    Command::new(harness::coffer_bin())
+    harness::coffer_command()
         .arg("--config")
         .arg(&env.config)
         .args(args)
-        .env_remove("COFFER_DATA_DIR")
-        .env_remove("COFFER_LOG")
         .envs(vars.iter().copied())
         .stdin(Stdio::null())
         .output()
@@ -312,7 +310,7 @@ fn serve_runs_with_only_a_data_dir_flag_and_environment() {
     let port = harness::free_port();
     let listen = format!("127.0.0.1:{port}");
     let log = scratch.path().join("serve.log");
-    let child = Command::new(harness::coffer_bin())
+    let child = harness::coffer_command()
         .arg("--data-dir")
         .arg(&data)
         .arg("serve")
@@ -358,12 +356,10 @@ fn a_group_readable_master_key_stops_serve_and_files_with_the_chmod_fix() {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
         let shown = key.display().to_string();
 
-        let child = Command::new(harness::coffer_bin())
+        let child = harness::coffer_command()
             .arg("--config")
             .arg(&env.config)
             .arg("serve")
-            .env_remove("COFFER_DATA_DIR")
-            .env_remove("COFFER_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

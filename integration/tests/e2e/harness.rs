@@ -23,6 +23,18 @@ pub fn coffer_bin() -> PathBuf {
     bin
 }
 
+/// A `coffer` command with none of this process's `COFFER_*` variables: the binary refuses
+/// unknown ones, and a test must not depend on the caller's environment.
+pub fn coffer_command() -> Command {
+    let mut cmd = Command::new(coffer_bin());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("COFFER_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; fine for tests).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -143,12 +155,10 @@ lockout_secs = 600
     /// Runs `coffer ARGS` with this config; stdin is given text.
     pub fn coffer(&self, args: &[&str], stdin: &str) -> Output {
         use std::io::Write;
-        let mut child = Command::new(coffer_bin())
+        let mut child = coffer_command()
             .arg("--config")
             .arg(&self.config)
             .args(args)
-            .env_remove("COFFER_DATA_DIR")
-            .env_remove("COFFER_LOG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -192,12 +202,10 @@ lockout_secs = 600
     pub fn serve(&self) -> Server {
         let log = self.dir.path().join("server.log");
         let err = std::fs::File::create(&log).unwrap();
-        let child = Command::new(coffer_bin())
+        let child = coffer_command()
             .arg("--config")
             .arg(&self.config)
             .arg("serve")
-            .env_remove("COFFER_DATA_DIR")
-            .env_remove("COFFER_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)

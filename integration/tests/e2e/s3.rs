@@ -310,7 +310,7 @@ impl PutFromFifo {
                 .unwrap()
                 .success()
         );
-        let child = Command::new(harness::coffer_bin())
+        let child = harness::coffer_command()
             .arg("--config")
             .arg(&env.config)
             .args([
@@ -321,7 +321,6 @@ impl PutFromFifo {
                 "--user",
                 "alice",
             ])
-            .env_remove("COFFER_DATA_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
