@@ -409,3 +409,40 @@ fn a_killed_upload_leaves_no_visible_file_and_the_next_start_cleans_its_spool() 
     assert!(fsck.contains("0 files, 0 problems"), "{fsck}");
     drop(server);
 }
+
+#[test]
+fn sftp_uploads_onto_s3_leave_only_ciphertext_in_both_buckets_and_pass_fsck_deep() {
+    if std::env::var_os("COFFER_SKIP_S3").is_some() {
+        println!("COFFER_SKIP_S3 is set: skipping");
+        return;
+    }
+    let roots = tempfile::tempdir().unwrap().keep();
+    let primary = S3Server::start(&roots.join("primary"), "coffer-primary", 0);
+    let replica = S3Server::start(&roots.join("replica"), "coffer-replica", 0);
+    let extra = store_toml("primary", "coffer-primary", primary.port)
+        + &store_toml("replica", "coffer-replica", replica.port);
+    let site = crate::sftp::Site::with_config("", &extra);
+    let m = marker();
+    let big = bytes(1 << 30, 11);
+    site.write_local("big.bin", &big);
+    let mut script = format!("put big.bin\nmkdir dir-{m}\n");
+    for i in 0..500 {
+        let name = format!("f-{m}-{i} &+é.txt");
+        site.write_local(&name, format!("{m} small file {i}").as_bytes());
+        script.push_str(&format!("put \"{name}\" \"dir-{m}/{name}\"\n"));
+    }
+    site.sftp_ok(&script);
+    site.sftp_ok("get big.bin big.back\n");
+    assert_eq!(
+        sha256(&std::fs::read(site.path("big.back")).unwrap()),
+        sha256(&big)
+    );
+    wait_replicated(&site.env, Duration::from_secs(300));
+    let fsck = site.env.ok(&["fsck", "--deep"], "");
+    assert!(fsck.contains("501 files, 0 problems"), "{fsck}");
+    let log = site.server().logs();
+    // Every name carries the marker, so the scan covers every file and folder name.
+    assert_no_canary(&primary.root, &[("server log", log.as_bytes())], &m);
+    assert_no_canary(&replica.root, &[], &m);
+    assert_no_canary(&site.env.data_dir(), &[], &m);
+}

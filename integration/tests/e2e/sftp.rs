@@ -12,9 +12,9 @@ use crate::harness::{Env, Server, assert_no_canary, bytes, marker, sha256};
 const PASSWORD: &str = "correct horse battery";
 
 /// A server with one user who has both a password and an Ed25519 key.
-struct Site {
-    env: Env,
-    server: Option<Server>,
+pub(crate) struct Site {
+    pub(crate) env: Env,
+    pub(crate) server: Option<Server>,
     key: PathBuf,
     user: String,
     local: PathBuf,
@@ -23,7 +23,12 @@ struct Site {
 impl Site {
     /// `sftp_settings` are extra lines for the `[sftp]` table.
     fn new(sftp_settings: &str) -> Self {
-        let env = Env::new("");
+        Self::with_config(sftp_settings, "")
+    }
+
+    /// As [`Site::new`], with `extra` appended to the generated config (e.g. other stores).
+    pub(crate) fn with_config(sftp_settings: &str, extra: &str) -> Self {
+        let env = Env::new(extra);
         let toml = std::fs::read_to_string(&env.config).unwrap();
         std::fs::write(
             &env.config,
@@ -65,7 +70,7 @@ impl Site {
         }
     }
 
-    fn server(&self) -> &Server {
+    pub(crate) fn server(&self) -> &Server {
         self.server.as_ref().unwrap()
     }
 
@@ -73,7 +78,7 @@ impl Site {
         self.env.ports.sftp.to_string()
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.local.join(name)
     }
 
@@ -112,7 +117,7 @@ impl Site {
     }
 
     /// Runs an sftp batch and fails the test with its output unless it succeeded.
-    fn sftp_ok(&self, script: &str) -> String {
+    pub(crate) fn sftp_ok(&self, script: &str) -> String {
         let out = self.batch(script, &[]);
         let text = format!(
             "{}{}",
@@ -127,7 +132,7 @@ impl Site {
         text
     }
 
-    fn write_local(&self, name: &str, data: &[u8]) -> PathBuf {
+    pub(crate) fn write_local(&self, name: &str, data: &[u8]) -> PathBuf {
         let p = self.path(name);
         std::fs::write(&p, data).unwrap();
         p
