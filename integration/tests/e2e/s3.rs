@@ -446,3 +446,70 @@ fn sftp_uploads_onto_s3_leave_only_ciphertext_in_both_buckets_and_pass_fsck_deep
     assert_no_canary(&replica.root, &[], &m);
     assert_no_canary(&site.env.data_dir(), &[], &m);
 }
+
+#[test]
+fn serve_killed_mid_upload_leaves_no_file_and_restarts_clean() {
+    if std::env::var_os("COFFER_SKIP_S3").is_some() {
+        println!("COFFER_SKIP_S3 is set: skipping");
+        return;
+    }
+    let roots = tempfile::tempdir().unwrap().keep();
+    let primary = S3Server::start(&roots.join("primary"), "coffer-primary", 0);
+    let replica = S3Server::start(&roots.join("replica"), "coffer-replica", 0);
+    let extra = store_toml("primary", "coffer-primary", primary.port)
+        + &store_toml("replica", "coffer-replica", replica.port);
+    let mut site = crate::sftp::Site::with_config("", &extra);
+    site.write_local("big.bin", &bytes(1 << 30, 12));
+    let script = site.path(".kill-batch");
+    std::fs::write(&script, "put big.bin\n").unwrap();
+    let mut upload = site
+        .sftp_cmd(&[])
+        .arg("-b")
+        .arg(&script)
+        .arg(format!("{}@127.0.0.1", site.user))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the upload is spooling (sealed chunks on disk, parts going to S3), then crash.
+    let spool = site.env.data_dir().join("spool");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let spooled = || {
+        harness::walk(&spool).iter().any(|p| {
+            p.extension().is_some_and(|e| e == "spool")
+                && std::fs::metadata(p).is_ok_and(|m| m.len() > 20 << 20)
+        })
+    };
+    while !spooled() {
+        assert!(
+            Instant::now() < deadline,
+            "the upload never reached the spool"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    site.server.take().unwrap().kill();
+    let _ = upload.wait();
+    assert!(
+        harness::walk(&spool)
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "spool")),
+        "the crash left a spool file"
+    );
+
+    let server = site.env.serve();
+    assert!(
+        !harness::walk(&spool)
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "spool")),
+        "recovery at start removed the spool file"
+    );
+    let listing = site.env.ok(&["files", "ls", "/", "--user", "alice"], "");
+    assert!(
+        !listing.contains("big.bin"),
+        "no half file is visible: {listing}"
+    );
+    let fsck = site.env.ok(&["fsck"], "");
+    assert!(fsck.contains("0 files, 0 problems"), "{fsck}");
+    drop(server);
+}

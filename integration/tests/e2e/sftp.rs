@@ -16,7 +16,7 @@ pub(crate) struct Site {
     pub(crate) env: Env,
     pub(crate) server: Option<Server>,
     key: PathBuf,
-    user: String,
+    pub(crate) user: String,
     local: PathBuf,
 }
 
@@ -95,7 +95,7 @@ impl Site {
     }
 
     /// `sftp -b` with key authentication; extra args go before the destination.
-    fn sftp_cmd(&self, extra: &[&str]) -> Command {
+    pub(crate) fn sftp_cmd(&self, extra: &[&str]) -> Command {
         let mut c = Command::new("sftp");
         c.current_dir(&self.local)
             .args(self.ssh_options())
