@@ -397,3 +397,54 @@ pub fn assert_no_canary(dir: &Path, extra: &[(&str, &[u8])], marker: &str) {
         }
     }
 }
+
+/// Runs an OpenSSH `sftp` batch against 127.0.0.1:`port`, logging in as `user` with a
+/// password given through SSH_ASKPASS (no key, one prompt). Files are relative to `cwd`.
+pub fn sftp_password_batch(
+    port: u16,
+    user: &str,
+    password: &str,
+    script: &str,
+    cwd: &Path,
+) -> Output {
+    use std::os::unix::fs::PermissionsExt;
+    let askpass = cwd.join(".askpass.sh");
+    std::fs::write(&askpass, format!("#!/bin/sh\necho '{password}'\n")).unwrap();
+    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let batch = cwd.join(".password-batch");
+    std::fs::write(&batch, script).unwrap();
+    Command::new("sftp")
+        .current_dir(cwd)
+        // Before -b, so it wins over the BatchMode=yes that -b adds: askpass must be asked.
+        .args([
+            "-o",
+            "BatchMode=no",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "PubkeyAuthentication=no",
+        ])
+        .args([
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            "-P",
+            &port.to_string(),
+            "-b",
+        ])
+        .arg(&batch)
+        .arg(format!("{user}@127.0.0.1"))
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}

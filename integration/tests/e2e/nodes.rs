@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Env, Server, bytes, http_get, sha256};
+use crate::harness::{
+    Env, Server, bytes, canary_forms, contains, http_get, marker, sftp_password_batch, sha256,
+};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -54,6 +56,38 @@ impl MariaDb {
             assert!(Instant::now() < deadline, "mariadbd did not stop");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// A full `mariadb-dump` of the coffer database, as an attacker holding a backup would see it.
+    fn dump(&self) -> Vec<u8> {
+        let password = std::fs::read_to_string(self.dir.join("password")).unwrap();
+        let out = Command::new("mariadb-dump")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &self.port.to_string(),
+                "-u",
+                "coffer",
+            ])
+            .arg(format!("--password={}", password.trim()))
+            .arg(format!(
+                "--ssl-ca={}",
+                self.dir.join("tls/ca.pem").display()
+            ))
+            .args(["--single-transaction", "--hex-blob=0", "coffer"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mariadb-dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout.len() > 1000,
+            "the dump holds the schema and rows"
+        );
+        out.stdout
     }
 
     fn restart(&self) {
@@ -152,6 +186,57 @@ fn two_nodes_share_one_database_and_survive_a_database_restart() {
     // A user added through B logs into the same namespace on A.
     b.add_user("acme", "bob", PASSWORD);
     assert!(a.ok(&["user", "list"], "").contains("bob"));
+
+    // Through SFTP: names and content carrying a marker go in on A and are listed on B; a
+    // full database dump holds none of them.
+    let m = marker();
+    let work = a.dir.path().join("sftp-work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join(format!("file-{m}.txt")), format!("content {m}")).unwrap();
+    let script = format!("mkdir dir-{m}\nput file-{m}.txt dir-{m}/file-{m}.txt\n");
+    let up = sftp_password_batch(a.ports.sftp, "alice", PASSWORD, &script, &work);
+    assert!(
+        up.status.success(),
+        "sftp upload on A: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let ls = sftp_password_batch(
+        b.ports.sftp,
+        "alice",
+        PASSWORD,
+        &format!("ls dir-{m}\n"),
+        &work,
+    );
+    assert!(
+        String::from_utf8_lossy(&ls.stdout).contains(&format!("file-{m}.txt")),
+        "B lists what A stored"
+    );
+    let dump = db.dump();
+    for form in canary_forms(&m) {
+        assert!(
+            !contains(&dump, &form),
+            "the database dump holds a plaintext name or content"
+        );
+    }
+
+    // Failed logins counted on A lock the account on B too (the counter is in the database).
+    for _ in 0..5 {
+        assert!(
+            !sftp_password_batch(a.ports.sftp, "bob", "wrong password!", "ls\n", &work)
+                .status
+                .success()
+        );
+    }
+    assert!(
+        !sftp_password_batch(b.ports.sftp, "bob", PASSWORD, "ls\n", &work)
+            .status
+            .success(),
+        "locked on B after failures on A"
+    );
+    assert!(
+        node_a.logs().contains("locked out"),
+        "the lockout is logged"
+    );
 
     // The database goes away: readiness says so, commands fail with a temporary error.
     db.stop();

@@ -591,43 +591,8 @@ fn shell_exec_and_forwarding_are_refused() {
 #[test]
 fn wrong_passwords_lock_the_account_and_the_lockout_is_logged() {
     let site = Site::new("");
-    let askpass = site.env.dir.path().join("askpass.sh");
     let try_password = |pw: &str| -> bool {
-        std::fs::write(&askpass, format!("#!/bin/sh\necho '{pw}'\n")).unwrap();
-        let st = Command::new("chmod")
-            .arg("700")
-            .arg(&askpass)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let script = site.local.join(".pw");
-        std::fs::write(&script, "ls\n").unwrap();
-        Command::new("sftp")
-            // Before -b, so it wins over the BatchMode=yes that -b adds: askpass must be asked.
-            .args([
-                "-o",
-                "BatchMode=no",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-            ])
-            .args(["-o", "LogLevel=ERROR"])
-            .args([
-                "-o",
-                "PreferredAuthentications=password",
-                "-o",
-                "PubkeyAuthentication=no",
-            ])
-            .args(["-o", "NumberOfPasswordPrompts=1", "-P", &site.port(), "-b"])
-            .arg(&script)
-            .arg("alice@127.0.0.1")
-            .env("SSH_ASKPASS", &askpass)
-            .env("SSH_ASKPASS_REQUIRE", "force")
-            .env("DISPLAY", ":0")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        crate::harness::sftp_password_batch(site.env.ports.sftp, "alice", pw, "ls\n", &site.local)
             .status
             .success()
     };
