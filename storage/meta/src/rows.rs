@@ -1,0 +1,200 @@
+//! Decoding rows of either database into the crate's row types, refusing rows that break the
+//! schema's rules. Each backend says how to read one column ([`Columns`]); the shape of every
+//! row type is written once, here.
+
+use crate::{
+    AuditRecord, FileContent, Garbage, MetaError, MetaResult, Node, NodeKind, ReplicationJob,
+    ReplicationOp, SshKey, Tenant, Upload, User, WrappedTenantKey,
+};
+
+/// How a backend's row hands out one column of each kind the schema uses.
+pub(crate) trait Columns {
+    /// An integer column.
+    fn int(&self, name: &'static str) -> MetaResult<i64>;
+    /// A nullable integer column.
+    fn opt_int(&self, name: &'static str) -> MetaResult<Option<i64>>;
+    /// A boolean column.
+    fn flag(&self, name: &'static str) -> MetaResult<bool>;
+    /// A binary column (ciphertext, blind indexes, wrapped keys).
+    fn blob(&self, name: &'static str) -> MetaResult<Vec<u8>>;
+    /// A text column that holds an identifier or an enum value (stored as bytes on MySQL so
+    /// it compares byte for byte).
+    fn ident(&self, name: &'static str) -> MetaResult<String>;
+    /// A nullable free-text column.
+    fn opt_text(&self, name: &'static str) -> MetaResult<Option<String>>;
+    /// An integer column that holds a `u32` (versions, sizes, permission bits).
+    fn small(&self, name: &'static str) -> MetaResult<u32> {
+        u32::try_from(self.int(name)?).map_err(|_| corrupt(name))
+    }
+}
+
+/// The columns every node query selects, in the order [`node`] reads them.
+macro_rules! node_columns {
+    () => {
+        "id, tenant_id, parent_id, kind, name_enc, name_index, mtime_ms, ctime_ms, version, \
+         size, object_key, content_id, wrapped_dek, key_version, chunk_size, content_hash_enc"
+    };
+}
+pub(crate) use node_columns;
+
+/// Column value of `kind` for a folder.
+pub(crate) const KIND_DIR: &str = "d";
+/// Column value of `kind` for a file.
+pub(crate) const KIND_FILE: &str = "f";
+/// Column value of `op` for a copy to the replica.
+pub(crate) const OP_COPY: &str = "copy";
+/// Column value of `op` for a delete from the replica.
+pub(crate) const OP_DELETE: &str = "delete";
+
+/// The `op` column value of a replication operation.
+pub(crate) fn op_column(op: ReplicationOp) -> &'static str {
+    match op {
+        ReplicationOp::Copy => OP_COPY,
+        ReplicationOp::Delete => OP_DELETE,
+    }
+}
+
+pub(crate) fn corrupt(what: &'static str) -> MetaError {
+    MetaError::Database(format!("stored row has an invalid {what}"))
+}
+
+/// A `nodes` row selected with [`node_columns`].
+pub(crate) fn node<R: Columns>(row: &R) -> MetaResult<Node> {
+    let kind = match row.ident("kind")?.as_str() {
+        KIND_DIR => NodeKind::Dir,
+        KIND_FILE => NodeKind::File,
+        _ => return Err(corrupt("node kind")),
+    };
+    let content = match kind {
+        NodeKind::Dir => None,
+        NodeKind::File => Some(file_content(row)?),
+    };
+    Ok(Node {
+        id: row.int("id")?,
+        tenant_id: row.int("tenant_id")?,
+        parent_id: row.opt_int("parent_id")?,
+        kind,
+        name_enc: row.blob("name_enc")?,
+        name_index: row.blob("name_index")?,
+        mtime_ms: row.int("mtime_ms")?,
+        ctime_ms: row.int("ctime_ms")?,
+        version: row.int("version")?,
+        content,
+    })
+}
+
+fn file_content<R: Columns>(row: &R) -> MetaResult<FileContent> {
+    Ok(FileContent {
+        size: row.int("size")?,
+        object_key: row.ident("object_key")?,
+        content_id: row.blob("content_id")?,
+        wrapped_dek: row.blob("wrapped_dek")?,
+        key_version: row.small("key_version")?,
+        chunk_size: row.small("chunk_size")?,
+        content_hash_enc: row.blob("content_hash_enc")?,
+    })
+}
+
+/// A `tenants` row.
+pub(crate) fn tenant<R: Columns>(row: &R) -> MetaResult<Tenant> {
+    Ok(Tenant {
+        id: row.int("id")?,
+        name: row.ident("name")?,
+        root_node_id: row.int("root_node_id")?,
+        key_version: row.small("key_version")?,
+        quota_bytes: row.opt_int("quota_bytes")?,
+        created_ms: row.int("created_ms")?,
+    })
+}
+
+/// A `tenant_keys` row.
+pub(crate) fn tenant_key<R: Columns>(row: &R) -> MetaResult<WrappedTenantKey> {
+    Ok(WrappedTenantKey {
+        tenant_id: row.int("tenant_id")?,
+        version: row.small("version")?,
+        region: row.ident("region")?,
+        master_key_id: row.ident("master_key_id")?,
+        wrapped: row.blob("wrapped")?,
+    })
+}
+
+/// A `users` row.
+pub(crate) fn user<R: Columns>(row: &R) -> MetaResult<User> {
+    Ok(User {
+        id: row.int("id")?,
+        tenant_id: row.int("tenant_id")?,
+        name: row.ident("name")?,
+        password_hash: row.opt_text("password_hash")?,
+        home_node_id: row.int("home_node_id")?,
+        perms: row.small("perms")?,
+        disabled: row.flag("disabled")?,
+        locked_until_ms: row.opt_int("locked_until_ms")?,
+        created_ms: row.int("created_ms")?,
+    })
+}
+
+/// An `ssh_keys` row.
+pub(crate) fn ssh_key<R: Columns>(row: &R) -> MetaResult<SshKey> {
+    Ok(SshKey {
+        id: row.int("id")?,
+        user_id: row.int("user_id")?,
+        algorithm: row.ident("algorithm")?,
+        key_base64: row.ident("key_base64")?,
+        fingerprint: row.ident("fingerprint")?,
+        comment: row.ident("comment")?,
+    })
+}
+
+/// An `uploads` row.
+pub(crate) fn upload<R: Columns>(row: &R) -> MetaResult<Upload> {
+    Ok(Upload {
+        id: row.int("id")?,
+        tenant_id: row.int("tenant_id")?,
+        spool_name: row.ident("spool_name")?,
+        object_key: row.ident("object_key")?,
+        node_name: row.ident("node_name")?,
+        started_ms: row.int("started_ms")?,
+    })
+}
+
+/// A `replication_outbox` row.
+pub(crate) fn replication_job<R: Columns>(row: &R) -> MetaResult<ReplicationJob> {
+    let op = match row.ident("op")?.as_str() {
+        OP_COPY => ReplicationOp::Copy,
+        OP_DELETE => ReplicationOp::Delete,
+        _ => return Err(corrupt("replication op")),
+    };
+    Ok(ReplicationJob {
+        id: row.int("id")?,
+        object_key: row.ident("object_key")?,
+        op,
+        attempts: row.small("attempts")?,
+        last_error: row.opt_text("last_error")?,
+        created_ms: row.int("created_ms")?,
+    })
+}
+
+/// A `garbage` row.
+pub(crate) fn garbage<R: Columns>(row: &R) -> MetaResult<Garbage> {
+    Ok(Garbage {
+        id: row.int("id")?,
+        object_key: row.ident("object_key")?,
+        created_ms: row.int("created_ms")?,
+    })
+}
+
+/// An `audit` row.
+pub(crate) fn audit<R: Columns>(row: &R) -> MetaResult<AuditRecord> {
+    Ok(AuditRecord {
+        at_ms: row.int("at_ms")?,
+        tenant_id: row.opt_int("tenant_id")?,
+        user_id: row.opt_int("user_id")?,
+        user_name: row.opt_text("user_name")?,
+        protocol: row.ident("protocol")?,
+        remote_addr: row.opt_text("remote_addr")?,
+        action: row.ident("action")?,
+        node_id: row.opt_int("node_id")?,
+        outcome: row.ident("outcome")?,
+        bytes: row.opt_int("bytes")?,
+    })
+}
