@@ -11,6 +11,7 @@ use async_trait::async_trait;
 pub mod conformance;
 mod lockout;
 mod mysql;
+mod outbox;
 mod rows;
 mod sqlite;
 mod types;

@@ -39,6 +39,7 @@ use sqlx::{Executor, MySql, MySqlConnection, Transaction};
 use zeroize::Zeroizing;
 
 use crate::lockout::LockoutPolicy;
+use crate::outbox::{replication_backoff_ms, truncate_error, wall_clock_ms};
 use crate::{
     AuditRecord, CommitFile, CommitOutcome, Garbage, MetaError, MetaResult, MetadataStore, NewDir,
     NewSshKey, NewTenant, NewUpload, NewUser, Node, RenameNode, ReplicationJob, SshKey, Tenant,
@@ -54,12 +55,6 @@ const LOCK_WAIT_TIMEOUT_SECS: u32 = 10;
 const RETRY_BASE_DELAY: Duration = Duration::from_millis(20);
 /// Longest delay between two retries.
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
-/// First retry delay of a failed replication job; doubles with each attempt.
-const REPLICATION_BACKOFF_BASE_MS: i64 = 1_000;
-/// Longest retry delay of a failed replication job.
-const REPLICATION_BACKOFF_MAX_MS: i64 = 60 * 60 * 1_000;
-/// Longest replication error text kept, in bytes.
-const MAX_ERROR_LEN: usize = 2_000;
 
 /// How the connection to the database is protected.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -407,30 +402,6 @@ fn retry_delay(retries: u32) -> Duration {
             .map_or(0, |d| d.subsec_nanos()),
     ) % (u64::try_from(capped.as_millis() / 2).unwrap_or(1).max(1));
     capped + Duration::from_millis(jitter_ms)
-}
-
-/// Milliseconds since the Unix epoch, for rows whose trait method carries no time.
-fn wall_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// Delay before the next attempt of a job that has failed `attempts` times.
-fn replication_backoff_ms(attempts: u32) -> i64 {
-    let doublings = attempts.saturating_sub(1).min(30);
-    REPLICATION_BACKOFF_BASE_MS
-        .saturating_mul(1_i64 << doublings)
-        .min(REPLICATION_BACKOFF_MAX_MS)
-}
-
-/// Cuts an error text to at most [`MAX_ERROR_LEN`] bytes on a character boundary.
-fn truncate_error(error: &str) -> &str {
-    let mut end = error.len().min(MAX_ERROR_LEN);
-    while !error.is_char_boundary(end) {
-        end -= 1;
-    }
-    error.get(..end).unwrap_or_default()
 }
 
 /// Fails with `NotFound` unless a statement matched a row (sqlx asks MySQL for found rows,

@@ -22,7 +22,7 @@ mod rows;
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::error::ErrorKind;
@@ -34,6 +34,7 @@ use sqlx::{Sqlite, SqliteConnection, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::lockout::LockoutPolicy;
+use crate::outbox::{replication_backoff_ms, truncate_error, wall_clock_ms};
 use crate::{
     AuditRecord, CommitFile, CommitOutcome, Garbage, MetaError, MetaResult, MetadataStore, NewDir,
     NewSshKey, NewTenant, NewUpload, NewUser, Node, RenameNode, ReplicationJob, SshKey, Tenant,
@@ -49,12 +50,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections of a file database: readers run in parallel, writers take turns.
 const FILE_POOL_SIZE: u32 = 8;
-/// First retry delay of a failed replication job; doubles with each attempt.
-const REPLICATION_BACKOFF_BASE_MS: i64 = 1_000;
-/// Longest retry delay of a failed replication job.
-const REPLICATION_BACKOFF_MAX_MS: i64 = 60 * 60 * 1_000;
-/// Longest replication error text kept, in bytes.
-const MAX_ERROR_LEN: usize = 2_000;
 
 /// The SQLite metadata store. Cloning is cheap and shares the pool.
 #[derive(Clone, Debug)]
@@ -219,30 +214,6 @@ fn migrate_error(error: MigrateError) -> MetaError {
         MigrateError::Execute(e) => sqlite_error(e),
         other => MetaError::Database(format!("migration failed: {other}")),
     }
-}
-
-/// Milliseconds since the Unix epoch, for rows whose trait method carries no time.
-fn wall_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// Delay before the next attempt of a job that has failed `attempts` times.
-fn replication_backoff_ms(attempts: u32) -> i64 {
-    let doublings = attempts.saturating_sub(1).min(30);
-    REPLICATION_BACKOFF_BASE_MS
-        .saturating_mul(1_i64 << doublings)
-        .min(REPLICATION_BACKOFF_MAX_MS)
-}
-
-/// Cuts an error text to at most [`MAX_ERROR_LEN`] bytes on a character boundary.
-fn truncate_error(error: &str) -> &str {
-    let mut end = error.len().min(MAX_ERROR_LEN);
-    while !error.is_char_boundary(end) {
-        end -= 1;
-    }
-    error.get(..end).unwrap_or_default()
 }
 
 /// Fails with `NotFound` unless a statement changed a row.
@@ -616,24 +587,6 @@ async fn record_replication_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_then_caps_at_an_hour() {
-        assert_eq!(replication_backoff_ms(1), 1_000);
-        assert_eq!(replication_backoff_ms(2), 2_000);
-        assert_eq!(replication_backoff_ms(5), 16_000);
-        assert_eq!(replication_backoff_ms(40), REPLICATION_BACKOFF_MAX_MS);
-        assert_eq!(replication_backoff_ms(u32::MAX), REPLICATION_BACKOFF_MAX_MS);
-    }
-
-    #[test]
-    fn long_error_is_cut_on_a_char_boundary() {
-        let long = "é".repeat(MAX_ERROR_LEN);
-        let cut = truncate_error(&long);
-        assert!(cut.len() <= MAX_ERROR_LEN);
-        assert!(cut.len() >= MAX_ERROR_LEN - 1);
-        assert_eq!(truncate_error("short"), "short");
-    }
 
     #[test]
     fn busy_and_locked_are_transient_constraint_errors_are_not() {
