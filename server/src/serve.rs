@@ -94,14 +94,11 @@ async fn spawn_front_ends(
         let token = shutdown.clone();
         tasks.spawn(async move { sftp.run(token).await.map_err(anyhow::Error::from) });
     }
-    // The other front ends arrive with their issues; the config fields already exist.
-    for (name, enabled, addr) in [
-        ("ftp", cfg.ftp.enabled, cfg.ftp.listen),
-        ("https", cfg.https.enabled, cfg.https.listen),
-    ] {
-        if enabled {
-            warn!(protocol = name, addr = %addr, "front end not built into this version yet; not listening");
-        }
+    if cfg.ftp.enabled {
+        warn!(addr = %cfg.ftp.listen, "FTPES front end not built into this version yet; not listening");
+    }
+    if cfg.https.enabled {
+        warn!(addr = %cfg.https.listen, "HTTPS front end not built into this version yet; not listening");
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
-//! Protocol-neutral helpers shared by the front ends: how a storage failure is answered.
+//! Protocol-neutral helpers shared by the front ends: how a storage failure is answered, and
+//! the TLS certificate of FTPES and HTTPS.
 
 mod status;
+pub mod tls;
 
 pub use status::{SftpStatus, sftp_status};
