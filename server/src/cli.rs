@@ -33,6 +33,9 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCmd),
+    /// API tokens for the HTTPS API (`Authorization: Bearer <token>`).
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Operator access to files through the same Vfs the protocols use.
     #[command(subcommand)]
     Files(FilesCmd),
@@ -105,6 +108,34 @@ pub enum UserCmd {
     Remove {
         /// User name.
         name: String,
+    },
+}
+
+/// `coffer token ...`
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create a token and print it once (only its hash is stored).
+    Create {
+        /// The user the token acts as.
+        #[arg(long)]
+        user: String,
+        /// Days until the token stops working (default: never).
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
+        expires_days: Option<u32>,
+    },
+    /// List a user's tokens (ids and dates, never secrets).
+    List {
+        /// The user.
+        #[arg(long)]
+        user: String,
+    },
+    /// Revoke a token by its id (or the whole token).
+    Revoke {
+        /// The user.
+        #[arg(long)]
+        user: String,
+        /// The token id shown by `token list`.
+        id: String,
     },
 }
 

@@ -8,7 +8,7 @@ use base64::Engine;
 use coffer_meta::{MetaError, NewSshKey, Tenant};
 use coffer_storage::{Password, Permissions, VPath, Vault, WriteOptions};
 
-use crate::cli::{FilesCmd, TenantCmd, UserAdd, UserCmd};
+use crate::cli::{FilesCmd, TenantCmd, TokenCmd, UserAdd, UserCmd};
 
 /// Step for streaming files in and out.
 const IO_STEP: usize = 1024 * 1024;
@@ -84,6 +84,52 @@ fn read_password(from_stdin: bool) -> anyhow::Result<Password> {
         bail!("the password is too short: use at least 8 characters");
     }
     Ok(Password::new(pw))
+}
+
+/// `coffer token ...`
+pub async fn token(vault: &Vault, cmd: TokenCmd) -> anyhow::Result<()> {
+    let day_ms = 86_400_000_i64;
+    match cmd {
+        TokenCmd::Create { user, expires_days } => {
+            let made = vault
+                .create_token(&user, expires_days.map(|d| i64::from(d) * day_ms))
+                .await
+                .with_context(|| format!("creating a token for {user}"))?;
+            eprintln!(
+                "token {} created for {user}{}; it is shown only now:",
+                made.info.id,
+                made.info
+                    .expires_ms
+                    .map(|t| format!(", expires {}", format_ms(t)))
+                    .unwrap_or_default()
+            );
+            println!("{}", made.token.as_str());
+        }
+        TokenCmd::List { user } => {
+            for t in vault
+                .list_tokens(&user)
+                .await
+                .with_context(|| user.clone())?
+            {
+                println!(
+                    "{}\tcreated={}\texpires={}",
+                    t.id,
+                    format_ms(t.created_ms),
+                    t.expires_ms
+                        .map(format_ms)
+                        .unwrap_or_else(|| "never".into())
+                );
+            }
+        }
+        TokenCmd::Revoke { user, id } => {
+            vault
+                .revoke_token(&user, &id)
+                .await
+                .with_context(|| format!("revoking token {id} of {user}"))?;
+            eprintln!("token {id} of {user} revoked");
+        }
+    }
+    Ok(())
 }
 
 pub async fn user(vault: &Vault, cmd: UserCmd) -> anyhow::Result<()> {
@@ -389,6 +435,10 @@ fn humantime_utc(t: std::time::SystemTime) -> String {
         (rem % 3600) / 60,
         rem % 60
     )
+}
+
+fn format_ms(ms: i64) -> String {
+    coffer_protocol::common::time::Utc::from_ms(ms).rfc3339()
 }
 
 #[cfg(test)]

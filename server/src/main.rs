@@ -91,6 +91,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Tenant(cmd) => commands::tenant(&vault, cmd).await,
                 Command::User(cmd) => commands::user(&vault, cmd).await,
                 Command::Files(cmd) => commands::files(&vault, cmd).await,
+                Command::Token(cmd) => commands::token(&vault, cmd).await,
                 Command::Gc(args) => ops::gc(&vault, &cfg, &args).await,
                 Command::Replication(cmd) => ops::replication(&vault, &cmd).await,
                 Command::Fsck(args) => ops::fsck(&vault, &args).await,

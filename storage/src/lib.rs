@@ -14,6 +14,7 @@ pub mod perms;
 mod reader;
 mod replicate;
 mod spool;
+mod tokens;
 mod vault;
 mod vfs;
 mod writer;
@@ -24,6 +25,7 @@ pub use path::VPath;
 pub use perms::Permissions;
 pub use reader::{FileReader, failover_reads};
 pub use replicate::{FsckProblem, FsckReport, ReplicationReport, ReplicationStatus, ResyncReport};
+pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
 pub use vault::{
     Backends, Principal, Vault, VaultOptions, check_user_name, now_ms, operator_spool,
 };

@@ -453,7 +453,7 @@ impl Vault {
         self.finish_login(user, ok, protocol, remote_addr).await
     }
 
-    async fn find_user(&self, name: &str) -> VfsResult<Option<User>> {
+    pub(crate) async fn find_user(&self, name: &str) -> VfsResult<Option<User>> {
         match self.inner.b.meta.user_by_name(name).await {
             Ok(u) => Ok(Some(u)),
             Err(coffer_meta::MetaError::NotFound) => Ok(None),
@@ -481,7 +481,7 @@ impl Vault {
         }
     }
 
-    async fn finish_login(
+    pub(crate) async fn finish_login(
         &self,
         user: User,
         credentials_ok: bool,

@@ -1220,3 +1220,51 @@ fn getting_a_missing_file_fails_and_creates_no_local_file() {
     );
     assert!(dir_names(&out_dir).is_empty(), "{:?}", dir_names(&out_dir));
 }
+
+#[test]
+fn api_tokens_are_shown_once_listed_without_secrets_and_revoked_by_id() {
+    let env = Env::new("");
+    env.add_user("acme", "alice", "pw-alice-1234");
+    let out = env.coffer(
+        &["token", "create", "--user", "alice", "--expires-days", "30"],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let note = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(token.starts_with("cft_") && token.len() > 60, "{token}");
+    assert!(
+        note.contains("shown only now") && note.contains("expires"),
+        "{note}"
+    );
+    let id = token.split('_').nth(1).unwrap().to_owned();
+    let secret = token.rsplit('_').next().unwrap().to_owned();
+
+    let listed = env.ok(&["token", "list", "--user", "alice"], "");
+    assert!(listed.contains(&id), "{listed}");
+    assert!(
+        !listed.contains(&secret),
+        "listing shows the secret: {listed}"
+    );
+    // The secret is nowhere at rest: only its hash is stored.
+    harness::assert_no_canary(&env.data_dir(), &[], &secret);
+
+    let nobody = env.coffer(&["token", "create", "--user", "nobody"], "");
+    assert!(!nobody.status.success());
+    assert!(
+        String::from_utf8_lossy(&nobody.stderr).contains("no such user"),
+        "{}",
+        String::from_utf8_lossy(&nobody.stderr)
+    );
+    env.ok(&["token", "revoke", "--user", "alice", &id], "");
+    assert!(
+        !env.ok(&["token", "list", "--user", "alice"], "")
+            .contains(&id)
+    );
+    let again = env.coffer(&["token", "revoke", "--user", "alice", &id], "");
+    assert!(!again.status.success(), "revoking twice succeeded");
+}

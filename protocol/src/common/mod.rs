@@ -2,6 +2,7 @@
 //! the TLS certificate of FTPES and HTTPS.
 
 mod status;
+pub mod time;
 pub mod tls;
 
 pub use status::{SftpStatus, sftp_status};

@@ -1,6 +1,7 @@
 //! The namespace lane: path requests (open, stat, mkdir, rename, realpath, extensions) in
 //! arrival order, each answered from the user's [`coffer_storage::Vfs`].
 
+use crate::common::time::ls_date;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -300,41 +301,6 @@ pub(crate) fn long_name(info: &FileInfo, owner: &str) -> String {
     )
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// `Mon dd HH:MM` within the last six months, `Mon dd  YYYY` otherwise (as `ls -l`, in UTC).
-fn ls_date(t: u64, now: u64) -> String {
-    let days = t / 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
-    let month = MONTHS
-        .get(m.saturating_sub(1) as usize)
-        .copied()
-        .unwrap_or("Jan");
-    const SIX_MONTHS: u64 = 182 * 86_400;
-    if t + SIX_MONTHS > now && t <= now + 3600 {
-        let secs = t % 86_400;
-        format!("{month} {d:>2} {:02}:{:02}", secs / 3600, secs / 60 % 60)
-    } else {
-        format!("{month} {d:>2}  {y}")
-    }
-}
-
-/// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -375,14 +341,6 @@ mod tests {
         assert!(line.contains(" 1234 Nov 14  2023 "), "{line}");
         // Eight columns and a name that itself holds one space.
         assert_eq!(line.split_whitespace().count(), 10, "{line}");
-    }
-
-    #[test]
-    fn recent_dates_show_the_time_of_day() {
-        let t = 1_700_000_000;
-        assert_eq!(ls_date(t, t + 60), "Nov 14 22:13");
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
     }
 
     #[test]

@@ -19,8 +19,8 @@ use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{
-    AuditRecord, CommitFile, CommitOutcome, FileContent, MetaError, MetadataStore, NewDir,
-    NewSshKey, NewTenant, NewUpload, NewUser, Node, NodeKind, RenameNode, ReplicationJob,
+    ApiToken, AuditRecord, CommitFile, CommitOutcome, FileContent, MetaError, MetadataStore,
+    NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, NodeKind, RenameNode, ReplicationJob,
     ReplicationOp, Tenant, Usage, WrappedTenantKey,
 };
 
@@ -52,6 +52,7 @@ pub async fn run_all(store: &dyn MetadataStore) {
     tenants_and_keys(store).await;
     users_and_lockout(store).await;
     ssh_keys(store).await;
+    api_tokens(store).await;
     dirs_and_children(store).await;
     commit_new_and_replace(store).await;
     commit_conflicts(store).await;
@@ -509,6 +510,59 @@ pub async fn ssh_keys(store: &dyn MetadataStore) {
     store.delete_user(alice.id).await.unwrap();
     assert!(store.ssh_keys(alice.id).await.unwrap().is_empty());
     assert_eq!(store.ssh_keys(bob.id).await.unwrap().len(), 1);
+}
+
+/// API tokens are found by their public id, listed per user, unique, deleted only by their
+/// owner, and go with the user.
+pub async fn api_tokens(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let alice = store.create_user(&new_user(&t, now_ms())).await.unwrap();
+    let bob = store.create_user(&new_user(&t, now_ms())).await.unwrap();
+    let token = |user_id: i64, expires_ms: Option<i64>| ApiToken {
+        id: 0,
+        user_id,
+        token_id: format!("t{:016x}", random_u64()),
+        secret_hash: random_u64().to_be_bytes().repeat(4),
+        created_ms: now_ms(),
+        expires_ms,
+    };
+    let first = token(alice.id, None);
+    let second = token(alice.id, Some(now_ms() + 86_400_000));
+    let stored = store.add_api_token(&first).await.unwrap();
+    assert!(stored.id > 0);
+    store.add_api_token(&second).await.unwrap();
+    let found = store.api_token(&second.token_id).await.unwrap();
+    assert_eq!(
+        (found.user_id, &found.secret_hash, found.expires_ms),
+        (alice.id, &second.secret_hash, second.expires_ms)
+    );
+    let listed: Vec<String> = store
+        .api_tokens(alice.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.token_id)
+        .collect();
+    assert_eq!(listed, [first.token_id.clone(), second.token_id.clone()]);
+    let stolen_id = ApiToken {
+        user_id: bob.id,
+        ..first.clone()
+    };
+    assert_fails!(
+        store.add_api_token(&stolen_id).await,
+        MetaError::AlreadyExists
+    );
+    assert_fails!(
+        store.delete_api_token(bob.id, &first.token_id).await,
+        MetaError::NotFound
+    );
+    store
+        .delete_api_token(alice.id, &first.token_id)
+        .await
+        .unwrap();
+    assert_fails!(store.api_token(&first.token_id).await, MetaError::NotFound);
+    store.delete_user(alice.id).await.unwrap();
+    assert_fails!(store.api_token(&second.token_id).await, MetaError::NotFound);
 }
 
 /// Folders nest, names are unique per folder, and one tenant never sees another's nodes.

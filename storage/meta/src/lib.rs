@@ -109,6 +109,8 @@ pub trait MetadataStore: Send + Sync + Debug {
     async fn create_user(&self, user: &NewUser) -> MetaResult<User>;
     /// Looks a user up by login name.
     async fn user_by_name(&self, name: &str) -> MetaResult<User>;
+    /// The user with this id; `NotFound` if none.
+    async fn user(&self, id: i64) -> MetaResult<User>;
     /// All users, optionally of one tenant, ordered by name.
     async fn list_users(&self, tenant_id: Option<i64>) -> MetaResult<Vec<User>>;
     /// Replaces the password hash (PHC string) of a user.
@@ -121,6 +123,14 @@ pub trait MetadataStore: Send + Sync + Debug {
     async fn add_ssh_key(&self, user_id: i64, key: &NewSshKey) -> MetaResult<()>;
     /// A user's SSH public keys.
     async fn ssh_keys(&self, user_id: i64) -> MetaResult<Vec<SshKey>>;
+    /// Stores a new API token (its `id` is ignored); `AlreadyExists` if `token_id` is taken.
+    async fn add_api_token(&self, token: &ApiToken) -> MetaResult<ApiToken>;
+    /// The token with this public id; `NotFound` if none.
+    async fn api_token(&self, token_id: &str) -> MetaResult<ApiToken>;
+    /// A user's tokens, oldest first.
+    async fn api_tokens(&self, user_id: i64) -> MetaResult<Vec<ApiToken>>;
+    /// Deletes a user's token; `NotFound` if the user has no such token.
+    async fn delete_api_token(&self, user_id: i64, token_id: &str) -> MetaResult<()>;
 
     /// Records one failed login at `now_ms`. If the user now has `threshold` or more failures
     /// inside the last `window_ms`, locks them until `now_ms + lock_ms`. Returns the lock

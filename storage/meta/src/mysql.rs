@@ -41,9 +41,9 @@ use zeroize::Zeroizing;
 use crate::lockout::LockoutPolicy;
 use crate::outbox::{replication_backoff_ms, truncate_error, wall_clock_ms};
 use crate::{
-    AuditRecord, CommitFile, CommitOutcome, Garbage, MetaError, MetaResult, MetadataStore, NewDir,
-    NewSshKey, NewTenant, NewUpload, NewUser, Node, RenameNode, ReplicationJob, SshKey, Tenant,
-    Upload, Usage, User, WrappedTenantKey,
+    ApiToken, AuditRecord, CommitFile, CommitOutcome, Garbage, MetaError, MetaResult,
+    MetadataStore, NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, RenameNode,
+    ReplicationJob, SshKey, Tenant, Upload, Usage, User, WrappedTenantKey,
 };
 
 /// The migrations this build knows, embedded at compile time.
@@ -643,6 +643,16 @@ impl MetadataStore for MySqlStore {
         })
     }
 
+    async fn user(&self, id: i64) -> MetaResult<User> {
+        with_retry!(self, async {
+            let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(rows::user(&row.ok_or(MetaError::NotFound)?)?)
+        })
+    }
+
     async fn list_users(&self, tenant_id: Option<i64>) -> MetaResult<Vec<User>> {
         with_retry!(self, async {
             let query = match tenant_id {
@@ -695,6 +705,55 @@ impl MetadataStore for MySqlStore {
                 .await?;
             decode_all(&found, rows::ssh_key)
         })
+    }
+
+    async fn add_api_token(&self, token: &ApiToken) -> MetaResult<ApiToken> {
+        transaction!(self, |conn| async {
+            let done = sqlx::query(
+                "INSERT INTO api_tokens (user_id, token_id, secret_hash, created_ms, expires_ms) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(token.user_id)
+            .bind(&token.token_id)
+            .bind(&token.secret_hash)
+            .bind(token.created_ms)
+            .bind(token.expires_ms)
+            .execute(&mut *conn)
+            .await?;
+            Ok(ApiToken {
+                id: i64::try_from(done.last_insert_id()).map_err(|_| rows::corrupt("id"))?,
+                ..token.clone()
+            })
+        })
+    }
+
+    async fn api_token(&self, token_id: &str) -> MetaResult<ApiToken> {
+        with_retry!(self, async {
+            let row = sqlx::query("SELECT * FROM api_tokens WHERE token_id = ?")
+                .bind(token_id)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(rows::api_token(&row.ok_or(MetaError::NotFound)?)?)
+        })
+    }
+
+    async fn api_tokens(&self, user_id: i64) -> MetaResult<Vec<ApiToken>> {
+        with_retry!(self, async {
+            let found = sqlx::query("SELECT * FROM api_tokens WHERE user_id = ? ORDER BY id")
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
+            decode_all(&found, rows::api_token)
+        })
+    }
+
+    async fn delete_api_token(&self, user_id: i64, token_id: &str) -> MetaResult<()> {
+        update_one!(
+            self,
+            sqlx::query("DELETE FROM api_tokens WHERE user_id = ? AND token_id = ?")
+                .bind(user_id)
+                .bind(token_id)
+        )
     }
 
     async fn record_login_failure(

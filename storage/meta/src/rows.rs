@@ -3,8 +3,8 @@
 //! row type is written once, here.
 
 use crate::{
-    AuditRecord, FileContent, Garbage, MetaError, MetaResult, Node, NodeKind, ReplicationJob,
-    ReplicationOp, SshKey, Tenant, Upload, User, WrappedTenantKey,
+    ApiToken, AuditRecord, FileContent, Garbage, MetaError, MetaResult, Node, NodeKind,
+    ReplicationJob, ReplicationOp, SshKey, Tenant, Upload, User, WrappedTenantKey,
 };
 
 /// How a backend's row hands out one column of each kind the schema uses.
@@ -142,6 +142,18 @@ pub(crate) fn ssh_key<R: Columns>(row: &R) -> MetaResult<SshKey> {
         key_base64: row.ident("key_base64")?,
         fingerprint: row.ident("fingerprint")?,
         comment: row.ident("comment")?,
+    })
+}
+
+/// An `api_tokens` row.
+pub(crate) fn api_token<R: Columns>(row: &R) -> MetaResult<ApiToken> {
+    Ok(ApiToken {
+        id: row.int("id")?,
+        user_id: row.int("user_id")?,
+        token_id: row.ident("token_id")?,
+        secret_hash: row.blob("secret_hash")?,
+        created_ms: row.int("created_ms")?,
+        expires_ms: row.opt_int("expires_ms")?,
     })
 }
 

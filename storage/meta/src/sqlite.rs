@@ -36,9 +36,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use crate::lockout::LockoutPolicy;
 use crate::outbox::{replication_backoff_ms, truncate_error, wall_clock_ms};
 use crate::{
-    AuditRecord, CommitFile, CommitOutcome, Garbage, MetaError, MetaResult, MetadataStore, NewDir,
-    NewSshKey, NewTenant, NewUpload, NewUser, Node, RenameNode, ReplicationJob, SshKey, Tenant,
-    Upload, Usage, User, WrappedTenantKey,
+    ApiToken, AuditRecord, CommitFile, CommitOutcome, Garbage, MetaError, MetaResult,
+    MetadataStore, NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, RenameNode,
+    ReplicationJob, SshKey, Tenant, Upload, Usage, User, WrappedTenantKey,
 };
 
 /// The migrations this build knows, embedded at compile time.
@@ -300,6 +300,15 @@ impl MetadataStore for SqliteStore {
         rows::user(&row.ok_or(MetaError::NotFound)?)
     }
 
+    async fn user(&self, id: i64) -> MetaResult<User> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sqlite_error)?;
+        rows::user(&row.ok_or(MetaError::NotFound)?)
+    }
+
     async fn list_users(&self, tenant_id: Option<i64>) -> MetaResult<Vec<User>> {
         let query = match tenant_id {
             Some(tenant_id) => {
@@ -356,6 +365,55 @@ impl MetadataStore for SqliteStore {
             .await
             .map_err(sqlite_error)?;
         found.iter().map(rows::ssh_key).collect()
+    }
+
+    async fn add_api_token(&self, token: &ApiToken) -> MetaResult<ApiToken> {
+        let _writer = self.writer.lock().await;
+        let done = sqlx::query(
+            "INSERT INTO api_tokens (user_id, token_id, secret_hash, created_ms, expires_ms) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(token.user_id)
+        .bind(&token.token_id)
+        .bind(&token.secret_hash)
+        .bind(token.created_ms)
+        .bind(token.expires_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(sqlite_error)?;
+        Ok(ApiToken {
+            id: done.last_insert_rowid(),
+            ..token.clone()
+        })
+    }
+
+    async fn api_token(&self, token_id: &str) -> MetaResult<ApiToken> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE token_id = ?")
+            .bind(token_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sqlite_error)?;
+        rows::api_token(&row.ok_or(MetaError::NotFound)?)
+    }
+
+    async fn api_tokens(&self, user_id: i64) -> MetaResult<Vec<ApiToken>> {
+        let found = sqlx::query("SELECT * FROM api_tokens WHERE user_id = ? ORDER BY id")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlite_error)?;
+        found.iter().map(rows::api_token).collect()
+    }
+
+    async fn delete_api_token(&self, user_id: i64, token_id: &str) -> MetaResult<()> {
+        let _writer = self.writer.lock().await;
+        let done = sqlx::query("DELETE FROM api_tokens WHERE user_id = ? AND token_id = ?")
+            .bind(user_id)
+            .bind(token_id)
+            .execute(&self.pool)
+            .await
+            .map_err(sqlite_error)?;
+        require_row(done)
     }
 
     async fn record_login_failure(

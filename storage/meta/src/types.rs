@@ -125,6 +125,23 @@ pub struct NewSshKey {
     pub comment: String,
 }
 
+/// An API token of a user, without its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiToken {
+    /// Row id.
+    pub id: i64,
+    /// Owner.
+    pub user_id: i64,
+    /// The public half of the token, shown in listings and used to look it up.
+    pub token_id: String,
+    /// SHA-256 of the secret half.
+    pub secret_hash: Vec<u8>,
+    /// When it was created (ms since the epoch).
+    pub created_ms: i64,
+    /// When it stops working (ms since the epoch); `None` never.
+    pub expires_ms: Option<i64>,
+}
+
 /// Folder or file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeKind {

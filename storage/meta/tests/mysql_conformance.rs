@@ -54,6 +54,7 @@ conformance_tests!(
     tenants_and_keys,
     users_and_lockout,
     ssh_keys,
+    api_tokens,
     dirs_and_children,
     commit_new_and_replace,
     commit_conflicts,
@@ -127,7 +128,10 @@ async fn fresh_database_reports_no_schema_until_migrated() {
     }
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), Some(1));
+    assert_eq!(
+        store.schema_version().await.unwrap(),
+        Some(MySqlStore::supported_schema_version())
+    );
     store.check_schema().await.unwrap();
 }
 

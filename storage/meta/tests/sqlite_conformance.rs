@@ -53,6 +53,7 @@ conformance_tests!(
     tenants_and_keys,
     users_and_lockout,
     ssh_keys,
+    api_tokens,
     dirs_and_children,
     commit_new_and_replace,
     commit_conflicts,
@@ -144,7 +145,10 @@ async fn fresh_database_reports_no_schema_until_migrated() {
     ));
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), Some(1));
+    assert_eq!(
+        store.schema_version().await.unwrap(),
+        Some(SqliteStore::supported_schema_version())
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,202 @@
+//! API tokens: long random secrets a user creates for scripts (`coffer token create`), sent as
+//! `Authorization: Bearer <token>` to the HTTPS API.
+//!
+//! A token reads `cft_<id>_<secret>`: `id` is 12 random bytes in hex, stored in the clear to
+//! find the row; `secret` is 32 random bytes (base64url), of which only the SHA-256 is stored.
+//! With 256 bits of entropy a fast hash is as good as Argon2 and costs nothing per request.
+//! A wrong secret for a known id counts toward the owner's lockout like a wrong password.
+
+use aws_lc_rs::digest;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use coffer_meta::{ApiToken, MetaError};
+use subtle::ConstantTimeEq;
+
+use crate::error::{ErrorKind, VfsError, VfsResult};
+use crate::vault::{Principal, Vault, now_ms};
+
+/// Every token starts with this, so secret scanners and people recognise it.
+pub const TOKEN_PREFIX: &str = "cft_";
+
+/// A token as listed: never its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// The public id (`cft_<id>_...`).
+    pub id: String,
+    /// Creation time, ms since the epoch.
+    pub created_ms: i64,
+    /// Expiry, ms since the epoch; `None` never.
+    pub expires_ms: Option<i64>,
+}
+
+/// A freshly created token: the only moment its secret exists outside the client.
+pub struct NewToken {
+    /// What is stored.
+    pub info: TokenInfo,
+    /// The whole token to hand to the user, shown once.
+    pub token: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewToken")
+            .field("info", &self.info)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl From<ApiToken> for TokenInfo {
+    fn from(t: ApiToken) -> Self {
+        TokenInfo {
+            id: t.token_id,
+            created_ms: t.created_ms,
+            expires_ms: t.expires_ms,
+        }
+    }
+}
+
+fn secret_hash(secret: &str) -> Vec<u8> {
+    digest::digest(&digest::SHA256, secret.as_bytes())
+        .as_ref()
+        .to_vec()
+}
+
+fn random(n: usize) -> VfsResult<Vec<u8>> {
+    let mut b = vec![0u8; n];
+    aws_lc_rs::rand::fill(&mut b)
+        .map_err(|_| VfsError::new(ErrorKind::Internal, "the system random source failed"))?;
+    Ok(b)
+}
+
+/// `(id, secret)` of a well-formed token.
+fn parse(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix(TOKEN_PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    let ok = id.len() == 24
+        && id.bytes().all(|b| b.is_ascii_hexdigit())
+        && secret.len() == 43
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ok.then_some((id, secret))
+}
+
+impl Vault {
+    /// Creates a token for `user_name`, valid for `valid_ms` (or forever).
+    pub async fn create_token(
+        &self,
+        user_name: &str,
+        valid_ms: Option<i64>,
+    ) -> VfsResult<NewToken> {
+        let user = self
+            .find_user(user_name)
+            .await?
+            .ok_or_else(|| VfsError::new(ErrorKind::NotFound, "no such user"))?;
+        let id = hex::encode(random(12)?);
+        let secret = zeroize::Zeroizing::new(URL_SAFE_NO_PAD.encode(random(32)?));
+        let now = now_ms();
+        let stored = self
+            .backends()
+            .meta
+            .add_api_token(&ApiToken {
+                id: 0,
+                user_id: user.id,
+                token_id: id.clone(),
+                secret_hash: secret_hash(&secret),
+                created_ms: now,
+                expires_ms: valid_ms.map(|v| now.saturating_add(v)),
+            })
+            .await?;
+        let token = zeroize::Zeroizing::new(format!("{TOKEN_PREFIX}{id}_{}", secret.as_str()));
+        Ok(NewToken {
+            info: stored.into(),
+            token,
+        })
+    }
+
+    /// The tokens of `user_name`, oldest first.
+    pub async fn list_tokens(&self, user_name: &str) -> VfsResult<Vec<TokenInfo>> {
+        let user = self
+            .find_user(user_name)
+            .await?
+            .ok_or_else(|| VfsError::new(ErrorKind::NotFound, "no such user"))?;
+        let tokens = self.backends().meta.api_tokens(user.id).await?;
+        Ok(tokens.into_iter().map(TokenInfo::from).collect())
+    }
+
+    /// Revokes one token of `user_name` by its id (the whole token is accepted too).
+    pub async fn revoke_token(&self, user_name: &str, id_or_token: &str) -> VfsResult<()> {
+        let user = self
+            .find_user(user_name)
+            .await?
+            .ok_or_else(|| VfsError::new(ErrorKind::NotFound, "no such user"))?;
+        let id = parse(id_or_token).map_or(id_or_token, |(id, _)| id);
+        match self.backends().meta.delete_api_token(user.id, id).await {
+            Err(MetaError::NotFound) => Err(VfsError::new(
+                ErrorKind::NotFound,
+                "the user has no token with this id",
+            )),
+            other => Ok(other?),
+        }
+    }
+
+    /// Checks a bearer token. Malformed and unknown tokens fail without touching any account;
+    /// a wrong secret for a known id, an expired token, a disabled or locked owner fail like a
+    /// wrong password and count toward the owner's lockout.
+    pub async fn authenticate_token(
+        &self,
+        token: &str,
+        protocol: &'static str,
+        remote_addr: Option<String>,
+    ) -> VfsResult<Principal> {
+        let failed = || VfsError::new(ErrorKind::AuthFailed, "authentication failed");
+        let Some((id, secret)) = parse(token) else {
+            return Err(failed());
+        };
+        let stored = match self.backends().meta.api_token(id).await {
+            Ok(t) => t,
+            Err(MetaError::NotFound) => {
+                tracing::info!(
+                    protocol,
+                    remote = remote_addr.as_deref().unwrap_or("-"),
+                    "login failed: unknown API token"
+                );
+                return Err(failed());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let user = match self.backends().meta.user(stored.user_id).await {
+            Ok(u) => u,
+            Err(MetaError::NotFound) => return Err(failed()),
+            Err(e) => return Err(e.into()),
+        };
+        let secret_ok: bool = secret_hash(secret).ct_eq(&stored.secret_hash).into();
+        let live = stored.expires_ms.is_none_or(|t| t > now_ms());
+        self.finish_login(user, secret_ok && live, protocol, remote_addr)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_tokens_parse() {
+        let id = "0123456789abcdef01234567";
+        let secret = "A".repeat(43);
+        let good = format!("cft_{id}_{secret}");
+        assert_eq!(parse(&good), Some((id, secret.as_str())));
+        for bad in [
+            format!("cfx_{id}_{secret}"),
+            format!("cft_{id}{secret}"),
+            format!("cft_{id}_{}", "A".repeat(42)),
+            format!("cft_{}_{secret}", "g".repeat(24)),
+            format!("cft_{id}_{}=", "A".repeat(42)),
+            String::new(),
+        ] {
+            assert_eq!(parse(&bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! API tokens through the Vault: they log in as their user, only the hash is stored, a wrong
+//! secret counts toward the owner's lockout, expiry and revocation end them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use coffer_storage::{ErrorKind, LockoutPolicy, Password};
+use common::{vault, vault_with};
+
+#[tokio::test]
+async fn a_token_logs_in_as_its_user_and_only_its_hash_is_stored() {
+    let tv = vault().await;
+    tv.user("acme", "alice").await;
+    let made = tv.vault.create_token("alice", None).await.unwrap();
+    assert!(made.token.starts_with("cft_"), "{}", made.token.as_str());
+    let p = tv
+        .vault
+        .authenticate_token(&made.token, "https", Some("127.0.0.9".into()))
+        .await
+        .unwrap();
+    assert_eq!(p.user.name, "alice");
+    let stored = tv
+        .vault
+        .backends()
+        .meta
+        .api_token(&made.info.id)
+        .await
+        .unwrap();
+    let secret = made.token.rsplit('_').next().unwrap();
+    assert!(
+        !stored
+            .secret_hash
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes()),
+        "the secret is stored"
+    );
+    assert_eq!(
+        tv.vault.list_tokens("alice").await.unwrap(),
+        vec![made.info.clone()]
+    );
+    tv.vault.revoke_token("alice", &made.info.id).await.unwrap();
+    let e = tv
+        .vault
+        .authenticate_token(&made.token, "https", None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AuthFailed);
+    assert!(tv.vault.list_tokens("alice").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_wrong_secret_counts_toward_the_owners_lockout() {
+    let tv = vault_with(LockoutPolicy {
+        max_failures: 3,
+        window_ms: 60_000,
+        lock_ms: 60_000,
+    })
+    .await;
+    tv.user("acme", "alice").await;
+    let made = tv.vault.create_token("alice", None).await.unwrap();
+    let (keep, last) = made.token.split_at(made.token.len() - 1);
+    let forged = format!("{keep}{}", if last == "A" { "B" } else { "A" });
+    for _ in 0..3 {
+        let e = tv
+            .vault
+            .authenticate_token(&forged, "https", None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AuthFailed);
+    }
+    let locked = tv
+        .vault
+        .authenticate_password(
+            "alice",
+            &Password::new("pw-alice-secret".into()),
+            "sftp",
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(locked.kind(), ErrorKind::LockedOut);
+    let e = tv
+        .vault
+        .authenticate_token(&made.token, "https", None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::LockedOut, "locked owner, valid token");
+}
+
+#[tokio::test]
+async fn expired_malformed_and_other_users_tokens_do_not_work() {
+    let tv = vault().await;
+    tv.user("acme", "alice").await;
+    tv.user("acme", "bob").await;
+    let expired = tv.vault.create_token("alice", Some(-1)).await.unwrap();
+    let e = tv
+        .vault
+        .authenticate_token(&expired.token, "https", None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AuthFailed);
+    for bad in ["", "cft_", "Bearer x", &"cft_".repeat(40)] {
+        let e = tv
+            .vault
+            .authenticate_token(bad, "https", None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AuthFailed, "{bad}");
+    }
+    let alices = tv.vault.create_token("alice", None).await.unwrap();
+    let e = tv
+        .vault
+        .revoke_token("bob", &alices.info.id)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "bob revoked alice's token");
+    let e = tv.vault.create_token("nobody", None).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+}
