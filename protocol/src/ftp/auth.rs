@@ -68,6 +68,8 @@ impl Handoff {
 pub(crate) struct VaultAuthenticator {
     pub(crate) vault: Vault,
     pub(crate) handoff: Arc<Handoff>,
+    /// With the PROXY protocol: the real client behind each relayed connection.
+    pub(crate) client_ips: Option<Arc<super::proxy::ClientIps>>,
 }
 
 impl fmt::Debug for VaultAuthenticator {
@@ -89,7 +91,11 @@ impl Authenticator for VaultAuthenticator {
         username: &str,
         creds: &Credentials,
     ) -> Result<Principal, AuthenticationError> {
-        let remote = creds.source_ip.to_string();
+        let remote = match &self.client_ips {
+            Some(ips) => ips.client_of(creds.source_ip),
+            None => creds.source_ip,
+        }
+        .to_string();
         let Some(password) = creds.password.clone() else {
             return Err(AuthenticationError::BadPassword);
         };

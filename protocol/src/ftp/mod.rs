@@ -15,6 +15,7 @@
 
 mod auth;
 mod backend;
+mod proxy;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -65,6 +66,8 @@ pub struct FtpListener {
     addr: SocketAddr,
     stop: CancellationToken,
     task: JoinHandle<Result<(), FtpError>>,
+    /// The PROXY protocol front, when enabled.
+    relay: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for FtpListener {
@@ -86,32 +89,53 @@ impl FtpListener {
                 "ftp.implicit_listen: implicit FTPS is not supported by this version (libunftp speaks explicit TLS only); not listening there"
             );
         }
-        // Check the address first, for an error naming the setting.
-        let probe = std::net::TcpListener::bind(cfg.listen).map_err(|source| FtpError::Bind {
+        let bind_err = |source| FtpError::Bind {
             addr: cfg.listen,
             source,
-        })?;
-        let addr = probe.local_addr().map_err(|source| FtpError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-        drop(probe);
+        };
         let stop = CancellationToken::new();
-        let server = build_server(cfg, &files, vault, stop.clone())?;
+        let client_ips = cfg
+            .proxy_protocol
+            .then(|| Arc::new(proxy::ClientIps::default()));
+        let server = build_server(cfg, &files, vault, client_ips.clone(), stop.clone())?;
+        // With the PROXY protocol Coffer owns the public port (it accepts version 1 and 2
+        // headers) and libunftp listens on a private loopback port behind it.
+        let (addr, internal, relay) = if let Some(ips) = client_ips {
+            let public = tokio::net::TcpListener::bind(cfg.listen)
+                .await
+                .map_err(bind_err)?;
+            let addr = public.local_addr().map_err(bind_err)?;
+            let internal = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|l| l.local_addr())
+                .map_err(bind_err)?;
+            let relay = tokio::spawn(proxy::relay(public, internal, ips, stop.clone()));
+            (addr, internal, Some(relay))
+        } else {
+            // Check the address first, for an error naming the setting.
+            let probe = std::net::TcpListener::bind(cfg.listen).map_err(bind_err)?;
+            let addr = probe.local_addr().map_err(bind_err)?;
+            drop(probe);
+            (addr, addr, None)
+        };
         let task = tokio::spawn(async move {
             server
-                .listen(addr.to_string())
+                .listen(internal.to_string())
                 .await
                 .map_err(|e| FtpError::Server(e.to_string()))
         });
-        let listener = Self { addr, stop, task };
-        listener.wait_ready().await?;
+        let listener = Self {
+            addr,
+            stop,
+            task,
+            relay,
+        };
+        listener.wait_ready(internal).await?;
         info!(addr = %addr, passive = ?cfg.passive_ports, proxy_protocol = cfg.proxy_protocol, "ftpes listener ready");
         Ok(listener)
     }
 
-    async fn wait_ready(&self) -> Result<(), FtpError> {
-        let target = match self.addr {
+    async fn wait_ready(&self, libunftp_addr: SocketAddr) -> Result<(), FtpError> {
+        let target = match libunftp_addr {
             SocketAddr::V4(a) if a.ip().is_unspecified() => {
                 SocketAddr::from((Ipv4Addr::LOCALHOST, a.port()))
             }
@@ -146,7 +170,12 @@ impl FtpListener {
 
     /// Serves until `shutdown`; then lets sessions finish for up to 10 s.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), FtpError> {
-        let Self { stop, mut task, .. } = self;
+        let Self {
+            stop,
+            mut task,
+            relay,
+            ..
+        } = self;
         let result = tokio::select! {
             r = &mut task => r,
             _ = shutdown.cancelled() => {
@@ -154,6 +183,10 @@ impl FtpListener {
                 task.await
             }
         };
+        stop.cancel();
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(FtpError::Server(msg))) if shutdown.is_cancelled() => {
@@ -184,12 +217,14 @@ fn build_server(
     cfg: &FtpConfig,
     files: &CertificateFiles,
     vault: Vault,
+    client_ips: Option<Arc<proxy::ClientIps>>,
     stop: CancellationToken,
 ) -> Result<Server<VfsBackend, FtpUser>, FtpError> {
     let handoff = Arc::new(auth::Handoff::default());
     let authenticator = Arc::new(auth::VaultAuthenticator {
         vault: vault.clone(),
         handoff: handoff.clone(),
+        client_ips,
     });
     let provider: Arc<dyn unftp_core::auth::UserDetailProvider<User = FtpUser> + Send + Sync> =
         Arc::new(auth::SessionProvider { vault, handoff });
