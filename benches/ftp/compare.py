@@ -296,7 +296,7 @@ def main():
 def print_row(label, nbytes, samples, cpu, peak, table=False, flush=False):
     mbps = {k: nbytes / statistics.median(v) / 1e6 for k, v in samples.items()}
     ratio = mbps["coffer"] / mbps["vsftpd"]
-    cells = [label, f"{mbps['coffer']:.1f}", f"{mbps['vsftpd']:.1f}", f"{ratio:.2f}",
+    cells = [label, f"{mbps['coffer']:.2f}", f"{mbps['vsftpd']:.2f}", f"{ratio:.2f}",
              f"{statistics.median(cpu['coffer']):.2f}", f"{statistics.median(cpu['vsftpd']):.2f}",
              f"{peak['coffer'] / 2**20:.0f} MiB", f"{peak['vsftpd'] / 2**20:.0f} MiB"]
     if table:
