@@ -235,6 +235,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--small", type=int, default=1000)
+    ap.add_argument("--only", default="", help="run only the rows whose label contains this")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="coffer-ftp-bench-")
     local = os.path.join(work, "local")
@@ -263,6 +264,7 @@ def main():
         (f"{args.small} x 4 KiB download (lftp mirror)", lambda n, p: lftp(n, p, "mirror small small.back", local), args.small * 4096),
     ]
 
+    rows = [r for r in rows if args.only in r[0]]
     results = []
     for label, run, nbytes in rows:
         samples = {"coffer": [], "vsftpd": []}

@@ -180,18 +180,35 @@ impl StorageBackend<FtpUser> for VfsBackend {
             .await
             .map_err(reply)?;
         let size = reader.size();
-        let mut offset = start_pos.min(size);
-        while offset < size {
-            let want = (size - offset).min(TRANSFER_CHUNK as u64) as usize;
-            let data = reader.read_at(offset, want).await.map_err(reply)?;
-            if data.is_empty() {
-                break;
-            }
-            output.write_all(&data).await?;
-            offset += data.len() as u64;
+        let start = start_pos.min(size);
+        let chunk_at = |at: u64| (size - at).min(TRANSFER_CHUNK as u64) as usize;
+        // The next chunk is read and verified while the current one is being sent.
+        let mut data = if start < size {
+            reader
+                .read_at(start, chunk_at(start))
+                .await
+                .map_err(reply)?
+        } else {
+            bytes::Bytes::new()
+        };
+        let mut offset = start;
+        while !data.is_empty() {
+            let next_at = offset + data.len() as u64;
+            let (sent, next) = if next_at < size {
+                let (w, r) = tokio::join!(
+                    output.write_all(&data),
+                    reader.read_at(next_at, chunk_at(next_at))
+                );
+                (w, r.map_err(reply)?)
+            } else {
+                (output.write_all(&data).await, bytes::Bytes::new())
+            };
+            sent?;
+            offset = next_at;
+            data = next;
         }
         output.flush().await?;
-        let sent = offset - start_pos.min(size);
+        let sent = offset - start;
         debug!(bytes = sent, offset = start_pos, "ftp download sent");
         Ok(sent)
     }
