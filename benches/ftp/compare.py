@@ -254,6 +254,16 @@ def main():
     print(f"idle RSS: coffer {idle['coffer'] / 2**20:.0f} MiB, vsftpd {idle['vsftpd'] / 2**20:.0f} MiB")
     SERVERS["coffer"] = (coffer, cport)
     SERVERS["vsftpd"] = (vsftpd, vport)
+    try:
+        run_rows(args, local, big)
+    finally:
+        for proc in (coffer, vsftpd):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_rows(args, local, big):
 
     url = lambda port, path: f"ftp://127.0.0.1:{port}/{path}"
     mib = args.size_mib
@@ -295,10 +305,6 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print_row(*r, table=True)
-    for proc in (coffer, vsftpd):
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-    shutil.rmtree(work, ignore_errors=True)
 
 
 def print_row(label, nbytes, samples, cpu, peak, table=False, flush=False):
