@@ -95,7 +95,10 @@ async fn spawn_front_ends(
         tasks.spawn(async move { sftp.run(token).await.map_err(anyhow::Error::from) });
     }
     if cfg.ftp.enabled {
-        warn!(addr = %cfg.ftp.listen, "FTPES front end not built into this version yet; not listening");
+        let ftp =
+            coffer_protocol::ftp::FtpListener::bind(&cfg.ftp, &cfg.tls, vault.clone()).await?;
+        let token = shutdown.clone();
+        tasks.spawn(async move { ftp.run(token).await.map_err(anyhow::Error::from) });
     }
     if cfg.https.enabled {
         warn!(addr = %cfg.https.listen, "HTTPS front end not built into this version yet; not listening");

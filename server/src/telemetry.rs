@@ -10,6 +10,12 @@ pub fn init(cfg: Option<&Config>, default_level: &str) {
         .or_else(|| cfg.map(|c| c.log.level.clone()))
         .unwrap_or_else(|| default_level.to_owned());
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // libunftp's own spans and logs carry file names (paths in command spans); Coffer logs
+    // FTP logins and transfers itself, without names.
+    let filter = match "libunftp=off".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     // Colour codes only on a terminal: in a log file or journald they are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

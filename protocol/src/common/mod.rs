@@ -5,4 +5,4 @@ mod status;
 pub mod time;
 pub mod tls;
 
-pub use status::{SftpStatus, sftp_status};
+pub use status::{SftpStatus, ftp_error_kind, ftp_reply_code, sftp_status};

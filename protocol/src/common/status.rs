@@ -54,9 +54,76 @@ pub fn sftp_status(kind: ErrorKind) -> SftpStatus {
     }
 }
 
+/// The FTP reply for a storage failure, as the libunftp storage error kind that selects it.
+///
+/// | storage kind | FTP reply |
+/// |---|---|
+/// | `NotFound`, `IsADirectory` | 550 file not available |
+/// | `NotADirectory` | 550 directory not available |
+/// | `NotEmpty` | 550 directory not empty |
+/// | `PermissionDenied`, `AuthFailed`, `LockedOut` | 550 permission denied |
+/// | `AlreadyExists`, `InvalidPath` | 553 file name not allowed |
+/// | `QuotaExceeded` | 552 exceeded storage allocation |
+/// | `Unsupported` | 502 not implemented |
+/// | `Unavailable`, `Conflict` | 450 file busy: retry later |
+/// | `Integrity`, `Internal`, others | 451 local error |
+pub fn ftp_error_kind(kind: ErrorKind) -> unftp_core::storage::ErrorKind {
+    use unftp_core::storage::ErrorKind as F;
+    match kind {
+        ErrorKind::NotFound | ErrorKind::IsADirectory => F::PermanentFileNotAvailable,
+        ErrorKind::NotADirectory => F::PermanentDirectoryNotAvailable,
+        ErrorKind::NotEmpty => F::PermanentDirectoryNotEmpty,
+        ErrorKind::PermissionDenied | ErrorKind::AuthFailed | ErrorKind::LockedOut => {
+            F::PermissionDenied
+        }
+        ErrorKind::AlreadyExists | ErrorKind::InvalidPath => F::FileNameNotAllowedError,
+        ErrorKind::QuotaExceeded => F::ExceededStorageAllocationError,
+        ErrorKind::Unsupported => F::CommandNotImplemented,
+        ErrorKind::Unavailable | ErrorKind::Conflict => F::TransientFileNotAvailable,
+        ErrorKind::Integrity | ErrorKind::Internal => F::LocalError,
+        _ => F::LocalError,
+    }
+}
+
+/// The three-digit FTP reply code libunftp sends for `kind`.
+pub fn ftp_reply_code(kind: ErrorKind) -> u16 {
+    let shown = ftp_error_kind(kind).to_string();
+    shown.get(..3).and_then(|c| c.parse().ok()).unwrap_or(451)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ftp_missing_file_and_permission_failures_are_550() {
+        for k in [
+            ErrorKind::NotFound,
+            ErrorKind::IsADirectory,
+            ErrorKind::NotADirectory,
+            ErrorKind::NotEmpty,
+            ErrorKind::PermissionDenied,
+            ErrorKind::LockedOut,
+        ] {
+            assert_eq!(ftp_reply_code(k), 550, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn ftp_quota_is_552_and_bad_names_are_553() {
+        assert_eq!(ftp_reply_code(ErrorKind::QuotaExceeded), 552);
+        assert_eq!(ftp_reply_code(ErrorKind::InvalidPath), 553);
+        assert_eq!(ftp_reply_code(ErrorKind::AlreadyExists), 553);
+    }
+
+    #[test]
+    fn ftp_retryable_failures_are_transient_4xx_and_damage_is_451() {
+        assert_eq!(ftp_reply_code(ErrorKind::Unavailable), 450);
+        assert_eq!(ftp_reply_code(ErrorKind::Conflict), 450);
+        assert_eq!(ftp_reply_code(ErrorKind::Integrity), 451);
+        assert_eq!(ftp_reply_code(ErrorKind::Internal), 451);
+        assert_eq!(ftp_reply_code(ErrorKind::Unsupported), 502);
+    }
 
     #[test]
     fn missing_file_is_no_such_file_so_clients_can_tell_it_from_other_failures() {

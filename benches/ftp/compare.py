@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""Side-by-side FTPES benchmark: Coffer vs vsftpd (explicit TLS) on loopback.
+
+Starts a release `coffer serve` and a `vsftpd` (run as root in the foreground with its own
+config file, explicit TLS required on control and data) on spare loopback ports, then runs the
+same clients against each, alternating, RUNS times per row: a SIZE MiB upload and download with
+curl (`--ssl-reqd`), and SMALL x 4 KiB upload and download with lftp `mirror`
+(`ftp:ssl-force`). Prints the median wall time as throughput, the ratio Coffer / vsftpd
+(throughput; >= 1.0 means Coffer is at least as fast), server CPU seconds and peak server RSS
+per row.
+
+vsftpd authenticates a local account: the script creates the system user `coffer-ftpbench`
+(password login, home under the work directory) if it is missing, and leaves it in place.
+
+Usage (from the repository root, as root; needs vsftpd, curl, lftp, openssl; COFFER_BIN
+overrides the binary):
+    cargo build --release -p coffer
+    python3 benches/ftp/compare.py [--runs 3] [--size-mib 1024] [--small 1000]
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+USER = "coffer-ftpbench"
+PASSWORD = "bench-Passw0rd-ftp"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"nothing listens on port {port}")
+
+
+def tree(pid):
+    """pid and all its descendants."""
+    out, todo = [], [pid]
+    children = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(p))
+            except OSError:
+                pass
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pid):
+    """utime+stime of pid's tree, plus reaped children (vsftpd forks per session)."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:13])
+            if p == pid:
+                total += sum(int(x) for x in fields[13:15])
+        except OSError:
+            pass
+    return total / CLK_TCK
+
+
+def rss_bytes(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except OSError:
+            pass
+    return total
+
+
+class PeakRss:
+    """Samples the server's process tree RSS every 50 ms while a transfer runs."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self.stop = pid, 0, False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop:
+            self.peak = max(self.peak, rss_bytes(self.pid))
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.thread.join()
+
+
+def clean_env():
+    """The environment without COFFER_* variables (coffer refuses unknown ones)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("COFFER_")}
+
+
+def passive_range():
+    """20 consecutive free loopback ports."""
+    while True:
+        p = free_port()
+        if p > 65000:
+            continue
+        ok = True
+        for q in range(p, p + 20):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", q))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return p, p + 19
+
+
+def start_coffer(work, port):
+    coffer = os.environ.get("COFFER_BIN") or os.path.join(ROOT, "target", "release", "coffer")
+    if not os.path.exists(coffer):
+        sys.exit("build it first: cargo build --release -p coffer")
+    p0, p1 = passive_range()
+    conf = os.path.join(work, "coffer.toml")
+    with open(conf, "w") as f:
+        f.write(
+            f'data_dir = "{work}/coffer-data"\n'
+            f'[log]\nlevel = "warn"\n'
+            f'[admin]\nlisten = "127.0.0.1:{free_port()}"\n'
+            f"[sftp]\nenabled = false\n"
+            f'[ftp]\nlisten = "127.0.0.1:{port}"\npassive_ports = "{p0}-{p1}"\n'
+            f"[https]\nenabled = false\n"
+        )
+    subprocess.run([coffer, "--config", conf, "user", "add", "bench", "--password-stdin"], check=True,
+                   input=(PASSWORD + "\n").encode(), stdout=subprocess.DEVNULL, env=clean_env())
+    log = open(os.path.join(work, "coffer.log"), "w")
+    proc = subprocess.Popen([coffer, "--config", conf, "serve"], stdout=log, stderr=log, env=clean_env())
+    wait_port(port)
+    return proc
+
+
+def ensure_user(home):
+    if subprocess.run(["id", USER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+        subprocess.run(["useradd", "-M", "-s", "/bin/bash", "-d", home, USER], check=True)
+    subprocess.run(["usermod", "-d", home, USER], check=True)
+    subprocess.run(["chpasswd"], input=f"{USER}:{PASSWORD}\n".encode(), check=True)
+    os.makedirs(home, exist_ok=True)
+    shutil.chown(home, USER, USER)
+
+
+def start_vsftpd(work, port):
+    vsftpd = shutil.which("vsftpd") or "/usr/sbin/vsftpd"
+    if not os.path.exists(vsftpd):
+        sys.exit("vsftpd is required: apt-get install vsftpd")
+    home = os.path.join(work, "vsftpd-home")
+    ensure_user(home)
+    os.chmod(work, 0o755)
+    cert, key = os.path.join(work, "vsftpd.crt"), os.path.join(work, "vsftpd.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p0, p1 = passive_range()
+    empty = os.path.join(work, "vsftpd-empty")
+    os.makedirs(empty, exist_ok=True)
+    conf = os.path.join(work, "vsftpd.conf")
+    with open(conf, "w") as f:
+        f.write(
+            f"listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={port}\nbackground=NO\n"
+            "anonymous_enable=NO\nlocal_enable=YES\nwrite_enable=YES\nlocal_umask=022\n"
+            "pam_service_name=vsftpd\nseccomp_sandbox=NO\nuse_localtime=NO\n"
+            f"secure_chroot_dir={empty}\nxferlog_enable=NO\nmax_per_ip=0\nmax_clients=0\n"
+            f"pasv_enable=YES\npasv_min_port={p0}\npasv_max_port={p1}\npasv_address=127.0.0.1\n"
+            f"ssl_enable=YES\nrsa_cert_file={cert}\nrsa_private_key_file={key}\n"
+            "force_local_logins_ssl=YES\nforce_local_data_ssl=YES\nallow_anon_ssl=NO\n"
+            "ssl_tlsv1=NO\nssl_sslv2=NO\nssl_sslv3=NO\nrequire_ssl_reuse=NO\nssl_ciphers=HIGH\n"
+        )
+    proc = subprocess.Popen([vsftpd, conf], stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(work, "vsftpd.log"), "w"))
+    wait_port(port)
+    return proc, home
+
+
+def user_of(name):
+    return "bench" if name == "coffer" else USER
+
+
+def curl(name, port, args, cwd):
+    cmd = ["curl", "--ssl-reqd", "-k", "-s", "-S", "--user", f"{user_of(name)}:{PASSWORD}"] + args(port)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=cwd, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def lftp(name, port, script, cwd):
+    full = ("set ftp:ssl-force true; set ftp:ssl-protect-data true; set ssl:verify-certificate no; "
+            "set net:max-retries 1; set xfer:clobber true; "
+            f"open -u {user_of(name)},{PASSWORD} -p {port} 127.0.0.1; {script}")
+    start = time.perf_counter()
+    subprocess.run(["lftp", "-c", full], check=True, cwd=cwd, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+SERVERS = {}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--small", type=int, default=1000)
+    ap.add_argument("--only", default="", help="run only the rows whose label contains this")
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="coffer-ftp-bench-")
+    local = os.path.join(work, "local")
+    os.makedirs(os.path.join(local, "small"))
+    big = os.path.join(local, "big")
+    subprocess.run(f"head -c {args.size_mib}M /dev/urandom > {big}", shell=True, check=True)
+    for i in range(args.small):
+        with open(os.path.join(local, "small", f"s{i:04}"), "wb") as f:
+            f.write(os.urandom(4096))
+
+    cport, vport = free_port(), free_port()
+    coffer = start_coffer(work, cport)
+    vsftpd, _home = start_vsftpd(work, vport)
+    time.sleep(1)
+    idle = {"coffer": rss_bytes(coffer.pid), "vsftpd": rss_bytes(vsftpd.pid)}
+    print(f"idle RSS: coffer {idle['coffer'] / 2**20:.0f} MiB, vsftpd {idle['vsftpd'] / 2**20:.0f} MiB")
+    SERVERS["coffer"] = (coffer, cport)
+    SERVERS["vsftpd"] = (vsftpd, vport)
+    try:
+        run_rows(args, local, big)
+    finally:
+        for proc in (coffer, vsftpd):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_rows(args, local, big):
+
+    url = lambda port, path: f"ftp://127.0.0.1:{port}/{path}"
+    mib = args.size_mib
+    rows = [
+        (f"{mib} MiB upload (curl)", lambda n, p: curl(n, p, lambda port: ["-T", "big", url(port, "big")], local), mib << 20),
+        (f"{mib} MiB download (curl)", lambda n, p: curl(n, p, lambda port: [url(port, "big"), "-o", "big.back"], local), mib << 20),
+        (f"{args.small} x 4 KiB upload (lftp mirror -R)", lambda n, p: lftp(n, p, "mirror -R --no-perms small small", local), args.small * 4096),
+        (f"{args.small} x 4 KiB download (lftp mirror)", lambda n, p: lftp(n, p, "mirror small small.back", local), args.small * 4096),
+    ]
+
+    skipped = [r for r in rows if args.only not in r[0]]
+    rows = [r for r in rows if args.only in r[0]]
+    # Uploads that were filtered out still run once, untimed: the downloads need their files.
+    for label, run, _ in skipped:
+        if "upload" in label:
+            for name in ["coffer", "vsftpd"]:
+                run(name, SERVERS[name][1])
+    results = []
+    for label, run, nbytes in rows:
+        samples = {"coffer": [], "vsftpd": []}
+        cpu = {"coffer": [], "vsftpd": []}
+        peak = {"coffer": 0, "vsftpd": 0}
+        for _ in range(args.runs):
+            for name in ["coffer", "vsftpd"]:
+                proc, port = SERVERS[name]
+                shutil.rmtree(os.path.join(local, "small.back"), ignore_errors=True)
+                c0 = cpu_seconds(proc.pid)
+                with PeakRss(proc.pid) as pk:
+                    samples[name].append(run(name, port))
+                cpu[name].append(cpu_seconds(proc.pid) - c0)
+                peak[name] = max(peak[name], pk.peak)
+        results.append((label, nbytes, samples, cpu, peak))
+        print_row(label, nbytes, samples, cpu, peak, flush=True)
+    back = os.path.join(local, "big.back")
+    if os.path.exists(back) and subprocess.run(["cmp", "-s", big, back]).returncode != 0:
+        sys.exit("the downloaded file differs from the upload")
+
+    print(f"\n| Row | Coffer MB/s | vsftpd MB/s | Coffer / vsftpd | CPU s Coffer | CPU s vsftpd | peak RSS Coffer | peak RSS vsftpd |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print_row(*r, table=True)
+
+
+def print_row(label, nbytes, samples, cpu, peak, table=False, flush=False):
+    mbps = {k: nbytes / statistics.median(v) / 1e6 for k, v in samples.items()}
+    ratio = mbps["coffer"] / mbps["vsftpd"]
+    cells = [label, f"{mbps['coffer']:.2f}", f"{mbps['vsftpd']:.2f}", f"{ratio:.2f}",
+             f"{statistics.median(cpu['coffer']):.2f}", f"{statistics.median(cpu['vsftpd']):.2f}",
+             f"{peak['coffer'] / 2**20:.0f} MiB", f"{peak['vsftpd'] / 2**20:.0f} MiB"]
+    if table:
+        print("| " + " | ".join(cells) + " |")
+    else:
+        print("  ".join(cells), flush=flush)
+
+
+if __name__ == "__main__":
+    main()

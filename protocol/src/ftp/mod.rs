@@ -1,0 +1,254 @@
+//! The FTPES front end: FTP with mandatory explicit TLS (`AUTH TLS`, then `PROT P` for data),
+//! served by libunftp with Coffer's own authenticator (the [`Vault`] password check and its
+//! shared lockout) and storage backend (the user's `Vfs`). See `docs/FTPES.md`.
+//!
+//! Everything here handles bytes from the network: no unwrap, expect, indexing or panic.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
+mod auth;
+mod backend;
+mod proxy;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffer_config::{FtpConfig, TlsConfig};
+use coffer_storage::Vault;
+use libunftp::options::{FtpsRequired, PassiveHost, Shutdown};
+use libunftp::{Server, ServerBuilder};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use auth::FtpUser;
+pub use backend::{EntryMeta, VfsBackend};
+
+use crate::common::tls::{CertificateFiles, TlsError, certificate_files, server_config};
+
+/// How long sessions may take to finish after shutdown is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long `bind` waits for libunftp's listener to accept connections.
+const READY_WAIT: Duration = Duration::from_secs(10);
+/// The greeting sent on connect.
+const GREETING: &str = "Coffer FTPES: AUTH TLS required";
+
+/// Why the FTPES front end could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FtpError {
+    /// The listen address could not be bound.
+    #[error("ftp.listen: cannot bind {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TLS certificate could not be loaded or generated.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    /// libunftp refused the configuration or its listener failed.
+    #[error("ftp server: {0}")]
+    Server(String),
+}
+
+/// A running FTPES listener: bound and accepting when [`FtpListener::bind`] returns.
+pub struct FtpListener {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), FtpError>>,
+    /// The PROXY protocol front, when enabled.
+    relay: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FtpListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FtpListener")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl FtpListener {
+    /// Loads (or generates) the certificate, starts libunftp on `cfg.listen` and waits until
+    /// it accepts connections.
+    pub async fn bind(cfg: &FtpConfig, tls: &TlsConfig, vault: Vault) -> Result<Self, FtpError> {
+        let files = certificate_files(tls)?;
+        if let Some(implicit) = cfg.implicit_listen {
+            warn!(
+                addr = %implicit,
+                "ftp.implicit_listen: implicit FTPS is not supported by this version (libunftp speaks explicit TLS only); not listening there"
+            );
+        }
+        let bind_err = |source| FtpError::Bind {
+            addr: cfg.listen,
+            source,
+        };
+        let stop = CancellationToken::new();
+        let client_ips = cfg
+            .proxy_protocol
+            .then(|| Arc::new(proxy::ClientIps::default()));
+        let server = build_server(cfg, &files, vault, client_ips.clone(), stop.clone())?;
+        // With the PROXY protocol Coffer owns the public port (it accepts version 1 and 2
+        // headers) and libunftp listens on a private loopback port behind it.
+        let (addr, internal, relay) = if let Some(ips) = client_ips {
+            let public = tokio::net::TcpListener::bind(cfg.listen)
+                .await
+                .map_err(bind_err)?;
+            let addr = public.local_addr().map_err(bind_err)?;
+            let internal = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|l| l.local_addr())
+                .map_err(bind_err)?;
+            let relay = tokio::spawn(proxy::relay(public, internal, ips, stop.clone()));
+            (addr, internal, Some(relay))
+        } else {
+            // Check the address first, for an error naming the setting.
+            let probe = std::net::TcpListener::bind(cfg.listen).map_err(bind_err)?;
+            let addr = probe.local_addr().map_err(bind_err)?;
+            drop(probe);
+            (addr, addr, None)
+        };
+        let task = tokio::spawn(async move {
+            server
+                .listen(internal.to_string())
+                .await
+                .map_err(|e| FtpError::Server(e.to_string()))
+        });
+        let listener = Self {
+            addr,
+            stop,
+            task,
+            relay,
+        };
+        listener.wait_ready(internal).await?;
+        info!(addr = %addr, passive = ?cfg.passive_ports, proxy_protocol = cfg.proxy_protocol, "ftpes listener ready");
+        Ok(listener)
+    }
+
+    async fn wait_ready(&self, libunftp_addr: SocketAddr) -> Result<(), FtpError> {
+        let target = match libunftp_addr {
+            SocketAddr::V4(a) if a.ip().is_unspecified() => {
+                SocketAddr::from((Ipv4Addr::LOCALHOST, a.port()))
+            }
+            SocketAddr::V6(a) if a.ip().is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+            }
+            a => a,
+        };
+        let deadline = tokio::time::Instant::now() + READY_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if self.task.is_finished() {
+                return Err(FtpError::Server(format!(
+                    "the listener on {} stopped while starting",
+                    self.addr
+                )));
+            }
+            if tokio::net::TcpStream::connect(target).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(FtpError::Server(format!(
+            "the listener on {} did not start within {READY_WAIT:?}",
+            self.addr
+        )))
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown`; then lets sessions finish for up to 10 s.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), FtpError> {
+        let Self {
+            stop,
+            mut task,
+            relay,
+            ..
+        } = self;
+        let result = tokio::select! {
+            r = &mut task => r,
+            _ = shutdown.cancelled() => {
+                stop.cancel();
+                task.await
+            }
+        };
+        stop.cancel();
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(FtpError::Server(msg))) if shutdown.is_cancelled() => {
+                warn!(error = %msg, "ftp sessions did not all end within the grace period");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(FtpError::Server(format!(
+                "the ftp listener task failed: {e}"
+            ))),
+        }
+    }
+}
+
+/// The shared TLS configuration (TLS 1.2 and 1.3, strong suites, resumption by session id
+/// and ticket), minus TLS 1.3 session tickets: libunftp uses one configuration for control
+/// and data connections, and a client that uploads without ever reading its data connection
+/// (curl) leaves the tickets unread, so its close resets the connection and the server loses
+/// the end of the upload. TLS 1.2 sessions resume on the data channel by id or ticket.
+fn ftps_config(files: &CertificateFiles) -> Result<Arc<rustls::ServerConfig>, FtpError> {
+    let shared = server_config(files, &[])?;
+    let mut config = (*shared).clone();
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+fn build_server(
+    cfg: &FtpConfig,
+    files: &CertificateFiles,
+    vault: Vault,
+    client_ips: Option<Arc<proxy::ClientIps>>,
+    stop: CancellationToken,
+) -> Result<Server<VfsBackend, FtpUser>, FtpError> {
+    let handoff = Arc::new(auth::Handoff::default());
+    let authenticator = Arc::new(auth::VaultAuthenticator {
+        vault: vault.clone(),
+        handoff: handoff.clone(),
+        client_ips,
+    });
+    let provider: Arc<dyn unftp_core::auth::UserDetailProvider<User = FtpUser> + Send + Sync> =
+        Arc::new(auth::SessionProvider { vault, handoff });
+    let mut builder = ServerBuilder::with_user_detail_provider(Box::new(|| VfsBackend), provider)
+        .authenticator(authenticator)
+        .greeting(GREETING)
+        // libunftp logs paths; Coffer logs logins and transfers itself, without names.
+        .logger(slog::Logger::root(slog::Discard, slog::o!()))
+        .ftps_manual::<std::path::PathBuf>(ftps_config(files)?)
+        // Plaintext is refused on both channels: USER before AUTH TLS, and transfers before PROT P.
+        .ftps_required(FtpsRequired::All, FtpsRequired::All)
+        .passive_ports(cfg.passive_ports.clone())
+        .idle_session_timeout(cfg.idle_timeout.as_secs().max(1))
+        .shutdown_indicator(async move {
+            stop.cancelled().await;
+            Shutdown::new().grace_period(SHUTDOWN_GRACE)
+        });
+    if let Some(host) = &cfg.passive_host {
+        builder = builder.passive_host(PassiveHost::from(host.as_str()));
+    }
+    if cfg.proxy_protocol {
+        // Control and data connections both arrive on the listen port, each with a PROXY
+        // header; its destination port tells the control port from a passive one.
+        builder = builder.proxy_protocol_mode(cfg.listen.port());
+    }
+    builder.build().map_err(|e| FtpError::Server(e.to_string()))
+}
