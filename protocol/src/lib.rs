@@ -1,5 +1,6 @@
-//! Coffer's front ends over the one [`coffer_storage::Vfs`]: SFTP today; FTPES and HTTPS join
+//! Coffer's front ends over the one [`coffer_storage::Vfs`]: SFTP and HTTPS; FTPES joins
 //! here with their reply tables in [`common`].
 
 pub mod common;
+pub mod https;
 pub mod sftp;

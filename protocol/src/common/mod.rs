@@ -4,4 +4,4 @@
 mod status;
 pub mod tls;
 
-pub use status::{SftpStatus, sftp_status};
+pub use status::{HttpStatus, SftpStatus, http_status, sftp_status};
