@@ -5,6 +5,7 @@
 mod harness;
 
 mod cli;
+mod https;
 mod nodes;
 mod s3;
 mod sftp;

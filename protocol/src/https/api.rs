@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use coffer_storage::{
-    ErrorKind, FileInfo, FileReader, Permissions, VPath, Vfs, VfsError, WriteOptions,
+    ErrorKind, FileInfo, FileReader, FileWriter, Permissions, VPath, Vfs, VfsError, WriteOptions,
 };
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
@@ -319,8 +319,53 @@ pub(crate) async fn upload(
     Path(path): Path<String>,
     body: Body,
 ) -> ApiResult<Response> {
-    let vfs = api_vfs(&state, peer, &method, &headers).await?;
-    let existed = match vfs.stat(&path).await {
+    let mut body = body;
+    let (writer, existed) = match open_upload(&state, peer, &method, &headers, &path).await {
+        Ok(w) => w,
+        Err(e) => {
+            drain(&mut body).await;
+            return Err(e);
+        }
+    };
+    let info = stream_into(writer, &mut body).await?;
+    let mut resp = if existed {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        let clean = VPath::parse(&path)?.to_string();
+        (StatusCode::CREATED, Json(entry_json(&info, &clean))).into_response()
+    };
+    set(&mut resp, header::ETAG, &etag_value(&info));
+    Ok(resp)
+}
+
+/// Bytes of a refused upload read and dropped so the client sees the error reply (an HTTP/2
+/// stream reset before the body is sent hides it from curl); larger bodies are cut off.
+const DRAIN_LIMIT: u64 = 1024 * 1024;
+
+async fn drain(body: &mut Body) {
+    let mut seen = 0u64;
+    let read = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(d) = frame.data_ref() {
+                seen += d.len() as u64;
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read).await;
+}
+
+async fn open_upload(
+    state: &AppState,
+    peer: SocketAddr,
+    method: &Method,
+    headers: &HeaderMap,
+    path: &str,
+) -> ApiResult<(FileWriter, bool)> {
+    let vfs = api_vfs(state, peer, method, headers).await?;
+    let existed = match vfs.stat(path).await {
         Ok(_) => true,
         Err(e) if e.kind() == ErrorKind::NotFound => false,
         Err(e) => return Err(e.into()),
@@ -329,20 +374,25 @@ pub(crate) async fn upload(
         truncate: true,
         exclusive: false,
     };
-    let mut writer = match vfs.create(&path, opts).await {
+    let writer = match vfs.create(path, opts).await {
         Err(e)
             if e.kind() == ErrorKind::NotFound
                 && vfs.permissions().contains(Permissions::MKDIR) =>
         {
-            let parsed = VPath::parse(&path)?;
+            let parsed = VPath::parse(path)?;
             if let Some((parent, _)) = parsed.split_last() {
                 vfs.mkdir_all(&parent).await?;
             }
-            vfs.create(&path, opts).await?
+            vfs.create(path, opts).await?
         }
         other => other?,
     };
-    let mut body = body;
+    Ok((writer, existed))
+}
+
+/// Writes the request body into `writer` as it arrives and commits; nothing is stored if
+/// the body ends early.
+async fn stream_into(mut writer: FileWriter, body: &mut Body) -> ApiResult<FileInfo> {
     let mut offset = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = match frame {
@@ -365,15 +415,7 @@ pub(crate) async fn upload(
             offset += data.len() as u64;
         }
     }
-    let info = writer.commit().await?;
-    let mut resp = if existed {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        let clean = VPath::parse(&path)?.to_string();
-        (StatusCode::CREATED, Json(entry_json(&info, &clean))).into_response()
-    };
-    set(&mut resp, header::ETAG, &etag_value(&info));
-    Ok(resp)
+    Ok(writer.commit().await?)
 }
 
 /// `DELETE /api/v1/files/{path}`: a file, or an empty folder.

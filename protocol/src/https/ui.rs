@@ -325,7 +325,7 @@ impl FolderView<'_> {
         let name = html_escape(&e.name);
         format!(
             r#"<tr data-name="{name}" data-kind="{kind}" data-size="{bytes}" data-modified="{secs}">
-<td class="name">{icon}<a href="{href}"{extra}>{name}</a></td>
+<td class="name"><span class="entry">{icon}<a href="{href}"{extra}>{name}</a></span></td>
 <td class="num">{size}</td>
 <td class="when"><time datetime="{stamp}">{shown} UTC</time></td>
 <td class="actions"><button type="button" class="button small rename">Rename</button><button type="button" class="button small danger delete">Delete</button></td>
