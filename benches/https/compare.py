@@ -15,6 +15,7 @@ Usage (from the repository root; needs nginx and curl; COFFER_BIN overrides the 
 
 import argparse
 import os
+import pwd
 import shutil
 import socket
 import statistics
@@ -78,9 +79,12 @@ def start_nginx(work, port, tls_dir):
     tmp = os.path.join(work, "nginx-root", ".tmp")
     os.makedirs(tmp, exist_ok=True)
     conf = os.path.join(work, "nginx.conf")
+    # Workers run as this user so they can read the private temp directory.
+    user_line = f"user {pwd.getpwuid(os.getuid()).pw_name};" if os.getuid() == 0 else ""
     with open(conf, "w") as f:
         f.write(f"""
 daemon off;
+{user_line}
 worker_processes auto;
 pid {work}/nginx.pid;
 error_log {work}/nginx-error.log warn;
@@ -156,6 +160,10 @@ def main():
                     acc.append(fn())
             c, n = statistics.median(ct), statistics.median(nt)
             print(f"{label:28} {c:9.2f} {mb / c:7.0f} {n:9.2f} {mb / n:7.0f} {n / c:6.2f}", flush=True)
+    except subprocess.CalledProcessError:
+        with open(os.path.join(work, "nginx-error.log")) as f:
+            print("nginx error log:\n" + f.read()[-2000:], file=sys.stderr)
+        raise
     finally:
         for p in (coffer, nginx):
             p.terminate()
