@@ -412,7 +412,10 @@ fn dot_dot_and_encoded_dot_dot_cannot_leave_the_home_folder() {
             String::from_utf8_lossy(&r.body)
         );
         assert!(!r.body.windows(5).any(|w| w == b"carol"), "{path}");
+        // HTTP/1.1: a PUT that the router refuses (405 on /list) is answered before its body
+        // is read, and over HTTP/2 curl may then see the stream reset instead of the reply.
         let put = site.alice(&[
+            "--http1.1",
             "--path-as-is",
             "-T",
             local.to_str().unwrap(),
