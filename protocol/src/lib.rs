@@ -1,6 +1,7 @@
-//! Coffer's front ends over the one [`coffer_storage::Vfs`]: SFTP and FTPES; HTTPS joins
-//! here with their reply tables in [`common`].
+//! Coffer's front ends over the one [`coffer_storage::Vfs`]: SFTP, FTPES and HTTPS, with
+//! their reply tables in [`common`].
 
 pub mod common;
 pub mod ftp;
+pub mod https;
 pub mod sftp;

@@ -101,7 +101,11 @@ async fn spawn_front_ends(
         tasks.spawn(async move { ftp.run(token).await.map_err(anyhow::Error::from) });
     }
     if cfg.https.enabled {
-        warn!(addr = %cfg.https.listen, "HTTPS front end not built into this version yet; not listening");
+        let https =
+            coffer_protocol::https::HttpsListener::bind(&cfg.https, &cfg.tls, vault.clone())
+                .await?;
+        let token = shutdown.clone();
+        tasks.spawn(async move { https.run(token).await.map_err(anyhow::Error::from) });
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod harness;
 
 mod cli;
 mod ftp;
+mod https;
 mod nodes;
 mod s3;
 mod sftp;

@@ -5,4 +5,6 @@ mod status;
 pub mod time;
 pub mod tls;
 
-pub use status::{SftpStatus, ftp_error_kind, ftp_reply_code, sftp_status};
+pub use status::{
+    HttpStatus, SftpStatus, ftp_error_kind, ftp_reply_code, http_status, sftp_status,
+};

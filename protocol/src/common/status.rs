@@ -91,6 +91,41 @@ pub fn ftp_reply_code(kind: ErrorKind) -> u16 {
     shown.get(..3).and_then(|c| c.parse().ok()).unwrap_or(451)
 }
 
+/// An HTTP answer to a storage failure: the status code and the stable JSON `code`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpStatus {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The stable snake_case code of the JSON error body (`ErrorKind::code`).
+    pub code: &'static str,
+}
+
+/// The HTTP status for a storage failure. The JSON `code` is the kind's own stable code, so a
+/// script can tell failures apart without parsing messages.
+pub fn http_status(kind: ErrorKind) -> HttpStatus {
+    let status = match kind {
+        ErrorKind::NotFound => 404,
+        ErrorKind::AlreadyExists
+        | ErrorKind::NotADirectory
+        | ErrorKind::IsADirectory
+        | ErrorKind::NotEmpty
+        | ErrorKind::Conflict => 409,
+        ErrorKind::PermissionDenied => 403,
+        ErrorKind::InvalidPath => 400,
+        ErrorKind::QuotaExceeded => 507,
+        ErrorKind::Unavailable => 503,
+        ErrorKind::Unsupported => 501,
+        ErrorKind::AuthFailed => 401,
+        ErrorKind::LockedOut => 429,
+        ErrorKind::Integrity | ErrorKind::Internal => 500,
+        _ => 500,
+    };
+    HttpStatus {
+        status,
+        code: kind.code(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +186,33 @@ mod tests {
     fn quota_and_integrity_failures_are_generic_failures() {
         assert_eq!(sftp_status(ErrorKind::QuotaExceeded), SftpStatus::Failure);
         assert_eq!(sftp_status(ErrorKind::Integrity), SftpStatus::Failure);
+    }
+
+    #[test]
+    fn http_answers_missing_files_404_and_lockout_429_with_stable_codes() {
+        assert_eq!(
+            http_status(ErrorKind::NotFound),
+            HttpStatus {
+                status: 404,
+                code: "not_found"
+            }
+        );
+        assert_eq!(http_status(ErrorKind::LockedOut).status, 429);
+        assert_eq!(http_status(ErrorKind::LockedOut).code, "locked_out");
+        assert_eq!(http_status(ErrorKind::AuthFailed).status, 401);
+    }
+
+    #[test]
+    fn http_hostile_paths_are_400_and_name_clashes_409() {
+        assert_eq!(http_status(ErrorKind::InvalidPath).status, 400);
+        for k in [
+            ErrorKind::AlreadyExists,
+            ErrorKind::NotEmpty,
+            ErrorKind::IsADirectory,
+        ] {
+            assert_eq!(http_status(k).status, 409, "{k:?}");
+        }
+        assert_eq!(http_status(ErrorKind::QuotaExceeded).status, 507);
+        assert_eq!(http_status(ErrorKind::Integrity).status, 500);
     }
 }

@@ -1,0 +1,764 @@
+//! HTTPS end to end: the real `coffer serve` driven by curl (HTTP/1.1 and HTTP/2) and by
+//! headless Chromium (playwright-core) over loopback TLS.
+//!
+//! curl is required. The browser test needs `/usr/bin/chromium` and `npm`; it says loudly
+//! when it cannot run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crate::harness::{Env, Server, assert_no_canary, bytes, marker, sha256};
+
+const PASSWORD: &str = "correct horse battery";
+const CHUNK: usize = 65536;
+
+/// One HTTP exchange as curl saw it.
+struct Reply {
+    status: u16,
+    /// Raw response headers, lower-cased.
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    /// The value of the last header `name` (lower-case), if any.
+    fn header(&self, name: &str) -> Option<String> {
+        let prefix = format!("{name}:");
+        self.headers
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .next_back()
+            .map(|v| v.trim().to_owned())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {} {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+/// A server with user alice (tenant acme) and a scratch folder for curl.
+struct Site {
+    env: Env,
+    server: Option<Server>,
+    local: PathBuf,
+    calls: AtomicUsize,
+}
+
+impl Site {
+    fn new() -> Self {
+        let env = Env::new("");
+        env.add_user("acme", "alice", PASSWORD);
+        let local = env.dir.path().join("local");
+        std::fs::create_dir_all(&local).unwrap();
+        let server = Some(env.serve());
+        Self {
+            env,
+            server,
+            local,
+            calls: AtomicUsize::new(0),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.env.ports.https)
+    }
+
+    fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
+    }
+
+    /// Runs curl with `args` against the site; returns status, headers and body.
+    fn curl(&self, args: &[&str]) -> Reply {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        let body = self.local.join(format!(".body{n}"));
+        let headers = self.local.join(format!(".headers{n}"));
+        let out = Command::new("curl")
+            .args(["-sS", "-k", "--max-time", "900", "-o"])
+            .arg(&body)
+            .arg("-D")
+            .arg(&headers)
+            .args(["-w", "%{http_code}"])
+            .args(args)
+            .output()
+            .expect("curl is required for the HTTPS tests: apt-get install curl");
+        let status = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        let reply = Reply {
+            status,
+            headers: std::fs::read_to_string(&headers)
+                .unwrap_or_default()
+                .to_lowercase(),
+            body: std::fs::read(&body).unwrap_or_default(),
+        };
+        let _ = std::fs::remove_file(&body);
+        let _ = std::fs::remove_file(&headers);
+        assert!(
+            status != 0,
+            "curl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.server().logs()
+        );
+        reply
+    }
+
+    /// curl as alice with Basic authentication.
+    fn alice(&self, args: &[&str]) -> Reply {
+        let creds = format!("alice:{PASSWORD}");
+        let mut all = vec!["-u", creds.as_str()];
+        all.extend_from_slice(args);
+        self.curl(&all)
+    }
+
+    fn put(&self, local: &Path, remote: &str, extra: &[&str]) -> Reply {
+        let url = self.url(&format!("/api/v1/files/{remote}"));
+        let file = local.to_str().unwrap();
+        let mut args = vec!["-T", file];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        self.alice(&args)
+    }
+
+    fn get(&self, remote: &str, extra: &[&str]) -> Reply {
+        let url = self.url(&format!("/api/v1/files/{remote}"));
+        let mut args = extra.to_vec();
+        args.push(&url);
+        self.alice(&args)
+    }
+
+    fn write_local(&self, name: &str, data: &[u8]) -> PathBuf {
+        let p = self.local.join(name);
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+}
+
+#[test]
+fn curl_upload_and_download_at_chunk_boundaries_over_http1_and_http2() {
+    let site = Site::new();
+    let sizes = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17];
+    for (i, &size) in sizes.iter().enumerate() {
+        let proto = if i % 2 == 0 { "--http1.1" } else { "--http2" };
+        let data = bytes(size, i as u64 + 1);
+        let local = site.write_local(&format!("in{size}"), &data);
+        let name = format!("size-{size}.bin");
+        let r = site.put(&local, &name, &[proto]);
+        assert_eq!(
+            r.status,
+            201,
+            "PUT {size} B: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["size"], size as u64);
+        let back = site.get(&name, &[proto]);
+        assert_eq!(back.status, 200);
+        assert_eq!(back.body.len(), size, "{size} B over {proto}");
+        assert_eq!(sha256(&back.body), sha256(&data), "{size} B over {proto}");
+    }
+    // Replacing answers 204 and the new content is served.
+    let newer = bytes(CHUNK + 5, 99);
+    let local = site.write_local("newer", &newer);
+    assert_eq!(site.put(&local, "size-1.bin", &[]).status, 204);
+    assert_eq!(sha256(&site.get("size-1.bin", &[]).body), sha256(&newer));
+    // curl -T into a folder that does not exist yet creates it.
+    let deep = site.put(&local, "reports/2026/q4.bin", &[]);
+    assert_eq!(deep.status, 201);
+    assert_eq!(deep.json()["path"], "/reports/2026/q4.bin");
+    assert_eq!(
+        sha256(&site.get("reports/2026/q4.bin", &[]).body),
+        sha256(&newer)
+    );
+}
+
+#[test]
+fn curl_large_file_round_trip_keeps_its_sha256() {
+    // 256 MiB by default; COFFER_TEST_HTTPS_MIB=1024 for the full 1 GiB.
+    let mib: usize = std::env::var("COFFER_TEST_HTTPS_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let site = Site::new();
+    let block = bytes(1 << 20, 7);
+    let local = site.local.join("large.bin");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&local).unwrap());
+        for i in 0..mib {
+            f.write_all(&(i as u64).to_le_bytes()).unwrap();
+            f.write_all(&block[8..]).unwrap();
+        }
+    }
+    let want = sha256(&std::fs::read(&local).unwrap());
+    let t = Instant::now();
+    let up = site.put(&local, "large.bin", &[]);
+    assert_eq!(up.status, 201, "{}", String::from_utf8_lossy(&up.body));
+    println!("PUT {mib} MiB in {:?}", t.elapsed());
+    let out = site.local.join("large.out");
+    let t = Instant::now();
+    let url = site.url("/api/v1/files/large.bin");
+    let creds = format!("alice:{PASSWORD}");
+    let st = Command::new("curl")
+        .args(["-sS", "-k", "--fail", "-u", &creds, "-o"])
+        .arg(&out)
+        .arg(&url)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    println!("GET {mib} MiB in {:?}", t.elapsed());
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), (mib as u64) << 20);
+    assert_eq!(sha256(&std::fs::read(&out).unwrap()), want);
+}
+
+#[test]
+fn ranges_conditional_get_head_and_content_disposition() {
+    let site = Site::new();
+    let size = 200_000;
+    let data = bytes(size, 5);
+    let local = site.write_local("r.bin", &data);
+    // The file is named `résumé "Q4" & more.bin`.
+    let remote = "r%C3%A9sum%C3%A9%20%22Q4%22%20%26%20more.bin";
+    assert_eq!(site.put(&local, remote, &[]).status, 201);
+
+    let cases: [(&str, usize, usize); 5] = [
+        ("bytes=0-0", 0, 0),
+        ("bytes=199999-199999", 199_999, 199_999),
+        ("bytes=65530-65545", 65_530, 65_545),
+        ("bytes=-100", size - 100, size - 1),
+        ("bytes=131000-", 131_000, size - 1),
+    ];
+    for (range, first, last) in cases {
+        let r = site.get(remote, &["-H", &format!("Range: {range}")]);
+        assert_eq!(r.status, 206, "{range}");
+        assert_eq!(
+            r.header("content-range").unwrap(),
+            format!("bytes {first}-{last}/{size}"),
+            "{range}"
+        );
+        assert_eq!(r.body, &data[first..=last], "{range}");
+    }
+    let r = site.get(remote, &["-H", "Range: bytes=200000-"]);
+    assert_eq!(r.status, 416);
+    assert_eq!(
+        r.header("content-range").unwrap(),
+        format!("bytes */{size}")
+    );
+    assert_eq!(r.code(), "range_not_satisfiable");
+
+    let full = site.get(remote, &[]);
+    assert_eq!(full.status, 200);
+    let etag = full.header("etag").unwrap();
+    assert!(etag.starts_with('"'), "{etag}");
+    assert!(full.header("last-modified").unwrap().ends_with("gmt"));
+    let cd = full.header("content-disposition").unwrap();
+    assert!(
+        cd.contains("filename*=utf-8''r%c3%a9sum%c3%a9%20%22q4%22%20%26%20more.bin"),
+        "{cd}"
+    );
+
+    let cached = site.get(remote, &["-H", &format!("If-None-Match: {etag}")]);
+    assert_eq!(cached.status, 304);
+    assert!(cached.body.is_empty());
+
+    let head = site.get(remote, &["-I"]);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length").unwrap(), size.to_string());
+    assert_eq!(head.header("etag").unwrap(), etag);
+
+    // A new version gets a new ETag: the old one no longer matches.
+    let local2 = site.write_local("r2.bin", &bytes(10, 6));
+    assert_eq!(site.put(&local2, remote, &[]).status, 204);
+    let after = site.get(remote, &["-H", &format!("If-None-Match: {etag}")]);
+    assert_eq!(after.status, 200);
+    assert_eq!(after.body.len(), 10);
+}
+
+#[test]
+fn folders_listing_move_delete_and_json_errors() {
+    let site = Site::new();
+    let r = site.alice(&["-X", "POST", &site.url("/api/v1/folders/inbox")]);
+    assert_eq!(r.status, 201);
+    assert_eq!(r.json()["type"], "folder");
+    let again = site.alice(&["-X", "POST", &site.url("/api/v1/folders/inbox")]);
+    assert_eq!(again.status, 409);
+    assert_eq!(again.code(), "already_exists");
+
+    let local = site.write_local("a.txt", b"hello");
+    assert_eq!(site.put(&local, "inbox/a.txt", &[]).status, 201);
+    let list = site.alice(&[&site.url("/api/v1/list/inbox")]).json();
+    assert_eq!(list["path"], "/inbox");
+    assert_eq!(list["entries"][0]["name"], "a.txt");
+    assert_eq!(list["entries"][0]["type"], "file");
+    assert_eq!(list["entries"][0]["size"], 5);
+    let root = site.alice(&[&site.url("/api/v1/list")]).json();
+    assert_eq!(root["entries"][0]["name"], "inbox");
+    assert_eq!(root["entries"][0]["type"], "folder");
+
+    let mv = site.alice(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        r#"{"from": "/inbox/a.txt", "to": "/inbox/b.txt"}"#,
+        &site.url("/api/v1/move"),
+    ]);
+    assert_eq!(mv.status, 200, "{}", String::from_utf8_lossy(&mv.body));
+    assert_eq!(site.get("inbox/b.txt", &[]).body, b"hello");
+    let gone = site.get("inbox/a.txt", &[]);
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.code(), "not_found");
+    assert!(!gone.json()["message"].as_str().unwrap().is_empty());
+
+    let not_empty = site.alice(&["-X", "DELETE", &site.url("/api/v1/files/inbox")]);
+    assert_eq!(not_empty.status, 409);
+    assert_eq!(not_empty.code(), "not_empty");
+    let del = site.alice(&["-X", "DELETE", &site.url("/api/v1/files/inbox/b.txt")]);
+    assert_eq!(del.status, 204);
+    assert_eq!(site.get("inbox/b.txt", &[]).status, 404);
+    assert_eq!(
+        site.alice(&["-X", "DELETE", &site.url("/api/v1/files/inbox")])
+            .status,
+        204
+    );
+    let empty = site.alice(&[&site.url("/api/v1/list/")]).json();
+    assert_eq!(empty["entries"].as_array().unwrap().len(), 0);
+
+    let doc = site.curl(&[&site.url("/api/v1/openapi.json")]).json();
+    assert_eq!(doc["openapi"], "3.0.3");
+    for method in ["get", "put", "delete", "head"] {
+        assert!(
+            doc["paths"]["/api/v1/files/{path}"][method].is_object(),
+            "{method}"
+        );
+    }
+    assert!(doc["paths"]["/api/v1/move"]["post"].is_object());
+}
+
+#[test]
+fn wrong_passwords_get_401_then_lock_the_account_429() {
+    let site = Site::new();
+    site.env.add_user("acme", "bob", PASSWORD);
+    let url = site.url("/api/v1/list");
+    let none = site.curl(&[&url]);
+    assert_eq!(none.status, 401);
+    assert!(
+        none.header("www-authenticate")
+            .unwrap()
+            .starts_with("basic")
+    );
+    assert_eq!(none.code(), "auth_failed");
+    let bearer = site.curl(&["-H", "Authorization: Bearer not-a-token", &url]);
+    assert_eq!(bearer.status, 401);
+    for i in 0..5 {
+        let r = site.curl(&["-u", "bob:wrong password", &url]);
+        assert!(
+            r.status == 401 || r.status == 429,
+            "attempt {i}: {}",
+            r.status
+        );
+    }
+    let locked = site.curl(&["-u", &format!("bob:{PASSWORD}"), &url]);
+    assert_eq!(
+        locked.status,
+        429,
+        "{}",
+        String::from_utf8_lossy(&locked.body)
+    );
+    assert_eq!(locked.code(), "locked_out");
+    // alice is not affected.
+    assert_eq!(site.alice(&[&url]).status, 200);
+}
+
+#[test]
+fn dot_dot_and_encoded_dot_dot_cannot_leave_the_home_folder() {
+    let site = Site::new();
+    site.env.add_user("other", "carol", PASSWORD);
+    let secret = site.write_local("secret", b"carol's data");
+    let carol = format!("carol:{PASSWORD}");
+    let up = site.curl(&[
+        "-u",
+        &carol,
+        "-T",
+        secret.to_str().unwrap(),
+        &site.url("/api/v1/files/secret.txt"),
+    ]);
+    assert_eq!(up.status, 201);
+    let local = site.write_local("x", b"x");
+    for path in [
+        "/api/v1/files/../../secret.txt",
+        "/api/v1/files/%2e%2e/secret.txt",
+        "/api/v1/files/%2E%2E/%2e%2e/carol/secret.txt",
+        "/api/v1/files/a/..%2F..%2Fsecret.txt",
+        "/api/v1/list/%2e%2e",
+    ] {
+        let r = site.alice(&["--path-as-is", &site.url(path)]);
+        assert!(
+            r.status == 400 || r.status == 404,
+            "{path}: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(!r.body.windows(5).any(|w| w == b"carol"), "{path}");
+        // HTTP/1.1: a PUT that the router refuses (405 on /list) is answered before its body
+        // is read, and over HTTP/2 curl may then see the stream reset instead of the reply.
+        let put = site.alice(&[
+            "--http1.1",
+            "--path-as-is",
+            "-T",
+            local.to_str().unwrap(),
+            &site.url(path),
+        ]);
+        assert!(
+            matches!(put.status, 400 | 404 | 405),
+            "PUT {path}: {}",
+            put.status
+        );
+    }
+    let r = site.alice(&["--path-as-is", &site.url("/api/v1/files/%2e%2e/x")]);
+    assert_eq!(r.code(), "invalid_path");
+    // Nothing landed in alice's root, and carol's file is untouched.
+    let root = site.alice(&[&site.url("/api/v1/list")]).json();
+    assert_eq!(root["entries"].as_array().unwrap().len(), 0, "{root}");
+    let back = site.curl(&["-u", &carol, &site.url("/api/v1/files/secret.txt")]);
+    assert_eq!(back.body, b"carol's data");
+}
+
+/// Logs in through the form with a cookie jar; returns the jar path and the page's CSRF token.
+fn browser_login(site: &Site, jar: &Path) -> (Reply, String) {
+    let jar_s = jar.to_str().unwrap();
+    let form = site.curl(&["-c", jar_s, "-b", jar_s, &site.url("/login")]);
+    assert_eq!(form.status, 200);
+    let html = String::from_utf8_lossy(&form.body).to_string();
+    let csrf = between(&html, r#"name="csrf" value=""#, "\"");
+    let login = site.curl(&[
+        "-c",
+        jar_s,
+        "-b",
+        jar_s,
+        "--data-urlencode",
+        "user=alice",
+        "--data-urlencode",
+        &format!("password={PASSWORD}"),
+        "--data-urlencode",
+        &format!("csrf={csrf}"),
+        &site.url("/login"),
+    ]);
+    assert_eq!(
+        login.status,
+        303,
+        "{}",
+        String::from_utf8_lossy(&login.body)
+    );
+    let page = site.curl(&["-b", jar_s, &site.url("/files/")]);
+    assert_eq!(page.status, 200);
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    let token = between(&html, r#"<meta name="csrf-token" content=""#, "\"");
+    (login, token)
+}
+
+fn between(hay: &str, start: &str, end: &str) -> String {
+    let i = hay
+        .find(start)
+        .unwrap_or_else(|| panic!("{start} not in {hay}"))
+        + start.len();
+    let j = hay[i..].find(end).unwrap() + i;
+    hay[i..j].to_owned()
+}
+
+#[test]
+fn browser_session_cookie_flags_csrf_and_security_headers() {
+    let site = Site::new();
+    let jar = site.local.join("jar");
+    let jar_s = jar.to_str().unwrap();
+
+    // A login post without the form's token is refused.
+    let forged = site.curl(&[
+        "--data",
+        &format!("user=alice&password={PASSWORD}&csrf=forged"),
+        &site.url("/login"),
+    ]);
+    assert_eq!(forged.status, 403);
+    assert!(
+        forged
+            .header("set-cookie")
+            .is_none_or(|c| !c.contains("coffer_session"))
+    );
+
+    let (login, csrf) = browser_login(&site, &jar);
+    let cookie = login
+        .headers
+        .lines()
+        .find(|l| l.starts_with("set-cookie: coffer_session="))
+        .unwrap()
+        .to_owned();
+    for flag in ["httponly", "secure", "samesite=strict", "path=/"] {
+        assert!(cookie.contains(flag), "{flag} missing from {cookie}");
+    }
+    let page = site.curl(&["-b", jar_s, &site.url("/files/")]);
+    assert!(String::from_utf8_lossy(&page.body).contains("Upload files"));
+    for (h, want) in [
+        ("strict-transport-security", "max-age="),
+        ("content-security-policy", "script-src 'self'"),
+        ("content-security-policy", "frame-ancestors 'none'"),
+        ("x-content-type-options", "nosniff"),
+        ("cache-control", "no-store"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert!(
+            page.header(h).is_some_and(|v| v.contains(want)),
+            "{h} should contain {want}: {:?}",
+            page.header(h)
+        );
+    }
+    assert!(
+        !page
+            .header("content-security-policy")
+            .unwrap()
+            .contains("unsafe-inline")
+    );
+
+    // State changes with the session cookie but without the CSRF token are refused.
+    let local = site.write_local("f.txt", b"from the browser");
+    let url = site.url("/api/v1/files/f.txt");
+    let no_token = site.curl(&["-b", jar_s, "-T", local.to_str().unwrap(), &url]);
+    assert_eq!(no_token.status, 403);
+    assert_eq!(no_token.code(), "csrf");
+    let wrong = site.curl(&[
+        "-b",
+        jar_s,
+        "-H",
+        "X-CSRF-Token: 00",
+        "-X",
+        "POST",
+        &site.url("/api/v1/folders/x"),
+    ]);
+    assert_eq!(wrong.status, 403);
+    assert_eq!(
+        site.alice(&[&site.url("/api/v1/list")]).json()["entries"],
+        serde_json::json!([])
+    );
+
+    // With the token it works; GETs need none.
+    let header = format!("X-CSRF-Token: {csrf}");
+    let ok = site.curl(&[
+        "-b",
+        jar_s,
+        "-H",
+        &header,
+        "-T",
+        local.to_str().unwrap(),
+        &url,
+    ]);
+    assert_eq!(ok.status, 201);
+    assert_eq!(site.curl(&["-b", jar_s, &url]).body, b"from the browser");
+
+    // A browser-flagged cross-site request is refused even with valid Basic credentials.
+    let cross = site.alice(&["-H", "Sec-Fetch-Site: cross-site", "-X", "DELETE", &url]);
+    assert_eq!(cross.status, 403);
+    assert_eq!(site.get("f.txt", &[]).status, 200);
+
+    // Logout needs the token too, then the session is dead.
+    let bad_logout = site.curl(&["-b", jar_s, "--data", "csrf=nope", &site.url("/logout")]);
+    assert_eq!(bad_logout.status, 403);
+    let logout = site.curl(&[
+        "-b",
+        jar_s,
+        "-c",
+        jar_s,
+        "--data",
+        &format!("csrf={csrf}"),
+        &site.url("/logout"),
+    ]);
+    assert_eq!(logout.status, 303);
+    assert_eq!(logout.header("location").unwrap(), "/login");
+    let after = site.curl(&["-b", jar_s, &site.url("/files/")]);
+    assert_eq!(after.status, 303);
+    assert_eq!(after.header("location").unwrap(), "/login");
+}
+
+#[test]
+fn session_expires_after_the_idle_timeout() {
+    let env = Env::new("");
+    let toml = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        toml.replacen("[https]\n", "[https]\nsession_idle_secs = 2\n", 1),
+    )
+    .unwrap();
+    env.add_user("acme", "alice", PASSWORD);
+    let local = env.dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let server = Some(env.serve());
+    let site = Site {
+        env,
+        server,
+        local,
+        calls: AtomicUsize::new(0),
+    };
+    let jar = site.local.join("jar");
+    let jar_s = jar.to_str().unwrap();
+    browser_login(&site, &jar);
+    assert_eq!(site.curl(&["-b", jar_s, &site.url("/files/")]).status, 200);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let r = site.curl(&["-b", jar_s, &site.url("/files/")]);
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location").unwrap(), "/login");
+}
+
+#[test]
+fn canary_scan_is_clean_after_https_uploads() {
+    let mut site = Site::new();
+    let m = marker();
+    let mut content = bytes(3 * CHUNK, 3);
+    content.extend_from_slice(m.as_bytes());
+    content.extend(std::iter::repeat_n(b'A', 1000));
+    content.extend_from_slice(m.as_bytes());
+    let local = site.write_local("canary", &content);
+    let folder = format!("{m}-folder");
+    let r = site.alice(&[
+        "-X",
+        "POST",
+        &site.url(&format!("/api/v1/folders/{folder}")),
+    ]);
+    assert_eq!(r.status, 201);
+    let remote = format!("{folder}/{m}.txt");
+    assert_eq!(site.put(&local, &remote, &["--http2"]).status, 201);
+    assert_eq!(sha256(&site.get(&remote, &[]).body), sha256(&content));
+    let list = site.alice(&[&site.url(&format!("/api/v1/list/{folder}"))]);
+    assert!(String::from_utf8_lossy(&list.body).contains(&m));
+    let (ok, logs) = site.server.take().unwrap().stop();
+    assert!(ok, "serve did not stop cleanly:\n{logs}");
+    assert_no_canary(&site.env.data_dir(), &[("server log", logs.as_bytes())], &m);
+}
+
+/// The browser test's folder: `integration/browser` with playwright-core installed.
+fn browser_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    if !dir.join("node_modules/playwright-core").exists() {
+        let st = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&dir)
+            .status();
+        if !st.is_ok_and(|s| s.success()) {
+            return None;
+        }
+    }
+    Some(dir)
+}
+
+#[test]
+fn headless_chromium_logs_in_uploads_downloads_renames_deletes_and_logs_out() {
+    let chromium = Path::new("/usr/bin/chromium");
+    if !chromium.exists() {
+        println!(
+            "\n\n!!!!! SKIPPED: /usr/bin/chromium is missing (apt-get install chromium) !!!!!\n\n"
+        );
+        return;
+    }
+    let Some(dir) = browser_dir() else {
+        println!("\n\n!!!!! SKIPPED: npm install of playwright-core failed !!!!!\n\n");
+        return;
+    };
+    let site = Site::new();
+    let one = bytes(300_000, 11);
+    let two = b"second file, small\n".to_vec();
+    site.write_local("report one.bin", &one);
+    site.write_local("notes-é.txt", &two);
+    let shots = artifact_dir();
+    let out = Command::new("node")
+        .arg(dir.join("ui-test.mjs"))
+        .env("COFFER_URL", site.url(""))
+        .env("COFFER_USER", "alice")
+        .env("COFFER_PASSWORD", PASSWORD)
+        .env("UPLOAD_ONE", site.local.join("report one.bin"))
+        .env("UPLOAD_TWO", site.local.join("notes-é.txt"))
+        .env("DOWNLOAD_DIR", &site.local)
+        .env("SCREENSHOT_DIR", &shots)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "browser script failed:\n{stdout}\n{stderr}\n{}",
+        site.server().logs()
+    );
+    // The downloaded copy matches what was uploaded through the page.
+    let downloaded = std::fs::read(site.local.join("downloaded.bin")).unwrap();
+    assert_eq!(sha256(&downloaded), sha256(&one));
+    // What the browser left: the folder with the renamed file, the deleted one gone.
+    let list = site
+        .alice(&[&site.url("/api/v1/list/Shared%20stuff")])
+        .json();
+    let names: Vec<_> = list["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, vec!["renamed report.bin".to_owned()], "{list}");
+    assert_eq!(
+        sha256(&site.get("Shared%20stuff/renamed%20report.bin", &[]).body),
+        sha256(&one)
+    );
+    println!("screenshots in {}", shots.display());
+}
+
+/// Where screenshots go: `$CARGO_TARGET_DIR/../https-artifacts` or under the target dir.
+fn artifact_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.parent().unwrap().parent().unwrap().parent().unwrap();
+    let dir = target.join("https-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn an_api_token_uploads_and_downloads_until_it_is_revoked() {
+    let site = Site::new();
+    let token = site
+        .env
+        .ok(&["token", "create", "--user", "alice"], "")
+        .trim()
+        .to_owned();
+    let auth = format!("Authorization: Bearer {token}");
+    let data = bytes(100_000, 7);
+    let local = site.write_local("by-token.bin", &data);
+    let url = site.url("/api/v1/files/by-token.bin");
+    let put = site.curl(&["-H", &auth, "-T", local.to_str().unwrap(), &url]);
+    assert_eq!(put.status, 201, "upload with the token");
+    // Uploaded as alice: her password sees it.
+    let listed = site.alice(&[&site.url("/api/v1/list/")]).json();
+    assert!(
+        listed["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "by-token.bin"),
+        "{listed}"
+    );
+    let out = site.local.join("back.bin");
+    let get = site.curl(&["-H", &auth, "-o", out.to_str().unwrap(), &url]);
+    assert_eq!(get.status, 200);
+    assert_eq!(sha256(&std::fs::read(&out).unwrap()), sha256(&data));
+
+    let id = token.split('_').nth(1).unwrap();
+    site.env.ok(&["token", "revoke", "--user", "alice", id], "");
+    let after = site.curl(&["-H", &auth, &url]);
+    assert_eq!(after.status, 401, "a revoked token still works");
+    assert_eq!(after.code(), "auth_failed");
+}
