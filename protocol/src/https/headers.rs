@@ -4,6 +4,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::common::time::Utc;
+
 /// What a `Range` header asks of a file of a given size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RangeRequest {
@@ -74,77 +76,22 @@ pub(crate) fn none_match(value: &str, etag: &str) -> bool {
         .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
 }
 
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-struct Civil {
-    year: i64,
-    month: u32,
-    day: u32,
-    hour: u64,
-    minute: u64,
-    second: u64,
-    weekday: usize,
-}
-
-fn civil(t: SystemTime) -> Civil {
+fn utc(t: SystemTime) -> Utc {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    let (year, month, day) = civil_from_days(days);
-    let rem = secs % 86_400;
-    Civil {
-        year,
-        month,
-        day,
-        hour: rem / 3600,
-        minute: rem % 3600 / 60,
-        second: rem % 60,
-        // 1970-01-01 was a Thursday.
-        weekday: ((days + 4) % 7) as usize,
-    }
+    Utc::from_secs(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
 /// An IMF-fixdate for `Last-Modified`: `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub(crate) fn http_date(t: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let c = civil(t);
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        DAYS.get(c.weekday).unwrap_or(&"Thu"),
-        c.day,
-        MONTHS.get(c.month as usize - 1).unwrap_or(&"Jan"),
-        c.year,
-        c.hour,
-        c.minute,
-        c.second
-    )
+    utc(t).http()
 }
 
 /// RFC 3339 in UTC, for JSON listings: `2026-11-25T04:22:21Z`.
 pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let c = civil(t);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        c.year, c.month, c.day, c.hour, c.minute, c.second
-    )
+    utc(t).rfc3339()
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters (safe in a path segment,
