@@ -1268,3 +1268,39 @@ fn api_tokens_are_shown_once_listed_without_secrets_and_revoked_by_id() {
     let again = env.coffer(&["token", "revoke", "--user", "alice", &id], "");
     assert!(!again.status.success(), "revoking twice succeeded");
 }
+
+#[test]
+fn serve_refuses_an_implicit_ftps_listener_it_cannot_provide_naming_the_field() {
+    let env = Env::new("");
+    let toml = std::fs::read_to_string(&env.config).unwrap();
+    let implicit = format!("127.0.0.1:{}", harness::free_port());
+    std::fs::write(
+        &env.config,
+        toml.replacen(
+            "[ftp]\n",
+            &format!("[ftp]\nimplicit_listen = \"{implicit}\"\n"),
+            1,
+        ),
+    )
+    .unwrap();
+    let child = harness::coffer_command()
+        .arg("--config")
+        .arg(&env.config)
+        .arg("serve")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (exited, out) = wait_output(child, 30);
+    assert!(
+        exited,
+        "serve kept running with an implicit listener it does not serve"
+    );
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("ftp.implicit_listen") && err.contains("AUTH TLS"),
+        "{err}"
+    );
+}

@@ -84,10 +84,12 @@ impl FtpListener {
     pub async fn bind(cfg: &FtpConfig, tls: &TlsConfig, vault: Vault) -> Result<Self, FtpError> {
         let files = certificate_files(tls)?;
         if let Some(implicit) = cfg.implicit_listen {
-            warn!(
-                addr = %implicit,
-                "ftp.implicit_listen: implicit FTPS is not supported by this version (libunftp speaks explicit TLS only); not listening there"
-            );
+            // Refused rather than ignored: an operator who set it expects clients to connect.
+            return Err(FtpError::Server(format!(
+                "ftp.implicit_listen = \"{implicit}\": implicit FTPS is not supported by this \
+                 version (libunftp speaks explicit TLS only); leave it empty and let clients use \
+                 AUTH TLS on ftp.listen"
+            )));
         }
         let bind_err = |source| FtpError::Bind {
             addr: cfg.listen,
