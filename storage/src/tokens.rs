@@ -83,16 +83,19 @@ fn parse(token: &str) -> Option<(&str, &str)> {
 }
 
 impl Vault {
+    async fn user_named(&self, user_name: &str) -> VfsResult<coffer_meta::User> {
+        self.find_user(user_name)
+            .await?
+            .ok_or_else(|| VfsError::new(ErrorKind::NotFound, "no such user"))
+    }
+
     /// Creates a token for `user_name`, valid for `valid_ms` (or forever).
     pub async fn create_token(
         &self,
         user_name: &str,
         valid_ms: Option<i64>,
     ) -> VfsResult<NewToken> {
-        let user = self
-            .find_user(user_name)
-            .await?
-            .ok_or_else(|| VfsError::new(ErrorKind::NotFound, "no such user"))?;
+        let user = self.user_named(user_name).await?;
         let id = hex::encode(random(12)?);
         let secret = zeroize::Zeroizing::new(URL_SAFE_NO_PAD.encode(random(32)?));
         let now = now_ms();
@@ -117,20 +120,14 @@ impl Vault {
 
     /// The tokens of `user_name`, oldest first.
     pub async fn list_tokens(&self, user_name: &str) -> VfsResult<Vec<TokenInfo>> {
-        let user = self
-            .find_user(user_name)
-            .await?
-            .ok_or_else(|| VfsError::new(ErrorKind::NotFound, "no such user"))?;
+        let user = self.user_named(user_name).await?;
         let tokens = self.backends().meta.api_tokens(user.id).await?;
         Ok(tokens.into_iter().map(TokenInfo::from).collect())
     }
 
     /// Revokes one token of `user_name` by its id (the whole token is accepted too).
     pub async fn revoke_token(&self, user_name: &str, id_or_token: &str) -> VfsResult<()> {
-        let user = self
-            .find_user(user_name)
-            .await?
-            .ok_or_else(|| VfsError::new(ErrorKind::NotFound, "no such user"))?;
+        let user = self.user_named(user_name).await?;
         let id = parse(id_or_token).map_or(id_or_token, |(id, _)| id);
         match self.backends().meta.delete_api_token(user.id, id).await {
             Err(MetaError::NotFound) => Err(VfsError::new(

@@ -154,7 +154,10 @@ impl Gatekeeper {
 
     /// Checks an API token.
     pub(crate) async fn token(&self, token: &str, remote: &str) -> VfsResult<Principal> {
-        authenticate_token(&self.vault, token, remote).await
+        // The Vault compares the secret's hash and counts a wrong secret toward the lockout.
+        self.vault
+            .authenticate_token(token, "https", Some(remote.to_owned()))
+            .await
     }
 
     /// Starts a browser session; returns its id (the cookie value) and the session.
@@ -196,14 +199,6 @@ impl Gatekeeper {
             map.remove(&slot);
         }
     }
-}
-
-/// API token check (`Authorization: Bearer cft_...`): the Vault compares the secret's hash
-/// and counts a wrong secret toward the owner's lockout.
-async fn authenticate_token(vault: &Vault, token: &str, remote: &str) -> VfsResult<Principal> {
-    vault
-        .authenticate_token(token, "https", Some(remote.to_owned()))
-        .await
 }
 
 #[cfg(test)]
