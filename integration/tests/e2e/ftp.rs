@@ -155,10 +155,12 @@ impl Site {
         attempt().or_else(|_| attempt()).unwrap()
     }
 
-    fn secure_login(&self, ftp: RustlsFtpStream) -> RustlsFtpStream {
-        let mut ftp = ftp
-            .into_secure(RustlsConnector::from(self.client_tls()), "localhost")
-            .unwrap();
+    /// Logs in over a control connection made by `connect`, retrying AUTH TLS once on a
+    /// fresh connection (the race described at [`Site::secured`]).
+    fn secure_login(&self, connect: impl Fn() -> RustlsFtpStream) -> RustlsFtpStream {
+        let attempt =
+            || connect().into_secure(RustlsConnector::from(self.client_tls()), "localhost");
+        let mut ftp = attempt().or_else(|_| attempt()).unwrap();
         ftp.login(USER, PASSWORD).unwrap();
         ftp.transfer_type(FileType::Binary).unwrap();
         ftp
@@ -658,12 +660,11 @@ fn a_proxy_v2_header_puts_the_real_client_ip_in_the_audit_log() {
     let client: SocketAddr = "203.0.113.77:40000".parse().unwrap();
     let port = site.port();
     let public: SocketAddr = format!("198.51.100.1:{port}").parse().unwrap();
-    let ftp = {
+    let mut ftp = site.secure_login(|| {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.write_all(&proxy_v2_header(client, public)).unwrap();
         RustlsFtpStream::connect_with_stream(s).unwrap()
-    };
-    let mut ftp = site.secure_login(ftp);
+    });
     // The data connection goes through the "proxy" too: a header naming the passive port.
     let client_ip = client;
     let ftp_port = port;
