@@ -10,7 +10,7 @@ at least as fast), server CPU seconds and peak server RSS per row.
 Usage (from the repository root; needs openssh-server and openssh-client; COFFER_BIN
 overrides the binary):
     cargo build --release -p coffer
-    python3 benches/sftp/compare.py [--runs 3] [--size-mib 1024] [--small 1000]
+    python3 benches/sftp/compare.py [--runs 3] [--size-mib 1024] [--small 1000] [--only LABEL]
 """
 
 import argparse
@@ -178,6 +178,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--small", type=int, default=1000)
+    ap.add_argument("--only", default="", help="run only the rows whose label contains this")
     ap.add_argument("--listing", type=int, default=10000,
                     help="files in one folder for the `ls -l` row (0 skips it)")
     args = ap.parse_args()
@@ -218,6 +219,8 @@ def main():
 
     results = []
     for label, cipher, script, nbytes in rows:
+        if args.only not in label:
+            continue
         samples = {"coffer": [], "openssh": []}
         cpu = {"coffer": [], "openssh": []}
         peak = {"coffer": 0, "openssh": 0}

@@ -8,6 +8,8 @@ use tracing::warn;
 
 /// Queue depth before records are dropped (with a warning) rather than slowing transfers.
 const AUDIT_QUEUE: usize = 8192;
+/// Most records written in one statement.
+const AUDIT_BATCH: usize = 256;
 
 enum Msg {
     Record(Box<AuditRecord>),
@@ -31,17 +33,23 @@ impl AuditSink {
     pub(crate) fn start(meta: Arc<dyn MetadataStore>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Msg>(AUDIT_QUEUE);
         tokio::spawn(async move {
+            let mut batch: Vec<AuditRecord> = Vec::new();
             while let Some(msg) = rx.recv().await {
-                match msg {
-                    Msg::Record(r) => {
-                        if let Err(e) = meta.audit(&r).await {
-                            warn!(error = %e, action = %r.action, "could not write an audit record");
+                // Whatever queued up meanwhile goes into the same statement.
+                let mut next = Some(msg);
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Msg::Record(r) => batch.push(*r),
+                        Msg::Flush(done) => {
+                            write_batch(meta.as_ref(), &mut batch).await;
+                            let _ = done.send(());
                         }
                     }
-                    Msg::Flush(done) => {
-                        let _ = done.send(());
+                    if batch.len() < AUDIT_BATCH {
+                        next = rx.try_recv().ok();
                     }
                 }
+                write_batch(meta.as_ref(), &mut batch).await;
             }
         });
         Self { tx }
@@ -61,4 +69,15 @@ impl AuditSink {
             let _ = rx.await;
         }
     }
+}
+
+/// Writes and empties `batch`; a failure is logged, never passed on to a transfer.
+async fn write_batch(meta: &dyn MetadataStore, batch: &mut Vec<AuditRecord>) {
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(e) = meta.audit(batch).await {
+        warn!(error = %e, records = batch.len(), "could not write audit records");
+    }
+    batch.clear();
 }

@@ -94,16 +94,27 @@ impl FileReader {
             .await?;
         let dek = keys.unwrap_dek(&content.wrapped_dek, &cid)?;
         let b = &vfs.vault.inner.b;
+        let size = content.size.max(0) as u64;
+        // A file no larger than the first window is read whole with its header: one request.
+        let row_layout = Layout::new(content.chunk_size)
+            .map_err(|_| VfsError::new(ErrorKind::Integrity, "stored chunk size is invalid"))?;
+        let whole = row_layout.chunk_count(size) <= READ_WINDOW_CHUNKS;
+        let first_read = if whole {
+            row_layout.object_len(size)
+        } else {
+            HEADER_LEN as u64
+        };
         let skip_primary_until = AtomicI64::new(0);
-        let header = get_with_failover(
+        let mut head = get_with_failover(
             &b.primary,
             b.replica.as_ref(),
             &skip_primary_until,
             &key,
             0,
-            HEADER_LEN as u64,
+            first_read,
         )
         .await?;
+        let header = head.split_to(HEADER_LEN.min(head.len()));
         let cipher = ChunkCipher::open_header(&dek, cid, &header)?;
         if cipher.layout().chunk_size() != content.chunk_size {
             return Err(VfsError::new(
@@ -111,21 +122,27 @@ impl FileReader {
                 "object header disagrees with its row",
             ));
         }
-        let reader = Self {
-            core: Arc::new(ReaderCore {
-                primary: b.primary.clone(),
-                replica: b.replica.clone(),
-                key,
-                cipher,
-                size: content.size.max(0) as u64,
-                skip_primary_until,
-            }),
+        drop(header); // so the chunks after it can be opened in place
+        let core = ReaderCore {
+            primary: b.primary.clone(),
+            replica: b.replica.clone(),
+            key,
+            cipher,
+            size,
+            skip_primary_until,
+        };
+        let window = if whole {
+            core.open_window(0, row_layout.chunk_count(size), head)?
+        } else {
+            Window::default()
+        };
+        Ok(Self {
+            core: Arc::new(core),
             info,
-            window: Mutex::new(Window::default()),
+            window: Mutex::new(window),
             ahead: std::sync::Mutex::new(None),
             sequential_chunks: std::sync::atomic::AtomicU64::new(READ_WINDOW_CHUNKS),
-        };
-        Ok(reader)
+        })
     }
 
     /// Plaintext size (trusted: it comes from the committed row).
@@ -221,14 +238,20 @@ impl ReaderCore {
             .min(count - 1);
         let range = layout.sealed_range(first..last + 1, self.size);
         let sealed = self.get(range.start, range.end - range.start).await?;
+        self.open_window(first, last + 1 - first, sealed)
+    }
+
+    /// Opens `count` sealed chunks starting at chunk `first` into a window of plaintext.
+    fn open_window(&self, first: u64, count: u64, sealed: Bytes) -> VfsResult<Window> {
+        let cs = u64::from(self.layout().chunk_size());
         let mut sealed = match sealed.try_into_mut() {
             Ok(m) => m,
             Err(b) => bytes::BytesMut::from(&b[..]),
         };
-        let mut out = Vec::with_capacity(((last - first + 1) * cs) as usize);
+        let mut out = Vec::with_capacity((count * cs).min(self.size) as usize);
         // Strict: a short or long read is refused, so a cut at a chunk boundary cannot pass.
         self.cipher
-            .open_chunk_range(first..last + 1, &mut sealed, self.size, &mut out)?;
+            .open_chunk_range(first..first + count, &mut sealed, self.size, &mut out)?;
         Ok(Window {
             start: first * cs,
             data: Bytes::from(out),

@@ -136,10 +136,11 @@ async fn download_hashing(
     Ok(hasher.finish())
 }
 
-/// Copies `key` from `primary` to `replica` through the local file `tmp` (the replica may be
-/// another account, where `CopyObject` cannot reach), then reads the replica's copy back and
-/// accepts it only if its size and SHA-256 match what was read from the primary. An object
-/// already gone from the primary (replaced or deleted) needs no copy.
+/// Copies `key` from `primary` to `replica` (the replica may be another account, where
+/// `CopyObject` cannot reach): from memory when one read holds the object, else through the
+/// local file `tmp`. Then reads the replica's copy back and accepts it only if its size and
+/// SHA-256 match what was read from the primary. An object already gone from the primary
+/// (replaced or deleted) needs no copy.
 async fn copy_verified(
     primary: &dyn ObjectStore,
     replica: &dyn ObjectStore,
@@ -154,16 +155,24 @@ async fn copy_verified(
         }
         Err(e) => return Err(e.into()),
     };
-    let copied = match download_hashing(primary, key, size, tmp).await {
-        Ok(source_digest) => replica
-            .put_file(key, tmp)
-            .await
-            .map(|()| source_digest)
-            .map_err(VfsError::from),
-        Err(e) => Err(e),
+    let source_digest = if size <= COPY_STEP {
+        // One read holds it all: copy from memory, no spool file.
+        let body = primary.get_range(key, 0, size).await?;
+        let source_digest = digest::digest(&digest::SHA256, &body);
+        replica.put(key, body).await?;
+        source_digest
+    } else {
+        let copied = match download_hashing(primary, key, size, tmp).await {
+            Ok(source_digest) => replica
+                .put_file(key, tmp)
+                .await
+                .map(|()| source_digest)
+                .map_err(VfsError::from),
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_file(tmp);
+        copied?
     };
-    let _ = std::fs::remove_file(tmp);
-    let source_digest = copied?;
     let replica_size = replica.head(key).await?.size;
     if replica_size != size
         || object_digest(replica, key, size).await?.as_ref() != source_digest.as_ref()

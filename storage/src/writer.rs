@@ -29,6 +29,9 @@ use crate::vfs::{FileInfo, Vfs, time_to_ms};
 const GAP_SLACK: u64 = 8 * 1024 * 1024;
 /// Sealed chunks are written to the spool in batches of about this size.
 const SPOOL_BATCH: usize = 1024 * 1024;
+/// A spool file bound for a local store is flushed to disk in the background every this many
+/// bytes.
+const WRITE_BACK_STEP: u64 = 32 * 1024 * 1024;
 /// Holes are filled this much at a time.
 const FILL_STEP: u64 = 1024 * 1024;
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
@@ -63,7 +66,14 @@ pub struct FileWriter {
     /// The logical end of the file (largest offset written, or the base length).
     end: u64,
     hasher: digest::Context,
+    /// Created with the first batch that leaves memory; a small file never needs one.
     spool_file: Option<std::fs::File>,
+    /// Set by the first spool write: from then on the object is assembled in the spool, and a
+    /// missing `spool_file` means a spool write failed (the writer is unusable).
+    in_spool: bool,
+    /// The background flush of the spool file started last, and how far it reaches.
+    write_back: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    written_back: u64,
     spool_path: PathBuf,
     /// Bytes written to the spool file so far.
     spooled: u64,
@@ -110,7 +120,6 @@ impl FileWriter {
                 now_ms: now_ms(),
             })
             .await?;
-        let file = open_spool_file(&spool_path)?;
         let streaming = inner
             .b
             .primary
@@ -139,7 +148,10 @@ impl FileWriter {
             pending_bytes: 0,
             end: base_len,
             hasher: digest::Context::new(&digest::SHA256),
-            spool_file: Some(file),
+            spool_file: None,
+            in_spool: false,
+            write_back: None,
+            written_back: 0,
             spool_path,
             spooled: 0,
             streaming,
@@ -238,52 +250,92 @@ impl FileWriter {
         self.sealed += 1;
         self.chunk.truncate(NONCE_LEN);
         if self.batch.len() >= SPOOL_BATCH {
-            self.flush_batch(false).await?;
+            self.flush_batch().await?;
         }
         Ok(())
     }
 
-    /// Writes the batch of sealed chunks to the spool file on a blocking thread.
-    async fn flush_batch(&mut self, sync: bool) -> VfsResult<()> {
-        let mut file = self
-            .spool_file
-            .take()
-            .ok_or_else(|| VfsError::new(ErrorKind::Internal, "spool file closed"))?;
+    /// Writes the batch of sealed chunks to the spool file (created on the first call) on a
+    /// blocking thread.
+    async fn flush_batch(&mut self) -> VfsResult<()> {
+        let file = self.spool_file.take();
+        if file.is_none() && self.in_spool {
+            return Err(VfsError::new(ErrorKind::Internal, "spool file closed"));
+        }
+        self.in_spool = true;
+        let path = self.spool_path.clone();
         let mut batch = std::mem::take(&mut self.batch);
         let written = batch.len() as u64;
         let (file, batch) = tokio::task::spawn_blocking(move || -> VfsResult<_> {
+            let mut file = match file {
+                Some(file) => file,
+                None => open_spool_file(&path)?,
+            };
             file.write_all(&batch)
                 .map_err(|e| internal("writing to the spool failed", e))?;
-            if sync {
-                file.sync_all()
-                    .map_err(|e| internal("syncing the spool failed", e))?;
-            }
             batch.clear();
             Ok((file, batch))
         })
         .await
         .map_err(|e| internal("spool task", e))??;
+        self.spooled += written;
+        match self.streaming.as_mut() {
+            Some(upload) => upload.file_grew(self.spooled).await?,
+            None => self.write_back(&file).await?,
+        }
         self.spool_file = Some(file);
         self.batch = batch;
-        self.spooled += written;
-        if let Some(upload) = self.streaming.as_mut() {
-            upload.file_grew(self.spooled).await?;
-        }
         Ok(())
     }
 
-    /// Stores the complete spool file under the object key: finishes the streaming upload
-    /// when the store took one, else hands the file to `put_file`.
+    /// For a spool file that will become the object itself (a local store renames it into
+    /// place and fsyncs it), starts flushing it to disk every [`WRITE_BACK_STEP`] in the
+    /// background: the kernel would otherwise hold gigabytes of dirty pages and write them
+    /// all in the fsync at commit, while the client waits.
+    async fn write_back(&mut self, file: &std::fs::File) -> VfsResult<()> {
+        if self.spooled < self.written_back + WRITE_BACK_STEP {
+            return Ok(());
+        }
+        if let Some(previous) = self.write_back.take() {
+            previous
+                .await
+                .map_err(|e| internal("spool task", e))?
+                .map_err(|e| internal("syncing the spool failed", e))?;
+        }
+        let file = file
+            .try_clone()
+            .map_err(|e| internal("syncing the spool failed", e))?;
+        self.write_back = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+        self.written_back = self.spooled;
+        Ok(())
+    }
+
+    /// Stores the complete object under its key, durably. An object that never outgrew one
+    /// in-memory batch is handed to the store's `put` as it is: no spool file, no copy. A
+    /// larger one is in the spool: its streaming upload is finished when the store took one,
+    /// else the spool file goes to `put_file`.
     async fn store_object(&mut self) -> VfsResult<()> {
+        let primary = self.vfs.vault.inner.b.primary.clone();
+        if !self.in_spool {
+            if let Some(upload) = self.streaming.take() {
+                upload.abort().await;
+            }
+            let body = Bytes::from(std::mem::take(&mut self.batch));
+            return Ok(primary.put(&self.object_key, body).await?);
+        }
+        // No fsync here: a local store fsyncs the file it renames into place, and S3 reads the
+        // rest of the file from the page cache; the spool itself never needs to survive a crash.
+        self.flush_batch().await?;
+        self.spool_file = None;
+        if let Some(pending) = self.write_back.take() {
+            let _ = pending.await;
+        }
         match self.streaming.take() {
             Some(upload) => {
                 upload.finish(self.spooled).await?;
                 let _ = tokio::fs::remove_file(&self.spool_path).await;
             }
-            None => {
-                let primary = self.vfs.vault.inner.b.primary.clone();
-                primary.put_file(&self.object_key, &self.spool_path).await?;
-            }
+            None => primary.put_file(&self.object_key, &self.spool_path).await?,
         }
         Ok(())
     }
@@ -411,8 +463,6 @@ impl FileWriter {
                 ));
             }
         }
-        self.flush_batch(true).await?;
-        self.spool_file = None;
         let inner = self.vfs.vault.inner.clone();
         self.store_object().await?;
         let row = self.commit_row(size).await;

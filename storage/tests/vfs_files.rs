@@ -179,7 +179,9 @@ async fn a_dropped_writer_leaves_no_file_and_no_spool() {
             .create("/dropped", WriteOptions::default())
             .await
             .unwrap();
-        w.write_at(0, &bytes(20_000, 2)).await.unwrap();
+        // Large enough to reach the spool (small uploads stay in memory until commit).
+        w.write_at(0, &bytes(3 << 20, 2)).await.unwrap();
+        assert_eq!(spool_files(&tv).len(), 1);
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(
@@ -191,6 +193,41 @@ async fn a_dropped_writer_leaves_no_file_and_no_spool() {
         0
     );
     assert!(tv.vault.backends().meta.uploads().await.unwrap().is_empty());
+}
+
+fn spool_files(tv: &common::TestVault) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(tv.root().join("spool"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+/// An upload that fits one 1 MiB batch never touches the spool: it goes to the store from
+/// memory at commit. A larger one is assembled in the spool. Both read back whole.
+#[tokio::test]
+async fn small_uploads_skip_the_spool_and_large_ones_use_it() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    let small = bytes(300_000, 4);
+    let large = bytes(5 << 20, 5);
+    let mut s = vfs.create("/small", WriteOptions::default()).await.unwrap();
+    s.write_at(0, &small).await.unwrap();
+    assert!(spool_files(&tv).is_empty(), "{:?}", spool_files(&tv));
+    // The upload row exists all the same, so a crash now is cleaned up at restart.
+    assert_eq!(tv.vault.backends().meta.uploads().await.unwrap().len(), 1);
+    let mut l = vfs.create("/large", WriteOptions::default()).await.unwrap();
+    for (i, part) in large.chunks(256 * 1024).enumerate() {
+        l.write_at((i * 256 * 1024) as u64, part).await.unwrap();
+    }
+    assert_eq!(spool_files(&tv).len(), 1);
+    s.commit().await.unwrap();
+    l.commit().await.unwrap();
+    assert!(spool_files(&tv).is_empty());
+    assert!(tv.vault.backends().meta.uploads().await.unwrap().is_empty());
+    assert_eq!(get(&vfs, "/small").await.unwrap(), small);
+    assert_eq!(get(&vfs, "/large").await.unwrap(), large);
+    assert_eq!(tv.primary_objects().len(), 2);
 }
 
 #[tokio::test]

@@ -49,12 +49,14 @@ async fn plaintext_canary_appears_nowhere_under_the_data_directory() {
     vfs.rename(&format!("/{marker}"), &format!("/renamed-{marker}"), false)
         .await
         .unwrap();
-    // An upload left in flight: its spool file must be sealed too.
+    // An upload left in flight: its spool file must be sealed too. (Small uploads stay in
+    // memory until commit; this one is large enough to reach the spool.)
     let mut inflight = vfs
         .create(&format!("/inflight-{marker}"), Default::default())
         .await
         .unwrap();
-    inflight.write_at(0, &content).await.unwrap();
+    let large = content.repeat(80);
+    inflight.write_at(0, &large).await.unwrap();
     tv.vault.replicate_once(100).await.unwrap();
     tv.vault.flush_audit().await;
 
@@ -165,6 +167,33 @@ async fn truncated_objects_are_refused_at_and_between_chunk_boundaries() {
             "cut at {cut}"
         );
     }
+}
+
+/// Files of up to 16 chunks are read whole when opened; larger ones header first, then window
+/// by window. Damage past the first window must be caught on that path too.
+#[tokio::test]
+async fn damage_beyond_the_first_read_window_is_refused() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    let content = bytes(40 * common::CHUNK as usize + 123, 3);
+    put(&vfs, "/large", &content).await;
+    let obj = object_of(&tv, 1).remove(0);
+    let orig = std::fs::read(&obj).unwrap();
+    let sealed = common::CHUNK as usize + 28;
+    let mut flipped = orig.clone();
+    flipped[64 + 30 * sealed + 40] ^= 0x80;
+    std::fs::write(&obj, &flipped).unwrap();
+    assert_eq!(
+        get(&vfs, "/large").await.unwrap_err().kind(),
+        ErrorKind::Integrity
+    );
+    std::fs::write(&obj, &orig[..64 + 20 * sealed]).unwrap();
+    assert_eq!(
+        get(&vfs, "/large").await.unwrap_err().kind(),
+        ErrorKind::Integrity
+    );
+    std::fs::write(&obj, &orig).unwrap();
+    assert_eq!(get(&vfs, "/large").await.unwrap(), content);
 }
 
 #[tokio::test]

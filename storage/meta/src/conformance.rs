@@ -1141,9 +1141,9 @@ pub async fn audit(store: &dyn MetadataStore) {
             ..audit_record(base + 2, "login_failed")
         },
     ];
-    for record in &records {
-        store.audit(record).await.unwrap();
-    }
+    store.audit(&records[..1]).await.unwrap();
+    store.audit(&records[1..]).await.unwrap();
+    store.audit(&[]).await.unwrap();
     let recent = store.recent_audit(3).await.unwrap();
     let newest_first: Vec<AuditRecord> = records.into_iter().rev().collect();
     assert_eq!(recent, newest_first);

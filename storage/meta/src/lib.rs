@@ -180,6 +180,11 @@ pub trait MetadataStore: Send + Sync + Debug {
     // ---- uploads in flight ----
 
     /// Records an upload in flight (its spool file and reserved object key).
+    ///
+    /// The row is bookkeeping for crash clean-up, so a store may make it durable lazily — no
+    /// later than the next [`commit_file`](Self::commit_file) of this process — rather than
+    /// waiting for the disk before it returns (SQLite does; see `SqliteStore::open`). The same
+    /// holds for `end_upload`, `replication_done`, `garbage_done` and `audit`.
     async fn begin_upload(&self, upload: &NewUpload) -> MetaResult<i64>;
     /// Forgets an upload (aborted, or cleaned after a crash). Missing rows are fine.
     async fn end_upload(&self, upload_id: i64) -> MetaResult<()>;
@@ -202,8 +207,8 @@ pub trait MetadataStore: Send + Sync + Debug {
 
     // ---- audit ----
 
-    /// Appends one audit record.
-    async fn audit(&self, record: &AuditRecord) -> MetaResult<()>;
+    /// Appends audit records (in the order given) in one statement; an empty slice is a no-op.
+    async fn audit(&self, records: &[AuditRecord]) -> MetaResult<()>;
     /// The newest `limit` audit records, newest first.
     async fn recent_audit(&self, limit: u32) -> MetaResult<Vec<AuditRecord>>;
 }

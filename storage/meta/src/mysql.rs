@@ -910,24 +910,17 @@ impl MetadataStore for MySqlStore {
         )
     }
 
-    async fn audit(&self, record: &AuditRecord) -> MetaResult<()> {
-        execute!(
-            self,
-            sqlx::query(
-                "INSERT INTO audit (at_ms, tenant_id, user_id, user_name, protocol, remote_addr, \
-                 action, node_id, outcome, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(record.at_ms)
-            .bind(record.tenant_id)
-            .bind(record.user_id)
-            .bind(record.user_name.as_deref())
-            .bind(&record.protocol)
-            .bind(record.remote_addr.as_deref())
-            .bind(&record.action)
-            .bind(record.node_id)
-            .bind(&record.outcome)
-            .bind(record.bytes)
-        )
+    async fn audit(&self, records: &[AuditRecord]) -> MetaResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        transaction!(self, |conn| async {
+            crate::rows::audit_insert::<MySql>(records)
+                .build()
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
     }
 
     async fn recent_audit(&self, limit: u32) -> MetaResult<Vec<AuditRecord>> {

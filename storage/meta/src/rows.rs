@@ -1,6 +1,6 @@
 //! Decoding rows of either database into the crate's row types, refusing rows that break the
 //! schema's rules. Each backend says how to read one column ([`Columns`]); the shape of every
-//! row type is written once, here.
+//! row type is written once, here, and so is the one multi-row insert both share.
 
 use crate::{
     ApiToken, AuditRecord, FileContent, Garbage, MetaError, MetaResult, Node, NodeKind,
@@ -209,4 +209,32 @@ pub(crate) fn audit<R: Columns>(row: &R) -> MetaResult<AuditRecord> {
         outcome: row.ident("outcome")?,
         bytes: row.opt_int("bytes")?,
     })
+}
+
+/// One multi-row `INSERT` of audit records, the same SQL for SQLite and MySQL.
+pub(crate) fn audit_insert<DB>(records: &[AuditRecord]) -> sqlx::QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let mut insert = sqlx::QueryBuilder::new(
+        "INSERT INTO audit (at_ms, tenant_id, user_id, user_name, protocol, remote_addr, \
+         action, node_id, outcome, bytes) ",
+    );
+    insert.push_values(records, |mut row, r| {
+        row.push_bind(r.at_ms)
+            .push_bind(r.tenant_id)
+            .push_bind(r.user_id)
+            .push_bind(r.user_name.clone())
+            .push_bind(r.protocol.clone())
+            .push_bind(r.remote_addr.clone())
+            .push_bind(r.action.clone())
+            .push_bind(r.node_id)
+            .push_bind(r.outcome.clone())
+            .push_bind(r.bytes);
+    });
+    insert
 }

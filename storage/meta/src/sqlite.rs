@@ -55,6 +55,13 @@ const FILE_POOL_SIZE: u32 = 8;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection with `synchronous=NORMAL` for bookkeeping writes (upload rows, outbox
+    /// and garbage acknowledgements, audit): their commits do not wait for an fsync, and the
+    /// next commit on `pool` (which does) makes them durable too, since both append to the
+    /// same write-ahead log. A crash of the process loses none of them; a power cut can lose
+    /// the last few, which costs at most a leaked object, a repeated replication copy or the
+    /// last audit lines (docs/ARCHITECTURE.md, "Durability").
+    bookkeeping: SqlitePool,
     /// Held for the whole of every write transaction of this process.
     writer: Arc<Mutex<()>>,
 }
@@ -62,7 +69,8 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating the file if missing) a SQLite database at a `sqlite://PATH` URL or plain
     /// path: WAL journal, `synchronous=FULL` (a commit is on disk before the caller hears of
-    /// it), foreign keys on, a 5 s busy timeout. Call [`MetadataStore::migrate`] next.
+    /// it) except for bookkeeping writes (see the `bookkeeping` field), foreign keys on, a 5 s
+    /// busy timeout. Call [`MetadataStore::migrate`] next.
     pub async fn open(url: &str) -> MetaResult<Self> {
         let options = if url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url)
@@ -79,10 +87,20 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(FILE_POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(sqlite_error)?;
-        Ok(Self::with_pool(pool))
+        let bookkeeping = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .await
+            .map_err(sqlite_error)?;
+        Ok(Self {
+            pool,
+            bookkeeping,
+            writer: Arc::new(Mutex::new(())),
+        })
     }
 
     /// A private in-memory database for tests. It lives as long as its single connection,
@@ -101,14 +119,11 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(sqlite_error)?;
-        Ok(Self::with_pool(pool))
-    }
-
-    fn with_pool(pool: SqlitePool) -> Self {
-        Self {
+        Ok(Self {
+            bookkeeping: pool.clone(),
             pool,
             writer: Arc::new(Mutex::new(())),
-        }
+        })
     }
 
     /// The newest schema version this build can run on.
@@ -513,7 +528,7 @@ impl MetadataStore for SqliteStore {
         .bind(&upload.object_key)
         .bind(&upload.node_name)
         .bind(upload.now_ms)
-        .execute(&self.pool)
+        .execute(&self.bookkeeping)
         .await
         .map_err(sqlite_error)?;
         Ok(done.last_insert_rowid())
@@ -521,7 +536,7 @@ impl MetadataStore for SqliteStore {
 
     async fn end_upload(&self, upload_id: i64) -> MetaResult<()> {
         let _writer = self.writer.lock().await;
-        namespace::delete_upload(&self.pool, upload_id).await
+        namespace::delete_upload(&self.bookkeeping, upload_id).await
     }
 
     async fn uploads(&self) -> MetaResult<Vec<Upload>> {
@@ -549,7 +564,7 @@ impl MetadataStore for SqliteStore {
         let _writer = self.writer.lock().await;
         sqlx::query("DELETE FROM replication_outbox WHERE id = ?")
             .bind(job_id)
-            .execute(&self.pool)
+            .execute(&self.bookkeeping)
             .await
             .map_err(sqlite_error)?;
         Ok(())
@@ -575,31 +590,22 @@ impl MetadataStore for SqliteStore {
         let _writer = self.writer.lock().await;
         sqlx::query("DELETE FROM garbage WHERE id = ?")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.bookkeeping)
             .await
             .map_err(sqlite_error)?;
         Ok(())
     }
 
-    async fn audit(&self, record: &AuditRecord) -> MetaResult<()> {
+    async fn audit(&self, records: &[AuditRecord]) -> MetaResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
         let _writer = self.writer.lock().await;
-        sqlx::query(
-            "INSERT INTO audit (at_ms, tenant_id, user_id, user_name, protocol, remote_addr, \
-             action, node_id, outcome, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(record.at_ms)
-        .bind(record.tenant_id)
-        .bind(record.user_id)
-        .bind(record.user_name.as_deref())
-        .bind(&record.protocol)
-        .bind(record.remote_addr.as_deref())
-        .bind(&record.action)
-        .bind(record.node_id)
-        .bind(&record.outcome)
-        .bind(record.bytes)
-        .execute(&self.pool)
-        .await
-        .map_err(sqlite_error)?;
+        crate::rows::audit_insert::<Sqlite>(records)
+            .build()
+            .execute(&self.bookkeeping)
+            .await
+            .map_err(sqlite_error)?;
         Ok(())
     }
 

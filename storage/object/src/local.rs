@@ -5,8 +5,15 @@
 //! ```text
 //! root/                 0700
 //!   .tmp/               0700  objects being written; leftovers after a crash (see `clean_temp`)
-//!   ab/cd/abcd…(32 hex) 0700 dirs, 0600 files: one file per object, named by its random key only
+//!   00/ … ff/           0700  the 256 shard directories, all created when the store is opened
+//!     abcd…(32 hex)     0600  one file per object in the shard of its first two hex digits,
+//!                             named by its random key only
 //! ```
+//!
+//! Earlier builds kept objects one level deeper (`ab/cd/abcd…`); such objects are still read,
+//! copied and removed where they are. Creating every shard up
+//! front keeps `mkdir` and its directory fsyncs off the upload path: with a shard per object
+//! key prefix created on demand, most of the first tens of thousands of objects paid for one.
 //!
 //! Every write goes to a fresh file in `.tmp`, is fsynced, renamed into place and the
 //! destination directory is fsynced, so a reader (or a restart after a crash) sees a whole
@@ -57,6 +64,7 @@ impl LocalDirStore {
             root: root.to_path_buf(),
             temp_dir,
         };
+        layout.create_shards()?;
         Ok(Self {
             layout: Arc::new(layout),
         })
@@ -67,7 +75,7 @@ impl LocalDirStore {
         &self.layout.root
     }
 
-    /// Path of an object (for tests and fsck): root/ab/cd/<key> sharded by the first 2+2 hex
+    /// Path of an object (for tests and fsck): root/ab/<key>, sharded by its first two hex
     /// digits.
     pub fn object_path(&self, key: &ObjectKey) -> PathBuf {
         self.layout.object_path(key)
@@ -158,8 +166,41 @@ struct Layout {
 
 impl Layout {
     fn object_path(&self, key: &ObjectKey) -> PathBuf {
-        let (outer, inner) = shard_names(key);
-        self.root.join(outer).join(inner).join(key.as_str())
+        self.root.join(shard_name(key)).join(key.as_str())
+    }
+
+    /// Where earlier builds kept the object: root/ab/cd/<key>.
+    fn legacy_path(&self, key: &ObjectKey) -> PathBuf {
+        let inner = key.as_str().get(2..4).unwrap_or_default();
+        self.root
+            .join(shard_name(key))
+            .join(inner)
+            .join(key.as_str())
+    }
+
+    /// Opens an object for reading wherever it lives.
+    fn open_object(&self, key: &ObjectKey) -> Result<File, ObjectError> {
+        match File::open(self.object_path(key)) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                File::open(self.legacy_path(key)).map_err(not_found_or_io)
+            }
+            result => Ok(result?),
+        }
+    }
+
+    /// Creates the 256 shard directories that are missing, durably. "ff" is created last, so
+    /// finding it means the set is complete and opening an existing store costs one `stat`.
+    fn create_shards(&self) -> io::Result<()> {
+        if self.root.join("ff").is_dir() {
+            return Ok(());
+        }
+        for shard in 0..=0xffu8 {
+            if shard == 0xff {
+                sync_dir(&self.root)?;
+            }
+            create_dir_if_missing(&self.root.join(format!("{shard:02x}")))?;
+        }
+        sync_dir(&self.root)
     }
 
     fn write_bytes(&self, key: &ObjectKey, body: &[u8]) -> Result<(), ObjectError> {
@@ -169,7 +210,7 @@ impl Layout {
     }
 
     fn copy_object(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), ObjectError> {
-        let source = File::open(self.object_path(from)).map_err(not_found_or_io)?;
+        let source = self.open_object(from)?;
         self.copy_file_into_place(&source, to)
     }
 
@@ -215,7 +256,7 @@ impl Layout {
     /// Open, stat and one `pread` in a single blocking task: `tokio::fs` would take a pool
     /// round trip per call and split a 4 MiB read into 2 MiB pieces.
     fn read_range(&self, key: &ObjectKey, start: u64, len: u64) -> Result<Bytes, ObjectError> {
-        let file = File::open(self.object_path(key)).map_err(not_found_or_io)?;
+        let file = self.open_object(key)?;
         let size = file.metadata()?.len();
         let out_of_bounds = || ObjectError::RangeOutOfBounds {
             start,
@@ -232,12 +273,12 @@ impl Layout {
     }
 
     fn size(&self, key: &ObjectKey) -> Result<u64, ObjectError> {
-        let metadata = fs::metadata(self.object_path(key)).map_err(not_found_or_io)?;
-        Ok(metadata.len())
+        Ok(self.open_object(key)?.metadata()?.len())
     }
 
     fn remove(&self, key: &ObjectKey) -> Result<(), ObjectError> {
         remove_if_present(&self.object_path(key))?;
+        remove_if_present(&self.legacy_path(key))?;
         Ok(())
     }
 
@@ -284,27 +325,17 @@ impl Layout {
         Ok(())
     }
 
-    /// Renames `from` to `to`; when the shard directories do not exist yet (the rare case:
-    /// there are only 65 536 of them), creates them durably and tries once more.
+    /// Renames `from` to `to`; when the shard directory has gone (someone removed it), creates
+    /// it durably and tries once more.
     fn rename_creating_shards(&self, from: &Path, to: &Path, key: &ObjectKey) -> io::Result<()> {
         match fs::rename(from, to) {
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                self.create_shard_dirs(key)?;
+                create_dir_if_missing(&self.root.join(shard_name(key)))?;
+                sync_dir(&self.root)?;
                 fs::rename(from, to)
             }
             result => result,
         }
-    }
-
-    fn create_shard_dirs(&self, key: &ObjectKey) -> io::Result<()> {
-        let (outer, inner) = shard_names(key);
-        let outer_dir = self.root.join(outer);
-        let inner_dir = outer_dir.join(inner);
-        create_dir_if_missing(&outer_dir)?;
-        create_dir_if_missing(&inner_dir)?;
-        // Fsynced even when another writer created them, so they are durable before we return.
-        sync_dir(&self.root)?;
-        sync_dir(&outer_dir)
     }
 }
 
@@ -326,14 +357,10 @@ impl Drop for TempFile {
     }
 }
 
-/// The two shard directory names of a key: its first and second pair of hex digits.
-fn shard_names(key: &ObjectKey) -> (&str, &str) {
-    let digits = key.as_str();
-    // An ObjectKey is always 32 ASCII hex digits, so both slices exist.
-    (
-        digits.get(0..2).unwrap_or_default(),
-        digits.get(2..4).unwrap_or_default(),
-    )
+/// The shard directory of a key: its first two hex digits.
+fn shard_name(key: &ObjectKey) -> &str {
+    // An ObjectKey is always 32 ASCII hex digits, so the slice exists.
+    key.as_str().get(0..2).unwrap_or_default()
 }
 
 fn create_dir_if_missing(dir: &Path) -> io::Result<()> {
@@ -407,9 +434,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalDirStore::open(dir.path()).unwrap();
         let key = ObjectKey::generate().unwrap();
-        // A plain file where the object's outer shard directory belongs makes the rename fail.
-        let (outer, _) = shard_names(&key);
-        fs::write(dir.path().join(outer), b"not a directory").unwrap();
+        // A plain file where the object's shard directory belongs makes the rename fail.
+        let shard = dir.path().join(shard_name(&key));
+        fs::remove_dir(&shard).unwrap();
+        fs::write(&shard, b"not a directory").unwrap();
 
         assert!(store.layout.write_bytes(&key, b"body").is_err());
         assert_eq!(

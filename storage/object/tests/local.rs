@@ -101,17 +101,51 @@ async fn on_disk_path_is_sharded_and_names_only_the_key() {
     let expected = store
         .root()
         .join("01")
-        .join("23")
         .join("0123456789abcdef0123456789abcdef");
     assert_eq!(store.object_path(&key), expected);
     assert_eq!(fs::read(&expected).unwrap(), b"sealed");
+    // The 256 shard directories exist from the start; the only file is the object.
     let mut names = Vec::new();
     collect_names(store.root(), &mut names);
     names.sort();
-    assert_eq!(
-        names,
-        [".tmp", "01", "0123456789abcdef0123456789abcdef", "23"]
-    );
+    let mut want: Vec<String> = (0..=0xffu8).map(|b| format!("{b:02x}")).collect();
+    want.push(".tmp".into());
+    want.push("0123456789abcdef0123456789abcdef".into());
+    want.sort();
+    assert_eq!(names, want);
+}
+
+/// Objects written by earlier builds, one level deeper (ab/cd/<key>), stay readable, copyable
+/// and removable.
+#[tokio::test]
+async fn objects_in_the_earlier_two_level_layout_are_still_served() {
+    let (_dir, store) = fresh_store();
+    let key = ObjectKey::parse("abcdef0123456789abcdef0123456789").unwrap();
+    let legacy = store.root().join("ab").join("cd");
+    fs::create_dir_all(&legacy).unwrap();
+    fs::write(legacy.join(key.as_str()), b"old layout").unwrap();
+
+    assert_eq!(store.head(&key).await.unwrap().size, 10);
+    assert_eq!(&store.get_range(&key, 4, 6).await.unwrap()[..], b"layout");
+    let copy = ObjectKey::generate().unwrap();
+    store.copy(&key, &copy).await.unwrap();
+    assert_eq!(&store.get_range(&copy, 0, 3).await.unwrap()[..], b"old");
+    store.delete(&key).await.unwrap();
+    assert!(matches!(
+        store.head(&key).await,
+        Err(coffer_object::ObjectError::NotFound)
+    ));
+    assert!(!legacy.join(key.as_str()).exists());
+}
+
+/// A shard directory removed by hand is created again by the next write into it.
+#[tokio::test]
+async fn a_missing_shard_directory_is_recreated() {
+    let (_dir, store) = fresh_store();
+    let key = ObjectKey::parse("7f000000000000000000000000000000").unwrap();
+    fs::remove_dir(store.root().join("7f")).unwrap();
+    store.put(&key, Bytes::from_static(b"x")).await.unwrap();
+    assert_eq!(fs::read(store.object_path(&key)).unwrap(), b"x");
 }
 
 fn collect_names(dir: &Path, names: &mut Vec<String>) {
