@@ -291,12 +291,17 @@ impl FileWriter {
     /// For a spool file that will become the object itself (a local store renames it into
     /// place and fsyncs it), starts flushing it to disk every [`WRITE_BACK_STEP`] in the
     /// background: the kernel would otherwise hold gigabytes of dirty pages and write them
-    /// all in the fsync at commit, while the client waits.
+    /// all in the fsync at commit, while the client waits. Never waits for the disk: while the
+    /// previous flush runs, the next one is simply started later.
     async fn write_back(&mut self, file: &std::fs::File) -> VfsResult<()> {
         if self.spooled < self.written_back + WRITE_BACK_STEP {
             return Ok(());
         }
         if let Some(previous) = self.write_back.take() {
+            if !previous.is_finished() {
+                self.write_back = Some(previous);
+                return Ok(());
+            }
             previous
                 .await
                 .map_err(|e| internal("spool task", e))?
