@@ -333,7 +333,12 @@ impl FileWriter {
         self.flush_batch().await?;
         self.spool_file = None;
         if let Some(pending) = self.write_back.take() {
-            let _ = pending.await;
+            // An error here must fail the upload: the store's own fsync of the file opens a new
+            // descriptor, which Linux does not tell about a write-back error it already reported.
+            pending
+                .await
+                .map_err(|e| internal("spool task", e))?
+                .map_err(|e| internal("syncing the spool failed", e))?;
         }
         match self.streaming.take() {
             Some(upload) => {
