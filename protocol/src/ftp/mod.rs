@@ -36,7 +36,8 @@ use crate::common::tls::{CertificateFiles, TlsError, certificate_files, server_c
 
 /// How long sessions may take to finish after shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// How long `bind` waits for libunftp's listener to accept connections.
+/// How long `bind` waits for libunftp's listener (behind the PROXY protocol relay) to accept
+/// connections.
 const READY_WAIT: Duration = Duration::from_secs(10);
 /// The greeting sent on connect.
 const GREETING: &str = "Coffer FTPES: AUTH TLS required";
@@ -96,29 +97,47 @@ impl FtpListener {
             source,
         };
         let stop = CancellationToken::new();
-        let client_ips = cfg
+        let tls_config = ftps_config(&files)?;
+        let public = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(bind_err)?;
+        let addr = public.local_addr().map_err(bind_err)?;
+        let Some(ips) = cfg
             .proxy_protocol
-            .then(|| Arc::new(proxy::ClientIps::default()));
-        let server = build_server(cfg, &files, vault, client_ips.clone(), stop.clone())?;
+            .then(|| Arc::new(proxy::ClientIps::default()))
+        else {
+            // Coffer accepts the control connections itself, to switch Nagle's algorithm off:
+            // with it on, a reply sent while the previous one is unacknowledged (the `226`
+            // after a `150`, when the client sends nothing in between) waits for the client's
+            // delayed ACK, about 40 ms per transfer.
+            let server = SessionFactory {
+                cfg: cfg.clone(),
+                tls: tls_config,
+                vault,
+                stop: stop.clone(),
+            };
+            server.build()?; // a configuration libunftp refuses fails now, not per connection
+            let task = tokio::spawn(serve_sessions(public, server, stop.clone()));
+            info!(addr = %addr, passive = ?cfg.passive_ports, proxy_protocol = false, "ftpes listener ready");
+            return Ok(Self {
+                addr,
+                stop,
+                task,
+                relay: None,
+            });
+        };
         // With the PROXY protocol Coffer owns the public port (it accepts version 1 and 2
         // headers) and libunftp listens on a private loopback port behind it.
-        let (addr, internal, relay) = if let Some(ips) = client_ips {
-            let public = tokio::net::TcpListener::bind(cfg.listen)
-                .await
-                .map_err(bind_err)?;
-            let addr = public.local_addr().map_err(bind_err)?;
-            let internal = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .and_then(|l| l.local_addr())
-                .map_err(bind_err)?;
-            let relay = tokio::spawn(proxy::relay(public, internal, ips, stop.clone()));
-            (addr, internal, Some(relay))
-        } else {
-            // Check the address first, for an error naming the setting.
-            let probe = std::net::TcpListener::bind(cfg.listen).map_err(bind_err)?;
-            let addr = probe.local_addr().map_err(bind_err)?;
-            drop(probe);
-            (addr, addr, None)
-        };
+        let server = build_server(cfg, tls_config, vault, Some(ips.clone()), stop.clone())?;
+        let internal = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map_err(bind_err)?;
+        let relay = Some(tokio::spawn(proxy::relay(
+            public,
+            internal,
+            ips,
+            stop.clone(),
+        )));
         let task = tokio::spawn(async move {
             server
                 .listen(internal.to_string())
@@ -215,9 +234,79 @@ fn ftps_config(files: &CertificateFiles) -> Result<Arc<rustls::ServerConfig>, Ft
     Ok(Arc::new(config))
 }
 
+/// What a control connection accepted by Coffer needs to get a libunftp session of its own.
+struct SessionFactory {
+    cfg: FtpConfig,
+    tls: Arc<rustls::ServerConfig>,
+    vault: Vault,
+    stop: CancellationToken,
+}
+
+impl SessionFactory {
+    fn build(&self) -> Result<Server<VfsBackend, FtpUser>, FtpError> {
+        build_server(
+            &self.cfg,
+            self.tls.clone(),
+            self.vault.clone(),
+            None,
+            self.stop.clone(),
+        )
+    }
+}
+
+/// Accepts control connections until `stop`, each with `TCP_NODELAY`, and serves each as a
+/// libunftp session (passive ports are bound per `PASV`, so sessions share the range as they
+/// did under libunftp's own listener); then gives running sessions [`SHUTDOWN_GRACE`].
+async fn serve_sessions(
+    public: tokio::net::TcpListener,
+    factory: SessionFactory,
+    stop: CancellationToken,
+) -> Result<(), FtpError> {
+    let mut sessions = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            accepted = public.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    match factory.build() {
+                        Ok(server) => {
+                            sessions.spawn(async move {
+                                if let Err(e) = server.service(stream).await {
+                                    warn!(error = %e, "ftp session failed");
+                                }
+                            });
+                        }
+                        Err(e) => warn!(error = %e, "cannot start an ftp session"),
+                    }
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: log, wait a little, go on.
+                    warn!(error = %e, "accepting an ftp connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    drop(public);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            sessions = sessions.len(),
+            "ftp sessions did not all end within the grace period"
+        );
+        sessions.abort_all();
+    }
+    Ok(())
+}
+
 fn build_server(
     cfg: &FtpConfig,
-    files: &CertificateFiles,
+    tls: Arc<rustls::ServerConfig>,
     vault: Vault,
     client_ips: Option<Arc<proxy::ClientIps>>,
     stop: CancellationToken,
@@ -235,7 +324,7 @@ fn build_server(
         .greeting(GREETING)
         // libunftp logs paths; Coffer logs logins and transfers itself, without names.
         .logger(slog::Logger::root(slog::Discard, slog::o!()))
-        .ftps_manual::<std::path::PathBuf>(ftps_config(files)?)
+        .ftps_manual::<std::path::PathBuf>(tls)
         // Plaintext is refused on both channels: USER before AUTH TLS, and transfers before PROT P.
         .ftps_required(FtpsRequired::All, FtpsRequired::All)
         .passive_ports(cfg.passive_ports.clone())
