@@ -183,20 +183,32 @@ impl Vfs {
                 "a component of the path is not a directory",
             ));
         }
-        let idx = self.keys.blind_index(parent.id, name);
+        self.child_of(parent.id, name).await
+    }
+
+    /// The child `name` of the folder `parent_id`.
+    async fn child_of(&self, parent_id: i64, name: &str) -> VfsResult<Node> {
+        let idx = self.keys.blind_index(parent_id, name);
         self.vault
             .inner
             .b
             .meta
-            .child(self.tenant.id, parent.id, &idx)
+            .child(self.tenant.id, parent_id, &idx)
             .await
             .map_err(not_found)
     }
 
-    /// Resolves a path to its node, one indexed lookup per component.
+    /// Resolves a path to its node, one indexed lookup per component. The home folder's own
+    /// row is read only when it is the answer: below it, its id is all a lookup needs (a
+    /// removed home folder has no children, so the lookup says `NotFound` as reading it would).
     pub(crate) async fn resolve(&self, path: &VPath) -> VfsResult<Node> {
-        let mut node = self.home().await?;
-        for name in path.parts() {
+        let Some((first, rest)) = path.parts().split_first() else {
+            return self.home().await;
+        };
+        let mut node = self
+            .child_of(self.principal.user.home_node_id, first)
+            .await?;
+        for name in rest {
             node = self.child(&node, name).await?;
         }
         Ok(node)

@@ -590,3 +590,24 @@ async fn long_sequential_and_interleaved_reads_across_growing_windows_are_exact(
         );
     }
 }
+
+/// Paths below a user's home are resolved from the home folder's id without reading its row;
+/// once an administrator removes that folder, its user finds nothing there, not stale data.
+#[tokio::test]
+async fn a_removed_home_folder_leaves_its_user_nothing_to_find() {
+    let tv = vault().await;
+    let admin = tv.user("acme", "alice").await;
+    admin.mkdir("/inbox").await.unwrap();
+    let bob = tv
+        .user_with("acme", "bob", Permissions::ALL, "/inbox")
+        .await;
+    put(&bob, "/report", b"quarterly").await;
+    assert_eq!(get(&bob, "/report").await.unwrap(), b"quarterly");
+    admin.remove("/inbox/report").await.unwrap();
+    admin.rmdir("/inbox").await.unwrap();
+    assert_eq!(
+        bob.stat("/report").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(bob.stat("/").await.unwrap_err().kind(), ErrorKind::NotFound);
+}
