@@ -98,7 +98,8 @@ impl FileReader {
         // A file no larger than the first window is read whole with its header: one request.
         let row_layout = Layout::new(content.chunk_size)
             .map_err(|_| VfsError::new(ErrorKind::Integrity, "stored chunk size is invalid"))?;
-        let whole = row_layout.chunk_count(size) <= READ_WINDOW_CHUNKS;
+        let chunks = row_layout.chunk_count(size);
+        let whole = chunks <= READ_WINDOW_CHUNKS;
         let first_read = if whole {
             row_layout.object_len(size)
         } else {
@@ -132,7 +133,7 @@ impl FileReader {
             skip_primary_until,
         };
         let window = if whole {
-            core.open_window(0, row_layout.chunk_count(size), head)?
+            core.open_window(0, chunks, head)?
         } else {
             Window::default()
         };

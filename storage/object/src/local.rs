@@ -11,9 +11,9 @@
 //! ```
 //!
 //! Earlier builds kept objects one level deeper (`ab/cd/abcd…`); such objects are still read,
-//! copied and removed where they are. Creating every shard up
-//! front keeps `mkdir` and its directory fsyncs off the upload path: with a shard per object
-//! key prefix created on demand, most of the first tens of thousands of objects paid for one.
+//! copied and removed where they are. Creating every shard up front keeps `mkdir` and its
+//! directory fsyncs off the upload path: with a shard per key prefix created on demand, most
+//! of the first tens of thousands of objects paid for one.
 //!
 //! Every write goes to a fresh file in `.tmp`, is fsynced, renamed into place and the
 //! destination directory is fsynced, so a reader (or a restart after a crash) sees a whole
