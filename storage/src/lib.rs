@@ -9,6 +9,7 @@
 mod audit;
 pub mod auth;
 pub mod error;
+mod lookups;
 pub mod path;
 pub mod perms;
 mod reader;

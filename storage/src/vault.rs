@@ -71,6 +71,8 @@ pub(crate) struct Inner {
     pub(crate) audit: AuditSink,
     tenant_keys: Mutex<HashMap<(i64, u32), Arc<TenantKeys>>>,
     dummy_hash: String,
+    /// Recent name lookups of every session (see `lookups`).
+    pub(crate) lookups: crate::lookups::Lookups,
 }
 
 /// The vault handle: cheap to clone, shared by every front end.
@@ -141,6 +143,7 @@ impl Vault {
                 audit,
                 tenant_keys: Mutex::new(HashMap::new()),
                 dummy_hash,
+                lookups: Default::default(),
             }),
         };
         Ok(vault)

@@ -121,6 +121,12 @@ impl Vfs {
         }
     }
 
+    /// Forgets the remembered lookups of these names (blind indexes): called by every change
+    /// of a name, place, content or time once the store has answered.
+    pub(crate) fn forget_lookups(&self, indexes: &[&[u8]]) {
+        self.vault.inner.lookups.forget(self.tenant.id, indexes);
+    }
+
     /// The logged-in principal.
     pub fn principal(&self) -> &Principal {
         &self.principal
@@ -176,17 +182,15 @@ impl Vfs {
             .await?)
     }
 
+    /// The child `name` of `parent`, read now (what a change is about to act on).
     async fn child(&self, parent: &Node, name: &str) -> VfsResult<Node> {
         if parent.kind != NodeKind::Dir {
-            return Err(VfsError::new(
-                ErrorKind::NotADirectory,
-                "a component of the path is not a directory",
-            ));
+            return Err(not_a_directory());
         }
         self.child_of(parent.id, name).await
     }
 
-    /// The child `name` of the folder `parent_id`.
+    /// The child `name` of the folder `parent_id`, read now.
     async fn child_of(&self, parent_id: i64, name: &str) -> VfsResult<Node> {
         let idx = self.keys.blind_index(parent_id, name);
         self.vault
@@ -198,18 +202,43 @@ impl Vfs {
             .map_err(not_found)
     }
 
-    /// Resolves a path to its node, one indexed lookup per component. The home folder's own
-    /// row is read only when it is the answer: below it, its id is all a lookup needs (a
-    /// removed home folder has no children, so the lookup says `NotFound` as reading it would).
+    /// The child `name` of the folder `parent_id`, as a lookup of this process found it in
+    /// the last moment (see `crate::lookups`), or read now.
+    async fn recent_child_of(&self, parent_id: i64, name: &str) -> VfsResult<Node> {
+        let idx = self.keys.blind_index(parent_id, name);
+        let lookups = &self.vault.inner.lookups;
+        let ticket = match lookups.recall(self.tenant.id, &idx) {
+            Ok(node) => return Ok(node),
+            Err(ticket) => ticket,
+        };
+        let node = self
+            .vault
+            .inner
+            .b
+            .meta
+            .child(self.tenant.id, parent_id, &idx)
+            .await
+            .map_err(not_found)?;
+        lookups.remember(ticket, &node);
+        Ok(node)
+    }
+
+    /// Resolves a path to its node, one indexed lookup per component not looked up a moment
+    /// ago. The home folder's own row is read only when it is the answer:
+    /// below it, its id is all a lookup needs (a removed home folder has no children, so the
+    /// lookup says `NotFound` as reading it would).
     pub(crate) async fn resolve(&self, path: &VPath) -> VfsResult<Node> {
         let Some((first, rest)) = path.parts().split_first() else {
             return self.home().await;
         };
         let mut node = self
-            .child_of(self.principal.user.home_node_id, first)
+            .recent_child_of(self.principal.user.home_node_id, first)
             .await?;
         for name in rest {
-            node = self.child(&node, name).await?;
+            if node.kind != NodeKind::Dir {
+                return Err(not_a_directory());
+            }
+            node = self.recent_child_of(node.id, name).await?;
         }
         Ok(node)
     }
@@ -358,7 +387,8 @@ impl Vfs {
     async fn create_dir_in(&self, dir: &Node, name: &str) -> VfsResult<Node> {
         let id = random_id()?;
         let now = now_ms();
-        let node = self
+        let index = self.keys.blind_index(dir.id, name);
+        let created = self
             .vault
             .inner
             .b
@@ -368,11 +398,12 @@ impl Vfs {
                 tenant_id: self.tenant.id,
                 parent_id: dir.id,
                 name_enc: self.keys.encrypt_name(id, name)?,
-                name_index: self.keys.blind_index(dir.id, name).to_vec(),
+                name_index: index.to_vec(),
                 now_ms: now,
             })
-            .await?;
-        Ok(node)
+            .await;
+        self.forget_lookups(&[&index]);
+        Ok(created?)
     }
 
     /// Creates a folder and its missing parents (like `mkdir -p`); returns the folder's id.
@@ -412,12 +443,15 @@ impl Vfs {
         if node.kind != NodeKind::Dir {
             return Err(VfsError::new(ErrorKind::NotADirectory, "not a directory"));
         }
-        self.vault
+        let removed = self
+            .vault
             .inner
             .b
             .meta
             .remove(self.tenant.id, node.id)
-            .await?;
+            .await;
+        self.forget_lookups(&[&node.name_index]);
+        removed?;
         self.audit("rmdir", Some(node.id), "ok", None);
         Ok(())
     }
@@ -434,12 +468,15 @@ impl Vfs {
                 "is a directory; remove folders with rmdir",
             ));
         }
-        self.vault
+        let removed = self
+            .vault
             .inner
             .b
             .meta
             .remove(self.tenant.id, node.id)
-            .await?;
+            .await;
+        self.forget_lookups(&[&node.name_index]);
+        removed?;
         self.audit("delete", Some(node.id), "ok", None);
         Ok(())
     }
@@ -459,7 +496,9 @@ impl Vfs {
         let (src_dir, src_name) = self.resolve_parent(&from).await?;
         let node = self.child(&src_dir, src_name).await?;
         let (dst_dir, dst_name) = self.resolve_parent(&to).await?;
-        self.vault
+        let new_index = self.keys.blind_index(dst_dir.id, dst_name);
+        let renamed = self
+            .vault
             .inner
             .b
             .meta
@@ -468,11 +507,13 @@ impl Vfs {
                 id: node.id,
                 new_parent_id: dst_dir.id,
                 new_name_enc: self.keys.encrypt_name(node.id, dst_name)?,
-                new_name_index: self.keys.blind_index(dst_dir.id, dst_name).to_vec(),
+                new_name_index: new_index.to_vec(),
                 replace,
                 now_ms: now_ms(),
             })
-            .await?;
+            .await;
+        self.forget_lookups(&[&node.name_index, &new_index]);
+        renamed?;
         debug!(node = node.id, "renamed");
         self.audit("rename", Some(node.id), "ok", None);
         Ok(())
@@ -483,13 +524,15 @@ impl Vfs {
         self.require(Permissions::WRITE, "change times")?;
         let path = VPath::parse(path)?;
         let node = self.resolve(&path).await?;
-        self.vault
+        let set = self
+            .vault
             .inner
             .b
             .meta
             .set_mtime(self.tenant.id, node.id, time_to_ms(mtime))
-            .await?;
-        Ok(())
+            .await;
+        self.forget_lookups(&[&node.name_index]);
+        Ok(set?)
     }
 
     /// The tenant's usage and quota.
@@ -501,6 +544,13 @@ impl Vfs {
             limit_bytes: self.tenant.quota_bytes.map(|q| q.max(0) as u64),
         })
     }
+}
+
+fn not_a_directory() -> VfsError {
+    VfsError::new(
+        ErrorKind::NotADirectory,
+        "a component of the path is not a directory",
+    )
 }
 
 /// Maps a missing row to a path error; passes others through.

@@ -611,3 +611,77 @@ async fn a_removed_home_folder_leaves_its_user_nothing_to_find() {
     );
     assert_eq!(bob.stat("/").await.unwrap_err().kind(), ErrorKind::NotFound);
 }
+
+/// Sessions remember lookups briefly (a client walks the same folders file after file): any
+/// change made through this process is seen by every session at once; one made by another
+/// process (another node, an operator command) within the lookup window.
+#[tokio::test]
+async fn remembered_lookups_never_hide_a_change_made_here_and_expire_for_others() {
+    let tv = vault().await;
+    let a = tv.user("acme", "alice").await;
+    let b = tv.vault.operator_session("alice").await.unwrap();
+    a.mkdir("/d").await.unwrap();
+    put(&a, "/d/f", b"one").await;
+    assert_eq!(a.stat("/d/f").await.unwrap().size, 3);
+
+    // Its own changes: a replacement, a rename, a removal are seen by the next call.
+    put(&a, "/d/f", b"twenty bytes of text").await;
+    assert_eq!(a.stat("/d/f").await.unwrap().size, 20);
+    assert_eq!(get(&a, "/d/f").await.unwrap(), b"twenty bytes of text");
+    a.rename("/d", "/e", false).await.unwrap();
+    assert_eq!(
+        a.stat("/d/f").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(a.stat("/e/f").await.unwrap().size, 20);
+    a.remove("/e/f").await.unwrap();
+    assert_eq!(
+        a.stat("/e/f").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        get(&a, "/e/f").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+
+    // Another session's changes in this process, at once.
+    put(&a, "/e/g", b"abc").await;
+    assert_eq!(a.stat("/e/g").await.unwrap().size, 3);
+    b.rename("/e", "/moved", false).await.unwrap();
+    assert_eq!(
+        a.stat("/e/g").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    put(&b, "/moved/g", b"abcdef").await;
+    assert_eq!(a.stat("/moved/g").await.unwrap().size, 6);
+    assert_eq!(get(&a, "/moved/g").await.unwrap(), b"abcdef");
+    b.set_times(
+        "/moved/g",
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        a.stat("/moved/g").await.unwrap().mtime,
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000)
+    );
+
+    // Another process's change: within the window (0.2 s), never later.
+    let other = tv
+        .other_process()
+        .await
+        .operator_session("alice")
+        .await
+        .unwrap();
+    assert_eq!(a.stat("/moved/g").await.unwrap().size, 6);
+    other.remove("/moved/g").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    assert_eq!(
+        a.stat("/moved/g").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        get(&a, "/moved/g").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}

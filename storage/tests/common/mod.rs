@@ -25,7 +25,21 @@ pub async fn vault() -> TestVault {
 
 pub async fn vault_with(lockout: LockoutPolicy) -> TestVault {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let (vault, primary) = open_vault(dir.path(), "test-node", "spool", lockout).await;
+    TestVault {
+        dir,
+        vault,
+        primary,
+    }
+}
+
+/// A vault on the database, stores and keys under `root`, with its own spool: one node.
+async fn open_vault(
+    root: &Path,
+    node: &str,
+    spool: &str,
+    lockout: LockoutPolicy,
+) -> (Vault, Arc<LocalDirStore>) {
     let meta = SqliteStore::open(&format!("sqlite://{}", root.join("meta.db").display()))
         .await
         .unwrap();
@@ -42,8 +56,8 @@ pub async fn vault_with(lockout: LockoutPolicy) -> TestVault {
     };
     let opts = VaultOptions {
         chunk_size: CHUNK,
-        spool_dir: root.join("spool"),
-        node_name: "test-node".into(),
+        spool_dir: root.join(spool),
+        node_name: node.into(),
         max_buffered_write_bytes: 8 * 1024 * 1024,
         lockout,
     };
@@ -53,17 +67,25 @@ pub async fn vault_with(lockout: LockoutPolicy) -> TestVault {
         replica: Some(replica),
         keys,
     };
-    let vault = Vault::open(b, opts).await.unwrap();
-    TestVault {
-        dir,
-        vault,
-        primary,
-    }
+    (Vault::open(b, opts).await.unwrap(), primary)
 }
 
 impl TestVault {
     pub fn root(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// A second vault on the same database and stores, as another process would open them
+    /// (an operator command beside `coffer serve`).
+    pub async fn other_process(&self) -> Vault {
+        open_vault(
+            self.root(),
+            "other-node",
+            "spool-other",
+            LockoutPolicy::default(),
+        )
+        .await
+        .0
     }
 
     /// Creates tenant + user with all permissions and returns their session.
