@@ -10,6 +10,12 @@ use tracing::warn;
 const AUDIT_QUEUE: usize = 8192;
 /// Most records written in one statement.
 const AUDIT_BATCH: usize = 256;
+/// How long the writer waits after a first record for more to join its statement. A client
+/// downloading small files one after another makes a record every millisecond or so; written
+/// one by one, each would be a write transaction of its own (a WAL append that also makes
+/// every SQLite reader reload its pages). A process killed outright loses the records of its
+/// last moment, as it loses those still queued; a graceful shutdown flushes them.
+const AUDIT_LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 
 enum Msg {
     Record(Box<AuditRecord>),
@@ -35,7 +41,8 @@ impl AuditSink {
         tokio::spawn(async move {
             let mut batch: Vec<AuditRecord> = Vec::new();
             while let Some(msg) = rx.recv().await {
-                // Whatever queued up meanwhile goes into the same statement.
+                // What arrives within the linger goes into the same statement.
+                let deadline = tokio::time::Instant::now() + AUDIT_LINGER;
                 let mut next = Some(msg);
                 while let Some(msg) = next.take() {
                     match msg {
@@ -43,10 +50,14 @@ impl AuditSink {
                         Msg::Flush(done) => {
                             write_batch(meta.as_ref(), &mut batch).await;
                             let _ = done.send(());
+                            break;
                         }
                     }
                     if batch.len() < AUDIT_BATCH {
-                        next = rx.try_recv().ok();
+                        next = tokio::time::timeout_at(deadline, rx.recv())
+                            .await
+                            .ok()
+                            .flatten();
                     }
                 }
                 write_batch(meta.as_ref(), &mut batch).await;
