@@ -80,11 +80,41 @@ pub struct FileWriter {
     /// The primary store's upload of the spool file as it grows, if the store takes one.
     streaming: Option<Box<dyn StreamingUpload>>,
     batch: Vec<u8>,
-    upload_id: i64,
+    upload_row: UploadRow,
     object_key: ObjectKey,
     mtime_ms: Option<i64>,
     max_buffered: u64,
     finished: bool,
+}
+
+/// The upload's row in `uploads` (what recovery and clean-up look for). It is written while
+/// the client sends its first bytes, so opening a file does not wait for it, and awaited
+/// before anything of the upload leaves memory (the spool file, the object): whatever an
+/// upload leaves behind always has its row.
+enum UploadRow {
+    Pending(tokio::task::JoinHandle<coffer_meta::MetaResult<i64>>),
+    Written(i64),
+    /// Writing it failed; the error was reported once.
+    Failed,
+}
+
+impl UploadRow {
+    /// The row's id, waiting for it to be written if need be.
+    async fn settle(&mut self) -> VfsResult<i64> {
+        if let UploadRow::Pending(handle) = self {
+            let written = handle.await;
+            *self = UploadRow::Failed;
+            let id = written.map_err(|e| internal("upload row task", e))??;
+            *self = UploadRow::Written(id);
+        }
+        match self {
+            UploadRow::Written(id) => Ok(*id),
+            _ => Err(VfsError::new(
+                ErrorKind::Internal,
+                "the upload could not be registered",
+            )),
+        }
+    }
 }
 
 impl std::fmt::Debug for FileWriter {
@@ -109,17 +139,16 @@ impl FileWriter {
         let object_key = ObjectKey::generate()?;
         let spool_name = object_key.to_string();
         let spool_path = inner.spool.path(&spool_name);
-        let upload_id = inner
-            .b
-            .meta
-            .begin_upload(&NewUpload {
-                tenant_id: vfs.tenant.id,
-                spool_name,
-                object_key: object_key.to_string(),
-                node_name: inner.opts.node_name.clone(),
-                now_ms: now_ms(),
-            })
-            .await?;
+        let row = NewUpload {
+            tenant_id: vfs.tenant.id,
+            spool_name,
+            object_key: object_key.to_string(),
+            node_name: inner.opts.node_name.clone(),
+            now_ms: now_ms(),
+        };
+        let meta = inner.b.meta.clone();
+        let upload_row =
+            UploadRow::Pending(tokio::spawn(async move { meta.begin_upload(&row).await }));
         let streaming = inner
             .b
             .primary
@@ -131,7 +160,7 @@ impl FileWriter {
         batch.extend_from_slice(&cipher.header());
         let mut chunk = Vec::with_capacity(NONCE_LEN + chunk_size as usize + 16);
         chunk.resize(NONCE_LEN, 0);
-        debug!(object = %object_key, upload = upload_id, "upload started");
+        debug!(object = %object_key, "upload started");
         Ok(Self {
             max_buffered: inner.opts.max_buffered_write_bytes,
             vfs,
@@ -156,7 +185,7 @@ impl FileWriter {
             spooled: 0,
             streaming,
             batch,
-            upload_id,
+            upload_row,
             object_key,
             mtime_ms: None,
             finished: false,
@@ -258,6 +287,9 @@ impl FileWriter {
     /// Writes the batch of sealed chunks to the spool file (created on the first call) on a
     /// blocking thread.
     async fn flush_batch(&mut self) -> VfsResult<()> {
+        if !self.in_spool {
+            self.upload_row.settle().await?;
+        }
         let file = self.spool_file.take();
         if file.is_none() && self.in_spool {
             return Err(VfsError::new(ErrorKind::Internal, "spool file closed"));
@@ -476,8 +508,9 @@ impl FileWriter {
             }
         }
         let inner = self.vfs.vault.inner.clone();
+        let upload_id = self.upload_row.settle().await?;
         self.store_object().await?;
-        let row = self.commit_row(size).await;
+        let row = self.commit_row(size, upload_id).await;
         match row {
             Ok(info) => {
                 self.vfs.audit("upload", Some(info.id), "ok", Some(size));
@@ -493,7 +526,7 @@ impl FileWriter {
         }
     }
 
-    async fn commit_row(&mut self, size: u64) -> VfsResult<FileInfo> {
+    async fn commit_row(&mut self, size: u64, upload_id: i64) -> VfsResult<FileInfo> {
         let keys = &self.vfs.keys;
         let hash =
             std::mem::replace(&mut self.hasher, digest::Context::new(&digest::SHA256)).finish();
@@ -529,7 +562,7 @@ impl FileWriter {
                 now_ms: now,
                 expect_node: self.target.expect,
                 expect_absent: self.target.expect.is_none(),
-                upload_id: Some(self.upload_id),
+                upload_id: Some(upload_id),
                 enforce_quota: true,
             })
             .await?;
@@ -548,7 +581,9 @@ impl FileWriter {
             upload.abort().await;
         }
         let _ = tokio::fs::remove_file(&self.spool_path).await;
-        let _ = self.vfs.vault.inner.b.meta.end_upload(self.upload_id).await;
+        if let Ok(id) = self.upload_row.settle().await {
+            let _ = self.vfs.vault.inner.b.meta.end_upload(id).await;
+        }
     }
 }
 
@@ -560,11 +595,13 @@ impl Drop for FileWriter {
         // Dropped without commit or abort (a connection died): clean up in the background.
         let path = std::mem::take(&mut self.spool_path);
         let meta = self.vfs.vault.inner.b.meta.clone();
-        let id = self.upload_id;
+        let mut row = std::mem::replace(&mut self.upload_row, UploadRow::Failed);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let _ = tokio::fs::remove_file(&path).await;
-                let _ = meta.end_upload(id).await;
+                if let Ok(id) = row.settle().await {
+                    let _ = meta.end_upload(id).await;
+                }
             });
         }
     }
