@@ -160,6 +160,12 @@ pub(super) async fn commit_file(
     conn: &mut SqliteConnection,
     file: &CommitFile,
 ) -> MetaResult<CommitOutcome> {
+    if file.expect_node.is_none() && file.expect_absent {
+        if let Some(outcome) = insert_file_if_free(conn, file).await? {
+            queue_and_check(conn, file, file.content.size).await?;
+            return Ok(outcome);
+        }
+    }
     folder(conn, file.tenant_id, file.parent_id).await?;
     let existing = child(&mut *conn, file.tenant_id, file.parent_id, &file.name_index).await?;
     let (outcome, growth) = match (existing, file.expect_node) {
@@ -174,20 +180,131 @@ pub(super) async fn commit_file(
         (Some(old), _) => replace_content(conn, old, file).await?,
         (None, None) => insert_file(conn, file).await?,
     };
-    queue_replication(
-        conn,
-        &file.content.object_key,
-        ReplicationOp::Copy,
-        file.now_ms,
-    )
-    .await?;
-    if let Some(upload_id) = file.upload_id {
-        delete_upload(&mut *conn, upload_id).await?;
-    }
-    if file.enforce_quota {
-        check_quota(conn, file.tenant_id, growth).await?;
-    }
+    queue_and_check(conn, file, growth).await?;
     Ok(outcome)
+}
+
+macro_rules! queue_copy {
+    () => {
+        "INSERT INTO replication_outbox (object_key, op, attempts, created_ms, next_attempt_ms) \
+         VALUES (?, ?, 0, ?, ?);"
+    };
+}
+macro_rules! drop_upload {
+    () => {
+        " DELETE FROM uploads WHERE id = ?;"
+    };
+}
+macro_rules! read_quota {
+    () => {
+        " SELECT quota_bytes FROM tenants WHERE id = ?;"
+    };
+}
+
+/// What every commit does after its node is written, in one round trip to the database: queue
+/// the object for replication, drop the upload's row, and, when the commit grows the tenant's
+/// usage under an enforced quota, read that quota (then checked against the usage). A change
+/// that shrinks usage is always allowed, so a tenant over a lowered quota can still clean up.
+async fn queue_and_check(
+    conn: &mut SqliteConnection,
+    file: &CommitFile,
+    growth: i64,
+) -> MetaResult<()> {
+    let check = file.enforce_quota && growth > 0;
+    let sql = match (file.upload_id.is_some(), check) {
+        (false, false) => queue_copy!(),
+        (true, false) => concat!(queue_copy!(), drop_upload!()),
+        (false, true) => concat!(queue_copy!(), read_quota!()),
+        (true, true) => concat!(queue_copy!(), drop_upload!(), read_quota!()),
+    };
+    let mut query = sqlx::query(sql)
+        .bind(&file.content.object_key)
+        .bind(op_column(ReplicationOp::Copy))
+        .bind(file.now_ms)
+        .bind(file.now_ms);
+    if let Some(upload_id) = file.upload_id {
+        query = query.bind(upload_id);
+    }
+    if !check {
+        query.execute(&mut *conn).await.map_err(sqlite_error)?;
+        return Ok(());
+    }
+    let row = query
+        .bind(file.tenant_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(sqlite_error)?
+        .ok_or(MetaError::NotFound)?;
+    let quota: Option<i64> = sqlx::Row::try_get(&row, 0).map_err(sqlite_error)?;
+    if let Some(quota) = quota {
+        if usage(conn, file.tenant_id).await?.bytes > quota {
+            return Err(MetaError::QuotaExceeded);
+        }
+    }
+    Ok(())
+}
+
+/// The common case, a new name, in one statement: inserts the file if its parent is a folder
+/// of the tenant and the name is free there. `None` if not (no such folder, a file or folder
+/// holds the name): the general path then finds out which and answers for it.
+async fn insert_file_if_free(
+    conn: &mut SqliteConnection,
+    file: &CommitFile,
+) -> MetaResult<Option<CommitOutcome>> {
+    let c = &file.content;
+    let inserted = sqlx::query(
+        "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, mtime_ms, \
+         ctime_ms, version, size, object_key, content_id, wrapped_dek, key_version, chunk_size, \
+         content_hash_enc) SELECT ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ? \
+         WHERE EXISTS (SELECT 1 FROM nodes WHERE tenant_id = ? AND id = ? AND kind = ?)",
+    )
+    .bind(file.new_id)
+    .bind(file.tenant_id)
+    .bind(file.parent_id)
+    .bind(KIND_FILE)
+    .bind(&file.name_enc)
+    .bind(&file.name_index)
+    .bind(file.mtime_ms)
+    .bind(file.now_ms)
+    .bind(c.size)
+    .bind(&c.object_key)
+    .bind(&c.content_id)
+    .bind(&c.wrapped_dek)
+    .bind(i64::from(c.key_version))
+    .bind(i64::from(c.chunk_size))
+    .bind(&c.content_hash_enc)
+    .bind(file.tenant_id)
+    .bind(file.parent_id)
+    .bind(KIND_DIR)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(done) if done.rows_affected() == 1 => Ok(Some(new_file_outcome(file))),
+        Ok(_) => Ok(None),
+        Err(e) => match sqlite_error(e) {
+            MetaError::AlreadyExists => Ok(None),
+            e => Err(e),
+        },
+    }
+}
+
+/// The outcome of inserting `file` as a new node.
+fn new_file_outcome(file: &CommitFile) -> CommitOutcome {
+    CommitOutcome {
+        node: Node {
+            id: file.new_id,
+            tenant_id: file.tenant_id,
+            parent_id: Some(file.parent_id),
+            kind: NodeKind::File,
+            name_enc: file.name_enc.clone(),
+            name_index: file.name_index.clone(),
+            mtime_ms: file.mtime_ms,
+            ctime_ms: file.now_ms,
+            version: 1,
+            content: Some(file.content.clone()),
+        },
+        created: true,
+    }
 }
 
 /// Inserts a new file node; returns the outcome and the bytes it adds.
@@ -219,25 +336,7 @@ async fn insert_file(
     .execute(conn)
     .await
     .map_err(sqlite_error)?;
-    let node = Node {
-        id: file.new_id,
-        tenant_id: file.tenant_id,
-        parent_id: Some(file.parent_id),
-        kind: NodeKind::File,
-        name_enc: file.name_enc.clone(),
-        name_index: file.name_index.clone(),
-        mtime_ms: file.mtime_ms,
-        ctime_ms: file.now_ms,
-        version: 1,
-        content: Some(c.clone()),
-    };
-    Ok((
-        CommitOutcome {
-            node,
-            created: true,
-        },
-        c.size,
-    ))
+    Ok((new_file_outcome(file), c.size))
 }
 
 /// Gives an existing file new content, keeping its id and name; the old object becomes garbage.
@@ -349,27 +448,6 @@ pub(super) async fn delete_upload<'e>(
         .execute(db)
         .await
         .map_err(sqlite_error)?;
-    Ok(())
-}
-
-/// Refuses a change that grew the tenant's usage beyond its quota. A change that shrinks
-/// usage is always allowed, so a tenant over a lowered quota can still clean up.
-async fn check_quota(conn: &mut SqliteConnection, tenant_id: i64, growth: i64) -> MetaResult<()> {
-    if growth <= 0 {
-        return Ok(());
-    }
-    let quota: Option<i64> = sqlx::query_scalar("SELECT quota_bytes FROM tenants WHERE id = ?")
-        .bind(tenant_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(sqlite_error)?
-        .ok_or(MetaError::NotFound)?;
-    let Some(quota) = quota else {
-        return Ok(());
-    };
-    if usage(conn, tenant_id).await?.bytes > quota {
-        return Err(MetaError::QuotaExceeded);
-    }
     Ok(())
 }
 
