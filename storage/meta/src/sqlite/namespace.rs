@@ -160,11 +160,12 @@ pub(super) async fn commit_file(
     conn: &mut SqliteConnection,
     file: &CommitFile,
 ) -> MetaResult<CommitOutcome> {
-    if file.expect_node.is_none() && file.expect_absent {
-        if let Some(outcome) = insert_file_if_free(conn, file).await? {
-            queue_and_check(conn, file, file.content.size).await?;
-            return Ok(outcome);
-        }
+    if file.expect_node.is_none()
+        && file.expect_absent
+        && let Some(outcome) = insert_file_if_free(conn, file).await?
+    {
+        queue_and_check(conn, file, file.content.size).await?;
+        return Ok(outcome);
     }
     folder(conn, file.tenant_id, file.parent_id).await?;
     let existing = child(&mut *conn, file.tenant_id, file.parent_id, &file.name_index).await?;
@@ -236,10 +237,10 @@ async fn queue_and_check(
         .map_err(sqlite_error)?
         .ok_or(MetaError::NotFound)?;
     let quota: Option<i64> = sqlx::Row::try_get(&row, 0).map_err(sqlite_error)?;
-    if let Some(quota) = quota {
-        if usage(conn, file.tenant_id).await?.bytes > quota {
-            return Err(MetaError::QuotaExceeded);
-        }
+    if let Some(quota) = quota
+        && usage(conn, file.tenant_id).await?.bytes > quota
+    {
+        return Err(MetaError::QuotaExceeded);
     }
     Ok(())
 }
