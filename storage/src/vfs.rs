@@ -192,12 +192,17 @@ impl Vfs {
 
     /// The child `name` of the folder `parent_id`, read now.
     async fn child_of(&self, parent_id: i64, name: &str) -> VfsResult<Node> {
-        let idx = self.keys.blind_index(parent_id, name);
+        self.child_by_index(parent_id, &self.keys.blind_index(parent_id, name))
+            .await
+    }
+
+    /// The child with blind index `idx` of the folder `parent_id`, read now.
+    async fn child_by_index(&self, parent_id: i64, idx: &[u8]) -> VfsResult<Node> {
         self.vault
             .inner
             .b
             .meta
-            .child(self.tenant.id, parent_id, &idx)
+            .child(self.tenant.id, parent_id, idx)
             .await
             .map_err(not_found)
     }
@@ -211,22 +216,15 @@ impl Vfs {
             Ok(node) => return Ok(node),
             Err(ticket) => ticket,
         };
-        let node = self
-            .vault
-            .inner
-            .b
-            .meta
-            .child(self.tenant.id, parent_id, &idx)
-            .await
-            .map_err(not_found)?;
+        let node = self.child_by_index(parent_id, &idx).await?;
         lookups.remember(ticket, &node);
         Ok(node)
     }
 
     /// Resolves a path to its node, one indexed lookup per component not looked up a moment
-    /// ago. The home folder's own row is read only when it is the answer:
-    /// below it, its id is all a lookup needs (a removed home folder has no children, so the
-    /// lookup says `NotFound` as reading it would).
+    /// ago. The home folder's own row is read only when it is the answer: below it, its id is
+    /// all a lookup needs (a removed home folder has no children, so the lookup says
+    /// `NotFound` as reading it would).
     pub(crate) async fn resolve(&self, path: &VPath) -> VfsResult<Node> {
         let Some((first, rest)) = path.parts().split_first() else {
             return self.home().await;

@@ -475,7 +475,7 @@ impl FileWriter {
     /// Only when this returns `Ok` may the client be told the upload succeeded.
     pub async fn commit(mut self) -> VfsResult<FileInfo> {
         let result = self.commit_inner().await;
-        // Whatever happened, this session's next lookups read the folder as it now is.
+        // Whatever happened, the next lookup of this name by any session reads it afresh.
         self.vfs.forget_lookups(&[&self.target.name_index]);
         if result.is_err() {
             self.cleanup().await;

@@ -641,14 +641,7 @@ async fn remembered_lookups_never_hide_a_change_made_here_and_expire_for_others(
     );
     assert_eq!(a.stat("/e/f").await.unwrap().size, 20);
     a.remove("/e/f").await.unwrap();
-    assert_eq!(
-        a.stat("/e/f").await.unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
-    assert_eq!(
-        get(&a, "/e/f").await.unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
+    assert_gone(&a, "/e/f").await;
 
     // Another session's changes in this process, at once.
     put(&a, "/e/g", b"abc").await;
@@ -682,12 +675,19 @@ async fn remembered_lookups_never_hide_a_change_made_here_and_expire_for_others(
     assert_eq!(a.stat("/moved/g").await.unwrap().size, 6);
     other.remove("/moved/g").await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    assert_gone(&a, "/moved/g").await;
+}
+
+/// Neither stat nor a download finds `path`.
+async fn assert_gone(vfs: &coffer_storage::Vfs, path: &str) {
     assert_eq!(
-        a.stat("/moved/g").await.unwrap_err().kind(),
-        ErrorKind::NotFound
+        vfs.stat(path).await.unwrap_err().kind(),
+        ErrorKind::NotFound,
+        "stat {path}"
     );
     assert_eq!(
-        get(&a, "/moved/g").await.unwrap_err().kind(),
-        ErrorKind::NotFound
+        get(vfs, path).await.unwrap_err().kind(),
+        ErrorKind::NotFound,
+        "get {path}"
     );
 }

@@ -179,7 +179,13 @@ pub(super) async fn commit_file(
         (None, Some(_)) => return Err(MetaError::Conflict),
         (Some(_), None) if file.expect_absent => return Err(MetaError::Conflict),
         (Some(old), _) => replace_content(conn, old, file).await?,
-        (None, None) => insert_file(conn, file).await?,
+        // Under the write lock the parent was just read and the name found free.
+        (None, None) => (
+            insert_file_if_free(conn, file)
+                .await?
+                .ok_or(MetaError::Conflict)?,
+            file.content.size,
+        ),
     };
     queue_and_check(conn, file, growth).await?;
     Ok(outcome)
@@ -306,38 +312,6 @@ fn new_file_outcome(file: &CommitFile) -> CommitOutcome {
         },
         created: true,
     }
-}
-
-/// Inserts a new file node; returns the outcome and the bytes it adds.
-async fn insert_file(
-    conn: &mut SqliteConnection,
-    file: &CommitFile,
-) -> MetaResult<(CommitOutcome, i64)> {
-    let c = &file.content;
-    sqlx::query(
-        "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, mtime_ms, \
-         ctime_ms, version, size, object_key, content_id, wrapped_dek, key_version, chunk_size, \
-         content_hash_enc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(file.new_id)
-    .bind(file.tenant_id)
-    .bind(file.parent_id)
-    .bind(KIND_FILE)
-    .bind(&file.name_enc)
-    .bind(&file.name_index)
-    .bind(file.mtime_ms)
-    .bind(file.now_ms)
-    .bind(c.size)
-    .bind(&c.object_key)
-    .bind(&c.content_id)
-    .bind(&c.wrapped_dek)
-    .bind(i64::from(c.key_version))
-    .bind(i64::from(c.chunk_size))
-    .bind(&c.content_hash_enc)
-    .execute(conn)
-    .await
-    .map_err(sqlite_error)?;
-    Ok((new_file_outcome(file), c.size))
 }
 
 /// Gives an existing file new content, keeping its id and name; the old object becomes garbage.
