@@ -23,6 +23,10 @@ pub struct GcArgs {
     /// Abort S3 multipart uploads started more than this many hours ago.
     #[arg(long, default_value_t = 24)]
     pub stale_upload_hours: u64,
+    /// Keep objects that became garbage less than this many minutes ago (a download that
+    /// opened the old version of a replaced file may still be reading it).
+    #[arg(long, default_value_t = 60)]
+    pub min_age_minutes: u64,
 }
 
 /// `coffer replication ...`
@@ -48,7 +52,10 @@ pub async fn gc(vault: &Vault, cfg: &Config, args: &GcArgs) -> anyhow::Result<()
     let mut deleted = 0;
     loop {
         let n = vault
-            .collect_garbage(GC_BATCH)
+            .collect_garbage(
+                GC_BATCH,
+                Duration::from_secs(args.min_age_minutes.saturating_mul(60)),
+            )
             .await
             .context("garbage collection")?;
         deleted += n;

@@ -173,6 +173,10 @@ async fn readyz(State(vault): State<Vault>) -> impl IntoResponse {
     (code, axum::Json(body))
 }
 
+/// How long an object stays after its file was replaced or removed before `serve` deletes it:
+/// a download that opened the old version keeps reading it meanwhile.
+const GARBAGE_MIN_AGE: Duration = Duration::from_secs(3600);
+
 /// Replication every few seconds and, when `collect_garbage` (`storage.gc_in_serve`),
 /// garbage collection every minute, until shutdown. With S3 the server's credentials need
 /// not allow deletes: `coffer gc` collects garbage with its own.
@@ -202,7 +206,7 @@ async fn background(
         }
         n += 1;
         if collect_garbage && n.is_multiple_of(30) {
-            match vault.collect_garbage(256).await {
+            match vault.collect_garbage(256, GARBAGE_MIN_AGE).await {
                 Ok(0) => {}
                 Ok(k) => info!(objects = k, "garbage collected"),
                 Err(e) => warn!(error = %e, "garbage collection failed"),

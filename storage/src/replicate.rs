@@ -5,6 +5,7 @@ mod fsck;
 
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use aws_lc_rs::digest;
 use coffer_meta::ReplicationOp;
@@ -81,12 +82,20 @@ impl Vault {
         copy_verified(self.inner.b.primary.as_ref(), replica, key, &tmp).await
     }
 
-    /// Deletes from the primary store up to `limit` objects no committed row refers to.
-    /// (Replica copies are deleted by the replicator through the outbox.)
-    pub async fn collect_garbage(&self, limit: u32) -> VfsResult<usize> {
+    /// Deletes from the primary store up to `limit` objects no committed row refers to and
+    /// that became garbage at least `min_age` ago: a download that opened the old version of a
+    /// replaced or removed file keeps reading it meanwhile. (Replica copies are deleted by the
+    /// replicator through the outbox.)
+    pub async fn collect_garbage(&self, limit: u32, min_age: Duration) -> VfsResult<usize> {
         let b = &self.inner.b;
+        let cutoff =
+            now_ms().saturating_sub(i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX));
         let mut n = 0;
         for g in b.meta.garbage(limit).await? {
+            // Oldest first: the rest is younger still.
+            if g.created_ms > cutoff {
+                break;
+            }
             if let Ok(key) = ObjectKey::parse(&g.object_key) {
                 b.primary.delete(&key).await?;
             }

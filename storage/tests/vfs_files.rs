@@ -524,7 +524,13 @@ async fn replication_copies_committed_objects_and_deletes_removed_ones() {
     let rep = tv.vault.replicate_once(100).await.unwrap();
     assert_eq!(rep.deleted, 1);
     assert_eq!(replica_files(&tv), 0);
-    assert_eq!(tv.vault.collect_garbage(100).await.unwrap(), 1);
+    assert_eq!(
+        tv.vault
+            .collect_garbage(100, std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
     assert!(tv.primary_objects().is_empty());
 }
 
@@ -690,4 +696,36 @@ async fn assert_gone(vfs: &coffer_storage::Vfs, path: &str) {
         ErrorKind::NotFound,
         "get {path}"
     );
+}
+
+/// The object of a replaced file stays until it has been garbage for the minimum age: a
+/// download that opened the old version reads it to the end.
+#[tokio::test]
+async fn garbage_younger_than_the_minimum_age_is_kept_for_open_readers() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    // Larger than one read window, so the reader fetches more of it after the collection.
+    let old = bytes(400 * CHUNK as usize + 9, 31);
+    put(&vfs, "/report", &old).await;
+    let reader = vfs.open_read("/report").await.unwrap();
+    put(&vfs, "/report", b"the new version").await;
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(tv.vault.collect_garbage(100, hour).await.unwrap(), 0);
+    assert_eq!(tv.primary_objects().len(), 2);
+    let mut got = Vec::new();
+    while got.len() < old.len() {
+        let part = reader.read_at(got.len() as u64, 64_000).await.unwrap();
+        assert!(!part.is_empty());
+        got.extend_from_slice(&part);
+    }
+    assert_eq!(got, old);
+    assert_eq!(
+        tv.vault
+            .collect_garbage(100, std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(tv.primary_objects().len(), 1);
+    assert_eq!(get(&vfs, "/report").await.unwrap(), b"the new version");
 }

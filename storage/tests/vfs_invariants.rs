@@ -247,7 +247,10 @@ async fn tenants_are_isolated_by_tree_and_by_key() {
         3 - 1 + 1,
         "bob's replaced object is garbage, not yet collected"
     );
-    tv.vault.collect_garbage(10).await.unwrap();
+    tv.vault
+        .collect_garbage(10, std::time::Duration::ZERO)
+        .await
+        .unwrap();
     let objs = tv.primary_objects();
     assert_eq!(objs.len(), 2);
     let (o0, o1) = (
