@@ -37,6 +37,8 @@ fn load_or_generate_one(path: &Path, algorithm: Algorithm) -> Result<PrivateKey,
     if path.exists() {
         return PrivateKey::read_openssh_file(path).map_err(|e| fail(e.to_string()));
     }
+    // RSA takes 1-3 s here; say so, since SFTP listens only once every host key exists.
+    info!(path = %path.display(), "generating an SSH host key; SFTP listens once it is written");
     let key = PrivateKey::random(&mut rand::rng(), algorithm).map_err(|e| fail(e.to_string()))?;
     let text = key
         .to_openssh(LineEnding::LF)
