@@ -243,6 +243,24 @@ pub struct CommitFile {
     pub enforce_quota: bool,
 }
 
+impl CommitFile {
+    /// The node this commit creates when its name is new.
+    pub(crate) fn new_node(&self) -> Node {
+        Node {
+            id: self.new_id,
+            tenant_id: self.tenant_id,
+            parent_id: Some(self.parent_id),
+            kind: NodeKind::File,
+            name_enc: self.name_enc.clone(),
+            name_index: self.name_index.clone(),
+            mtime_ms: self.mtime_ms,
+            ctime_ms: self.now_ms,
+            version: 1,
+            content: Some(self.content.clone()),
+        }
+    }
+}
+
 /// The result of `commit_file`.
 #[derive(Clone, Debug)]
 pub struct CommitOutcome {

@@ -254,21 +254,9 @@ async fn insert_file(
         Err(error) if is_unique_violation(&error) => return Err(TxError::RaceLost),
         other => other?,
     };
-    let node = Node {
-        id: file.new_id,
-        tenant_id: file.tenant_id,
-        parent_id: Some(file.parent_id),
-        kind: NodeKind::File,
-        name_enc: file.name_enc.clone(),
-        name_index: file.name_index.clone(),
-        mtime_ms: file.mtime_ms,
-        ctime_ms: file.now_ms,
-        version: 1,
-        content: Some(c.clone()),
-    };
     Ok((
         CommitOutcome {
-            node,
+            node: file.new_node(),
             created: true,
         },
         c.size,

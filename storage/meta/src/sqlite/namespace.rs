@@ -298,18 +298,7 @@ async fn insert_file_if_free(
 /// The outcome of inserting `file` as a new node.
 fn new_file_outcome(file: &CommitFile) -> CommitOutcome {
     CommitOutcome {
-        node: Node {
-            id: file.new_id,
-            tenant_id: file.tenant_id,
-            parent_id: Some(file.parent_id),
-            kind: NodeKind::File,
-            name_enc: file.name_enc.clone(),
-            name_index: file.name_index.clone(),
-            mtime_ms: file.mtime_ms,
-            ctime_ms: file.now_ms,
-            version: 1,
-            content: Some(file.content.clone()),
-        },
+        node: file.new_node(),
         created: true,
     }
 }
