@@ -4,8 +4,10 @@ use std::fmt;
 
 /// What went wrong, in terms every protocol can answer. SFTP, FTP and HTTP each map this
 /// enum to a status/reply code in one table, so the three protocols answer a failure alike.
+///
+/// Deliberately not `#[non_exhaustive]`: every front end matches it without a catch-all arm,
+/// so a new kind does not compile until SFTP, FTP and HTTP each say how they answer it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum ErrorKind {
     /// No such file or folder.
     NotFound,
@@ -27,6 +29,12 @@ pub enum ErrorKind {
     Integrity,
     /// A backend (database, object store) is unreachable; the client may retry later.
     Unavailable,
+    /// A key could not be had: the key provider (local key file, KMS, a customer's own KMS key)
+    /// did not answer or refused. Nothing stored is damaged; the client may retry later.
+    KeyUnavailable,
+    /// The server is at a limit it keeps to protect itself (logins being checked, connections
+    /// before login); the client should retry shortly.
+    Busy,
     /// The entry changed concurrently; the client lost a race and should retry.
     Conflict,
     /// The operation is valid but not supported by Coffer (symlinks, random rewrites far behind).
@@ -53,6 +61,8 @@ impl ErrorKind {
             Self::QuotaExceeded => "quota_exceeded",
             Self::Integrity => "integrity_error",
             Self::Unavailable => "unavailable",
+            Self::KeyUnavailable => "key_unavailable",
+            Self::Busy => "busy",
             Self::Conflict => "conflict",
             Self::Unsupported => "unsupported",
             Self::AuthFailed => "auth_failed",
@@ -176,11 +186,25 @@ impl From<coffer_format::FormatError> for VfsError {
 
 impl From<coffer_keys::KeyError> for VfsError {
     fn from(e: coffer_keys::KeyError) -> Self {
-        VfsError::new(
-            ErrorKind::Integrity,
-            "key or encrypted metadata failed verification",
-        )
-        .with_source(e)
+        use coffer_keys::KeyError as K;
+        let (kind, msg) = match &e {
+            // Stored bytes that do not authenticate: damage or tampering.
+            K::UnwrapFailed | K::DecryptFailed | K::BadBlob | K::NotUtf8 => (
+                ErrorKind::Integrity,
+                "key or encrypted metadata failed verification",
+            ),
+            // The key provider cannot give a key: nothing stored is damaged, retry later.
+            K::Io(_)
+            | K::InsecurePermissions { .. }
+            | K::BadKeyFile { .. }
+            | K::NoMatchingMasterKey => (
+                ErrorKind::KeyUnavailable,
+                "encryption key unavailable; retry later",
+            ),
+            K::Random | K::SealFailed => (ErrorKind::Internal, "encryption failed"),
+            _ => (ErrorKind::Internal, "key error"),
+        };
+        VfsError::new(kind, msg).with_source(e)
     }
 }
 

@@ -49,8 +49,9 @@ pub fn sftp_status(kind: ErrorKind) -> SftpStatus {
         | ErrorKind::Integrity
         | ErrorKind::Unavailable
         | ErrorKind::Conflict
+        | ErrorKind::KeyUnavailable
+        | ErrorKind::Busy
         | ErrorKind::Internal => SftpStatus::Failure,
-        _ => SftpStatus::Failure,
     }
 }
 
@@ -65,8 +66,8 @@ pub fn sftp_status(kind: ErrorKind) -> SftpStatus {
 /// | `AlreadyExists`, `InvalidPath` | 553 file name not allowed |
 /// | `QuotaExceeded` | 552 exceeded storage allocation |
 /// | `Unsupported` | 502 not implemented |
-/// | `Unavailable`, `Conflict` | 450 file busy: retry later |
-/// | `Integrity`, `Internal`, others | 451 local error |
+/// | `Unavailable`, `Conflict`, `KeyUnavailable`, `Busy` | 450 file busy: retry later |
+/// | `Integrity`, `Internal` | 451 local error |
 pub fn ftp_error_kind(kind: ErrorKind) -> unftp_core::storage::ErrorKind {
     use unftp_core::storage::ErrorKind as F;
     match kind {
@@ -79,9 +80,11 @@ pub fn ftp_error_kind(kind: ErrorKind) -> unftp_core::storage::ErrorKind {
         ErrorKind::AlreadyExists | ErrorKind::InvalidPath => F::FileNameNotAllowedError,
         ErrorKind::QuotaExceeded => F::ExceededStorageAllocationError,
         ErrorKind::Unsupported => F::CommandNotImplemented,
-        ErrorKind::Unavailable | ErrorKind::Conflict => F::TransientFileNotAvailable,
+        ErrorKind::Unavailable
+        | ErrorKind::Conflict
+        | ErrorKind::KeyUnavailable
+        | ErrorKind::Busy => F::TransientFileNotAvailable,
         ErrorKind::Integrity | ErrorKind::Internal => F::LocalError,
-        _ => F::LocalError,
     }
 }
 
@@ -113,12 +116,11 @@ pub fn http_status(kind: ErrorKind) -> HttpStatus {
         ErrorKind::PermissionDenied => 403,
         ErrorKind::InvalidPath => 400,
         ErrorKind::QuotaExceeded => 507,
-        ErrorKind::Unavailable => 503,
+        ErrorKind::Unavailable | ErrorKind::KeyUnavailable | ErrorKind::Busy => 503,
         ErrorKind::Unsupported => 501,
         ErrorKind::AuthFailed => 401,
         ErrorKind::LockedOut => 429,
         ErrorKind::Integrity | ErrorKind::Internal => 500,
-        _ => 500,
     };
     HttpStatus {
         status,
@@ -200,6 +202,18 @@ mod tests {
         assert_eq!(http_status(ErrorKind::LockedOut).status, 429);
         assert_eq!(http_status(ErrorKind::LockedOut).code, "locked_out");
         assert_eq!(http_status(ErrorKind::AuthFailed).status, 401);
+    }
+
+    #[test]
+    fn key_unavailable_is_retryable_and_distinct_from_damage() {
+        assert_eq!(http_status(ErrorKind::KeyUnavailable).status, 503);
+        assert_eq!(
+            http_status(ErrorKind::KeyUnavailable).code,
+            "key_unavailable"
+        );
+        assert_eq!(ftp_reply_code(ErrorKind::KeyUnavailable), 450);
+        assert_eq!(http_status(ErrorKind::Busy).status, 503);
+        assert_eq!(http_status(ErrorKind::Integrity).code, "integrity_error");
     }
 
     #[test]
