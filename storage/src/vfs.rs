@@ -317,6 +317,67 @@ impl Vfs {
         Ok(out)
     }
 
+    /// The SHA-256 of a file's content, read from its encrypted row (never by reading the file
+    /// back): for checksum commands of sync tools (SFTP `check-file-name`, `sha256sum`, FTP
+    /// `HASH`, HTTP `Repr-Digest`). Needs the read permission, like a download.
+    pub async fn sha256(&self, path: &str) -> VfsResult<[u8; 32]> {
+        self.require(Permissions::READ, "read checksums")?;
+        let path = VPath::parse(path)?;
+        let node = self.resolve(&path).await?;
+        self.content_sha256(&node)?
+            .ok_or_else(|| VfsError::new(ErrorKind::IsADirectory, "is a directory"))
+    }
+
+    /// Like [`list`](Self::list), with each file's SHA-256 beside it. Hashes are given only to
+    /// a user who may read the files; for others (and for folders) they are `None`.
+    pub async fn list_with_sha256(
+        &self,
+        path: &str,
+    ) -> VfsResult<Vec<(FileInfo, Option<[u8; 32]>)>> {
+        self.require(Permissions::LIST, "list folders")?;
+        let may_read = self.perms.contains(Permissions::READ);
+        let path = VPath::parse(path)?;
+        let dir = self.resolve(&path).await?;
+        if dir.kind != NodeKind::Dir {
+            return Err(VfsError::new(ErrorKind::NotADirectory, "not a directory"));
+        }
+        let children = self
+            .vault
+            .inner
+            .b
+            .meta
+            .children(self.tenant.id, dir.id)
+            .await?;
+        let mut out = Vec::with_capacity(children.len());
+        for c in &children {
+            let hash = if may_read {
+                self.content_sha256(c)?
+            } else {
+                None
+            };
+            out.push((self.info(c, self.decrypt_name(c)?), hash));
+        }
+        out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(out)
+    }
+
+    /// The decrypted content hash of a file row; `None` for a folder.
+    fn content_sha256(&self, node: &Node) -> VfsResult<Option<[u8; 32]>> {
+        let Some(content) = &node.content else {
+            return Ok(None);
+        };
+        let plain = self.keys.open_field(
+            "content-sha256",
+            &content.content_id,
+            &content.content_hash_enc,
+        )?;
+        let hash: [u8; 32] = plain
+            .as_slice()
+            .try_into()
+            .map_err(|_| VfsError::new(ErrorKind::Integrity, "stored content hash is malformed"))?;
+        Ok(Some(hash))
+    }
+
     /// Opens a file for reading at any offset; every chunk is verified before it is returned.
     pub async fn open_read(&self, path: &str) -> VfsResult<FileReader> {
         self.require(Permissions::READ, "download")?;
