@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::raw::{
-    RawAdmin, RawAuth, RawConfig, RawFtp, RawHttps, RawKey, RawKeys, RawLog, RawMetadata, RawSftp,
-    RawStorage, RawStore, RawTls,
+    RawAdmin, RawAuth, RawConfig, RawFtp, RawHttps, RawKey, RawKeys, RawLimits, RawLog,
+    RawMetadata, RawSftp, RawStorage, RawStore, RawTls, RawUploads,
 };
 use crate::secret::Secret;
 
@@ -40,6 +40,48 @@ pub struct Config {
     pub metadata: MetadataConfig,
     /// Login throttling.
     pub auth: AuthConfig,
+    /// Uploads cut off before the client finished them.
+    pub uploads: UploadsConfig,
+    /// What a peer that has not logged in may hold.
+    pub limits: LimitsConfig,
+}
+
+/// What an interrupted upload leaves behind (`uploads.keep_partial`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepPartial {
+    /// Keep the bytes received as the file when the name did not exist before (resumable).
+    NewFiles,
+    /// Keep nothing.
+    Never,
+}
+
+impl KeepPartial {
+    /// The name used in the configuration file.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NewFiles => "new-files",
+            Self::Never => "never",
+        }
+    }
+}
+
+/// `[uploads]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadsConfig {
+    /// What an interrupted upload leaves; it never replaces a complete version.
+    pub keep_partial: KeepPartial,
+}
+
+/// `[limits]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Connections not yet logged in, per front end, all addresses (> 0).
+    pub pre_auth_connections: u32,
+    /// Connections not yet logged in, per front end, per source address (> 0, ≤ the total).
+    pub pre_auth_per_address: u32,
+    /// Time a connection may take to log in (> 0).
+    pub login_grace: Duration,
 }
 
 /// How log lines are written.
@@ -91,9 +133,6 @@ pub struct SftpConfig {
     pub max_sessions: u32,
     /// Inactivity after which a session is closed (> 0).
     pub idle_timeout: Duration,
-    /// Keep the bytes of an upload cut off by a lost connection (commit them), so that
-    /// a resume can continue the file; `false` discards them.
-    pub keep_partial_uploads: bool,
 }
 
 /// `[ftp]`, validated.
@@ -389,6 +428,14 @@ impl Config {
                 replica: self.keys.replica.to_raw(),
             },
             metadata: self.metadata.to_raw(),
+            uploads: RawUploads {
+                keep_partial: self.uploads.keep_partial.as_str().to_owned(),
+            },
+            limits: RawLimits {
+                pre_auth_connections: self.limits.pre_auth_connections,
+                pre_auth_per_address: self.limits.pre_auth_per_address,
+                login_grace_secs: self.limits.login_grace.as_secs(),
+            },
             auth: RawAuth {
                 max_failures: self.auth.max_failures,
                 failure_window_secs: self.auth.failure_window.as_secs(),
@@ -423,7 +470,8 @@ impl SftpConfig {
             host_key_dir: path_text(&self.host_key_dir),
             max_sessions: self.max_sessions,
             idle_timeout_secs: self.idle_timeout.as_secs(),
-            keep_partial_uploads: self.keep_partial_uploads,
+            // Folded into `uploads.keep_partial` by validation.
+            keep_partial_uploads: true,
         }
     }
 }

@@ -50,6 +50,12 @@ pub struct RawConfig {
     /// Login throttling.
     #[serde(default)]
     pub auth: RawAuth,
+    /// Uploads cut off before the client finished them, on every protocol.
+    #[serde(default)]
+    pub uploads: RawUploads,
+    /// What a peer that has not logged in may hold, on every protocol.
+    #[serde(default)]
+    pub limits: RawLimits,
 }
 
 /// `[log]`
@@ -92,8 +98,8 @@ pub struct RawSftp {
     /// Seconds of inactivity before a session is closed.
     #[serde(default = "default_idle_timeout_secs")]
     pub idle_timeout_secs: u64,
-    /// Whether an upload cut off by a lost connection keeps the bytes received so far
-    /// (so `reput` and FileZilla/WinSCP resume can continue it) instead of being discarded.
+    /// Deprecated: use `uploads.keep_partial`. `false` means `uploads.keep_partial = "never"`;
+    /// `true` (the default) leaves `uploads.keep_partial` in charge.
     #[serde(default = "default_true")]
     pub keep_partial_uploads: bool,
 }
@@ -285,6 +291,50 @@ pub struct RawAuth {
     pub lockout_secs: u64,
 }
 
+/// `[uploads]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUploads {
+    /// What an upload cut off by a lost connection (or, on FTPES, a data connection closed
+    /// without TLS `close_notify`) leaves: `"new-files"` keeps the bytes received as the file
+    /// when the name did not exist before, so a client can resume it; `"never"` keeps nothing.
+    /// An interrupted upload never replaces a complete existing version, whatever this says.
+    #[serde(default = "default_keep_partial")]
+    pub keep_partial: String,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Connections that have not logged in yet, per front end, from all addresses together.
+    #[serde(default = "default_pre_auth_connections")]
+    pub pre_auth_connections: u32,
+    /// Connections that have not logged in yet, per front end, from one source address (IPv4
+    /// address or IPv6 /64).
+    #[serde(default = "default_pre_auth_per_address")]
+    pub pre_auth_per_address: u32,
+    /// Seconds a connection may take to log in (SSH and FTP) before it is closed.
+    #[serde(default = "default_login_grace_secs")]
+    pub login_grace_secs: u64,
+}
+
+fn default_keep_partial() -> String {
+    "new-files".to_owned()
+}
+
+fn default_pre_auth_connections() -> u32 {
+    256
+}
+
+fn default_pre_auth_per_address() -> u32 {
+    32
+}
+
+fn default_login_grace_secs() -> u64 {
+    30
+}
+
 fn default_data_dir() -> String {
     "./coffer-data".to_owned()
 }
@@ -434,6 +484,26 @@ impl Default for RawConfig {
             keys: RawKeys::default(),
             metadata: RawMetadata::default(),
             auth: RawAuth::default(),
+            uploads: RawUploads::default(),
+            limits: RawLimits::default(),
+        }
+    }
+}
+
+impl Default for RawUploads {
+    fn default() -> Self {
+        Self {
+            keep_partial: default_keep_partial(),
+        }
+    }
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            pre_auth_connections: default_pre_auth_connections(),
+            pre_auth_per_address: default_pre_auth_per_address(),
+            login_grace_secs: default_login_grace_secs(),
         }
     }
 }

@@ -9,14 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{
-    AdminConfig, AuthConfig, Config, DatabaseTls, FtpConfig, HttpsConfig, KeyConfig, KeysConfig,
-    LogConfig, LogFormat, MetadataConfig, S3Auth, S3SecretKey, S3StoreConfig, SftpConfig,
-    StorageConfig, StoreConfig, TlsCertificate, TlsConfig,
+    AdminConfig, AuthConfig, Config, DatabaseTls, FtpConfig, HttpsConfig, KeepPartial, KeyConfig,
+    KeysConfig, LimitsConfig, LogConfig, LogFormat, MetadataConfig, S3Auth, S3SecretKey,
+    S3StoreConfig, SftpConfig, StorageConfig, StoreConfig, TlsCertificate, TlsConfig,
+    UploadsConfig,
 };
 use crate::error::ConfigError;
 use crate::raw::{
-    DATA_DIR_PLACEHOLDER, RawAuth, RawConfig, RawFtp, RawHttps, RawKey, RawKeys, RawLog, RawSftp,
-    RawStorage, RawStore, RawTls,
+    DATA_DIR_PLACEHOLDER, RawAuth, RawConfig, RawFtp, RawHttps, RawKey, RawKeys, RawLimits, RawLog,
+    RawSftp, RawStorage, RawStore, RawTls, RawUploads,
 };
 use crate::secret::Secret;
 
@@ -63,6 +64,8 @@ impl RawConfig {
             keys: validate_keys(&self.keys, &paths)?,
             metadata: validate_metadata(&self.metadata, &paths)?,
             auth: validate_auth(&self.auth)?,
+            uploads: validate_uploads(&self.uploads, &self.sftp)?,
+            limits: validate_limits(&self.limits)?,
             data_dir,
         };
         check_listener_conflicts(&config)?;
@@ -210,7 +213,6 @@ fn validate_sftp(raw: &RawSftp, paths: &PathResolver<'_>) -> Result<SftpConfig, 
         host_key_dir: paths.resolve("sftp.host_key_dir", &raw.host_key_dir)?,
         max_sessions: positive_count("sftp.max_sessions", raw.max_sessions)?,
         idle_timeout: positive_secs("sftp.idle_timeout_secs", raw.idle_timeout_secs)?,
-        keep_partial_uploads: raw.keep_partial_uploads,
     })
 }
 
@@ -730,6 +732,43 @@ fn validate_auth(raw: &RawAuth) -> Result<AuthConfig, ConfigError> {
         max_failures: positive_count("auth.max_failures", raw.max_failures)?,
         failure_window: positive_secs("auth.failure_window_secs", raw.failure_window_secs)?,
         lockout: positive_secs("auth.lockout_secs", raw.lockout_secs)?,
+    })
+}
+
+fn validate_uploads(raw: &RawUploads, sftp: &RawSftp) -> Result<UploadsConfig, ConfigError> {
+    let keep_partial = match raw.keep_partial.as_str() {
+        "new-files" => KeepPartial::NewFiles,
+        "never" => KeepPartial::Never,
+        _ => {
+            return Err(ConfigError::invalid(
+                "uploads.keep_partial",
+                "must be \"new-files\" (keep what arrived of a new file, so it can be resumed) \
+                 or \"never\"",
+            ));
+        }
+    };
+    // The old per-protocol switch can only narrow the one policy.
+    let keep_partial = if sftp.keep_partial_uploads {
+        keep_partial
+    } else {
+        KeepPartial::Never
+    };
+    Ok(UploadsConfig { keep_partial })
+}
+
+fn validate_limits(raw: &RawLimits) -> Result<LimitsConfig, ConfigError> {
+    let total = positive_count("limits.pre_auth_connections", raw.pre_auth_connections)?;
+    let per_address = positive_count("limits.pre_auth_per_address", raw.pre_auth_per_address)?;
+    if per_address > total {
+        return Err(ConfigError::invalid(
+            "limits.pre_auth_per_address",
+            "must not be larger than limits.pre_auth_connections",
+        ));
+    }
+    Ok(LimitsConfig {
+        pre_auth_connections: total,
+        pre_auth_per_address: per_address,
+        login_grace: positive_secs("limits.login_grace_secs", raw.login_grace_secs)?,
     })
 }
 

@@ -1,6 +1,6 @@
 //! Each validation rule refuses a bad value with an error naming the field.
 
-use coffer_config::{ConfigError, RawConfig, RawKey, RawStore};
+use coffer_config::{ConfigError, KeepPartial, RawConfig, RawKey, RawStore};
 
 /// Validates the defaults after `change`, expecting a refusal of `field`;
 /// returns the Display text.
@@ -359,4 +359,35 @@ fn mysql_metadata_settings_survive_the_effective_config_dump() {
     assert_eq!(again.metadata, config.metadata);
     assert_eq!(again.metadata.tls, coffer_config::DatabaseTls::Require);
     assert!(!again.metadata.migrate_on_start);
+}
+
+#[test]
+fn upload_policy_and_pre_auth_limits_are_checked() {
+    let message = refused("uploads.keep_partial", |raw| {
+        raw.uploads.keep_partial = "always".into()
+    });
+    assert!(message.contains("\"new-files\""), "{message}");
+    refused("limits.pre_auth_connections", |raw| {
+        raw.limits.pre_auth_connections = 0
+    });
+    refused("limits.pre_auth_per_address", |raw| {
+        raw.limits.pre_auth_per_address = 0
+    });
+    refused("limits.pre_auth_per_address", |raw| {
+        raw.limits.pre_auth_connections = 10;
+        raw.limits.pre_auth_per_address = 11;
+    });
+    refused("limits.login_grace_secs", |raw| {
+        raw.limits.login_grace_secs = 0
+    });
+}
+
+#[test]
+fn the_old_sftp_switch_still_means_keep_nothing() {
+    let mut raw = RawConfig::default();
+    raw.sftp.keep_partial_uploads = false;
+    let config = raw.validate().expect("valid");
+    assert_eq!(config.uploads.keep_partial, KeepPartial::Never);
+    let config = RawConfig::default().validate().expect("valid");
+    assert_eq!(config.uploads.keep_partial, KeepPartial::NewFiles);
 }

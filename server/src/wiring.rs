@@ -11,7 +11,7 @@ use coffer_config::{
 use coffer_keys::{KeyProvider, KeyRing, LocalKeyProvider};
 use coffer_meta::{MetadataStore, MySqlOptions, MySqlStore, MySqlTls, SqliteStore};
 use coffer_object::{LocalDirStore, ObjectStore, S3Credentials, S3Settings, S3Store};
-use coffer_storage::{Backends, LockoutPolicy, Vault, VaultOptions};
+use coffer_storage::{Backends, LockoutPolicy, PartialUploads, Vault, VaultOptions};
 
 /// Who opens the vault: the server, or an operator command running beside it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,6 +210,10 @@ pub async fn open_vault(cfg: &Config, role: Role) -> anyhow::Result<Vault> {
             max_failures: cfg.auth.max_failures,
             window_ms: cfg.auth.failure_window.as_millis() as i64,
             lock_ms: cfg.auth.lockout.as_millis() as i64,
+        },
+        partial_uploads: match cfg.uploads.keep_partial {
+            coffer_config::KeepPartial::NewFiles => PartialUploads::KeepNewFiles,
+            coffer_config::KeepPartial::Never => PartialUploads::Discard,
         },
     };
     let vault = Vault::open(

@@ -31,7 +31,7 @@ pub use vault::{
     Backends, Principal, Vault, VaultOptions, check_user_name, now_ms, operator_spool,
 };
 pub use vfs::{EntryKind, FileInfo, QuotaInfo, Vfs, WriteOptions};
-pub use writer::FileWriter;
+pub use writer::{FileWriter, Interrupted, PartialUploads};
 
 /// Re-exports for wiring in the binary.
 pub use coffer_keys as keys;

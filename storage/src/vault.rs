@@ -17,6 +17,7 @@ use crate::path::VPath;
 use crate::perms::Permissions;
 use crate::spool::Spool;
 use crate::vfs::Vfs;
+use crate::writer::PartialUploads;
 
 /// Region names under which tenant keys are wrapped.
 pub const PRIMARY_REGION: &str = "primary";
@@ -36,6 +37,8 @@ pub struct VaultOptions {
     pub max_buffered_write_bytes: u64,
     /// Login lockout policy.
     pub lockout: LockoutPolicy,
+    /// What an upload cut off before its client finished it leaves behind.
+    pub partial_uploads: PartialUploads,
 }
 
 /// The stores the vault works on.

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use coffer_format::{ChunkCipher, ContentId, DataKey, NONCE_LEN};
 use coffer_meta::{CommitFile, FileContent, NewUpload};
 use coffer_object::{ObjectKey, StreamingUpload};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::{ErrorKind, VfsError, VfsResult, internal};
 use crate::reader::FileReader;
@@ -44,6 +44,28 @@ pub(crate) struct WriteTarget {
     pub(crate) name_index: Vec<u8>,
     /// The existing file's (id, version) when the upload started, if there was one.
     pub(crate) expect: Option<(i64, i64)>,
+}
+
+/// What an upload cut off before its client finished it leaves behind. One policy for every
+/// protocol, set by the deployment (`uploads.keep_partial`), applied by
+/// [`FileWriter::interrupted`]. Whatever it says, an interrupted upload never replaces a
+/// complete version: a file that existed when the upload began stays as it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartialUploads {
+    /// Keep the contiguous bytes received as the file when the name held no file when the
+    /// upload began, so the client can resume it (SFTP `reput`, FTP `REST`+`STOR`/`APPE`).
+    KeepNewFiles,
+    /// Keep nothing.
+    Discard,
+}
+
+/// What [`FileWriter::interrupted`] did with the bytes received.
+#[derive(Debug)]
+pub enum Interrupted {
+    /// They were committed as a new file (resumable).
+    Kept(FileInfo),
+    /// They were thrown away; any earlier version is untouched.
+    Discarded,
 }
 
 /// An upload in progress. Nothing is visible to anyone until [`FileWriter::commit`] returns.
@@ -567,6 +589,55 @@ impl FileWriter {
             })
             .await?;
         Ok(self.vfs.info(&outcome.node, self.target.name.clone()))
+    }
+
+    /// The client's connection ended before it said the upload was complete (a dropped SFTP
+    /// session with the handle open, an FTPES data connection closed without TLS
+    /// `close_notify`, an HTTP body cut short). Applies the deployment's [`PartialUploads`]
+    /// policy: the bytes received are kept only for a name that held no file when the upload
+    /// began, and only their contiguous start; otherwise nothing changes. Logged and audited.
+    pub async fn interrupted(mut self) -> Interrupted {
+        let policy = self.vfs.vault.inner.opts.partial_uploads;
+        let kept_len = self.frontier();
+        let keep = policy == PartialUploads::KeepNewFiles
+            && self.target.expect.is_none()
+            && self.base.is_none()
+            && kept_len > 0;
+        if !keep {
+            let received = self.end;
+            let replacing = self.target.expect.is_some();
+            self.vfs.audit(
+                "upload_interrupted",
+                self.target.expect.map(|e| e.0),
+                "discarded",
+                Some(received),
+            );
+            info!(
+                bytes = received,
+                replacing, "upload interrupted; discarded it (any earlier version is untouched)"
+            );
+            self.abort().await;
+            return Interrupted::Discarded;
+        }
+        // Out-of-order bytes beyond the first hole cannot be part of a resumable start.
+        self.pending.clear();
+        self.pending_bytes = 0;
+        self.end = kept_len;
+        let vfs = self.vfs.clone();
+        match self.commit().await {
+            Ok(info) => {
+                info!(
+                    bytes = kept_len,
+                    "upload interrupted; kept the bytes received as a new file"
+                );
+                vfs.audit("upload_interrupted", Some(info.id), "kept", Some(kept_len));
+                Interrupted::Kept(info)
+            }
+            Err(e) => {
+                warn!(kind = e.kind().code(), error = %e, "upload interrupted; could not keep the bytes received");
+                Interrupted::Discarded
+            }
+        }
     }
 
     /// Abandons the upload: nothing becomes visible, the spool file and upload row go.

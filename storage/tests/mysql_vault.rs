@@ -56,6 +56,7 @@ async fn node(shared: &Path, url: &str, name: &str, lockout: LockoutPolicy) -> V
         node_name: name.into(),
         max_buffered_write_bytes: 8 * 1024 * 1024,
         lockout,
+        partial_uploads: coffer_storage::PartialUploads::KeepNewFiles,
     };
     Vault::open(backends, options).await.unwrap()
 }

@@ -448,8 +448,31 @@ fn a_resume_does_not_commit_over_a_file_replaced_meanwhile() {
 }
 
 #[test]
+fn a_replace_cut_off_midway_leaves_the_old_version_whole() {
+    let site = Site::new("");
+    let old = site.path("old.bin");
+    random_file(&old, 4 << 20);
+    site.sftp_ok("put old.bin doc.bin\n");
+    let src = site.path("doc.bin");
+    random_file(&src, 48 << 20);
+    interrupted(&site, "put doc.bin\n", Duration::from_millis(2000));
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        remote_size(&site, "doc.bin"),
+        4 << 20,
+        "an interrupted replace must not become the file"
+    );
+    site.sftp_ok("get doc.bin doc.back\n");
+    assert_eq!(sha256sum(&old), sha256sum(&site.path("doc.back")));
+    assert!(
+        site.server().logs().contains("discarded it"),
+        "the discarded replacement is logged"
+    );
+}
+
+#[test]
 fn partial_uploads_are_discarded_when_configured() {
-    let site = Site::new("keep_partial_uploads = false");
+    let site = Site::with_config("", "[uploads]\nkeep_partial = \"never\"\n");
     let src = site.path("gone.bin");
     random_file(&src, 48 << 20);
     interrupted(&site, "put gone.bin\n", Duration::from_millis(2000));

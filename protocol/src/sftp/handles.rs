@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use coffer_storage::{FileInfo, FileReader, FileWriter, VfsError, WriteOptions};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use super::namespace::{attrs_of, error_reply, long_name};
 use super::session::SessionCtx;
@@ -169,6 +169,7 @@ impl Coverage {
         }
     }
 
+    #[cfg(test)]
     fn has_holes(&self) -> bool {
         !self.ahead.is_empty()
     }
@@ -233,30 +234,11 @@ impl Upload {
         Ok(())
     }
 
-    /// The session ended with this upload open.
-    async fn abandon(mut self, keep_partial: bool) {
-        let Some(w) = self.writer.take() else { return };
-        let received = w.len();
-        if keep_partial && !self.coverage.has_holes() {
-            let mut me = Self {
-                writer: Some(w),
-                ..self
-            };
-            match me.commit().await {
-                Ok(()) => info!(
-                    bytes = received,
-                    "connection lost during an upload; kept the bytes received"
-                ),
-                Err(e) => {
-                    warn!(kind = e.kind().code(), error = %e, "could not keep an interrupted upload")
-                }
-            }
-        } else {
-            w.abort().await;
-            info!(
-                bytes = received,
-                "connection lost during an upload; discarded it"
-            );
+    /// The session ended with this upload open: the one interrupted-upload policy decides
+    /// (`FileWriter::interrupted`): an earlier version is never replaced by a part.
+    async fn abandon(mut self) {
+        if let Some(w) = self.writer.take() {
+            w.interrupted().await;
         }
     }
 }
@@ -276,7 +258,7 @@ pub(crate) async fn run_lane(
         }
     }
     if let OpenHandle::Upload(upload) = handle {
-        (*upload).abandon(ctx.opts.keep_partial_uploads).await;
+        (*upload).abandon().await;
     }
 }
 

@@ -69,7 +69,6 @@ pub struct SftpListener {
     config: Arc<russh::server::Config>,
     vault: Vault,
     sessions: Arc<Semaphore>,
-    keep_partial_uploads: bool,
     addr: SocketAddr,
 }
 
@@ -97,7 +96,6 @@ impl SftpListener {
             config: Arc::new(ssh_config(keys, cfg.idle_timeout)),
             vault,
             sessions: Arc::new(Semaphore::new(cfg.max_sessions as usize)),
-            keep_partial_uploads: cfg.keep_partial_uploads,
             addr,
         })
     }
@@ -127,7 +125,7 @@ impl SftpListener {
                 warn!(remote = %peer, "sftp.max_sessions reached; refusing a connection");
                 continue;
             };
-            let conn = Connection::new(self.vault.clone(), peer, self.keep_partial_uploads);
+            let conn = Connection::new(self.vault.clone(), peer);
             let config = self.config.clone();
             let stop = shutdown.clone();
             connections.spawn(async move {
@@ -217,17 +215,15 @@ struct Connection {
     remote: String,
     principal: Option<Principal>,
     channels: HashMap<ChannelId, Channel<Msg>>,
-    keep_partial_uploads: bool,
 }
 
 impl Connection {
-    fn new(vault: Vault, peer: SocketAddr, keep_partial_uploads: bool) -> Self {
+    fn new(vault: Vault, peer: SocketAddr) -> Self {
         Self {
             vault,
             remote: peer.to_string(),
             principal: None,
             channels: HashMap::new(),
-            keep_partial_uploads,
         }
     }
 
@@ -354,10 +350,7 @@ impl russh::server::Handler for Connection {
             }
         };
         session.channel_success(channel)?;
-        let opts = SessionOptions {
-            keep_partial_uploads: self.keep_partial_uploads,
-            user_name,
-        };
+        let opts = SessionOptions { user_name };
         tokio::spawn(run_session(ch, vfs, opts));
         Ok(())
     }

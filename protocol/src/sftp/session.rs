@@ -36,8 +36,6 @@ const COALESCE_BYTES: usize = 32 * 1024;
 /// What a session needs besides the user's Vfs.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionOptions {
-    /// Commit what was received when a connection dies with an upload open.
-    pub(crate) keep_partial_uploads: bool,
     /// The login name, shown as owner in `ls -l` long names.
     pub(crate) user_name: String,
 }

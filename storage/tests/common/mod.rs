@@ -60,6 +60,7 @@ async fn open_vault(
         node_name: node.into(),
         max_buffered_write_bytes: 8 * 1024 * 1024,
         lockout,
+        partial_uploads: coffer_storage::PartialUploads::KeepNewFiles,
     };
     let b = Backends {
         meta: Arc::new(meta),
