@@ -90,20 +90,26 @@ async fn spawn_front_ends(
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     if cfg.sftp.enabled {
-        let sftp = coffer_protocol::sftp::SftpListener::bind(&cfg.sftp, vault.clone()).await?;
+        let sftp = coffer_protocol::sftp::SftpListener::bind(&cfg.sftp, &cfg.limits, vault.clone())
+            .await?;
         let token = shutdown.clone();
         tasks.spawn(async move { sftp.run(token).await.map_err(anyhow::Error::from) });
     }
     if cfg.ftp.enabled {
         let ftp =
-            coffer_protocol::ftp::FtpListener::bind(&cfg.ftp, &cfg.tls, vault.clone()).await?;
+            coffer_protocol::ftp::FtpListener::bind(&cfg.ftp, &cfg.tls, &cfg.limits, vault.clone())
+                .await?;
         let token = shutdown.clone();
         tasks.spawn(async move { ftp.run(token).await.map_err(anyhow::Error::from) });
     }
     if cfg.https.enabled {
-        let https =
-            coffer_protocol::https::HttpsListener::bind(&cfg.https, &cfg.tls, vault.clone())
-                .await?;
+        let https = coffer_protocol::https::HttpsListener::bind(
+            &cfg.https,
+            &cfg.tls,
+            &cfg.limits,
+            vault.clone(),
+        )
+        .await?;
         let token = shutdown.clone();
         tasks.spawn(async move { https.run(token).await.map_err(anyhow::Error::from) });
     }

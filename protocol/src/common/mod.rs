@@ -1,6 +1,7 @@
 //! Protocol-neutral helpers shared by the front ends: how a storage failure is answered, and
-//! the TLS certificate of FTPES and HTTPS.
+//! the TLS certificate of FTPES and HTTPS, and the limits on connections before login.
 
+pub mod limits;
 mod status;
 pub mod time;
 pub mod tls;

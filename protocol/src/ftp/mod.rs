@@ -21,7 +21,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_config::{FtpConfig, TlsConfig};
+use coffer_config::{FtpConfig, LimitsConfig, TlsConfig};
 use coffer_storage::Vault;
 use libunftp::options::{FtpsRequired, PassiveHost, Shutdown};
 use libunftp::{Server, ServerBuilder};
@@ -82,7 +82,12 @@ impl std::fmt::Debug for FtpListener {
 impl FtpListener {
     /// Loads (or generates) the certificate, starts libunftp on `cfg.listen` and waits until
     /// it accepts connections.
-    pub async fn bind(cfg: &FtpConfig, tls: &TlsConfig, vault: Vault) -> Result<Self, FtpError> {
+    pub async fn bind(
+        cfg: &FtpConfig,
+        tls: &TlsConfig,
+        _limits: &LimitsConfig,
+        vault: Vault,
+    ) -> Result<Self, FtpError> {
         let files = certificate_files(tls)?;
         if let Some(implicit) = cfg.implicit_listen {
             // Refused rather than ignored: an operator who set it expects clients to connect.

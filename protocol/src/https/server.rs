@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_config::{HttpsConfig, TlsConfig};
+use coffer_config::{HttpsConfig, LimitsConfig, TlsConfig};
 use coffer_storage::Vault;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -74,6 +74,7 @@ impl HttpsListener {
     pub async fn bind(
         cfg: &HttpsConfig,
         tls_cfg: &TlsConfig,
+        _limits: &LimitsConfig,
         vault: Vault,
     ) -> Result<Self, HttpsError> {
         let files = tls::certificate_files(tls_cfg)?;

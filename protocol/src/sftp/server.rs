@@ -7,19 +7,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_config::SftpConfig;
+use coffer_config::{LimitsConfig, SftpConfig};
 use coffer_storage::{Password, Principal, Vault};
 use russh::keys::{Algorithm, HashAlg};
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet, Preferred, cipher, kex, mac};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::error::SftpError;
 use super::host_keys;
 use super::session::{SessionOptions, run_session};
+use crate::common::limits::{AcceptErrors, PreAuthLimiter, PreAuthPermit};
 
 /// Key exchange: the post-quantum hybrid first, then curve25519. The two extension markers
 /// enable `ext-info` and OpenSSH's strict key exchange (Terrapin mitigation).
@@ -69,6 +70,7 @@ pub struct SftpListener {
     config: Arc<russh::server::Config>,
     vault: Vault,
     sessions: Arc<Semaphore>,
+    pre_auth: PreAuthLimiter,
     addr: SocketAddr,
 }
 
@@ -82,7 +84,11 @@ impl std::fmt::Debug for SftpListener {
 
 impl SftpListener {
     /// Loads (or generates) the host keys and binds the listen address.
-    pub async fn bind(cfg: &SftpConfig, vault: Vault) -> Result<Self, SftpError> {
+    pub async fn bind(
+        cfg: &SftpConfig,
+        limits: &LimitsConfig,
+        vault: Vault,
+    ) -> Result<Self, SftpError> {
         let keys = host_keys::load_or_generate(&cfg.host_key_dir)?;
         let listener = TcpListener::bind(cfg.listen)
             .await
@@ -96,6 +102,7 @@ impl SftpListener {
             config: Arc::new(ssh_config(keys, cfg.idle_timeout)),
             vault,
             sessions: Arc::new(Semaphore::new(cfg.max_sessions as usize)),
+            pre_auth: PreAuthLimiter::new("sftp", limits),
             addr,
         })
     }
@@ -109,27 +116,34 @@ impl SftpListener {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), SftpError> {
         info!(addr = %self.addr, "sftp listener ready");
         let mut connections = tokio::task::JoinSet::new();
+        let mut errors = AcceptErrors::default();
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
-                        warn!(error = %e, "sftp accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        errors.failed("sftp", &e).await;
                         continue;
                     }
                 },
+            };
+            errors.succeeded("sftp");
+            // Strangers first: a full pre-login pool closes the socket before any SSH work.
+            let Ok(pre_auth) = self.pre_auth.admit(peer.ip()) else {
+                continue;
             };
             let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
                 warn!(remote = %peer, "sftp.max_sessions reached; refusing a connection");
                 continue;
             };
-            let conn = Connection::new(self.vault.clone(), peer);
+            let (logged_in, login) = oneshot::channel();
+            let conn = Connection::new(self.vault.clone(), peer, pre_auth, logged_in);
             let config = self.config.clone();
             let stop = shutdown.clone();
+            let grace = self.pre_auth.grace();
             connections.spawn(async move {
-                serve_connection(config, stream, conn, stop).await;
+                serve_connection(config, stream, conn, login, grace, stop).await;
                 drop(permit);
             });
             while connections.try_join_next().is_some() {}
@@ -175,27 +189,55 @@ fn ssh_config(keys: Vec<russh::keys::PrivateKey>, idle_timeout: Duration) -> rus
     }
 }
 
+/// Serves one SSH connection; closes it when it has not logged in within `grace` (the
+/// `login` channel fires at the login) or when the server shuts down.
 async fn serve_connection(
     config: Arc<russh::server::Config>,
     stream: TcpStream,
     conn: Connection,
+    login: oneshot::Receiver<()>,
+    grace: Duration,
     stop: CancellationToken,
 ) {
     let remote = conn.remote.clone();
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "set_nodelay failed");
     }
-    let session = match russh::server::run_stream(config, stream, conn).await {
-        Ok(s) => s,
-        Err(e) => {
+    let deadline = tokio::time::Instant::now() + grace;
+    let started =
+        tokio::time::timeout_at(deadline, russh::server::run_stream(config, stream, conn));
+    let session = match started.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
             debug!(remote, error = %e, "ssh handshake failed");
+            return;
+        }
+        Err(_) => {
+            info!(
+                remote,
+                grace_secs = grace.as_secs(),
+                "sftp connection closed: no SSH banner within the login grace time"
+            );
             return;
         }
     };
     let handle = session.handle();
     tokio::pin!(session);
+    // Resolves when the grace time passes before a login; never once logged in.
+    let grace_over = async move {
+        if let Ok(Ok(())) = tokio::time::timeout_at(deadline, login).await {
+            std::future::pending::<()>().await;
+        }
+    };
     let result = tokio::select! {
         r = &mut session => r,
+        () = grace_over => {
+            info!(remote, grace_secs = grace.as_secs(), "sftp connection closed: not logged in within the login grace time");
+            let _ = handle
+                .disconnect(russh::Disconnect::ByApplication, "login grace time over".into(), "en".into())
+                .await;
+            session.await
+        }
         _ = stop.cancelled() => {
             let _ = handle
                 .disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), "en".into())
@@ -215,15 +257,26 @@ struct Connection {
     remote: String,
     principal: Option<Principal>,
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Held until the login: a place among the connections that have not logged in.
+    pre_auth: Option<PreAuthPermit>,
+    /// Fired at the login, ending the grace timer.
+    logged_in: Option<oneshot::Sender<()>>,
 }
 
 impl Connection {
-    fn new(vault: Vault, peer: SocketAddr) -> Self {
+    fn new(
+        vault: Vault,
+        peer: SocketAddr,
+        pre_auth: PreAuthPermit,
+        logged_in: oneshot::Sender<()>,
+    ) -> Self {
         Self {
             vault,
             remote: peer.to_string(),
             principal: None,
             channels: HashMap::new(),
+            pre_auth: Some(pre_auth),
+            logged_in: Some(logged_in),
         }
     }
 
@@ -232,6 +285,12 @@ impl Connection {
             Ok(p) => {
                 info!(user = %p.user.name, remote = %self.remote, "sftp login");
                 self.principal = Some(p);
+                if let Some(permit) = self.pre_auth.take() {
+                    permit.logged_in();
+                }
+                if let Some(tx) = self.logged_in.take() {
+                    let _ = tx.send(());
+                }
                 Auth::Accept
             }
             Err(e) => {
