@@ -5,6 +5,16 @@
 //! into a [`Config`] with typed addresses, absolute paths and durations.
 //! `docs/CONFIG.md` lists every field.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
 mod config;
 mod error;
 mod raw;

@@ -21,15 +21,12 @@ use crate::raw::{
 };
 use crate::secret::Secret;
 
-/// The smallest accepted `storage.chunk_size`.
-pub const MIN_CHUNK_SIZE: u32 = 4096;
-/// The largest accepted `storage.chunk_size` (16 MiB).
-pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
+/// The accepted range of `storage.chunk_size`: the chunked format's own limits.
+pub use coffer_format::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 /// Passive ports must be unprivileged.
 const MIN_PASSIVE_PORT: u16 = 1024;
-/// Bytes a sealed chunk adds to its plaintext: a 12-byte nonce and a 16-byte GCM tag
-/// (frozen by `coffer-format`).
-const SEALED_CHUNK_OVERHEAD: u64 = 28;
+/// Bytes a sealed chunk adds to its plaintext: a 12-byte nonce and a 16-byte GCM tag.
+const SEALED_CHUNK_OVERHEAD: u64 = coffer_format::CHUNK_OVERHEAD as u64;
 /// S3's smallest multipart part.
 const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// S3's largest multipart part.

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
 use base64::Engine;
-use coffer_meta::{MetaError, NewSshKey, Tenant};
-use coffer_storage::{Password, Permissions, VPath, Vault, WriteOptions};
+use coffer_meta::NewSshKey;
+use coffer_storage::{NewUserRequest, Password, Permissions, VPath, Vault, WriteOptions};
 
 use crate::cli::{FilesCmd, TenantCmd, TokenCmd, UserAdd, UserCmd};
 
@@ -17,19 +17,11 @@ pub async fn tenant(vault: &Vault, cmd: TenantCmd) -> anyhow::Result<()> {
     match cmd {
         TenantCmd::Add { name, quota } => {
             let quota = quota.map(|q| i64::try_from(q).unwrap_or(i64::MAX));
-            let t = vault
-                .create_tenant(&name, quota)
-                .await
-                .map_err(|e| match e.kind() {
-                    coffer_storage::ErrorKind::AlreadyExists => {
-                        anyhow!("tenant {name:?} already exists")
-                    }
-                    _ => anyhow!(e),
-                })?;
+            let t = vault.admin().create_tenant(&name, quota).await?;
             println!("created tenant {} (id {})", t.name, t.id);
         }
         TenantCmd::List => {
-            for t in vault.backends().meta.list_tenants().await? {
+            for t in vault.admin().tenants().await? {
                 let quota = t
                     .quota_bytes
                     .map(|q| q.to_string())
@@ -39,26 +31,6 @@ pub async fn tenant(vault: &Vault, cmd: TenantCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn tenant_or_create(vault: &Vault, name: &str) -> anyhow::Result<Tenant> {
-    match vault.backends().meta.tenant_by_name(name).await {
-        Ok(t) => Ok(t),
-        Err(MetaError::NotFound) => Ok(vault.create_tenant(name, None).await?),
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn user_by_name(vault: &Vault, name: &str) -> anyhow::Result<coffer_meta::User> {
-    vault
-        .backends()
-        .meta
-        .user_by_name(name)
-        .await
-        .map_err(|e| match e {
-            MetaError::NotFound => anyhow!("no such user: {name}"),
-            e => anyhow!(e),
-        })
 }
 
 /// Reads a password from stdin's first line, or asks on the terminal.
@@ -133,27 +105,12 @@ pub async fn token(vault: &Vault, cmd: TokenCmd) -> anyhow::Result<()> {
 }
 
 pub async fn user(vault: &Vault, cmd: UserCmd) -> anyhow::Result<()> {
-    let meta = &vault.backends().meta;
+    let admin = vault.admin();
     match cmd {
         UserCmd::Add(add) => user_add(vault, add).await?,
         UserCmd::List { tenant } => {
-            let tid = match tenant {
-                Some(t) => Some(
-                    meta.tenant_by_name(&t)
-                        .await
-                        .map_err(|_| anyhow!("no such tenant: {t}"))?
-                        .id,
-                ),
-                None => None,
-            };
-            let tenants = meta.list_tenants().await?;
-            for u in meta.list_users(tid).await? {
-                let tname = tenants
-                    .iter()
-                    .find(|t| t.id == u.tenant_id)
-                    .map(|t| t.name.as_str())
-                    .unwrap_or("?");
-                let keys = meta.ssh_keys(u.id).await?.len();
+            for s in admin.users(tenant.as_deref()).await? {
+                let (u, tname, keys) = (&s.user, &s.tenant, s.ssh_keys);
                 let state = if u.disabled { "disabled" } else { "enabled" };
                 println!(
                     "{}\ttenant={}\tperms={}\tpassword={}\tssh_keys={}\t{}",
@@ -174,26 +131,21 @@ pub async fn user(vault: &Vault, cmd: UserCmd) -> anyhow::Result<()> {
             name,
             password_stdin,
         } => {
-            let u = user_by_name(vault, &name).await?;
+            admin.user(&name).await?;
             let pw = read_password(password_stdin)?;
-            vault.set_password(&u, Some(&pw)).await?;
-            meta.clear_login_failures(u.id).await?;
+            admin.set_password(&name, &pw).await?;
             println!("password changed for {name}");
         }
         UserCmd::Disable { name } => {
-            let u = user_by_name(vault, &name).await?;
-            meta.set_disabled(u.id, true).await?;
+            admin.set_disabled(&name, true).await?;
             println!("disabled {name}");
         }
         UserCmd::Enable { name } => {
-            let u = user_by_name(vault, &name).await?;
-            meta.set_disabled(u.id, false).await?;
-            meta.clear_login_failures(u.id).await?;
+            admin.set_disabled(&name, false).await?;
             println!("enabled {name}");
         }
         UserCmd::Remove { name } => {
-            let u = user_by_name(vault, &name).await?;
-            meta.delete_user(u.id).await?;
+            admin.remove_user(&name).await?;
             println!("removed {name}");
         }
     }
@@ -219,19 +171,17 @@ async fn user_add(vault: &Vault, add: UserAdd) -> anyhow::Result<()> {
     } else {
         None
     };
-    let tenant = tenant_or_create(vault, &add.tenant).await?;
-    let user = vault
-        .create_user(&tenant, &add.name, password.as_ref(), &home, perms)
-        .await
-        .map_err(|e| match e.kind() {
-            coffer_storage::ErrorKind::AlreadyExists => {
-                anyhow!("user {:?} already exists", add.name)
-            }
-            _ => anyhow!(e),
-        })?;
-    for k in &keys {
-        vault.backends().meta.add_ssh_key(user.id, k).await?;
-    }
+    let (tenant, user) = vault
+        .admin()
+        .add_user(&NewUserRequest {
+            tenant: &add.tenant,
+            name: &add.name,
+            password: password.as_ref(),
+            home: &home,
+            perms,
+            ssh_keys: &keys,
+        })
+        .await?;
     println!(
         "created user {} in tenant {} (home {}, perms {}, {} ssh key(s))",
         user.name,
@@ -314,15 +264,26 @@ pub async fn files(vault: &Vault, cmd: FilesCmd) -> anyhow::Result<()> {
             let vfs = vault.operator_session(&user).await?;
             let mut f = std::fs::File::open(&local)
                 .with_context(|| format!("cannot open {}", local.display()))?;
-            let mut w = vfs
-                .create(
-                    &remote,
-                    WriteOptions {
-                        truncate: true,
-                        exclusive: false,
-                    },
-                )
-                .await?;
+            let opts = WriteOptions {
+                truncate: true,
+                exclusive: false,
+            };
+            // Like the HTTPS PUT: missing parent folders are created.
+            let mut w = match vfs.create(&remote, opts).await {
+                Err(e) if e.kind() == coffer_storage::ErrorKind::NotFound => {
+                    let parent = VPath::parse(&remote)
+                        .ok()
+                        .and_then(|p| p.split_last().map(|(parent, _)| parent));
+                    if let Some(parent) = parent {
+                        vfs.mkdir_all(&parent)
+                            .await
+                            .with_context(|| format!("cannot create the folder {parent}"))?;
+                    }
+                    vfs.create(&remote, opts).await
+                }
+                other => other,
+            }
+            .with_context(|| format!("cannot write {remote}"))?;
             let mut buf = vec![0u8; IO_STEP];
             let mut off = 0u64;
             loop {
@@ -346,13 +307,19 @@ pub async fn files(vault: &Vault, cmd: FilesCmd) -> anyhow::Result<()> {
             user,
         } => {
             let vfs = vault.operator_session(&user).await?;
-            let r = vfs.open_read(&remote).await?;
+            let r = vfs
+                .open_read(&remote)
+                .await
+                .with_context(|| format!("cannot read {remote}"))?;
             get_to_file(&r, &local).await?;
             println!("wrote {} bytes", r.size());
         }
         FilesCmd::Ls { path, user } => {
             let vfs = vault.operator_session(&user).await?;
-            let entries = vfs.list(&path).await?;
+            let entries = vfs
+                .list(&path)
+                .await
+                .with_context(|| format!("cannot list {path}"))?;
             let mut out = std::io::stdout().lock();
             for e in entries {
                 let when = humantime_utc(e.mtime);
@@ -362,19 +329,29 @@ pub async fn files(vault: &Vault, cmd: FilesCmd) -> anyhow::Result<()> {
         }
         FilesCmd::Rm { path, user } => {
             let vfs = vault.operator_session(&user).await?;
-            if vfs.stat(&path).await?.is_dir() {
-                vfs.rmdir(&path).await?;
-            } else {
-                vfs.remove(&path).await?;
-            }
+            let removed = async {
+                if vfs.stat(&path).await?.is_dir() {
+                    vfs.rmdir(&path).await
+                } else {
+                    vfs.remove(&path).await
+                }
+            };
+            removed
+                .await
+                .with_context(|| format!("cannot remove {path}"))?;
         }
         FilesCmd::Mv { from, to, user } => {
             let vfs = vault.operator_session(&user).await?;
-            vfs.rename(&from, &to, false).await?;
+            vfs.rename(&from, &to, false)
+                .await
+                .with_context(|| format!("cannot move {from} to {to}"))?;
         }
         FilesCmd::Mkdir { path, user } => {
             let vfs = vault.operator_session(&user).await?;
-            vfs.mkdir_all(&VPath::parse(&path)?).await?;
+            let parsed = VPath::parse(&path).with_context(|| format!("cannot create {path}"))?;
+            vfs.mkdir_all(&parsed)
+                .await
+                .with_context(|| format!("cannot create {path}"))?;
         }
     }
     Ok(())

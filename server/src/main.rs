@@ -1,5 +1,15 @@
 //! The `coffer` binary: parses the command line, loads the configuration, dispatches.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
 mod cli;
 mod commands;
 mod ops;

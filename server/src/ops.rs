@@ -44,6 +44,10 @@ pub struct FsckArgs {
     /// Also read and authenticate every chunk of every object in both stores.
     #[arg(long)]
     pub deep: bool,
+    /// Replace a missing or damaged primary object with the replica's copy, once every chunk
+    /// of that copy has been authenticated.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// Deletes the objects of deleted files from the primary store, then aborts stale multipart
@@ -105,7 +109,7 @@ async fn print_status(vault: &Vault) -> anyhow::Result<()> {
 }
 
 async fn resync(vault: &Vault) -> anyhow::Result<()> {
-    if vault.backends().replica.is_none() {
+    if !vault.has_replica() {
         println!("no replica store is configured; nothing to do");
         return Ok(());
     }
@@ -135,25 +139,35 @@ async fn resync(vault: &Vault) -> anyhow::Result<()> {
 
 /// `coffer fsck [--deep]`: prints one line per problem; fails if there is any.
 pub async fn fsck(vault: &Vault, args: &FsckArgs) -> anyhow::Result<()> {
-    let report = vault.fsck(args.deep).await?;
+    let report = vault.fsck(args.deep, args.repair).await?;
     for problem in &report.problems {
         println!(
-            "{} object {} (node {}): {}",
-            problem.store, problem.object_key, problem.node_id, problem.problem
+            "{} object {} (node {}): {}{}",
+            problem.store,
+            problem.object_key,
+            problem.node_id,
+            problem.problem,
+            if problem.repaired {
+                " - repaired from the replica"
+            } else {
+                ""
+            }
         );
     }
+    let repaired = report.problems.iter().filter(|p| p.repaired).count();
     let depth = if args.deep {
         "every chunk opened"
     } else {
         "sizes checked"
     };
     println!(
-        "{} files, {} problems ({depth})",
+        "{} files, {} problems, {repaired} repaired ({depth})",
         report.files,
         report.problems.len()
     );
-    if !report.problems.is_empty() {
-        anyhow::bail!("fsck found {} problems", report.problems.len());
+    let left = report.problems.len() - repaired;
+    if left > 0 {
+        anyhow::bail!("fsck found {left} problems it did not repair");
     }
     Ok(())
 }

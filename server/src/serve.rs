@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use coffer_config::Config;
-use coffer_object::ObjectKey;
 use coffer_storage::Vault;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -19,10 +18,21 @@ use tracing::{error, info, warn};
 
 use crate::wiring::{Role, open_vault};
 
+/// Raises the soft open-file limit to the hard limit: every connection, spool file and database
+/// connection is a descriptor, and the distribution default (often 1024) runs out long before
+/// the connection limits do.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => info!(open_files = limit, "open-file limit"),
+        Err(e) => warn!(error = %e, "could not raise the open-file limit"),
+    }
+}
+
 /// Runs until SIGINT or SIGTERM, then stops every task and returns.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM that arrives while starting must still stop cleanly.
     let stop_signal = on_stop_signal();
+    raise_open_file_limit();
     let vault = open_vault(&cfg, Role::Server).await?;
     vault
         .recover_uploads()
@@ -161,15 +171,8 @@ async fn healthz() -> &'static str {
 
 /// Readiness: the metadata store and the primary object store answer.
 async fn readyz(State(vault): State<Vault>) -> impl IntoResponse {
-    let b = vault.backends();
-    let db = b.meta.list_tenants().await.is_ok();
-    let store = match ObjectKey::generate() {
-        Ok(k) => matches!(
-            b.primary.head(&k).await,
-            Ok(_) | Err(coffer_object::ObjectError::NotFound)
-        ),
-        Err(_) => false,
-    };
+    let r = vault.readiness().await;
+    let (db, store) = (r.metadata, r.primary_store);
     let body = serde_json::json!({ "metadata": db, "primary_store": store });
     let code = if db && store {
         StatusCode::OK

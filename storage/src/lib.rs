@@ -3,10 +3,17 @@
 
 #![cfg_attr(
     not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
 )]
 
+mod admin;
 mod audit;
+mod inflight;
 pub mod auth;
 pub mod error;
 mod lookups;
@@ -20,11 +27,12 @@ mod vault;
 mod vfs;
 mod writer;
 
+pub use admin::{Admin, NewUserRequest, Readiness, UserSummary};
 pub use auth::{LockoutPolicy, Password};
 pub use error::{ErrorKind, VfsError, VfsResult};
 pub use path::VPath;
 pub use perms::Permissions;
-pub use reader::{FileReader, failover_reads};
+pub use reader::{FileReader, failover_reads, repaired_reads};
 pub use replicate::{FsckProblem, FsckReport, ReplicationReport, ReplicationStatus, ResyncReport};
 pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
 pub use vault::{

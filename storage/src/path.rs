@@ -3,6 +3,7 @@
 //! Parses untrusted input: no panics, no indexing.
 
 use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use crate::error::{ErrorKind, VfsError, VfsResult};
 
@@ -114,11 +115,39 @@ pub fn check_name(name: &str) -> VfsResult<String> {
     if name.contains('/') {
         return Err(invalid("names may not contain '/'"));
     }
+    if has_hidden_format_character(name) {
+        return Err(invalid(
+            "names may not contain bidi controls or invisible format characters (Unicode TR 36)",
+        ));
+    }
     let nfc: String = name.nfc().collect();
     if nfc.len() > MAX_NAME_BYTES {
         return Err(invalid("name is longer than 255 bytes"));
     }
     Ok(nfc)
+}
+
+/// `true` if `name` holds a character a person cannot see that changes what they read: a bidi
+/// control (U+202E makes `\u{202e}gnp.exe` show as `exe.png`), a zero-width space, a soft
+/// hyphen, a byte-order mark, a tag character — every character of general category Cf
+/// (Format), following Unicode TR 36 §3 and TR 39's restrictions. The zero-width joiner and
+/// non-joiner are kept where scripts and emoji need them: between two non-ASCII characters
+/// (`👩\u{200d}💻`, Persian `می\u{200c}خواهم`), never beside ASCII where they would split a
+/// familiar word invisibly.
+fn has_hidden_format_character(name: &str) -> bool {
+    let chars: Vec<char> = name.chars().collect();
+    chars.iter().enumerate().any(|(i, &c)| {
+        if c.general_category() != GeneralCategory::Format {
+            return false;
+        }
+        if c == '\u{200c}' || c == '\u{200d}' {
+            let before = i.checked_sub(1).and_then(|j| chars.get(j));
+            let after = chars.get(i + 1);
+            let joins = |n: Option<&char>| n.is_some_and(|n| !n.is_ascii());
+            return !(joins(before) && joins(after));
+        }
+        true
+    })
 }
 
 fn invalid(msg: &str) -> VfsError {
@@ -177,6 +206,37 @@ mod tests {
         let decomposed = "e\u{301}.txt";
         let p = VPath::parse(decomposed).unwrap();
         assert_eq!(p.parts(), ["\u{e9}.txt"]);
+    }
+
+    #[test]
+    fn bidi_controls_and_invisible_characters_are_refused() {
+        for raw in [
+            "\u{202e}gnp.exe",
+            "a\u{202a}b",
+            "x\u{2066}y\u{2069}",
+            "rtl\u{200f}mark",
+            "zero\u{200b}width",
+            "\u{feff}bom.txt",
+            "soft\u{ad}hyphen",
+            "pay\u{200d}pal",
+            "\u{200c}lead",
+            "tag\u{e0041}",
+        ] {
+            let e = VPath::parse(raw).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidPath, "{raw:?}");
+            assert!(e.message().contains("bidi"), "{}", e.message());
+        }
+    }
+
+    #[test]
+    fn joiners_inside_emoji_and_scripts_that_need_them_are_kept() {
+        for raw in [
+            "\u{1f469}\u{200d}\u{1f4bb} notes.txt",
+            "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}.pdf",
+            "\u{5e9}\u{5dc}\u{5d5}\u{5dd}.txt",
+        ] {
+            assert!(VPath::parse(raw).is_ok(), "{raw:?}");
+        }
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl FileReader {
             HEADER_LEN as u64
         };
         let skip_primary_until = AtomicI64::new(0);
-        let mut head = get_with_failover(
+        let primary = match get_with_failover(
             &b.primary,
             b.replica.as_ref(),
             &skip_primary_until,
@@ -114,16 +114,36 @@ impl FileReader {
             0,
             first_read,
         )
-        .await?;
-        let header = head.split_to(HEADER_LEN.min(head.len()));
-        let cipher = ChunkCipher::open_header(&dek, cid, &header)?;
-        if cipher.layout().chunk_size() != content.chunk_size {
-            return Err(VfsError::new(
-                ErrorKind::Integrity,
-                "object header disagrees with its row",
-            ));
-        }
-        drop(header); // so the chunks after it can be opened in place
+        .await
+        {
+            Ok(head) => open_head(&dek, cid, head, content.chunk_size),
+            Err(e) => Err(e),
+        };
+        let (cipher, head) = match primary {
+            Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::NotFound) => {
+                // Read repair: the replica's copy, if its header verifies.
+                let Some(replica) = &b.replica else {
+                    return Err(e);
+                };
+                let Some(opened) = replica
+                    .get_range(&key, 0, first_read)
+                    .await
+                    .ok()
+                    .and_then(|head| open_head(&dek, cid, head, content.chunk_size).ok())
+                else {
+                    return Err(e);
+                };
+                let n = REPAIRED_READS.fetch_add(1, Ordering::Relaxed) + 1;
+                warn!(
+                    object = %key,
+                    repaired_reads = n,
+                    "integrity: the primary copy is missing or damaged; opened the verified \
+                     replica copy (run `coffer fsck --deep --repair` to restore the primary)"
+                );
+                opened
+            }
+            other => other?,
+        };
         let core = ReaderCore {
             primary: b.primary.clone(),
             replica: b.replica.clone(),
@@ -133,7 +153,16 @@ impl FileReader {
             skip_primary_until,
         };
         let window = if whole {
-            core.open_window(0, chunks, head)?
+            match core.open_window(0, chunks, head) {
+                Ok(w) => w,
+                Err(e) if e.kind() == ErrorKind::Integrity => {
+                    let r = core.layout().sealed_range(0..chunks, size);
+                    core.read_repair(0, chunks, r.start, r.end - r.start)
+                        .await
+                        .ok_or(e)?
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             Window::default()
         };
@@ -216,6 +245,26 @@ impl FileReader {
     }
 }
 
+/// Opens an object's header from the first bytes read and checks it against the row; returns
+/// the cipher and the bytes after the header.
+fn open_head(
+    dek: &coffer_format::DataKey,
+    cid: ContentId,
+    mut head: Bytes,
+    chunk_size: u32,
+) -> VfsResult<(ChunkCipher, Bytes)> {
+    let header = head.split_to(HEADER_LEN.min(head.len()));
+    let cipher = ChunkCipher::open_header(dek, cid, &header)?;
+    if cipher.layout().chunk_size() != chunk_size {
+        return Err(VfsError::new(
+            ErrorKind::Integrity,
+            "object header disagrees with its row",
+        ));
+    }
+    drop(header); // so the chunks after it can be opened in place
+    Ok((cipher, head))
+}
+
 impl Window {
     fn covers(&self, offset: u64, end: u64) -> bool {
         offset >= self.start && end <= self.start + self.data.len() as u64
@@ -238,8 +287,34 @@ impl ReaderCore {
             .max(first + min_chunks.max(1) - 1)
             .min(count - 1);
         let range = layout.sealed_range(first..last + 1, self.size);
-        let sealed = self.get(range.start, range.end - range.start).await?;
-        self.open_window(first, last + 1 - first, sealed)
+        let (start, len, count) = (range.start, range.end - range.start, last + 1 - first);
+        let primary = match self.get(start, len).await {
+            Ok(sealed) => self.open_window(first, count, sealed),
+            Err(e) => Err(e),
+        };
+        match primary {
+            Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::NotFound) => {
+                self.read_repair(first, count, start, len).await.ok_or(e)
+            }
+            other => other,
+        }
+    }
+
+    /// The chunks from the replica's copy when the primary's are missing or fail to verify,
+    /// if the replica's verify: the reader is served, the event is logged and counted, and
+    /// `coffer fsck --repair` puts the good copy back. `None` if there is no good copy.
+    async fn read_repair(&self, first: u64, count: u64, start: u64, len: u64) -> Option<Window> {
+        let replica = self.replica.as_ref()?;
+        let sealed = replica.get_range(&self.key, start, len).await.ok()?;
+        let window = self.open_window(first, count, sealed).ok()?;
+        let n = REPAIRED_READS.fetch_add(1, Ordering::Relaxed) + 1;
+        warn!(
+            object = %self.key,
+            repaired_reads = n,
+            "integrity: the primary copy is missing or damaged; served the verified replica \
+             copy (run `coffer fsck --deep --repair` to restore the primary)"
+        );
+        Some(window)
     }
 
     /// Opens `count` sealed chunks starting at chunk `first` into a window of plaintext.
@@ -270,6 +345,16 @@ impl ReaderCore {
         )
         .await
     }
+}
+
+/// Reads served from the replica's verified copy because the primary's was missing or
+/// damaged, since the process started.
+static REPAIRED_READS: AtomicU64 = AtomicU64::new(0);
+
+/// How many reads this process has served from the replica because the primary's copy was
+/// missing or failed verification (integrity events, for metrics).
+pub fn repaired_reads() -> u64 {
+    REPAIRED_READS.load(Ordering::Relaxed)
 }
 
 /// Reads served by the replica because the primary failed, since the process started.

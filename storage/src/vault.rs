@@ -19,10 +19,6 @@ use crate::spool::Spool;
 use crate::vfs::Vfs;
 use crate::writer::PartialUploads;
 
-/// Region names under which tenant keys are wrapped.
-pub const PRIMARY_REGION: &str = "primary";
-/// See [`PRIMARY_REGION`].
-pub const REPLICA_REGION: &str = "replica";
 
 /// Settings of the vault that come from configuration.
 #[derive(Clone, Debug)]
@@ -76,6 +72,8 @@ pub(crate) struct Inner {
     dummy_hash: String,
     /// Recent name lookups of every session (see `lookups`).
     pub(crate) lookups: crate::lookups::Lookups,
+    /// Uploads in flight to new names (exclusive creates fail at open).
+    pub(crate) new_names: crate::inflight::NewNames,
 }
 
 /// The vault handle: cheap to clone, shared by every front end.
@@ -128,9 +126,6 @@ pub(crate) fn random_id() -> VfsResult<i64> {
     Ok((u64::from_be_bytes(b) >> 1).max(1) as i64)
 }
 
-fn tenant_key_context(tenant_id: i64, version: u32) -> Vec<u8> {
-    format!("coffer/tenant-key/{tenant_id}/v{version}").into_bytes()
-}
 
 impl Vault {
     /// Opens the vault over migrated backends. Call [`Vault::recover_uploads`] when serving.
@@ -147,13 +142,15 @@ impl Vault {
                 tenant_keys: Mutex::new(HashMap::new()),
                 dummy_hash,
                 lookups: Default::default(),
+                new_names: Default::default(),
             }),
         };
         Ok(vault)
     }
 
-    /// The backends, for operator commands.
-    pub fn backends(&self) -> &Backends {
+    /// The backends. Not public: callers outside the crate go through the Vault, the Vfs and
+    /// [`crate::Admin`], which check and audit.
+    pub(crate) fn backends(&self) -> &Backends {
         &self.inner.b
     }
 
@@ -212,25 +209,20 @@ impl Vault {
         let id = random_id()?;
         let root_id = random_id()?;
         let tk = TenantKey::generate()?;
-        let mut keys = Vec::new();
-        let ctx = tenant_key_context(id, 1);
         let b = &self.inner.b;
-        keys.push(WrappedTenantKey {
-            tenant_id: id,
-            version: 1,
-            region: PRIMARY_REGION.into(),
-            master_key_id: b.keys.primary.key_id(),
-            wrapped: b.keys.primary.wrap(&tk, &ctx).await?,
-        });
-        if let Some(replica) = &b.keys.replica {
-            keys.push(WrappedTenantKey {
+        let keys = b
+            .keys
+            .wrap_for_each_region(&tk, id, 1)
+            .await?
+            .into_iter()
+            .map(|copy| WrappedTenantKey {
                 tenant_id: id,
                 version: 1,
-                region: REPLICA_REGION.into(),
-                master_key_id: replica.key_id(),
-                wrapped: replica.wrap(&tk, &ctx).await?,
-            });
-        }
+                region: copy.region,
+                master_key_id: copy.key_id,
+                wrapped: copy.blob,
+            })
+            .collect();
         let derived = TenantKeys::derive(&tk, id, 1);
         let root_name_enc = derived.encrypt_name(root_id, "")?;
         let root_name_index = derived.blind_index(0, "").to_vec();
@@ -274,44 +266,38 @@ impl Vault {
             return Ok(k);
         }
         let b = &self.inner.b;
-        let rows = b.meta.tenant_keys(tenant_id).await?;
-        let ctx = tenant_key_context(tenant_id, version);
-        let mut providers = vec![(PRIMARY_REGION, b.keys.primary.clone())];
-        if let Some(r) = &b.keys.replica {
-            providers.push((REPLICA_REGION, r.clone()));
+        let copies: Vec<coffer_keys::WrappedTenantKey> = b
+            .meta
+            .tenant_keys(tenant_id)
+            .await?
+            .into_iter()
+            .filter(|row| row.version == version)
+            .map(|row| coffer_keys::WrappedTenantKey {
+                region: row.region,
+                key_id: row.master_key_id,
+                blob: row.wrapped,
+            })
+            .collect();
+        let unwrapped = b
+            .keys
+            .unwrap_any(&copies, tenant_id, version)
+            .await
+            .inspect_err(|e| {
+                warn!(tenant_id, version, error = %e, "the tenant key could not be unwrapped in any region");
+            })?;
+        for (region, e) in &unwrapped.failed {
+            warn!(
+                tenant_id,
+                version,
+                region,
+                error = %e,
+                used = unwrapped.region,
+                "tenant key could not be unwrapped with this region's master key"
+            );
         }
-        let mut last_err = None;
-        for (region, provider) in providers {
-            let Some(row) = rows
-                .iter()
-                .find(|r| r.version == version && r.region == region)
-            else {
-                continue;
-            };
-            match provider.unwrap(&row.wrapped, &ctx).await {
-                Ok(tk) => {
-                    let keys = Arc::new(TenantKeys::derive(&tk, tenant_id, version));
-                    self.cache_keys(tenant_id, version, keys.clone());
-                    return Ok(keys);
-                }
-                Err(e) => {
-                    warn!(
-                        tenant_id,
-                        version,
-                        region,
-                        "tenant key could not be unwrapped with this region's master key"
-                    );
-                    last_err = Some(e);
-                }
-            }
-        }
-        Err(match last_err {
-            Some(e) => VfsError::from(e),
-            None => VfsError::new(
-                ErrorKind::Integrity,
-                "no wrapped copy of the tenant key exists for this region",
-            ),
-        })
+        let keys = Arc::new(TenantKeys::derive(&unwrapped.key, tenant_id, version));
+        self.cache_keys(tenant_id, version, keys.clone());
+        Ok(keys)
     }
 
     // ---- users ----

@@ -424,11 +424,21 @@ impl Vfs {
             }
             _ => None,
         };
+        let name_index = self.keys.blind_index(dir.id, name).to_vec();
+        let claim = match &existing {
+            None => Some(self.vault.inner.new_names.claim(
+                self.tenant.id,
+                &name_index,
+                opts.exclusive,
+            )?),
+            Some(_) => None,
+        };
         let target = WriteTarget {
             parent_id: dir.id,
             name: name.to_owned(),
-            name_index: self.keys.blind_index(dir.id, name).to_vec(),
+            name_index,
             expect: existing.as_ref().map(|n| (n.id, n.version)),
+            _claim: claim,
         };
         FileWriter::start(self.clone(), target, base).await
     }
@@ -466,6 +476,7 @@ impl Vfs {
     }
 
     /// Creates a folder and its missing parents (like `mkdir -p`); returns the folder's id.
+    /// Needs the MKDIR permission when a folder is missing; each folder made is audited.
     pub async fn mkdir_all(&self, path: &VPath) -> VfsResult<i64> {
         let mut node = self.home().await?;
         for name in path.parts() {
@@ -478,8 +489,12 @@ impl Vfs {
                     ));
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => {
+                    self.require(Permissions::MKDIR, "create folders")?;
                     match self.create_dir_in(&node, name).await {
-                        Ok(n) => n,
+                        Ok(n) => {
+                            self.audit("mkdir", Some(n.id), "ok", None);
+                            n
+                        }
                         // Another session created it meanwhile.
                         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                             self.child(&node, name).await?

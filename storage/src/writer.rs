@@ -44,6 +44,8 @@ pub(crate) struct WriteTarget {
     pub(crate) name_index: Vec<u8>,
     /// The existing file's (id, version) when the upload started, if there was one.
     pub(crate) expect: Option<(i64, i64)>,
+    /// For a new name: this upload's place among those in flight to it.
+    pub(crate) _claim: Option<crate::inflight::NewNameClaim>,
 }
 
 /// What an upload cut off before its client finished it leaves behind. One policy for every

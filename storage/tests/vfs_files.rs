@@ -192,7 +192,7 @@ async fn a_dropped_writer_leaves_no_file_and_no_spool() {
         std::fs::read_dir(tv.root().join("spool")).unwrap().count(),
         0
     );
-    assert!(tv.vault.backends().meta.uploads().await.unwrap().is_empty());
+    assert!(tv.meta.uploads().await.unwrap().is_empty());
 }
 
 fn spool_files(tv: &common::TestVault) -> Vec<std::path::PathBuf> {
@@ -222,7 +222,7 @@ async fn small_uploads_skip_the_spool_and_large_ones_use_it() {
     assert_eq!(spooled.len(), 1);
     // What left memory has its upload row, so a crash now is cleaned up at restart.
     let name = spooled[0].file_stem().unwrap().to_str().unwrap().to_owned();
-    let rows = tv.vault.backends().meta.uploads().await.unwrap();
+    let rows = tv.meta.uploads().await.unwrap();
     assert!(
         rows.iter().any(|u| u.spool_name == name),
         "{name}: {rows:?}"
@@ -230,7 +230,7 @@ async fn small_uploads_skip_the_spool_and_large_ones_use_it() {
     s.commit().await.unwrap();
     l.commit().await.unwrap();
     assert!(spool_files(&tv).is_empty());
-    assert!(tv.vault.backends().meta.uploads().await.unwrap().is_empty());
+    assert!(tv.meta.uploads().await.unwrap().is_empty());
     assert_eq!(get(&vfs, "/small").await.unwrap(), small);
     assert_eq!(get(&vfs, "/large").await.unwrap(), large);
     assert_eq!(tv.primary_objects().len(), 2);
@@ -316,6 +316,30 @@ async fn exclusive_create_refuses_an_existing_file() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+}
+
+#[tokio::test]
+async fn a_second_exclusive_create_fails_at_open_while_the_first_is_uploading() {
+    let tv = vault().await;
+    let alice = tv.user("acme", "alice").await;
+    let excl = WriteOptions {
+        truncate: false,
+        exclusive: true,
+    };
+    let mut first = alice.create("/race.bin", excl).await.unwrap();
+    first.write_at(0, b"first").await.unwrap();
+    // Another session of the same tenant, as a second client would have.
+    let other = tv.vault.operator_session("alice").await.unwrap();
+    let e = other.create("/race.bin", excl).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    first.commit().await.unwrap();
+    assert_eq!(get(&alice, "/race.bin").await.unwrap(), b"first");
+    // Once the first upload has ended the name is free to claim again (and exists now).
+    let e = other.create("/race.bin", excl).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+    let aborted = other.create("/second.bin", excl).await.unwrap();
+    aborted.abort().await;
+    assert!(other.create("/second.bin", excl).await.is_ok());
 }
 
 #[tokio::test]
@@ -510,16 +534,7 @@ async fn replication_copies_committed_objects_and_deletes_removed_ones() {
             .count()
     };
     assert_eq!(replica_files(&tv), 1);
-    assert_eq!(
-        tv.vault
-            .backends()
-            .meta
-            .pending_replication(10)
-            .await
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(tv.meta.pending_replication(10).await.unwrap().len(), 0);
     vfs.remove("/r1").await.unwrap();
     let rep = tv.vault.replicate_once(100).await.unwrap();
     assert_eq!(rep.deleted, 1);
@@ -537,7 +552,7 @@ async fn replication_copies_committed_objects_and_deletes_removed_ones() {
 #[tokio::test]
 async fn recovery_removes_uploads_of_a_dead_operator_command_and_keeps_a_live_ones() {
     let tv = vault().await;
-    let meta = &tv.vault.backends().meta;
+    let meta = &tv.meta;
     let spool = tv.root().join("spool");
     let me = std::process::id();
     let dead = 4_000_000_000u32; // above Linux's pid_max: never a running process

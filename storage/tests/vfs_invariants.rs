@@ -341,9 +341,7 @@ async fn hostile_names_are_refused_and_nothing_is_created() {
     }
     assert!(vfs.list("/").await.unwrap().is_empty());
     assert_eq!(
-        tv.vault
-            .backends()
-            .meta
+        tv.meta
             .usage(vfs.principal().user.tenant_id)
             .await
             .unwrap()
@@ -389,7 +387,7 @@ async fn repeated_wrong_passwords_lock_the_account_even_for_the_right_one() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AuthFailed);
     tv.vault.flush_audit().await;
-    let audit = tv.vault.backends().meta.recent_audit(50).await.unwrap();
+    let audit = tv.meta.recent_audit(50).await.unwrap();
     assert!(audit.iter().filter(|a| a.action == "login_failed").count() >= 5);
     assert!(audit.iter().any(|a| a.outcome == "locked_out"));
 }
@@ -403,8 +401,6 @@ async fn the_database_alone_cannot_open_a_tenant_key() {
     let other =
         coffer_keys::LocalKeyProvider::load_or_create(&tv.root().join("attacker.key")).unwrap();
     let rows = tv
-        .vault
-        .backends()
         .meta
         .tenant_keys(vfs.principal().user.tenant_id)
         .await

@@ -448,3 +448,15 @@ pub fn sftp_password_batch(
         .output()
         .unwrap()
 }
+
+/// Whether a test whose client is missing may be skipped: only when `COFFER_SKIP_<NAME>=1` is set
+/// on purpose. Otherwise the test fails with a message naming the install step, so a CI run
+/// cannot pass without running it.
+pub fn missing_client(skip_name: &str, what: &str, install: &str) -> bool {
+    let var = format!("COFFER_SKIP_{skip_name}");
+    if std::env::var(&var).is_ok_and(|v| v == "1") {
+        println!("SKIPPED on purpose ({var}=1): {what} is missing");
+        return true;
+    }
+    panic!("{what} is missing: {install} (or set {var}=1 to skip this test on purpose)");
+}

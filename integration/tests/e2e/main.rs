@@ -9,4 +9,5 @@ mod ftp;
 mod https;
 mod nodes;
 mod s3;
+mod seams;
 mod sftp;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Env, Server, assert_no_canary, bytes, marker, sha256};
+use crate::harness::{self, Env, Server, assert_no_canary, bytes, marker, sha256};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -175,17 +175,16 @@ fn sha256sum(p: &Path) -> String {
         .to_owned()
 }
 
-fn have(program: &str, probe: &[&str]) -> bool {
+/// `true` if `program` runs; otherwise the test fails naming the install step, unless
+/// `COFFER_SKIP_<SKIP_NAME>=1` says to skip it.
+fn have(program: &str, probe: &[&str], skip_name: &str, install: &str) -> bool {
     let ok = Command::new(program)
         .args(probe)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok();
-    if !ok {
-        println!("SKIPPED: {program} is not installed");
-    }
-    ok
+    ok || !harness::missing_client(skip_name, program, install)
 }
 
 #[test]
@@ -708,12 +707,17 @@ fn scp_from_openssh_works_both_ways() {
 
 #[test]
 fn curl_libssh2_works_both_ways() {
-    if !have("curl", &["-V"]) {
+    if !have("curl", &["-V"], "CURL_SFTP", "apt-get install curl") {
         return;
     }
     let v = Command::new("curl").arg("-V").output().unwrap();
-    if !String::from_utf8_lossy(&v.stdout).contains("sftp") {
-        println!("SKIPPED: this curl is built without sftp");
+    if !String::from_utf8_lossy(&v.stdout).contains("sftp")
+        && harness::missing_client(
+            "CURL_SFTP",
+            "a curl built with sftp (libssh2)",
+            "apt-get install curl (Debian's curl has sftp)",
+        )
+    {
         return;
     }
     let site = Site::new("");
@@ -764,7 +768,7 @@ fn curl_libssh2_works_both_ways() {
 
 #[test]
 fn lftp_works_both_ways() {
-    if !have("lftp", &["--version"]) {
+    if !have("lftp", &["--version"], "LFTP", "apt-get install lftp") {
         return;
     }
     let site = Site::new("");
@@ -817,7 +821,7 @@ t.close()
 #[test]
 fn paramiko_with_deep_prefetch_pipelining() {
     let Some(python) = paramiko_python() else {
-        println!("SKIPPED: paramiko is not installed (pip install paramiko)");
+        harness::missing_client("PARAMIKO", "paramiko", "python3 -m pip install paramiko");
         return;
     };
     let site = Site::new("");
@@ -889,7 +893,7 @@ print("ok")
 #[test]
 fn malformed_and_oversized_packets_are_refused_without_desynchronising() {
     let Some(python) = paramiko_python() else {
-        println!("SKIPPED: paramiko is not installed (pip install paramiko)");
+        harness::missing_client("PARAMIKO", "paramiko", "python3 -m pip install paramiko");
         return;
     };
     let site = Site::new("");
@@ -912,6 +916,83 @@ fn malformed_and_oversized_packets_are_refused_without_desynchronising() {
     site.sftp_ok("ls\n");
 }
 
+const TOO_LARGE_WRITE_SCRIPT: &str = r#"
+import struct, sys, paramiko
+port, user, pw, name = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].encode()
+def packet(kind, body):
+    return struct.pack(">IB", len(body) + 1, kind) + body
+def s(b):
+    return struct.pack(">I", len(b)) + b
+def read_packet(ch):
+    head = b""
+    while len(head) < 4:
+        head += ch.recv(4 - len(head))
+    n = struct.unpack(">I", head)[0]
+    body = b""
+    while len(body) < n:
+        body += ch.recv(n - len(body))
+    return body
+def status(r):
+    assert r[0] == 101, "expected STATUS, got type %d" % r[0]
+    code = struct.unpack(">I", r[5:9])[0]
+    n = struct.unpack(">I", r[9:13])[0]
+    return code, r[13:13 + n].decode()
+t = paramiko.Transport(("127.0.0.1", port))
+t.connect(username=user, password=pw)
+ch = t.open_session()
+ch.invoke_subsystem("sftp")
+ch.sendall(packet(1, struct.pack(">I", 3)))
+assert read_packet(ch)[0] == 2, "VERSION"
+# OPEN WRITE|CREAT|TRUNC
+ch.sendall(packet(3, struct.pack(">I", 1) + s(name) + struct.pack(">II", 0x1A, 0)))
+r = read_packet(ch)
+assert r[0] == 102, "HANDLE"
+handle = r[9:9 + struct.unpack(">I", r[5:9])[0]]
+# The first WRITE is 300,000 bytes: above the advertised 261,120.
+data = b"x" * 300000
+ch.sendall(packet(6, struct.pack(">I", 2) + s(handle) + struct.pack(">Q", 0) + s(data)))
+code, msg = status(read_packet(ch))
+assert code == 5 and "261120" in msg, (code, msg)
+ch.sendall(packet(4, struct.pack(">I", 3) + s(handle)))
+code, msg = status(read_packet(ch))
+assert code == 4 and "incomplete" in msg, ("CLOSE must fail", code, msg)
+print(msg)
+t.close()
+"#;
+
+#[test]
+fn a_refused_first_write_leaves_no_empty_file_and_keeps_the_old_version() {
+    let Some(python) = paramiko_python() else {
+        harness::missing_client("PARAMIKO", "paramiko", "python3 -m pip install paramiko");
+        return;
+    };
+    let site = Site::new("");
+    let old = bytes(100_000, 3);
+    site.write_local("old.bin", &old);
+    site.sftp_ok("put old.bin /old.bin\n");
+    let script = site.write_local("big.py", TOO_LARGE_WRITE_SCRIPT.as_bytes());
+    for name in ["/fresh.bin", "/old.bin"] {
+        let out = Command::new(python)
+            .arg(&script)
+            .args([&site.port(), "alice", PASSWORD, name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let listing = site.sftp_ok("ls -l /\n");
+    assert!(!listing.contains("fresh.bin"), "no empty file left: {listing}");
+    site.sftp_ok("get /old.bin old.back\n");
+    assert_eq!(
+        sha256(&std::fs::read(site.path("old.back")).unwrap()),
+        sha256(&old),
+        "the old version is whole"
+    );
+}
+
 fn paramiko_python() -> Option<&'static str> {
     ["/usr/bin/python3", "python3"].into_iter().find(|p| {
         Command::new(p)
@@ -924,7 +1005,7 @@ fn paramiko_python() -> Option<&'static str> {
 
 #[test]
 fn putty_psftp_works_both_ways() {
-    if !have("psftp", &["-V"]) {
+    if !have("psftp", &["-V"], "PSFTP", "apt-get install putty-tools") {
         return;
     }
     let site = Site::new("");

@@ -16,7 +16,7 @@ use tracing::debug;
 
 use super::namespace::{attrs_of, error_reply, long_name};
 use super::session::SessionCtx;
-use super::wire::{Attrs, MAX_READ_LEN, Reply, Request, get_string};
+use super::wire::{Attrs, MAX_READ_LEN, MAX_WRITE_LEN, Reply, Request, get_string};
 use crate::common::SftpStatus;
 
 /// Entries per READDIR reply.
@@ -51,6 +51,10 @@ pub(crate) enum HandleOp {
         id: u32,
     },
     Close {
+        id: u32,
+    },
+    /// A WRITE on this handle was larger than the server takes and was skipped unread.
+    Refused {
         id: u32,
     },
 }
@@ -106,7 +110,8 @@ impl HandleOp {
             | Self::Fsetstat { id, .. }
             | Self::Readdir { id }
             | Self::Fsync { id }
-            | Self::Close { id } => *id,
+            | Self::Close { id }
+            | Self::Refused { id } => *id,
         }
     }
 }
@@ -134,6 +139,8 @@ pub(crate) struct Upload {
     append: bool,
     mtime: Option<SystemTime>,
     coverage: Coverage,
+    /// A write was refused as too large: the upload can no longer complete as sent.
+    refused: bool,
 }
 
 /// Which bytes of an upload have arrived: a contiguous prefix and ranges beyond holes.
@@ -185,6 +192,7 @@ impl Upload {
             append,
             mtime: None,
             coverage,
+            refused: false,
         }
     }
 
@@ -306,6 +314,7 @@ async fn serve_download(
             SftpStatus::PermissionDenied,
             "the file was opened for reading",
         ),
+        HandleOp::Refused { id } => refused_write(id),
         HandleOp::Readdir { id } => {
             Reply::status(id, SftpStatus::Failure, "not a directory handle")
         }
@@ -353,6 +362,24 @@ async fn serve_upload(ctx: &SessionCtx, up: &mut Upload, op: HandleOp) -> Result
             }
             Reply::ok(id)
         }
+        HandleOp::Refused { id } => {
+            up.refused = true;
+            refused_write(id)
+        }
+        HandleOp::Fsync { id } | HandleOp::Close { id } if up.refused => {
+            // What arrived has a hole where the refused write was: never the file as sent.
+            if let Some(w) = up.writer.take() {
+                w.interrupted().await;
+            }
+            Reply::status(
+                id,
+                SftpStatus::Failure,
+                &format!(
+                    "upload incomplete: a write request was refused (more than {MAX_WRITE_LEN} \
+                     bytes); an earlier version of the file is unchanged"
+                ),
+            )
+        }
         HandleOp::Fsync { id } | HandleOp::Close { id } => {
             up.commit().await?;
             Reply::ok(id)
@@ -366,6 +393,15 @@ async fn serve_upload(ctx: &SessionCtx, up: &mut Upload, op: HandleOp) -> Result
             Reply::status(id, SftpStatus::Failure, "not a directory handle")
         }
     })
+}
+
+/// The answer to a WRITE larger than the server takes; names the limit.
+pub(crate) fn refused_write(id: u32) -> Reply {
+    Reply::status(
+        id,
+        SftpStatus::BadMessage,
+        &format!("packet too large: a write request may carry at most {MAX_WRITE_LEN} bytes"),
+    )
 }
 
 fn serve_dir(
@@ -413,6 +449,7 @@ fn serve_dir(
         HandleOp::Read { id, .. } | HandleOp::Write { id, .. } | HandleOp::Fsetstat { id, .. } => {
             Reply::status(id, SftpStatus::Failure, "this is a directory handle")
         }
+        HandleOp::Refused { id } => refused_write(id),
     })
 }
 

@@ -300,19 +300,6 @@ impl Connection {
         }
     }
 
-    /// `true` if `key` is one of the user's keys (not counted as a failure: clients offer
-    /// every key they hold).
-    async fn key_is_registered(&self, user: &str, key_b64: &str) -> bool {
-        let meta = &self.vault.backends().meta;
-        let Ok(u) = meta.user_by_name(user).await else {
-            return false;
-        };
-        let Ok(keys) = meta.ssh_keys(u.id).await else {
-            return false;
-        };
-        keys.iter().any(|k| k.key_base64 == key_b64)
-    }
-
     async fn refuse(
         &self,
         channel: ChannelId,
@@ -351,7 +338,7 @@ impl russh::server::Handler for Connection {
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         let known = match key_blob_base64(offer.public_key) {
-            Some(b64) => self.key_is_registered(user, &b64).await,
+            Some(b64) => self.vault.is_registered_key(user, &b64).await,
             None => false,
         };
         Ok(if known { Auth::Accept } else { Auth::reject() })

@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 
 use super::handles::{HandleOp, OpenHandle, run_lane};
 use super::namespace::run_namespace_lane;
-use super::wire::{Frame, Framer, Reply, Request};
+use super::wire::{Frame, Framer, MAX_WRITE_LEN, Reply, Request};
 use crate::common::SftpStatus;
 
 /// Replies waiting for the writer; lanes pause when it is full (the client is slow to read).
@@ -122,9 +122,8 @@ pub(crate) async fn run_session(channel: russh::Channel<Msg>, vfs: Vfs, opts: Se
         while let Some(frame) = framer.next_frame() {
             let packet = match frame {
                 Frame::Packet(p) => p,
-                Frame::TooLarge { id } => {
-                    let _ = ns_tx
-                        .send(Reply::status(id, SftpStatus::BadMessage, "packet too large").into());
+                Frame::TooLarge { id, handle } => {
+                    refuse_too_large(&ctx, &ns_tx, id, handle);
                     continue;
                 }
                 Frame::Garbage => {
@@ -162,6 +161,26 @@ impl From<Reply> for NamespaceOp {
     fn from(r: Reply) -> Self {
         Self::Reply(r)
     }
+}
+
+/// Answers a packet too large to read. A WRITE's handle hears of it, so that upload is not
+/// completed at close as if the skipped bytes had never been sent.
+fn refuse_too_large(
+    ctx: &Arc<SessionCtx>,
+    ns: &mpsc::UnboundedSender<NamespaceOp>,
+    id: u32,
+    handle: Option<Bytes>,
+) {
+    warn!(
+        max = MAX_WRITE_LEN,
+        "refused an SFTP packet larger than the limit"
+    );
+    if let Some(lane) = handle.and_then(|h| ctx.lane(&h, false)) {
+        if lane.send(HandleOp::Refused { id }).is_ok() {
+            return;
+        }
+    }
+    let _ = ns.send(super::handles::refused_write(id).into());
 }
 
 /// Sends a request to the lane that owns it. Never waits on replies; waits only when more

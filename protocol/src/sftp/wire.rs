@@ -17,6 +17,8 @@ pub const SFTP_VERSION: u32 = 3;
 /// Largest packet the server accepts, matching OpenSSH's `SFTP_MAX_MSG_LENGTH` (256 KiB).
 /// A larger packet is skipped whole and answered with `SSH_FX_BAD_MESSAGE`.
 pub const MAX_PACKET_LEN: u32 = 256 * 1024;
+/// Longest handle the framer looks for in a packet it skips.
+const MAX_HANDLE_LEN: usize = 256;
 /// Largest READ reply payload, advertised in `limits@openssh.com`; the OpenSSH client aborts
 /// on replies above what it asked for, and asks for at most this.
 pub const MAX_READ_LEN: u32 = MAX_PACKET_LEN - 1024;
@@ -501,8 +503,9 @@ pub struct Framer {
 pub enum Frame {
     /// A complete packet body (type byte onwards).
     Packet(Bytes),
-    /// A packet above [`MAX_PACKET_LEN`], being skipped; its id, to answer.
-    TooLarge { id: u32 },
+    /// A packet above [`MAX_PACKET_LEN`], being skipped; its id, to answer, and for a WRITE
+    /// the handle it was for (so that upload is not completed as if the write had not been).
+    TooLarge { id: u32, handle: Option<Bytes> },
     /// A packet too short to carry a type and an id: the stream cannot be trusted.
     Garbage,
 }
@@ -542,11 +545,30 @@ impl Framer {
                 *self.buf.get(7)?,
                 *self.buf.get(8)?,
             ]);
+            let mut handle = None;
+            if self.buf.get(4) == Some(&fxp::WRITE) {
+                if self.buf.len() < 13 {
+                    return None;
+                }
+                let hlen = u32::from_be_bytes([
+                    *self.buf.get(9)?,
+                    *self.buf.get(10)?,
+                    *self.buf.get(11)?,
+                    *self.buf.get(12)?,
+                ]) as usize;
+                // Coffer's handles are a few bytes; a longer one names no handle of ours.
+                if hlen <= MAX_HANDLE_LEN {
+                    if self.buf.len() < 13 + hlen {
+                        return None;
+                    }
+                    handle = self.buf.get(13..13 + hlen).map(Bytes::copy_from_slice);
+                }
+            }
             let total = 4 + len as usize;
             let have = self.buf.len().min(total);
             self.skip = total - have;
             self.buf.advance(have);
-            return Some(Frame::TooLarge { id });
+            return Some(Frame::TooLarge { id, handle });
         }
         let total = 4 + len as usize;
         if self.buf.len() < total {
@@ -611,8 +633,16 @@ mod tests {
         let big = write_packet(9, b"h1", 0, &vec![0u8; MAX_PACKET_LEN as usize + 10]);
         let next = frame(&[fxp::STAT, 0, 0, 0, 10, 0, 0, 0, 1, b'a']);
         let mut f = Framer::default();
-        f.push(&big[..100]);
-        assert_eq!(f.next_frame(), Some(Frame::TooLarge { id: 9 }));
+        f.push(&big[..11]);
+        assert_eq!(f.next_frame(), None, "waits for the handle of a WRITE");
+        f.push(&big[11..100]);
+        assert_eq!(
+            f.next_frame(),
+            Some(Frame::TooLarge {
+                id: 9,
+                handle: Some(Bytes::from_static(b"h1"))
+            })
+        );
         assert_eq!(f.next_frame(), None);
         f.push(&big[100..]);
         f.push(&next);

@@ -30,7 +30,10 @@ mod tenant_keys;
 pub use error::KeyError;
 pub use key_file::MASTER_KEY_LEN;
 pub use local::LocalKeyProvider;
-pub use provider::{KeyProvider, KeyRing, WrappedTenantKey, tenant_context};
+pub use provider::{
+    KeyProvider, KeyRing, PRIMARY_REGION, REPLICA_REGION, Unwrapped, WrappedTenantKey,
+    tenant_key_context,
+};
 pub use sealed_blob::{BLOB_VERSION_1, NONCE_LEN, TAG_LEN};
 pub use tenant_key::{TENANT_KEY_LEN, TenantKey};
 pub use tenant_keys::TenantKeys;

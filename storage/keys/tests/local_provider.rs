@@ -4,7 +4,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use coffer_keys::{KeyError, KeyProvider, LocalKeyProvider, TenantKey, tenant_context};
+use coffer_keys::{KeyError, KeyProvider, LocalKeyProvider, TenantKey, tenant_key_context};
 
 fn mode_of(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o7777
@@ -154,7 +154,7 @@ async fn wrap_unwrap_round_trip_survives_a_reload() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("master.key");
     let tenant_key = TenantKey::generate().unwrap();
-    let context = tenant_context(7);
+    let context = tenant_key_context(7, 1);
 
     let wrapped = LocalKeyProvider::load_or_create(&path)
         .unwrap()
@@ -176,12 +176,12 @@ async fn fail_unwrap_with_another_master_key_or_context() {
     let other = LocalKeyProvider::ephemeral().unwrap();
     let tenant_key = TenantKey::generate().unwrap();
     let wrapped = provider
-        .wrap(&tenant_key, &tenant_context(1))
+        .wrap(&tenant_key, &tenant_key_context(1, 1))
         .await
         .unwrap();
 
-    let wrong_master = other.unwrap(&wrapped, &tenant_context(1)).await;
-    let wrong_context = provider.unwrap(&wrapped, &tenant_context(2)).await;
+    let wrong_master = other.unwrap(&wrapped, &tenant_key_context(1, 1)).await;
+    let wrong_context = provider.unwrap(&wrapped, &tenant_key_context(2, 1)).await;
 
     assert!(matches!(wrong_master, Err(KeyError::UnwrapFailed)));
     assert!(matches!(wrong_context, Err(KeyError::UnwrapFailed)));

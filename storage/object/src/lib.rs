@@ -3,6 +3,16 @@
 //! An object store never sees a file name, a folder name or a byte of plaintext: keys are
 //! random ids made by [`ObjectKey::generate`] and bodies are sealed by `coffer-format`.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
 use std::fmt::Debug;
 use std::path::Path;
 

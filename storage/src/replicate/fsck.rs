@@ -51,6 +51,8 @@ pub struct FsckProblem {
     pub store: &'static str,
     /// What is wrong.
     pub problem: String,
+    /// `fsck --repair` replaced the primary's copy with the replica's verified copy.
+    pub repaired: bool,
 }
 
 /// The result of `fsck`.
@@ -114,8 +116,10 @@ impl Vault {
     }
 
     /// Checks that every committed file's object exists with the right size in the primary
-    /// and the replica; with `deep`, also reads and authenticates every chunk of both.
-    pub async fn fsck(&self, deep: bool) -> VfsResult<FsckReport> {
+    /// and the replica; with `deep`, also reads and authenticates every chunk of both. With
+    /// `repair`, a primary object that is missing or wrong is replaced by the replica's copy
+    /// once every chunk of that copy has been authenticated (a damaged replica is never copied).
+    pub async fn fsck(&self, deep: bool, repair: bool) -> VfsResult<FsckReport> {
         let b = &self.inner.b;
         let mut stores: Vec<(&'static str, Arc<dyn ObjectStore>)> =
             vec![("primary", b.primary.clone())];
@@ -127,16 +131,45 @@ impl Vault {
             report.files += 1;
             for (name, store) in &stores {
                 if let Err(problem) = self.check_file(store.as_ref(), &file, deep).await {
+                    let repaired = repair && *name == "primary" && self.repair_primary(&file).await;
                     report.problems.push(FsckProblem {
                         node_id: file.node_id,
                         object_key: file.content.object_key.clone(),
                         store: name,
                         problem,
+                        repaired,
                     });
                 }
             }
         }
         Ok(report)
+    }
+
+    /// Copies `file`'s object from the replica to the primary after authenticating every chunk
+    /// of the replica's copy; `true` if the primary now holds a good copy.
+    async fn repair_primary(&self, file: &CommittedFile) -> bool {
+        let b = &self.inner.b;
+        let Some(replica) = &b.replica else {
+            return false;
+        };
+        let Ok(key) = ObjectKey::parse(&file.content.object_key) else {
+            return false;
+        };
+        if let Err(e) = self.check_file(replica.as_ref(), file, true).await {
+            tracing::warn!(object = %key, node_id = file.node_id, error = %e, "cannot repair the primary copy: the replica's copy is bad too");
+            return false;
+        }
+        let tmp = self.inner.spool.path(&format!("{key}.repair"));
+        match super::copy_verified(replica.as_ref(), b.primary.as_ref(), &key, &tmp).await {
+            Ok(()) => {
+                tracing::warn!(object = %key, node_id = file.node_id, "repaired the primary copy from the verified replica copy");
+                self.check_file(b.primary.as_ref(), file, true).await.is_ok()
+            }
+            Err(e) => {
+                tracing::warn!(object = %key, node_id = file.node_id, error = %e, "copying the replica's copy to the primary failed");
+                false
+            }
+        }
     }
 
     /// `Err` with a description of what is wrong with `file`'s object in `store`.

@@ -15,6 +15,8 @@ pub struct TestVault {
     pub dir: tempfile::TempDir,
     pub vault: Vault,
     pub primary: Arc<LocalDirStore>,
+    /// The vault's metadata store, opened by the test (the Vault does not hand it out).
+    pub meta: Arc<dyn MetadataStore>,
 }
 
 pub const CHUNK: u32 = 4096;
@@ -25,11 +27,12 @@ pub async fn vault() -> TestVault {
 
 pub async fn vault_with(lockout: LockoutPolicy) -> TestVault {
     let dir = tempfile::tempdir().unwrap();
-    let (vault, primary) = open_vault(dir.path(), "test-node", "spool", lockout).await;
+    let (vault, primary, meta) = open_vault(dir.path(), "test-node", "spool", lockout).await;
     TestVault {
         dir,
         vault,
         primary,
+        meta,
     }
 }
 
@@ -39,7 +42,7 @@ async fn open_vault(
     node: &str,
     spool: &str,
     lockout: LockoutPolicy,
-) -> (Vault, Arc<LocalDirStore>) {
+) -> (Vault, Arc<LocalDirStore>, Arc<dyn MetadataStore>) {
     let meta = SqliteStore::open(&format!("sqlite://{}", root.join("meta.db").display()))
         .await
         .unwrap();
@@ -62,13 +65,14 @@ async fn open_vault(
         lockout,
         partial_uploads: coffer_storage::PartialUploads::KeepNewFiles,
     };
+    let meta: Arc<dyn MetadataStore> = Arc::new(meta);
     let b = Backends {
-        meta: Arc::new(meta),
+        meta: meta.clone(),
         primary: primary.clone(),
         replica: Some(replica),
         keys,
     };
-    (Vault::open(b, opts).await.unwrap(), primary)
+    (Vault::open(b, opts).await.unwrap(), primary, meta)
 }
 
 impl TestVault {
@@ -95,7 +99,7 @@ impl TestVault {
     }
 
     pub async fn user_with(&self, tenant: &str, name: &str, perms: Permissions, home: &str) -> Vfs {
-        let t = match self.vault.backends().meta.tenant_by_name(tenant).await {
+        let t = match self.meta.tenant_by_name(tenant).await {
             Ok(t) => t,
             Err(_) => self.vault.create_tenant(tenant, None).await.unwrap(),
         };
