@@ -236,8 +236,8 @@ fn parse_ssh_key(line: &str) -> anyhow::Result<NewSshKey> {
         .decode(b64)
         .context("the key is not valid base64")?;
     let name_len = blob
-        .get(..4)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        .first_chunk::<4>()
+        .map(|b| u32::from_be_bytes(*b) as usize);
     if name_len.and_then(|l| blob.get(4..4 + l)) != Some(alg.as_bytes()) {
         bail!("the key blob does not match its type {alg}");
     }
@@ -292,7 +292,7 @@ pub async fn files(vault: &Vault, cmd: FilesCmd) -> anyhow::Result<()> {
                 if n == 0 {
                     break;
                 }
-                w.write_at(off, &buf[..n]).await?;
+                w.write_at(off, buf.get(..n).unwrap_or_default()).await?;
                 off += n as u64;
             }
             if let Ok(m) = f.metadata().and_then(|m| m.modified()) {

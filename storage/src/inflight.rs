@@ -78,7 +78,10 @@ mod tests {
         let _other = names.claim(2, b"idx", true).unwrap();
         let plain = names.claim(1, b"idx", false).unwrap();
         drop(first);
-        assert!(names.claim(1, b"idx", true).is_err(), "the plain upload still runs");
+        assert!(
+            names.claim(1, b"idx", true).is_err(),
+            "the plain upload still runs"
+        );
         drop(plain);
         assert!(names.claim(1, b"idx", true).is_ok());
     }

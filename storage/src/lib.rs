@@ -13,9 +13,9 @@
 
 mod admin;
 mod audit;
-mod inflight;
 pub mod auth;
 pub mod error;
+mod inflight;
 mod lookups;
 pub mod path;
 pub mod perms;

@@ -19,7 +19,6 @@ use crate::spool::Spool;
 use crate::vfs::Vfs;
 use crate::writer::PartialUploads;
 
-
 /// Settings of the vault that come from configuration.
 #[derive(Clone, Debug)]
 pub struct VaultOptions {
@@ -125,7 +124,6 @@ pub(crate) fn random_id() -> VfsResult<i64> {
         .map_err(|_| VfsError::new(ErrorKind::Internal, "the OS random generator failed"))?;
     Ok((u64::from_be_bytes(b) >> 1).max(1) as i64)
 }
-
 
 impl Vault {
     /// Opens the vault over migrated backends. Call [`Vault::recover_uploads`] when serving.

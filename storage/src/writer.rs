@@ -489,7 +489,7 @@ impl FileWriter {
                 }
                 _ => {
                     let n = (n as usize).min(ZEROS.len());
-                    self.append(&ZEROS[..n]).await?;
+                    self.append(ZEROS.get(..n).unwrap_or(&ZEROS)).await?;
                 }
             }
         }

@@ -415,3 +415,87 @@ async fn the_database_alone_cannot_open_a_tenant_key() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_damaged_or_missing_primary_object_is_served_from_the_verified_replica_and_fsck_repairs_it()
+ {
+    let tv = vault().await;
+    let (vfs, a, b) = two_files(&tv).await;
+    tv.vault.replicate_once(100).await.unwrap();
+    let objs = object_of(&tv, 2);
+    let before = coffer_storage::repaired_reads();
+
+    // A flipped byte in one primary object: readers get the right bytes from the replica.
+    let mut data = std::fs::read(&objs[0]).unwrap();
+    data[5000] ^= 0x01;
+    std::fs::write(&objs[0], &data).unwrap();
+    let got = futures_results(&vfs).await;
+    assert!(got.iter().all(Result::is_ok), "{got:?}");
+    let got: Vec<Vec<u8>> = got.into_iter().map(Result::unwrap).collect();
+    assert!(got.contains(&a) && got.contains(&b));
+    assert!(
+        coffer_storage::repaired_reads() > before,
+        "counted as an integrity event"
+    );
+
+    // fsck sees it; with --repair the primary gets the replica's verified copy back.
+    let report = tv.vault.fsck(true, false).await.unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert!(!report.problems[0].repaired);
+    assert_eq!(report.problems[0].store, "primary");
+    let report = tv.vault.fsck(true, true).await.unwrap();
+    assert_eq!(report.problems.len(), 1);
+    assert!(report.problems[0].repaired, "{report:?}");
+    assert!(
+        tv.vault
+            .fsck(true, false)
+            .await
+            .unwrap()
+            .problems
+            .is_empty()
+    );
+
+    // A primary object that is gone entirely: served, then restored.
+    std::fs::remove_file(&objs[1]).unwrap();
+    let got = futures_results(&vfs).await;
+    assert!(got.iter().all(Result::is_ok), "{got:?}");
+    let report = tv.vault.fsck(false, true).await.unwrap();
+    assert!(report.problems.iter().all(|p| p.repaired), "{report:?}");
+    assert!(objs[1].exists(), "the primary object is back");
+    assert!(
+        tv.vault
+            .fsck(true, false)
+            .await
+            .unwrap()
+            .problems
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_primary_and_replica_both_damaged_stay_an_integrity_error_and_are_not_repaired() {
+    let tv = vault().await;
+    let (vfs, _, _) = two_files(&tv).await;
+    tv.vault.replicate_once(100).await.unwrap();
+    let objs = object_of(&tv, 2);
+    let name = objs[0].file_name().unwrap().to_owned();
+    let replica_obj = tv
+        .all_files()
+        .into_iter()
+        .find(|p| p.starts_with(tv.root().join("store/replica")) && p.file_name() == Some(&name))
+        .expect("the replica holds the same object key");
+    for path in [&objs[0], &replica_obj] {
+        let mut data = std::fs::read(path).unwrap();
+        data[5000] ^= 0x01;
+        std::fs::write(path, &data).unwrap();
+    }
+    let got = futures_results(&vfs).await;
+    assert!(
+        got.iter()
+            .any(|r| r.as_ref().err().map(|e| e.kind()) == Some(ErrorKind::Integrity)),
+        "no unverified bytes are served"
+    );
+    let report = tv.vault.fsck(true, true).await.unwrap();
+    assert!(report.problems.iter().all(|p| !p.repaired), "{report:?}");
+    assert_eq!(report.problems.len(), 2, "both copies reported: {report:?}");
+}

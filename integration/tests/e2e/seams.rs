@@ -163,3 +163,143 @@ fn files_put_into_a_missing_folder_creates_it_and_path_errors_name_the_path() {
     assert!(!out.status.success());
     assert!(err.contains("/ghost.txt"), "names the source: {err}");
 }
+
+/// Starts `program args`, kills it after `after` (no clean close: what a crashed client or a
+/// dropped connection does), and waits for it.
+fn killed_after(mut cmd: Command, after: std::time::Duration) {
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the client is installed (see integration/run-tests)");
+    std::thread::sleep(after);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A rate-limited OpenSSH `sftp` upload of `local` to `remote`, password login.
+fn sftp_upload(env: &Env, local: &std::path::Path, remote: &str) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    let cwd = env.dir.path();
+    let askpass = cwd.join(".askpass-cut.sh");
+    std::fs::write(&askpass, format!("#!/bin/sh\necho '{PASSWORD}'\n")).unwrap();
+    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let batch = cwd.join(format!(".cut-{}", remote.trim_start_matches('/')));
+    std::fs::write(&batch, format!("put {} {remote}\n", local.display())).unwrap();
+    let mut c = Command::new("sftp");
+    c.args(["-o", "BatchMode=no", "-o", "StrictHostKeyChecking=no"])
+        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+        .args([
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "PubkeyAuthentication=no",
+        ])
+        .args(["-l", "16000", "-P", &env.ports.sftp.to_string(), "-b"])
+        .arg(&batch)
+        .arg("alice@127.0.0.1")
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0");
+    c
+}
+
+/// A rate-limited curl upload over FTPES or HTTPS.
+fn curl_upload(local: &std::path::Path, url: String) -> Command {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-k", "--ssl-reqd", "--limit-rate", "2M", "-u"])
+        .arg(format!("alice:{PASSWORD}"))
+        .arg("-T")
+        .arg(local)
+        .arg(url);
+    c
+}
+
+/// The bytes of `remote` as the CLI reads them, or `None` if it does not exist.
+fn stored(env: &Env, remote: &str) -> Option<Vec<u8>> {
+    let out = env.dir.path().join("stored.out");
+    let _ = std::fs::remove_file(&out);
+    let r = env.coffer(
+        &[
+            "files",
+            "get",
+            remote,
+            out.to_str().unwrap(),
+            "--user",
+            "alice",
+        ],
+        "",
+    );
+    r.status.success().then(|| std::fs::read(&out).unwrap())
+}
+
+#[test]
+fn an_upload_cut_off_midway_behaves_the_same_on_sftp_ftpes_and_https() {
+    let env = Env::new("");
+    env.add_user("acme", "alice", PASSWORD);
+    let old = crate::harness::bytes(1 << 20, 41);
+    let new = crate::harness::bytes(24 << 20, 42);
+    let (old_file, new_file) = (
+        env.dir.path().join("old.bin"),
+        env.dir.path().join("new.bin"),
+    );
+    std::fs::write(&old_file, &old).unwrap();
+    std::fs::write(&new_file, &new).unwrap();
+    for proto in ["sftp", "ftp", "https"] {
+        env.ok(
+            &[
+                "files",
+                "put",
+                old_file.to_str().unwrap(),
+                &format!("/{proto}-replace.bin"),
+                "--user",
+                "alice",
+            ],
+            "",
+        );
+    }
+    let server = env.serve();
+    let cut = std::time::Duration::from_millis(3000);
+    let (ftp, https) = (env.ports.ftp, env.ports.https);
+    for name in ["replace", "new"] {
+        killed_after(
+            sftp_upload(&env, &new_file, &format!("/sftp-{name}.bin")),
+            cut,
+        );
+        killed_after(
+            curl_upload(&new_file, format!("ftp://127.0.0.1:{ftp}/ftp-{name}.bin")),
+            cut,
+        );
+        killed_after(
+            curl_upload(
+                &new_file,
+                format!("https://127.0.0.1:{https}/api/v1/files/https-{name}.bin"),
+            ),
+            cut,
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let mut new_outcomes = Vec::new();
+    for proto in ["sftp", "ftp", "https"] {
+        assert_eq!(
+            stored(&env, &format!("/{proto}-replace.bin")).as_deref(),
+            Some(old.as_slice()),
+            "{proto}: a replace cut off midway leaves the old version whole"
+        );
+        let partial = stored(&env, &format!("/{proto}-new.bin"));
+        if let Some(p) = &partial {
+            assert!(
+                !p.is_empty() && p.len() < new.len() && new.starts_with(p),
+                "{proto}: a new name cut off keeps only a prefix of what was sent ({} bytes)",
+                p.len()
+            );
+        }
+        new_outcomes.push((proto, partial.is_some()));
+    }
+    assert!(
+        new_outcomes.iter().all(|(_, kept)| *kept),
+        "keep_partial = \"new-files\" (the default) keeps the prefix of a new name on every protocol: {new_outcomes:?}"
+    );
+    server.stop();
+}

@@ -984,7 +984,10 @@ fn a_refused_first_write_leaves_no_empty_file_and_keeps_the_old_version() {
         );
     }
     let listing = site.sftp_ok("ls -l /\n");
-    assert!(!listing.contains("fresh.bin"), "no empty file left: {listing}");
+    assert!(
+        !listing.contains("fresh.bin"),
+        "no empty file left: {listing}"
+    );
     site.sftp_ok("get /old.bin old.back\n");
     assert_eq!(
         sha256(&std::fs::read(site.path("old.back")).unwrap()),

@@ -175,10 +175,10 @@ fn refuse_too_large(
         max = MAX_WRITE_LEN,
         "refused an SFTP packet larger than the limit"
     );
-    if let Some(lane) = handle.and_then(|h| ctx.lane(&h, false)) {
-        if lane.send(HandleOp::Refused { id }).is_ok() {
-            return;
-        }
+    if let Some(lane) = handle.and_then(|h| ctx.lane(&h, false))
+        && lane.send(HandleOp::Refused { id }).is_ok()
+    {
+        return;
     }
     let _ = ns.send(super::handles::refused_write(id).into());
 }

@@ -163,7 +163,9 @@ impl Vault {
         match super::copy_verified(replica.as_ref(), b.primary.as_ref(), &key, &tmp).await {
             Ok(()) => {
                 tracing::warn!(object = %key, node_id = file.node_id, "repaired the primary copy from the verified replica copy");
-                self.check_file(b.primary.as_ref(), file, true).await.is_ok()
+                self.check_file(b.primary.as_ref(), file, true)
+                    .await
+                    .is_ok()
             }
             Err(e) => {
                 tracing::warn!(object = %key, node_id = file.node_id, error = %e, "copying the replica's copy to the primary failed");
