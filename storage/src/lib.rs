@@ -9,6 +9,7 @@
 mod audit;
 pub mod auth;
 pub mod error;
+mod login;
 mod lookups;
 pub mod path;
 pub mod perms;
@@ -20,7 +21,8 @@ mod vault;
 mod vfs;
 mod writer;
 
-pub use auth::{LockoutPolicy, Password};
+pub use auth::{HashLimits, LockoutPolicy, Password};
+pub use login::{ADDRESS_FACTOR, Check, KNOWN_SOURCE_TTL, LocalLimiter, LoginLimiter, Refusal, Source};
 pub use error::{ErrorKind, VfsError, VfsResult};
 pub use path::VPath;
 pub use perms::Permissions;
