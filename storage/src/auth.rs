@@ -289,7 +289,7 @@ fn phc_verify(hash: &str, pw: &[u8], blocks: &mut Vec<Block>) -> bool {
     let Ok(parsed) = PasswordHash::new(hash) else {
         return false;
     };
-    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+    let Ok(params) = Params::try_from(&parsed) else {
         return false;
     };
     let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else {
@@ -300,7 +300,7 @@ fn phc_verify(hash: &str, pw: &[u8], blocks: &mut Vec<Block>) -> bool {
         Some(Ok(v)) => v,
         Some(Err(_)) => return false,
     };
-    let Ok(params) = Params::try_from(&parsed) else {
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
         return false;
     };
     let mut salt_buf = [0u8; 64];
@@ -309,8 +309,13 @@ fn phc_verify(hash: &str, pw: &[u8], blocks: &mut Vec<Block>) -> bool {
     };
     let mut out = Zeroizing::new(vec![0u8; expected.len()]);
     let a = Argon2::new(algorithm, version, params.clone());
-    if a.hash_password_into_with_memory(pw, salt, &mut out, blocks_for(blocks, params.block_count()))
-        .is_err()
+    if a.hash_password_into_with_memory(
+        pw,
+        salt,
+        &mut out,
+        blocks_for(blocks, params.block_count()),
+    )
+    .is_err()
     {
         return false;
     }
@@ -335,7 +340,10 @@ mod tests {
     async fn hash_verifies_only_the_right_password() {
         let h = pool();
         let p = h.admit(&Source::Local).unwrap();
-        let hash = h.hash(&Password::new("correct horse".into())).await.unwrap();
+        let hash = h
+            .hash(&Password::new("correct horse".into()))
+            .await
+            .unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         let right = Password::new("correct horse".into());
         let wrong = Password::new("correct horsf".into());
@@ -360,8 +368,16 @@ mod tests {
         );
         let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
         let theirs = other.hash_password(b"pw two", &salt).unwrap().to_string();
-        assert!(h.verify(&p, &theirs, &Password::new("pw two".into())).await.unwrap());
-        assert!(!h.verify(&p, &theirs, &Password::new("pw one".into())).await.unwrap());
+        assert!(
+            h.verify(&p, &theirs, &Password::new("pw two".into()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !h.verify(&p, &theirs, &Password::new("pw one".into()))
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
@@ -375,7 +391,10 @@ mod tests {
         let b = Source::of(Some("192.0.2.2:4000"));
         assert!(h.admit(&b).is_ok());
         drop(p1);
-        assert!(h.admit(&a).is_ok(), "a finished attempt gives its place back");
+        assert!(
+            h.admit(&a).is_ok(),
+            "a finished attempt gives its place back"
+        );
     }
 
     #[tokio::test]

@@ -22,8 +22,10 @@ mod vfs;
 mod writer;
 
 pub use auth::{HashLimits, LockoutPolicy, Password};
-pub use login::{ADDRESS_FACTOR, Check, KNOWN_SOURCE_TTL, LocalLimiter, LoginLimiter, Refusal, Source};
 pub use error::{ErrorKind, VfsError, VfsResult};
+pub use login::{
+    ADDRESS_FACTOR, Check, KNOWN_SOURCE_TTL, LocalLimiter, LoginLimiter, Refusal, Source,
+};
 pub use path::VPath;
 pub use perms::Permissions;
 pub use reader::{FileReader, failover_reads};

@@ -215,7 +215,12 @@ impl LocalLimiter {
     }
 
     fn address_capacity(&self) -> f64 {
-        f64::from(self.policy.max_failures.max(1).saturating_mul(ADDRESS_FACTOR))
+        f64::from(
+            self.policy
+                .max_failures
+                .max(1)
+                .saturating_mul(ADDRESS_FACTOR),
+        )
     }
 
     fn window(&self) -> Duration {
@@ -335,7 +340,11 @@ impl Vault {
             }
         };
         let permit = self.inner.hasher.admit(&source).inspect_err(|_| {
-            debug!(protocol, remote = remote_addr.as_deref().unwrap_or("-"), "login refused: busy");
+            debug!(
+                protocol,
+                remote = remote_addr.as_deref().unwrap_or("-"),
+                "login refused: busy"
+            );
         })?;
         let user = self.find_user(name).await?;
         let hash = user
@@ -345,15 +354,33 @@ impl Vault {
         let ok = self.inner.hasher.verify(&permit, &hash, password).await?;
         drop(permit);
         let Some(user) = user else {
-            return Err(self.refuse(None, name, &source, protocol, &remote_addr, "unknown_user").await);
+            return Err(self
+                .refuse(None, name, &source, protocol, &remote_addr, "unknown_user")
+                .await);
         };
         if user.disabled {
-            return Err(self.refuse(Some(&user), name, &source, protocol, &remote_addr, "disabled").await);
+            return Err(self
+                .refuse(
+                    Some(&user),
+                    name,
+                    &source,
+                    protocol,
+                    &remote_addr,
+                    "disabled",
+                )
+                .await);
         }
         if !(ok && user.password_hash.is_some()) {
             self.count_account_failure(&user, protocol, &remote_addr);
             return Err(self
-                .refuse(Some(&user), name, &source, protocol, &remote_addr, "bad_credentials")
+                .refuse(
+                    Some(&user),
+                    name,
+                    &source,
+                    protocol,
+                    &remote_addr,
+                    "bad_credentials",
+                )
                 .await);
         }
         let account_locked = user.locked_until_ms.is_some_and(|t| t > now_ms());
@@ -379,7 +406,9 @@ impl Vault {
     ) -> VfsResult<Principal> {
         let source = Source::of(remote_addr.as_deref());
         let Some(user) = self.find_user(name).await? else {
-            return Err(self.refuse(None, name, &source, protocol, &remote_addr, "unknown_user").await);
+            return Err(self
+                .refuse(None, name, &source, protocol, &remote_addr, "unknown_user")
+                .await);
         };
         let keys = self.inner.b.meta.ssh_keys(user.id).await?;
         let ok = keys.iter().fold(false, |acc, k| {
@@ -389,11 +418,27 @@ impl Vault {
             ))
         });
         if user.disabled {
-            return Err(self.refuse(Some(&user), name, &source, protocol, &remote_addr, "disabled").await);
+            return Err(self
+                .refuse(
+                    Some(&user),
+                    name,
+                    &source,
+                    protocol,
+                    &remote_addr,
+                    "disabled",
+                )
+                .await);
         }
         if !ok {
             return Err(self
-                .refuse(Some(&user), name, &source, protocol, &remote_addr, "bad_credentials")
+                .refuse(
+                    Some(&user),
+                    name,
+                    &source,
+                    protocol,
+                    &remote_addr,
+                    "bad_credentials",
+                )
                 .await);
         }
         let account_locked = user.locked_until_ms.is_some_and(|t| t > now_ms());
@@ -615,7 +660,10 @@ mod tests {
         for i in 0..9 {
             l.failed_at(&format!("user{i}"), &nat, t0);
         }
-        assert_eq!(l.check_at("user0", &nat, t0), Check::Refused(Refusal::Address));
+        assert_eq!(
+            l.check_at("user0", &nat, t0),
+            Check::Refused(Refusal::Address)
+        );
         assert_eq!(
             l.check_at("alice", &nat, t0),
             Check::Allowed { known_source: true }

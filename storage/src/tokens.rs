@@ -153,7 +153,14 @@ impl Vault {
         let source = Source::of(remote_addr.as_deref());
         let Some((id, secret)) = parse(token) else {
             return Err(self
-                .refuse(None, "token:malformed", &source, protocol, &remote_addr, "bad_token")
+                .refuse(
+                    None,
+                    "token:malformed",
+                    &source,
+                    protocol,
+                    &remote_addr,
+                    "bad_token",
+                )
                 .await);
         };
         let label = format!("token:{id}");
@@ -161,7 +168,14 @@ impl Vault {
             Ok(t) => t,
             Err(MetaError::NotFound) => {
                 return Err(self
-                    .refuse(None, &label, &source, protocol, &remote_addr, "unknown_token")
+                    .refuse(
+                        None,
+                        &label,
+                        &source,
+                        protocol,
+                        &remote_addr,
+                        "unknown_token",
+                    )
                     .await);
             }
             Err(e) => return Err(e.into()),
@@ -170,7 +184,14 @@ impl Vault {
             Ok(u) => u,
             Err(MetaError::NotFound) => {
                 return Err(self
-                    .refuse(None, &label, &source, protocol, &remote_addr, "unknown_token")
+                    .refuse(
+                        None,
+                        &label,
+                        &source,
+                        protocol,
+                        &remote_addr,
+                        "unknown_token",
+                    )
                     .await);
             }
             Err(e) => return Err(e.into()),
@@ -191,7 +212,14 @@ impl Vault {
             }
         };
         Err(self
-            .refuse(Some(&user), &label, &source, protocol, &remote_addr, outcome)
+            .refuse(
+                Some(&user),
+                &label,
+                &source,
+                protocol,
+                &remote_addr,
+                outcome,
+            )
             .await)
     }
 }

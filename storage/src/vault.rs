@@ -12,8 +12,8 @@ use tracing::{info, warn};
 
 use crate::audit::AuditSink;
 use crate::auth::{HashLimits, Hasher, LockoutPolicy, Password};
-use crate::login::LoginLimiter;
 use crate::error::{ErrorKind, VfsError, VfsResult};
+use crate::login::LoginLimiter;
 use crate::path::VPath;
 use crate::perms::Permissions;
 use crate::spool::Spool;

@@ -95,8 +95,17 @@ async fn wrong_secrets_lock_no_account_and_a_valid_token_works_during_a_lock() {
             .unwrap_err();
     }
     tv.vault.flush_audit().await;
-    let user = tv.vault.backends().meta.user_by_name("alice").await.unwrap();
-    assert!(user.locked_until_ms.is_some(), "the account-wide count locked it");
+    let user = tv
+        .vault
+        .backends()
+        .meta
+        .user_by_name("alice")
+        .await
+        .unwrap();
+    assert!(
+        user.locked_until_ms.is_some(),
+        "the account-wide count locked it"
+    );
     let p = tv
         .vault
         .authenticate_token(&made.token, "https", Some("203.0.113.50:1".into()))

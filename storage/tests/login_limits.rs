@@ -70,7 +70,13 @@ async fn strangers_from_one_or_many_addresses_cannot_lock_the_owners_address_out
 async fn a_valid_public_key_is_never_refused_by_the_failure_counts() {
     let tv = vault_with(policy()).await;
     tv.user("acme", "alice").await;
-    let alice = tv.vault.backends().meta.user_by_name("alice").await.unwrap();
+    let alice = tv
+        .vault
+        .backends()
+        .meta
+        .user_by_name("alice")
+        .await
+        .unwrap();
     tv.vault
         .backends()
         .meta
@@ -93,19 +99,38 @@ async fn a_valid_public_key_is_never_refused_by_the_failure_counts() {
         let _ = login(&tv.vault, "alice", "guess", &format!("203.0.113.{i}:1")).await;
     }
     tv.vault.flush_audit().await;
-    let user = tv.vault.backends().meta.user_by_name("alice").await.unwrap();
-    assert!(user.locked_until_ms.is_some(), "the account-wide count is reached");
+    let user = tv
+        .vault
+        .backends()
+        .meta
+        .user_by_name("alice")
+        .await
+        .unwrap();
+    assert!(
+        user.locked_until_ms.is_some(),
+        "the account-wide count is reached"
+    );
     for addr in ["192.0.2.123:1", attacker] {
         let p = tv
             .vault
-            .authenticate_public_key("alice", "AAAAC3NzaC1lZDI1NTE5AAAAIKeyOfAlice", "sftp", from(addr))
+            .authenticate_public_key(
+                "alice",
+                "AAAAC3NzaC1lZDI1NTE5AAAAIKeyOfAlice",
+                "sftp",
+                from(addr),
+            )
             .await
             .expect("a valid key logs in from a new address and from a throttled one");
         assert_eq!(p.user.name, "alice");
     }
     let e = tv
         .vault
-        .authenticate_public_key("alice", "AAAAC3NzaC1lZDI1NTE5AAAAIOther", "sftp", from(attacker))
+        .authenticate_public_key(
+            "alice",
+            "AAAAC3NzaC1lZDI1NTE5AAAAIOther",
+            "sftp",
+            from(attacker),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AuthFailed);
@@ -163,7 +188,11 @@ async fn spraying_many_names_from_one_address_is_refused_and_others_are_not() {
         t.elapsed()
     );
     let e = login(&tv.vault, "alice", RIGHT, sprayer).await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::AuthFailed, "alice from the sprayer's address");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::AuthFailed,
+        "alice from the sprayer's address"
+    );
     login(&tv.vault, "alice", RIGHT, "192.0.2.10:1")
         .await
         .expect("alice from another address");
@@ -176,7 +205,12 @@ async fn unknown_wrong_disabled_locked_and_throttled_all_get_the_same_answer() {
     tv.user("acme", "alice").await;
     tv.user("acme", "dave").await;
     let dave = tv.vault.backends().meta.user_by_name("dave").await.unwrap();
-    tv.vault.backends().meta.set_disabled(dave.id, true).await.unwrap();
+    tv.vault
+        .backends()
+        .meta
+        .set_disabled(dave.id, true)
+        .await
+        .unwrap();
     // Lock alice account-wide from three addresses.
     for i in 0..3 {
         let _ = login(&tv.vault, "alice", "guess", &format!("203.0.113.{i}:1")).await;
@@ -190,7 +224,12 @@ async fn unknown_wrong_disabled_locked_and_throttled_all_get_the_same_answer() {
         ("unknown", "nobody", "guess", "192.0.2.1:1"),
         ("wrong password", "alice", "guess", "192.0.2.2:1"),
         ("disabled", "dave", "pw-dave-secret", "192.0.2.3:1"),
-        ("locked account, right password", "alice", RIGHT, "192.0.2.4:1"),
+        (
+            "locked account, right password",
+            "alice",
+            RIGHT,
+            "192.0.2.4:1",
+        ),
         ("throttled pair", "zed", "guess", "198.51.100.3:1"),
     ];
     let mut times = Vec::new();
@@ -248,7 +287,10 @@ async fn a_burst_of_logins_is_bounded_busy_beyond_and_the_owner_still_gets_in() 
         }
     }
     assert_eq!(busy + failed, 200, "every attempt is answered");
-    assert!(busy >= 150, "one address holds a bounded share: {busy} busy");
+    assert!(
+        busy >= 150,
+        "one address holds a bounded share: {busy} busy"
+    );
     assert!(failed >= 1);
     assert!(owner_time < Duration::from_secs(2), "{owner_time:?}");
 }

@@ -381,7 +381,11 @@ async fn repeated_wrong_passwords_lock_that_address_out_and_the_answer_never_cha
         .authenticate_password("alice", &right, "ftp", None)
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::AuthFailed, "the same answer as a wrong password");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::AuthFailed,
+        "the same answer as a wrong password"
+    );
     assert_eq!(e.to_string(), "authentication failed");
     let e = tv
         .vault
@@ -393,9 +397,7 @@ async fn repeated_wrong_passwords_lock_that_address_out_and_the_answer_never_cha
     let audit = tv.vault.backends().meta.recent_audit(50).await.unwrap();
     assert!(audit.iter().filter(|a| a.action == "login_failed").count() >= 5);
     assert!(
-        audit
-            .iter()
-            .any(|a| a.outcome == "throttled_name_address"),
+        audit.iter().any(|a| a.outcome == "throttled_name_address"),
         "the audit says why"
     );
 }
