@@ -113,8 +113,8 @@ pub const KNOWN_SOURCE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Entries each in-memory table holds at most (about 150 bytes each).
 const MAX_ENTRIES: usize = 50_000;
 
-/// A leaky bucket of failures: it drains at `capacity / window`, and reaching `capacity`
-/// locks it for the lock time.
+/// A leaky bucket of failures: it drains at `capacity / window`, and the `capacity`-th failure
+/// locks it for the lock time (unless at least one failure's worth drained meanwhile).
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
     level: f64,
@@ -148,7 +148,8 @@ impl Bucket {
         }
         self.level = self.drained(now, capacity, window) + 1.0;
         self.at = now;
-        if self.level >= capacity {
+        // The capacity-th failure locks unless a whole failure has drained since the first.
+        if self.level > capacity - 1.0 {
             self.level = 0.0;
             self.locked_until = Some(now + lock);
             return true;
