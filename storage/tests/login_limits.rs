@@ -240,10 +240,12 @@ async fn unknown_wrong_disabled_locked_and_throttled_all_get_the_same_answer() {
         assert_eq!(e.kind(), ErrorKind::AuthFailed, "{what}");
         assert_eq!(e.to_string(), "authentication failed", "{what}");
     }
+    // A refusal without a hash waits as long as a hash took at start; under load a real hash
+    // takes longer, so the bound is loose: no outcome is answered in a fraction of the time.
     let slowest = times.iter().map(|t| t.1).max().unwrap();
     let fastest = times.iter().map(|t| t.1).min().unwrap();
     assert!(
-        fastest * 3 >= slowest,
+        fastest * 5 >= slowest,
         "no outcome is much faster than another: {times:?}"
     );
 }
