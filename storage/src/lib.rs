@@ -16,6 +16,7 @@ mod audit;
 pub mod auth;
 pub mod error;
 mod inflight;
+mod login;
 mod lookups;
 pub mod path;
 pub mod perms;
@@ -28,8 +29,11 @@ mod vfs;
 mod writer;
 
 pub use admin::{Admin, NewUserRequest, Readiness, UserSummary};
-pub use auth::{LockoutPolicy, Password};
+pub use auth::{HashLimits, LockoutPolicy, Password};
 pub use error::{ErrorKind, VfsError, VfsResult};
+pub use login::{
+    ADDRESS_FACTOR, Check, KNOWN_SOURCE_TTL, LocalLimiter, LoginLimiter, Refusal, Source,
+};
 pub use path::VPath;
 pub use perms::Permissions;
 pub use reader::{FileReader, failover_reads, repaired_reads};

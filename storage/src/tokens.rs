@@ -4,7 +4,8 @@
 //! A token reads `cft_<id>_<secret>`: `id` is 12 random bytes in hex, stored in the clear to
 //! find the row; `secret` is 32 random bytes (base64url), of which only the SHA-256 is stored.
 //! With 256 bits of entropy a fast hash is as good as Argon2 and costs nothing per request.
-//! A wrong secret for a known id counts toward the owner's lockout like a wrong password.
+//! A failed token counts toward its source address's limit (see `login.rs`), never toward the
+//! owner's account.
 
 use aws_lc_rs::digest;
 use base64::Engine as _;
@@ -13,6 +14,7 @@ use coffer_meta::{ApiToken, MetaError};
 use subtle::ConstantTimeEq;
 
 use crate::error::{ErrorKind, VfsError, VfsResult};
+use crate::login::Source;
 use crate::vault::{Principal, Vault, now_ms};
 
 /// Every token starts with this, so secret scanners and people recognise it.
@@ -138,40 +140,87 @@ impl Vault {
         }
     }
 
-    /// Checks a bearer token. Malformed and unknown tokens fail without touching any account;
-    /// a wrong secret for a known id, an expired token, a disabled or locked owner fail like a
-    /// wrong password and count toward the owner's lockout.
+    /// Checks a bearer token. Every failure (malformed, unknown id, wrong secret, expired,
+    /// disabled owner) gets the one `AuthFailed` and counts toward the source address's limit,
+    /// never toward the owner's account: a valid token is never refused by a failure count
+    /// (256 random bits cannot be guessed, so no count is needed to protect it).
     pub async fn authenticate_token(
         &self,
         token: &str,
         protocol: &'static str,
         remote_addr: Option<String>,
     ) -> VfsResult<Principal> {
-        let failed = || VfsError::new(ErrorKind::AuthFailed, "authentication failed");
+        let source = Source::of(remote_addr.as_deref());
         let Some((id, secret)) = parse(token) else {
-            return Err(failed());
+            return Err(self
+                .refuse(
+                    None,
+                    "token:malformed",
+                    &source,
+                    protocol,
+                    &remote_addr,
+                    "bad_token",
+                )
+                .await);
         };
+        let label = format!("token:{id}");
         let stored = match self.backends().meta.api_token(id).await {
             Ok(t) => t,
             Err(MetaError::NotFound) => {
-                tracing::info!(
-                    protocol,
-                    remote = remote_addr.as_deref().unwrap_or("-"),
-                    "login failed: unknown API token"
-                );
-                return Err(failed());
+                return Err(self
+                    .refuse(
+                        None,
+                        &label,
+                        &source,
+                        protocol,
+                        &remote_addr,
+                        "unknown_token",
+                    )
+                    .await);
             }
             Err(e) => return Err(e.into()),
         };
         let user = match self.backends().meta.user(stored.user_id).await {
             Ok(u) => u,
-            Err(MetaError::NotFound) => return Err(failed()),
+            Err(MetaError::NotFound) => {
+                return Err(self
+                    .refuse(
+                        None,
+                        &label,
+                        &source,
+                        protocol,
+                        &remote_addr,
+                        "unknown_token",
+                    )
+                    .await);
+            }
             Err(e) => return Err(e.into()),
         };
         let secret_ok: bool = secret_hash(secret).ct_eq(&stored.secret_hash).into();
         let live = stored.expires_ms.is_none_or(|t| t > now_ms());
-        self.finish_login(user, secret_ok && live, protocol, remote_addr)
-            .await
+        let outcome = match (secret_ok, live, user.disabled) {
+            (false, _, _) => "bad_token",
+            (true, false, _) => "expired_token",
+            (true, true, true) => "disabled",
+            (true, true, false) => {
+                self.audit_login(Some(&user), &user.name, protocol, &remote_addr, "ok");
+                return Ok(Principal {
+                    user,
+                    protocol,
+                    remote_addr,
+                });
+            }
+        };
+        Err(self
+            .refuse(
+                Some(&user),
+                &label,
+                &source,
+                protocol,
+                &remote_addr,
+                outcome,
+            )
+            .await)
     }
 }
 

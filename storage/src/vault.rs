@@ -11,8 +11,9 @@ use coffer_object::ObjectStore;
 use tracing::{info, warn};
 
 use crate::audit::AuditSink;
-use crate::auth::{self, LockoutPolicy, Password};
+use crate::auth::{HashLimits, Hasher, LockoutPolicy, Password};
 use crate::error::{ErrorKind, VfsError, VfsResult};
+use crate::login::LoginLimiter;
 use crate::path::VPath;
 use crate::perms::Permissions;
 use crate::spool::Spool;
@@ -68,7 +69,16 @@ pub(crate) struct Inner {
     pub(crate) spool: Spool,
     pub(crate) audit: AuditSink,
     tenant_keys: Mutex<HashMap<(i64, u32), Arc<TenantKeys>>>,
-    dummy_hash: String,
+    /// A hash of no password: unknown users are checked against it (same cost).
+    pub(crate) dummy_hash: String,
+    /// How long one hash took at start: refusals without a hash wait this long.
+    pub(crate) hash_cost: std::time::Duration,
+    /// The bounded Argon2 pool.
+    pub(crate) hasher: Hasher,
+    /// Failure counts per (name, address) and per address.
+    pub(crate) limiter: Arc<dyn LoginLimiter>,
+    /// Writes done after a login was answered (failure counts).
+    pub(crate) background: tokio_util::task::TaskTracker,
     /// Recent name lookups of every session (see `lookups`).
     pub(crate) lookups: crate::lookups::Lookups,
     /// Uploads in flight to new names (exclusive creates fail at open).
@@ -128,9 +138,21 @@ pub(crate) fn random_id() -> VfsResult<i64> {
 impl Vault {
     /// Opens the vault over migrated backends. Call [`Vault::recover_uploads`] when serving.
     pub async fn open(b: Backends, opts: VaultOptions) -> VfsResult<Self> {
+        let limiter = crate::login::default_limiter(opts.lockout);
+        Self::open_with_limiter(b, opts, limiter, HashLimits::for_this_machine()).await
+    }
+
+    /// As [`Vault::open`], with another login limiter (a cluster-wide one) and hashing limits.
+    pub async fn open_with_limiter(
+        b: Backends,
+        opts: VaultOptions,
+        limiter: Arc<dyn LoginLimiter>,
+        hash_limits: HashLimits,
+    ) -> VfsResult<Self> {
         let spool = Spool::open(&opts.spool_dir)?;
         let audit = AuditSink::start(b.meta.clone());
-        let dummy_hash = auth::hash_password(&Password::new("coffer-dummy".into())).await?;
+        let hasher = Hasher::start(hash_limits)?;
+        let (dummy_hash, hash_cost) = hasher.measure().await?;
         let vault = Self {
             inner: Arc::new(Inner {
                 b,
@@ -139,6 +161,10 @@ impl Vault {
                 audit,
                 tenant_keys: Mutex::new(HashMap::new()),
                 dummy_hash,
+                hash_cost,
+                hasher,
+                limiter,
+                background: tokio_util::task::TaskTracker::new(),
                 lookups: Default::default(),
                 new_names: Default::default(),
             }),
@@ -311,7 +337,7 @@ impl Vault {
     ) -> VfsResult<User> {
         check_user_name(name)?;
         let password_hash = match password {
-            Some(p) => Some(auth::hash_password(p).await?),
+            Some(p) => Some(self.inner.hasher.hash(p).await?),
             None => None,
         };
         let home_id = self.ensure_dirs(tenant, home).await?;
@@ -335,7 +361,7 @@ impl Vault {
     /// Replaces a user's password.
     pub async fn set_password(&self, user: &User, password: Option<&Password>) -> VfsResult<()> {
         let hash = match password {
-            Some(p) => Some(auth::hash_password(p).await?),
+            Some(p) => Some(self.inner.hasher.hash(p).await?),
             None => None,
         };
         Ok(self
@@ -396,52 +422,7 @@ impl Vault {
         .await
     }
 
-    // ---- authentication ----
-
-    /// Checks a user name and password. Unknown users, disabled users, locked users and wrong
-    /// passwords all cost one Argon2 verification, so timing does not tell them apart.
-    /// Failures count toward the cluster-wide lockout and are audited.
-    pub async fn authenticate_password(
-        &self,
-        name: &str,
-        password: &Password,
-        protocol: &'static str,
-        remote_addr: Option<String>,
-    ) -> VfsResult<Principal> {
-        let user = self.find_user(name).await?;
-        let hash = user
-            .as_ref()
-            .and_then(|u| u.password_hash.clone())
-            .unwrap_or_else(|| self.inner.dummy_hash.clone());
-        let ok = auth::verify_password(&hash, password).await;
-        let Some(user) = user else {
-            return Err(self.reject_unknown_user(name, protocol, &remote_addr));
-        };
-        let ok = ok && user.password_hash.is_some();
-        self.finish_login(user, ok, protocol, remote_addr).await
-    }
-
-    /// Checks a public key offered by an SSH client against the user's keys (base64 blob compare
-    /// in constant time). A failure counts toward the lockout like a wrong password.
-    pub async fn authenticate_public_key(
-        &self,
-        name: &str,
-        key_base64: &str,
-        protocol: &'static str,
-        remote_addr: Option<String>,
-    ) -> VfsResult<Principal> {
-        let Some(user) = self.find_user(name).await? else {
-            return Err(self.reject_unknown_user(name, protocol, &remote_addr));
-        };
-        let keys = self.inner.b.meta.ssh_keys(user.id).await?;
-        let ok = keys.iter().fold(false, |acc, k| {
-            acc | bool::from(subtle::ConstantTimeEq::ct_eq(
-                k.key_base64.as_bytes(),
-                key_base64.as_bytes(),
-            ))
-        });
-        self.finish_login(user, ok, protocol, remote_addr).await
-    }
+    // ---- authentication (see login.rs) ----
 
     pub(crate) async fn find_user(&self, name: &str) -> VfsResult<Option<User>> {
         match self.inner.b.meta.user_by_name(name).await {
@@ -449,11 +430,6 @@ impl Vault {
             Err(coffer_meta::MetaError::NotFound) => Ok(None),
             Err(e) => Err(e.into()),
         }
-    }
-
-    fn reject_unknown_user(&self, name: &str, protocol: &str, remote: &Option<String>) -> VfsError {
-        self.audit_login(None, name, protocol, remote, "login_failed", "unknown_user");
-        auth_failed()
     }
 
     /// `true` if the user exists and has at least one SSH key (lets SSH offer the right methods).
@@ -471,116 +447,14 @@ impl Vault {
         }
     }
 
-    pub(crate) async fn finish_login(
-        &self,
-        user: User,
-        credentials_ok: bool,
-        protocol: &'static str,
-        remote_addr: Option<String>,
-    ) -> VfsResult<Principal> {
-        let now = now_ms();
-        if user.locked_until_ms.is_some_and(|t| t > now) {
-            self.audit_login(
-                Some(&user),
-                &user.name,
-                protocol,
-                &remote_addr,
-                "login_failed",
-                "locked_out",
-            );
-            return Err(VfsError::new(
-                ErrorKind::LockedOut,
-                "too many failed logins; the account is locked for a while",
-            ));
-        }
-        if user.disabled {
-            self.audit_login(
-                Some(&user),
-                &user.name,
-                protocol,
-                &remote_addr,
-                "login_failed",
-                "disabled",
-            );
-            return Err(auth_failed());
-        }
-        if !credentials_ok {
-            let p = self.inner.opts.lockout;
-            let locked = self
-                .inner
-                .b
-                .meta
-                .record_login_failure(user.id, now, p.max_failures, p.window_ms, p.lock_ms)
-                .await?;
-            self.audit_login(
-                Some(&user),
-                &user.name,
-                protocol,
-                &remote_addr,
-                "login_failed",
-                "bad_credentials",
-            );
-            if let Some(until) = locked {
-                warn!(user = %user.name, protocol, remote = remote_addr.as_deref().unwrap_or("-"), locked_for_ms = until - now, "user locked out after repeated failed logins");
-            }
-            return Err(auth_failed());
-        }
-        self.inner.b.meta.clear_login_failures(user.id).await?;
-        self.audit_login(
-            Some(&user),
-            &user.name,
-            protocol,
-            &remote_addr,
-            "login",
-            "ok",
-        );
-        Ok(Principal {
-            user,
-            protocol,
-            remote_addr,
-        })
-    }
-
-    fn audit_login(
-        &self,
-        user: Option<&User>,
-        name: &str,
-        protocol: &str,
-        remote: &Option<String>,
-        action: &str,
-        outcome: &str,
-    ) {
-        if outcome != "ok" {
-            info!(
-                user = name,
-                protocol,
-                remote = remote.as_deref().unwrap_or("-"),
-                outcome,
-                "login failed"
-            );
-        }
-        self.inner.audit.record(coffer_meta::AuditRecord {
-            at_ms: now_ms(),
-            tenant_id: user.map(|u| u.tenant_id),
-            user_id: user.map(|u| u.id),
-            user_name: Some(name.chars().take(64).collect()),
-            protocol: protocol.to_owned(),
-            remote_addr: remote.clone(),
-            action: action.to_owned(),
-            node_id: None,
-            outcome: outcome.to_owned(),
-            bytes: None,
-        });
-    }
-
-    /// Waits until queued audit records are written (for orderly shutdown and tests).
+    /// Waits until queued audit records and failed-login counts are written (for orderly
+    /// shutdown and tests).
     pub async fn flush_audit(&self) {
+        self.inner.background.close();
+        self.inner.background.wait().await;
+        self.inner.background.reopen();
         self.inner.audit.flush().await;
     }
-}
-
-fn auth_failed() -> VfsError {
-    VfsError::new(ErrorKind::AuthFailed, "authentication failed")
 }
 
 /// User names: 1-64 characters of letters, digits, `-`, `_`, `.` and `@`.

@@ -244,7 +244,7 @@ async fn upload_through_one_node_is_listed_and_read_through_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_passwords_on_one_node_lock_the_user_on_another() {
+async fn wrong_passwords_on_one_node_lock_new_addresses_out_on_another() {
     let Some(server) = mariadb::shared() else {
         return;
     };
@@ -258,22 +258,30 @@ async fn wrong_passwords_on_one_node_lock_the_user_on_another() {
     let a = node(dir.path(), &url, "node-a", lockout).await;
     let b = node(dir.path(), &url, "node-b", lockout).await;
     let password = user(&a, "acme", "bob", None).await;
-    b.authenticate_password("bob", &password, "sftp", None)
+    let owner = || Some("192.0.2.10:2222".to_owned());
+    b.authenticate_password("bob", &password, "sftp", owner())
         .await
         .expect("the right password works on B before the lockout");
 
+    // Guesses from three addresses on A: each address stays under its own limit.
     let wrong = Password::new("not-the-password".into());
-    for _ in 0..3 {
-        let refused = a.authenticate_password("bob", &wrong, "sftp", None).await;
+    for i in 0..3 {
+        let from = Some(format!("198.51.100.{i}:4000"));
+        let refused = a.authenticate_password("bob", &wrong, "sftp", from).await;
         assert!(refused.is_err());
     }
-    let on_b = b
-        .authenticate_password("bob", &password, "sftp", None)
+    a.flush_audit().await;
+    let new_address = b
+        .authenticate_password("bob", &password, "sftp", Some("192.0.2.77:1".into()))
         .await;
-    assert!(
-        on_b.is_err(),
-        "three failures counted on A must lock bob out on B"
+    assert_eq!(
+        new_address.err().map(|e| e.kind()),
+        Some(ErrorKind::AuthFailed),
+        "three failures counted on A stop password logins to bob from new addresses on B"
     );
+    b.authenticate_password("bob", &password, "sftp", owner())
+        .await
+        .expect("bob's own address on B still logs in");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
