@@ -1269,12 +1269,13 @@ fn idle_strangers_cannot_keep_a_real_user_out_and_are_closed_after_the_grace_tim
             .unwrap();
         idle.push(s);
     }
-    let closed = |socks: &mut Vec<std::net::TcpStream>| {
+    let closed = |socks: &[std::net::TcpStream]| {
         socks
-            .iter_mut()
+            .iter()
             .filter(|s| {
                 let mut b = [0u8; 16];
-                match s.read(&mut b) {
+                let mut r: &std::net::TcpStream = s;
+                match r.read(&mut b) {
                     Ok(0) => true,
                     Ok(_) => false,
                     Err(e) => !matches!(
@@ -1303,11 +1304,11 @@ fn idle_strangers_cannot_keep_a_real_user_out_and_are_closed_after_the_grace_tim
     );
     assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
     // Beyond the per-address limit (32) the strangers were closed at once...
-    let early = closed(&mut idle);
+    let early = closed(&idle);
     assert!(early >= 300 - 32, "only {early} of 300 closed at once");
     // ... and the rest once the 2 s grace time has passed.
     std::thread::sleep(std::time::Duration::from_millis(3500));
-    let late = closed(&mut idle);
+    let late = closed(&idle);
     assert_eq!(late, 300, "{late} of 300 closed after the grace time");
     let logs = site.server().logs();
     assert!(logs.contains("connection refused before login"), "{logs}");
