@@ -33,6 +33,16 @@ impl Reply {
             .map(|v| v.trim().to_owned())
     }
 
+    /// Every value of header `name` (lower-case), in order.
+    fn header_all(&self, name: &str) -> Vec<String> {
+        let prefix = format!("{name}:");
+        self.headers
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(|v| v.trim().to_owned())
+            .collect()
+    }
+
     fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
@@ -58,7 +68,12 @@ struct Site {
 
 impl Site {
     fn new() -> Self {
-        let env = Env::new("");
+        Self::with("")
+    }
+
+    /// A site whose config has `extra` TOML appended.
+    fn with(extra: &str) -> Self {
+        let env = Env::new(extra);
         env.add_user("acme", "alice", PASSWORD);
         let local = env.dir.path().join("local");
         std::fs::create_dir_all(&local).unwrap();
@@ -658,22 +673,30 @@ fn browser_dir() -> Option<PathBuf> {
 
 #[test]
 fn headless_chromium_logs_in_uploads_downloads_renames_deletes_and_logs_out() {
-    let chromium = Path::new("/usr/bin/chromium");
-    if !chromium.exists() {
-        println!(
-            "\n\n!!!!! SKIPPED: /usr/bin/chromium is missing (apt-get install chromium) !!!!!\n\n"
-        );
+    if std::env::var_os("COFFER_SKIP_CHROMIUM").is_some() {
+        println!("COFFER_SKIP_CHROMIUM is set: skipping the browser test");
         return;
     }
-    let Some(dir) = browser_dir() else {
-        println!("\n\n!!!!! SKIPPED: npm install of playwright-core failed !!!!!\n\n");
-        return;
-    };
+    let chromium = Path::new("/usr/bin/chromium");
+    assert!(
+        chromium.exists(),
+        "/usr/bin/chromium is missing: apt-get install -y chromium (or set COFFER_SKIP_CHROMIUM=1)"
+    );
+    let dir = browser_dir().expect(
+        "npm install of playwright-core in integration/browser failed: install npm and run `npm install` there (or set COFFER_SKIP_CHROMIUM=1)",
+    );
     let site = Site::new();
     let one = bytes(300_000, 11);
     let two = b"second file, small\n".to_vec();
     site.write_local("report one.bin", &one);
     site.write_local("notes-é.txt", &two);
+    // Same names, other contents: uploading them must ask before anything is replaced.
+    let again = site.local.join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    let one_again = bytes(1234, 12);
+    let two_again = b"second file, replaced\n".to_vec();
+    std::fs::write(again.join("report one.bin"), &one_again).unwrap();
+    std::fs::write(again.join("notes-é.txt"), &two_again).unwrap();
     let shots = artifact_dir();
     let out = Command::new("node")
         .arg(dir.join("ui-test.mjs"))
@@ -682,6 +705,12 @@ fn headless_chromium_logs_in_uploads_downloads_renames_deletes_and_logs_out() {
         .env("COFFER_PASSWORD", PASSWORD)
         .env("UPLOAD_ONE", site.local.join("report one.bin"))
         .env("UPLOAD_TWO", site.local.join("notes-é.txt"))
+        .env("UPLOAD_ONE_AGAIN", again.join("report one.bin"))
+        .env("UPLOAD_TWO_AGAIN", again.join("notes-é.txt"))
+        .env(
+            "TWO_AGAIN_TEXT",
+            String::from_utf8(two_again.clone()).unwrap(),
+        )
         .env("DOWNLOAD_DIR", &site.local)
         .env("SCREENSHOT_DIR", &shots)
         .output()
@@ -701,17 +730,33 @@ fn headless_chromium_logs_in_uploads_downloads_renames_deletes_and_logs_out() {
     let list = site
         .alice(&[&site.url("/api/v1/list/Shared%20stuff")])
         .json();
-    let names: Vec<_> = list["entries"]
+    let mut names: Vec<_> = list["entries"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, vec!["renamed report.bin".to_owned()], "{list}");
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            "renamed report.bin".to_owned(),
+            "report one (1).bin".to_owned()
+        ],
+        "{list}"
+    );
+    // "Keep both" left the first upload as it was and stored the second beside it.
     assert_eq!(
         sha256(&site.get("Shared%20stuff/renamed%20report.bin", &[]).body),
         sha256(&one)
     );
+    assert_eq!(
+        sha256(&site.get("Shared%20stuff/report%20one%20(1).bin", &[]).body),
+        sha256(&one_again)
+    );
+    // The refused rename to "../escaped.bin" moved nothing out of the folder.
+    let root = site.alice(&[&site.url("/api/v1/list/")]).json();
+    assert_eq!(root["entries"].as_array().unwrap().len(), 1, "{root}");
     println!("screenshots in {}", shots.display());
 }
 
@@ -757,4 +802,512 @@ fn an_api_token_uploads_and_downloads_until_it_is_revoked() {
     let after = site.curl(&["-H", &auth, &url]);
     assert_eq!(after.status, 401, "a revoked token still works");
     assert_eq!(after.code(), "auth_failed");
+}
+
+#[test]
+fn every_api_response_is_json_unknown_routes_405_and_bearer_challenges() {
+    let site = Site::new();
+    // Unknown endpoints and /api/v1/files/ without a path: JSON no_route, never the HTML page.
+    for path in [
+        "/api/v1/nope",
+        "/api/v1/files/",
+        "/api/v1/files",
+        "/api/v1/list/x/../..",
+    ] {
+        let r = site.alice(&["--path-as-is", &site.url(path)]);
+        assert!(
+            r.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
+            "{path}: {:?} {}",
+            r.header("content-type"),
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(r.status >= 400, "{path}: {}", r.status);
+        assert!(!r.json()["message"].as_str().unwrap().is_empty(), "{path}");
+    }
+    let nope = site.alice(&[&site.url("/api/v1/nope")]);
+    assert_eq!((nope.status, nope.code()), (404, "no_route".to_owned()));
+    let files = site.alice(&[&site.url("/api/v1/files/")]);
+    assert_eq!((files.status, files.code()), (404, "no_route".to_owned()));
+    // Outside the API the HTML page stays.
+    let page = site.curl(&[&site.url("/nope")]);
+    assert_eq!(page.status, 404);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+
+    // A method an endpoint does not take: 405 with a JSON body, Allow kept.
+    for (method, path) in [
+        ("POST", "/api/v1/list"),
+        ("DELETE", "/api/v1/openapi.json"),
+        ("PATCH", "/api/v1/files/a.txt"),
+    ] {
+        let r = site.alice(&["-X", method, &site.url(path)]);
+        assert_eq!(r.status, 405, "{method} {path}");
+        assert_eq!(r.code(), "method_not_allowed", "{method} {path}");
+        assert!(r.header("allow").is_some(), "{method} {path}: no Allow");
+    }
+
+    // A bearer token that is wrong gets a Bearer challenge; no credentials get both schemes.
+    let url = site.url("/api/v1/list");
+    let bearer = site.curl(&["-H", "Authorization: Bearer cft_nope_nope", &url]);
+    assert_eq!(bearer.status, 401);
+    assert_eq!(bearer.code(), "auth_failed");
+    let challenges = bearer.header_all("www-authenticate");
+    assert!(
+        challenges.iter().any(|c| c.starts_with("bearer")),
+        "{challenges:?}"
+    );
+    let none = site.curl(&[&url]);
+    let challenges = none.header_all("www-authenticate");
+    assert!(
+        challenges.iter().any(|c| c.starts_with("bearer")),
+        "{challenges:?}"
+    );
+    assert!(
+        challenges.iter().any(|c| c.starts_with("basic")),
+        "{challenges:?}"
+    );
+
+    // A body the move endpoint cannot read: JSON bad_request.
+    let bad = site.alice(&[
+        "-X",
+        "POST",
+        "--data",
+        "not json",
+        &site.url("/api/v1/move"),
+    ]);
+    assert_eq!((bad.status, bad.code()), (400, "bad_request".to_owned()));
+}
+
+#[test]
+fn put_with_if_none_match_star_never_replaces_and_rename_refuses_separators() {
+    let site = Site::new();
+    let first = site.write_local("first", b"first version");
+    let second = site.write_local("second", b"second version");
+    assert_eq!(site.put(&first, "docs/a.txt", &[]).status, 201);
+    // Create-only upload over an existing name: 412, the file untouched.
+    let r = site.put(&second, "docs/a.txt", &["-H", "If-None-Match: *"]);
+    assert_eq!(r.status, 412, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.code(), "precondition_failed");
+    assert_eq!(site.get("docs/a.txt", &[]).body, b"first version");
+    // ... and to a free name it creates.
+    let r = site.put(&second, "docs/b.txt", &["-H", "If-None-Match: *"]);
+    assert_eq!(r.status, 201);
+
+    let mv = |body: &str| {
+        site.alice(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            body,
+            &site.url("/api/v1/move"),
+        ])
+    };
+    // A new name with a separator or a dot-dot would move the file: refused, nothing moves.
+    for name in ["../a.txt", "x/a.txt", "x\\\\a.txt", "..", ".", ""] {
+        let r = mv(&format!(r#"{{"from": "/docs/a.txt", "name": "{name}"}}"#));
+        assert_eq!(
+            r.status,
+            400,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.code(), "invalid_name", "{name}");
+    }
+    assert_eq!(site.get("docs/a.txt", &[]).body, b"first version");
+    let root = site.alice(&[&site.url("/api/v1/list")]).json();
+    assert_eq!(root["entries"].as_array().unwrap().len(), 1, "{root}");
+    // A plain new name renames in place.
+    let r = mv(r#"{"from": "/docs/a.txt", "name": "c.txt"}"#);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["path"], "/docs/c.txt");
+    assert_eq!(site.get("docs/c.txt", &[]).body, b"first version");
+    // Both or neither of to/name: bad_request.
+    let r = mv(r#"{"from": "/docs/c.txt", "name": "d.txt", "to": "/d.txt"}"#);
+    assert_eq!((r.status, r.code()), (400, "bad_request".to_owned()));
+    // Moving stays an explicit action through "to".
+    let r = mv(r#"{"from": "/docs/c.txt", "to": "/c.txt"}"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(site.get("c.txt", &[]).body, b"first version");
+}
+
+/// A rustls client trusting the site's generated certificate.
+fn client_tls(site: &Site) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let cert = site.env.data_dir().join("tls").join("cert.pem");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// A `PUT` over HTTP/1.1 that announces `data.len()` bytes, sends the first `sent`, waits for
+/// the server to take them, then closes the TCP connection without TLS `close_notify` — what a
+/// killed client or a reset connection does.
+fn cut_off_put(site: &Site, remote: &str, data: &[u8], sent: usize) {
+    use base64::Engine;
+    use std::io::Write;
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", site.env.ports.https)).unwrap();
+    let conn =
+        rustls::ClientConnection::new(client_tls(site), "localhost".try_into().unwrap()).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("alice:{PASSWORD}").as_bytes());
+    write!(
+        tls,
+        "PUT /api/v1/files/{remote} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    )
+    .unwrap();
+    tls.write_all(&data[..sent]).unwrap();
+    tls.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    tls.sock.shutdown(std::net::Shutdown::Both).unwrap();
+}
+
+/// Waits until the server log holds `n` lines containing `what`.
+fn wait_for_log(site: &Site, what: &str, n: usize) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let logs = site.server().logs();
+        if logs.matches(what).count() >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {n}× '{what}' in the log:\n{logs}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_upload_cut_off_midway_never_replaces_and_keeps_a_new_names_prefix() {
+    let site = Site::new();
+    let old = bytes(200_000, 21);
+    let local = site.write_local("old", &old);
+    assert_eq!(site.put(&local, "report.bin", &[]).status, 201);
+
+    // A replace cut off halfway: the old version stays, whole.
+    let new = bytes(300_000, 22);
+    cut_off_put(&site, "report.bin", &new, 150_000);
+    wait_for_log(&site, "upload interrupted", 1);
+    let back = site.get("report.bin", &[]);
+    assert_eq!(back.status, 200);
+    assert_eq!(
+        sha256(&back.body),
+        sha256(&old),
+        "the old version was damaged"
+    );
+
+    // A new name cut off halfway: the bytes received are kept (keep_partial = "new-files").
+    cut_off_put(&site, "fresh.bin", &new, 150_000);
+    wait_for_log(&site, "upload interrupted", 2);
+    let kept = site.get("fresh.bin", &[]);
+    assert_eq!(kept.status, 200, "the prefix of a new name was not kept");
+    assert_eq!(kept.body.len(), 150_000);
+    assert_eq!(sha256(&kept.body), sha256(&new[..150_000]));
+
+    // A killed curl (no close_notify, the kernel closes the socket) mid-replace: old stays.
+    let big = bytes(4 << 20, 23);
+    let big_local = site.write_local("big", &big);
+    let url = site.url("/api/v1/files/report.bin");
+    let creds = format!("alice:{PASSWORD}");
+    let mut curl = Command::new("curl")
+        .args([
+            "-sS",
+            "-k",
+            "--http1.1",
+            "--limit-rate",
+            "512k",
+            "-u",
+            &creds,
+            "-T",
+        ])
+        .arg(&big_local)
+        .arg(&url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    curl.kill().unwrap();
+    curl.wait().unwrap();
+    wait_for_log(&site, "upload interrupted", 3);
+    assert_eq!(sha256(&site.get("report.bin", &[]).body), sha256(&old));
+    let logs = site.server().logs();
+    assert!(logs.contains("upload interrupted; kept"), "{logs}");
+}
+
+#[test]
+fn with_keep_partial_never_a_cut_off_upload_leaves_nothing() {
+    let site = Site::with("\n[uploads]\nkeep_partial = \"never\"\n");
+    let old = bytes(100_000, 31);
+    let local = site.write_local("old", &old);
+    assert_eq!(site.put(&local, "kept.bin", &[]).status, 201);
+    let new = bytes(300_000, 32);
+    cut_off_put(&site, "fresh.bin", &new, 150_000);
+    wait_for_log(&site, "upload interrupted", 1);
+    cut_off_put(&site, "kept.bin", &new, 150_000);
+    wait_for_log(&site, "upload interrupted", 2);
+    let gone = site.get("fresh.bin", &[]);
+    assert_eq!((gone.status, gone.code()), (404, "not_found".to_owned()));
+    assert_eq!(sha256(&site.get("kept.bin", &[]).body), sha256(&old));
+    let root = site.alice(&[&site.url("/api/v1/list")]).json();
+    assert_eq!(root["entries"].as_array().unwrap().len(), 1, "{root}");
+    assert_eq!(
+        site.server()
+            .logs()
+            .matches("upload interrupted; discarded")
+            .count(),
+        2
+    );
+}
+
+/// `(notBefore, notAfter)` of the certificate the server presents, in Unix seconds, read by
+/// `openssl s_client` and `openssl x509 -dates`.
+fn served_dates(port: u16) -> (i64, i64) {
+    let pem = served_certificate(port, &[]);
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-dates", "-dateopt", "iso_8601"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl is required: apt-get install openssl");
+    {
+        use std::io::Write;
+        x509.stdin
+            .take()
+            .unwrap()
+            .write_all(pem.as_bytes())
+            .unwrap();
+    }
+    let out = x509.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let date = |key: &str| {
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} not in {text}"));
+        iso_seconds(line.trim())
+    };
+    (date("notBefore="), date("notAfter="))
+}
+
+/// The output of `openssl s_client` against the HTTPS port (its certificate is in it).
+fn served_certificate(port: u16, extra: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", "localhost"])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl is required: apt-get install openssl");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// `2026-12-04 18:44:52Z` as Unix seconds.
+fn iso_seconds(s: &str) -> i64 {
+    let num = |r: std::ops::Range<usize>| -> i64 { s[r].parse().unwrap() };
+    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
+    let (hh, mm, ss) = (num(11..13), num(14..16), num(17..19));
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + hh * 3600 + mm * 60 + ss
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+const DAY_SECS: i64 = 86_400;
+
+/// Writes a certificate and key made by openssl, valid for `days` from now, to `dir`.
+fn openssl_certificate(dir: &Path, days: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args([
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .args(["-days", &days.to_string(), "-keyout"])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl is required: apt-get install openssl");
+    assert!(st.success());
+}
+
+#[test]
+fn the_generated_certificate_is_valid_for_a_year_and_the_server_picks_the_cipher() {
+    let site = Site::new();
+    let (from, to) = served_dates(site.env.ports.https);
+    let now = unix_now();
+    assert!((now - from).abs() < DAY_SECS, "notBefore {from}, now {now}");
+    let left = to - now;
+    assert!(
+        left > 364 * DAY_SECS && left <= 366 * DAY_SECS,
+        "valid for {} days",
+        left / DAY_SECS
+    );
+    // The server's order of suites wins: a client that lists AES-128 and ChaCha20 before
+    // AES-256 still gets AES-256-GCM.
+    let out = served_certificate(
+        site.env.ports.https,
+        &[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384",
+        ],
+    );
+    assert!(
+        out.contains("Cipher is ECDHE-ECDSA-AES256-GCM-SHA384"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_generated_certificate_near_its_end_or_valid_for_decades_is_renewed_at_start() {
+    for days in [10, 800_000] {
+        let env = Env::new("");
+        let tls = env.data_dir().join("tls");
+        openssl_certificate(&tls, days);
+        let before = std::fs::read(tls.join("cert.pem")).unwrap();
+        let server = env.serve();
+        let (_, to) = served_dates(env.ports.https);
+        let left = to - unix_now();
+        assert!(
+            left > 364 * DAY_SECS && left <= 366 * DAY_SECS,
+            "{days}-day certificate: now valid for {} days\n{}",
+            left / DAY_SECS,
+            server.logs()
+        );
+        assert_ne!(std::fs::read(tls.join("cert.pem")).unwrap(), before);
+        assert!(
+            server
+                .logs()
+                .contains("generated a self-signed TLS certificate")
+        );
+    }
+}
+
+#[test]
+fn the_operators_certificate_is_served_as_is_even_close_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    openssl_certificate(dir.path(), 5);
+    let before = std::fs::read(dir.path().join("cert.pem")).unwrap();
+    let env = Env::new(&format!(
+        "\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        dir.path().join("cert.pem").display(),
+        dir.path().join("key.pem").display()
+    ));
+    let server = env.serve();
+    let (_, to) = served_dates(env.ports.https);
+    let left = to - unix_now();
+    assert!(
+        left > 4 * DAY_SECS && left <= 5 * DAY_SECS,
+        "valid for {} days",
+        left / DAY_SECS
+    );
+    assert_eq!(std::fs::read(dir.path().join("cert.pem")).unwrap(), before);
+    assert!(!env.data_dir().join("tls").join("cert.pem").exists());
+    assert!(!server.logs().contains("generated a self-signed"));
+}
+
+#[test]
+fn idle_strangers_cannot_keep_a_real_user_out_and_are_closed_after_the_grace_time() {
+    use std::io::Read;
+    let site = Site::with("\n[limits]\nlogin_grace_secs = 2\n");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], site.env.ports.https));
+    // 300 connections from 127.0.0.1 that never say anything.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        let s =
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_millis(20)))
+            .unwrap();
+        idle.push(s);
+    }
+    let closed = |socks: &[std::net::TcpStream]| {
+        socks
+            .iter()
+            .filter(|s| {
+                let mut b = [0u8; 16];
+                let mut r: &std::net::TcpStream = s;
+                match r.read(&mut b) {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(e) => !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ),
+                }
+            })
+            .count()
+    };
+    // A real user from another address logs in and lists at once.
+    let t = Instant::now();
+    let creds = format!("alice:{PASSWORD}");
+    let out = Command::new("curl")
+        .args(["-sS", "-k", "--interface", "127.0.0.9", "--max-time", "5"])
+        .args(["-u", &creds, "-w", "\n%{http_code}"])
+        .arg(site.url("/api/v1/list"))
+        .output()
+        .expect("curl is required for the HTTPS tests: apt-get install curl");
+    let took = t.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.ends_with("200"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+    // Beyond the per-address limit (32) the strangers were closed at once...
+    let early = closed(&idle);
+    assert!(early >= 300 - 32, "only {early} of 300 closed at once");
+    // ... and the rest once the 2 s grace time has passed.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let late = closed(&idle);
+    assert_eq!(late, 300, "{late} of 300 closed after the grace time");
+    let logs = site.server().logs();
+    assert!(logs.contains("connection refused before login"), "{logs}");
+    assert!(logs.contains("within the login grace time"), "{logs}");
 }

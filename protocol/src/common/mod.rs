@@ -7,5 +7,6 @@ pub mod time;
 pub mod tls;
 
 pub use status::{
-    HttpStatus, SftpStatus, ftp_error_kind, ftp_reply_code, http_status, sftp_status,
+    ALL_KINDS, HttpError, HttpStatus, SftpStatus, ftp_error_kind, ftp_reply_code, http_status,
+    sftp_status,
 };

@@ -128,6 +128,104 @@ pub fn http_status(kind: ErrorKind) -> HttpStatus {
     }
 }
 
+/// An HTTP error that is not a storage failure: the request, its credentials or its
+/// connection is at fault. With [`http_status`] this is the whole list of what the HTTPS front
+/// end answers under `/api/v1/` (docs/HTTPS.md shows the same table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpError {
+    /// `Range` lies outside the file.
+    RangeNotSatisfiable,
+    /// A state change from another site, or without the page's CSRF token.
+    Csrf,
+    /// The browser session is gone or idle too long.
+    SessionExpired,
+    /// The request body ended before the client finished it.
+    UploadInterrupted,
+    /// The request is malformed (body, headers, query).
+    BadRequest,
+    /// A new name that is not one name (holds `/` or `\`, or is `.`, `..` or empty).
+    InvalidName,
+    /// `If-None-Match: *` and the file exists.
+    PreconditionFailed,
+    /// No such API endpoint.
+    NoRoute,
+    /// The endpoint exists but not with this method.
+    MethodNotAllowed,
+    /// The request body is larger than the endpoint takes.
+    PayloadTooLarge,
+    /// The request body's media type is not what the endpoint takes.
+    UnsupportedMediaType,
+}
+
+impl HttpError {
+    /// Every HTTP-level error, for tables and tests.
+    pub const ALL: [HttpError; 11] = [
+        Self::RangeNotSatisfiable,
+        Self::Csrf,
+        Self::SessionExpired,
+        Self::UploadInterrupted,
+        Self::BadRequest,
+        Self::InvalidName,
+        Self::PreconditionFailed,
+        Self::NoRoute,
+        Self::MethodNotAllowed,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+    ];
+
+    /// Its status and stable JSON code.
+    pub fn status(self) -> HttpStatus {
+        let (status, code) = match self {
+            Self::RangeNotSatisfiable => (416, "range_not_satisfiable"),
+            Self::Csrf => (403, "csrf"),
+            Self::SessionExpired => (401, "session_expired"),
+            Self::UploadInterrupted => (400, "upload_interrupted"),
+            Self::BadRequest => (400, "bad_request"),
+            Self::InvalidName => (400, "invalid_name"),
+            Self::PreconditionFailed => (412, "precondition_failed"),
+            Self::NoRoute => (404, "no_route"),
+            Self::MethodNotAllowed => (405, "method_not_allowed"),
+            Self::PayloadTooLarge => (413, "payload_too_large"),
+            Self::UnsupportedMediaType => (415, "unsupported_media_type"),
+        };
+        HttpStatus { status, code }
+    }
+
+    /// The error for a bare status some layer below the handlers produced (the router's 405,
+    /// an extractor's rejection), so that it too gets a JSON body with a stable code.
+    pub fn for_status(status: u16) -> Option<HttpError> {
+        Some(match status {
+            404 => Self::NoRoute,
+            405 => Self::MethodNotAllowed,
+            413 => Self::PayloadTooLarge,
+            415 => Self::UnsupportedMediaType,
+            400 | 422 => Self::BadRequest,
+            _ => return None,
+        })
+    }
+}
+
+/// Every storage kind, for tables and tests (a `match` in [`http_status`] keeps it complete).
+pub const ALL_KINDS: [ErrorKind; 17] = [
+    ErrorKind::NotFound,
+    ErrorKind::AlreadyExists,
+    ErrorKind::NotADirectory,
+    ErrorKind::IsADirectory,
+    ErrorKind::NotEmpty,
+    ErrorKind::PermissionDenied,
+    ErrorKind::InvalidPath,
+    ErrorKind::QuotaExceeded,
+    ErrorKind::Integrity,
+    ErrorKind::Unavailable,
+    ErrorKind::KeyUnavailable,
+    ErrorKind::Busy,
+    ErrorKind::Conflict,
+    ErrorKind::Unsupported,
+    ErrorKind::AuthFailed,
+    ErrorKind::LockedOut,
+    ErrorKind::Internal,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +326,29 @@ mod tests {
         }
         assert_eq!(http_status(ErrorKind::QuotaExceeded).status, 507);
         assert_eq!(http_status(ErrorKind::Integrity).status, 500);
+    }
+
+    #[test]
+    fn every_http_code_is_in_the_table_of_docs_https() {
+        let doc = include_str!("../../../docs/HTTPS.md");
+        let codes = ALL_KINDS
+            .iter()
+            .map(|k| http_status(*k))
+            .chain(HttpError::ALL.iter().map(|e| e.status()));
+        for s in codes {
+            let row = format!("| `{}` | {} |", s.code, s.status);
+            assert!(doc.contains(&row), "docs/HTTPS.md lacks the row {row}");
+        }
+    }
+
+    #[test]
+    fn http_level_codes_are_distinct_from_storage_codes() {
+        let mut seen = std::collections::HashSet::new();
+        for k in ALL_KINDS {
+            assert!(seen.insert(http_status(k).code), "{k:?}");
+        }
+        for e in HttpError::ALL {
+            assert!(seen.insert(e.status().code), "{e:?}");
+        }
     }
 }

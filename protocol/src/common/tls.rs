@@ -1,14 +1,18 @@
-//! The server certificate shared by FTPES and HTTPS: the operator's PEM files, or a
-//! self-signed certificate generated on first start into `<data_dir>/tls` and reused.
+//! The server certificate shared by FTPES and HTTPS: the operator's PEM files, used as they
+//! are, or a self-signed certificate generated into `<data_dir>/tls`, valid for
+//! [`SELF_SIGNED_DAYS`] days from its generation and generated again at start once it is
+//! within [`RENEW_DAYS`] days of its end (or past it, or unreadable).
 //!
 //! Only TLS 1.2 and 1.3 with the provider's default suites (ECDHE key exchange, AEAD
-//! ciphers: AES-GCM and ChaCha20-Poly1305); no CBC, no RSA key exchange, no SHA-1 MACs.
+//! ciphers: AES-GCM and ChaCha20-Poly1305); no CBC, no RSA key exchange, no SHA-1 MACs. The
+//! server's order of suites wins over the client's.
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use coffer_config::{TlsCertificate, TlsConfig};
 use rustls::ServerConfig;
@@ -36,6 +40,9 @@ pub enum TlsError {
         /// What is wrong, with the fix.
         what: String,
     },
+    /// The clock is outside what a certificate can say.
+    #[error("generating a self-signed certificate: the system clock is unusable: {0}")]
+    Clock(String),
     /// Generating the self-signed certificate failed.
     #[error("generating a self-signed certificate: {0}")]
     Generate(String),
@@ -72,11 +79,30 @@ pub fn certificate_files(cfg: &TlsConfig) -> Result<CertificateFiles, TlsError> 
                 key_file: dir.join("key.pem"),
                 self_signed: true,
             };
-            if !(files.cert_file.exists() && files.key_file.exists()) {
-                generate_self_signed(dir, &files)?;
+            let now = SystemTime::now();
+            let renew = if files.cert_file.exists() && files.key_file.exists() {
+                match validity(&files.cert_file) {
+                    Some((start, end))
+                        if end.duration_since(start).unwrap_or_default() > MAX_VALIDITY =>
+                    {
+                        // Older Coffer versions made certificates valid from 1975 to 4096.
+                        Some("the one there claims a validity of more than a year")
+                    }
+                    Some((_, end)) if now.checked_add(RENEW_BEFORE).is_some_and(|l| end > l) => {
+                        None
+                    }
+                    Some(_) => Some("the one there ends within 30 days (or has ended)"),
+                    None => Some("the one there could not be read"),
+                }
+            } else {
+                Some("there is none yet")
+            };
+            if let Some(why) = renew {
+                generate_self_signed(dir, &files, now)?;
                 tracing::info!(
                     cert = %files.cert_file.display(),
-                    "generated a self-signed TLS certificate; set tls.cert_file and tls.key_file for a real one"
+                    valid_days = SELF_SIGNED_DAYS,
+                    "generated a self-signed TLS certificate because {why}; set tls.cert_file and tls.key_file for a real one"
                 );
             }
             Ok(files)
@@ -84,7 +110,48 @@ pub fn certificate_files(cfg: &TlsConfig) -> Result<CertificateFiles, TlsError> 
     }
 }
 
-fn generate_self_signed(dir: &Path, files: &CertificateFiles) -> Result<(), TlsError> {
+/// How long a generated certificate is valid.
+pub const SELF_SIGNED_DAYS: u64 = 365;
+/// A generated certificate is made again at start when it ends within this many days.
+pub const RENEW_DAYS: u64 = 30;
+const RENEW_BEFORE: Duration = Duration::from_secs(RENEW_DAYS * 86_400);
+
+/// A generated certificate valid for longer than this (CA/Browser Forum's 398 days) is made
+/// again at start.
+const MAX_VALIDITY: Duration = Duration::from_secs(398 * 86_400);
+
+/// When the first certificate of the PEM file `path` starts and stops being valid; `None` when
+/// the file holds no readable certificate.
+pub fn validity(path: &Path) -> Option<(SystemTime, SystemTime)> {
+    let der = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let at = |t: &x509_parser::time::ASN1Time| {
+        let secs = u64::try_from(t.timestamp()).ok()?;
+        UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+    };
+    let v = cert.validity();
+    Some((at(&v.not_before)?, at(&v.not_after)?))
+}
+
+/// When the first certificate of the PEM file `path` stops being valid.
+pub fn not_after(path: &Path) -> Option<SystemTime> {
+    validity(path).map(|(_, end)| end)
+}
+
+fn offset_time(t: SystemTime) -> Result<time::OffsetDateTime, TlsError> {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| TlsError::Clock(e.to_string()))?
+        .as_secs();
+    let secs = i64::try_from(secs).map_err(|e| TlsError::Clock(e.to_string()))?;
+    time::OffsetDateTime::from_unix_timestamp(secs).map_err(|e| TlsError::Clock(e.to_string()))
+}
+
+fn generate_self_signed(
+    dir: &Path,
+    files: &CertificateFiles,
+    now: SystemTime,
+) -> Result<(), TlsError> {
     let io = |path: &Path, what| {
         let path = path.to_path_buf();
         move |source| TlsError::Io { path, what, source }
@@ -103,15 +170,20 @@ fn generate_self_signed(dir: &Path, files: &CertificateFiles) -> Result<(), TlsE
             names.push(host.to_owned());
         }
     }
-    let made =
-        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
-    // Key first and mode 0600 from creation: the key never exists readable by others.
-    write_new(
-        &files.key_file,
-        made.signing_key.serialize_pem().as_bytes(),
-        0o600,
+    let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    let mut params = rcgen::CertificateParams::new(names).map_err(generate)?;
+    // An hour back, for clients whose clock is a little behind.
+    params.not_before = offset_time(now.checked_sub(Duration::from_secs(3600)).unwrap_or(now))?;
+    let valid = Duration::from_secs(SELF_SIGNED_DAYS * 86_400);
+    params.not_after = offset_time(
+        now.checked_add(valid)
+            .ok_or_else(|| TlsError::Clock("too far in the future".into()))?,
     )?;
-    write_new(&files.cert_file, made.cert.pem().as_bytes(), 0o644)?;
+    let key = rcgen::KeyPair::generate().map_err(generate)?;
+    let cert = params.self_signed(&key).map_err(generate)?;
+    // Key first and mode 0600 from creation: the key never exists readable by others.
+    write_new(&files.key_file, key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(&files.cert_file, cert.pem().as_bytes(), 0o644)?;
     Ok(())
 }
 
@@ -172,7 +244,8 @@ fn pem_error(path: &Path, e: rustls::pki_types::pem::Error) -> TlsError {
 }
 
 /// A rustls server configuration for `files`: TLS 1.2 and 1.3, the aws-lc-rs provider's
-/// default (strong) suites, session resumption by id and by ticket, ALPN `alpn`.
+/// default (strong) suites in the server's order, session resumption by id and by ticket,
+/// ALPN `alpn`.
 pub fn server_config(
     files: &CertificateFiles,
     alpn: &[&[u8]],
@@ -186,12 +259,16 @@ pub fn server_config(
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // The provider's order puts the strongest suites first; a client's order does not win.
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
 
     #[test]
     fn self_signed_certificate_is_generated_once_with_a_private_key_and_reused() {
@@ -208,6 +285,77 @@ mod tests {
         let again = certificate_files(&cfg).unwrap();
         assert_eq!(pem, fs::read(&again.cert_file).unwrap(), "regenerated");
         server_config(&again, &[b"h2", b"http/1.1"]).unwrap();
+    }
+
+    fn self_signed(dir: &Path) -> TlsConfig {
+        TlsConfig {
+            certificate: TlsCertificate::SelfSigned {
+                dir: dir.to_path_buf(),
+            },
+        }
+    }
+
+    /// A certificate and key like an older Coffer generated, valid from `from` to `to`.
+    fn write_old(dir: &Path, from: SystemTime, to: SystemTime) {
+        fs::create_dir_all(dir).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_before = offset_time(from).unwrap();
+        params.not_after = offset_time(to).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    }
+
+    #[test]
+    fn a_generated_certificate_is_valid_for_a_year_from_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = certificate_files(&self_signed(&dir.path().join("tls"))).unwrap();
+        let end = not_after(&files.cert_file).unwrap();
+        let left = end.duration_since(SystemTime::now()).unwrap();
+        assert!(left > DAY * 364 && left <= DAY * 365, "{left:?}");
+    }
+
+    #[test]
+    fn a_generated_certificate_close_to_its_end_is_renewed_and_a_fresh_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        for (to, renewed) in [
+            (now - DAY, true),        // ended yesterday
+            (now + DAY * 29, true),   // ends within 30 days
+            (now + DAY * 200, false), // still good
+            (now + DAY * 3000, true), // claims years, as older versions made them
+        ] {
+            write_old(dir.path(), now - DAY * 100, to);
+            let before = fs::read(dir.path().join("cert.pem")).unwrap();
+            let files = certificate_files(&self_signed(dir.path())).unwrap();
+            let after = fs::read(&files.cert_file).unwrap();
+            assert_eq!(before != after, renewed, "ending {to:?}");
+            let left = not_after(&files.cert_file)
+                .unwrap()
+                .duration_since(now)
+                .unwrap();
+            assert!(left > DAY * 199, "{left:?}");
+            server_config(&files, &[]).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_operators_certificate_is_used_as_is_even_when_it_ends_soon() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        write_old(dir.path(), now - DAY * 300, now + DAY * 2);
+        let before = fs::read(dir.path().join("cert.pem")).unwrap();
+        let cfg = TlsConfig {
+            certificate: TlsCertificate::Files {
+                cert_file: dir.path().join("cert.pem"),
+                key_file: dir.path().join("key.pem"),
+            },
+        };
+        let files = certificate_files(&cfg).unwrap();
+        assert!(!files.self_signed);
+        assert_eq!(fs::read(&files.cert_file).unwrap(), before);
+        assert!(server_config(&files, &[]).unwrap().ignore_client_order);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use coffer_storage::{
-    ErrorKind, FileInfo, FileReader, FileWriter, Permissions, VPath, Vfs, VfsError, WriteOptions,
+    ErrorKind, FileInfo, FileReader, FileWriter, Interrupted, Permissions, VPath, Vfs, VfsError,
+    WriteOptions,
 };
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
@@ -26,7 +27,7 @@ use super::auth::{SESSION_COOKIE, cookie, parse_basic, parse_bearer, tokens_equa
 use super::headers::{
     RangeRequest, content_disposition, http_date, none_match, parse_range, rfc3339,
 };
-use crate::common::http_status;
+use crate::common::{HttpError, http_status};
 
 /// Plaintext bytes per body frame of a download.
 const DOWNLOAD_FRAME: usize = 512 * 1024;
@@ -35,24 +36,44 @@ const DOWNLOAD_QUEUE: usize = 4;
 /// The header a browser page sends its CSRF token in.
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 
+/// Which `WWW-Authenticate` challenges a `401` carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Challenge {
+    /// None (not a 401, or a browser session: its page logs in through the form).
+    None,
+    /// The request sent a bearer token: `Bearer` with `error="invalid_token"` (RFC 6750).
+    Bearer,
+    /// Basic credentials or none at all: both schemes the API takes, `Basic` last.
+    Any,
+}
+
 /// A failed API call: HTTP status, stable code, human message (never a file name).
 #[derive(Debug)]
 pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    /// Ask for Basic credentials (`WWW-Authenticate`): only for script clients.
-    challenge: bool,
+    challenge: Challenge,
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An HTTP-level error from the one table in `common/status.rs`.
+    pub(crate) fn http(e: HttpError, message: impl Into<String>) -> Self {
+        let s = e.status();
         Self {
-            status,
-            code,
+            status: StatusCode::from_u16(s.status).unwrap_or(StatusCode::BAD_REQUEST),
+            code: s.code,
             message: message.into(),
-            challenge: false,
+            challenge: Challenge::None,
         }
+    }
+
+    /// The same error, answered with `challenge` if it is a `401`.
+    fn challenging(mut self, challenge: Challenge) -> Self {
+        if self.status == StatusCode::UNAUTHORIZED {
+            self.challenge = challenge;
+        }
+        self
     }
 }
 
@@ -63,20 +84,35 @@ impl From<VfsError> for ApiError {
             status: StatusCode::from_u16(s.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             code: s.code,
             message: e.message().to_owned(),
-            challenge: e.kind() == ErrorKind::AuthFailed,
+            challenge: if e.kind() == ErrorKind::AuthFailed {
+                Challenge::Any
+            } else {
+                Challenge::None
+            },
         }
     }
 }
 
+const BASIC_CHALLENGE: &str = "Basic realm=\"Coffer\", charset=\"UTF-8\"";
+const BEARER_CHALLENGE: &str = "Bearer realm=\"Coffer\"";
+const BEARER_INVALID: &str = "Bearer realm=\"Coffer\", error=\"invalid_token\"";
+
+/// The JSON body every API error has: `{"code", "message"}`.
+pub(crate) fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"code": code, "message": message}))).into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"code": self.code, "message": self.message}));
-        let mut resp = (self.status, body).into_response();
-        if self.challenge {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"Coffer\", charset=\"UTF-8\""),
-            );
+        let mut resp = error_body(self.status, self.code, &self.message);
+        let values: &[&'static str] = match self.challenge {
+            Challenge::None => &[],
+            Challenge::Bearer => &[BEARER_INVALID],
+            Challenge::Any => &[BEARER_CHALLENGE, BASIC_CHALLENGE],
+        };
+        for v in values {
+            resp.headers_mut()
+                .append(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
         }
         resp
     }
@@ -101,9 +137,8 @@ pub(crate) fn refuse_cross_site(method: &Method, headers: &HeaderMap) -> ApiResu
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if changes_state(method) && matches!(site, "cross-site" | "same-site") {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "csrf",
+        return Err(ApiError::http(
+            HttpError::Csrf,
             "cross-site requests may not change anything",
         ));
     }
@@ -124,7 +159,9 @@ pub(crate) async fn api_vfs(
         if let Some((user, password)) = parse_basic(auth) {
             gate.password(&user, &password, &remote).await?
         } else if let Some(token) = parse_bearer(auth) {
-            gate.token(token, &remote).await?
+            gate.token(token, &remote)
+                .await
+                .map_err(|e| ApiError::from(e).challenging(Challenge::Bearer))?
         } else {
             return Err(VfsError::new(
                 ErrorKind::AuthFailed,
@@ -136,9 +173,8 @@ pub(crate) async fn api_vfs(
         header_str(headers, header::COOKIE).and_then(|c| cookie(c, SESSION_COOKIE))
     {
         let Some(session) = gate.session(id) else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "session_expired",
+            return Err(ApiError::http(
+                HttpError::SessionExpired,
                 "the session has expired; log in again",
             ));
         };
@@ -148,9 +184,8 @@ pub(crate) async fn api_vfs(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if !tokens_equal(sent, &session.csrf) {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "csrf",
+                return Err(ApiError::http(
+                    HttpError::Csrf,
                     "missing or wrong CSRF token",
                 ));
             }
@@ -228,9 +263,8 @@ pub(crate) async fn download(
             (start, end - start + 1)
         }
         RangeRequest::Unsatisfiable => {
-            let mut r = ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "range_not_satisfiable",
+            let mut r = ApiError::http(
+                HttpError::RangeNotSatisfiable,
                 "the requested range lies outside the file",
             )
             .into_response();
@@ -311,6 +345,7 @@ impl hyper::body::Body for ChannelBody {
 
 /// `PUT /api/v1/files/{path}`: streams the body into a new version; 201 if the file is new,
 /// 204 if it replaced one. Missing parent folders are created (with the mkdir permission).
+/// `If-None-Match: *` creates only: `412 precondition_failed` if the name holds a file.
 pub(crate) async fn upload(
     State(state): State<AppState>,
     axum::Extension(Peer(peer)): axum::Extension<Peer>,
@@ -320,14 +355,27 @@ pub(crate) async fn upload(
     body: Body,
 ) -> ApiResult<Response> {
     let mut body = body;
-    let (writer, existed) = match open_upload(&state, peer, &method, &headers, &path).await {
-        Ok(w) => w,
+    let create_only = header_str(&headers, header::IF_NONE_MATCH).is_some_and(|v| v.trim() == "*");
+    let (writer, existed) =
+        match open_upload(&state, peer, &method, &headers, &path, create_only).await {
+            Ok(w) => w,
+            Err(e) => {
+                drain(&mut body).await;
+                return Err(e);
+            }
+        };
+    let declared = header_str(&headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
+    // The body is read and the upload finished by a task of its own: when the connection dies
+    // mid-body, hyper drops this handler, and the writer must still be told the upload was
+    // interrupted rather than be dropped.
+    let task = tokio::spawn(async move { stream_into(writer, &mut body, declared).await });
+    let info = match task.await {
+        Ok(r) => r?,
         Err(e) => {
-            drain(&mut body).await;
-            return Err(e);
+            debug!(error = %e, "upload task failed");
+            return Err(VfsError::new(ErrorKind::Internal, "the upload failed").into());
         }
     };
-    let info = stream_into(writer, &mut body).await?;
     let mut resp = if existed {
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -363,16 +411,23 @@ async fn open_upload(
     method: &Method,
     headers: &HeaderMap,
     path: &str,
+    create_only: bool,
 ) -> ApiResult<(FileWriter, bool)> {
     let vfs = api_vfs(state, peer, method, headers).await?;
     let existed = match vfs.stat(path).await {
+        Ok(info) if create_only && !info.is_dir() => {
+            return Err(ApiError::http(
+                HttpError::PreconditionFailed,
+                "a file with that name exists (If-None-Match: *)",
+            ));
+        }
         Ok(_) => true,
         Err(e) if e.kind() == ErrorKind::NotFound => false,
         Err(e) => return Err(e.into()),
     };
     let opts = WriteOptions {
         truncate: true,
-        exclusive: false,
+        exclusive: create_only,
     };
     let writer = match vfs.create(path, opts).await {
         Err(e)
@@ -385,26 +440,33 @@ async fn open_upload(
             }
             vfs.create(path, opts).await?
         }
+        Err(e) if create_only && e.kind() == ErrorKind::AlreadyExists => {
+            return Err(ApiError::http(
+                HttpError::PreconditionFailed,
+                "a file with that name exists (If-None-Match: *)",
+            ));
+        }
         other => other?,
     };
     Ok((writer, existed))
 }
 
-/// Writes the request body into `writer` as it arrives and commits; nothing is stored if
-/// the body ends early.
-async fn stream_into(mut writer: FileWriter, body: &mut Body) -> ApiResult<FileInfo> {
+/// Writes the request body into `writer` as it arrives and commits. A body that ends early
+/// (the connection reset or closed, an HTTP/2 stream reset, fewer bytes than its
+/// `Content-Length` said) is an interrupted upload: the writer's one policy decides what stays
+/// (never a replaced version; see docs/ARCHITECTURE.md "Interrupted uploads").
+async fn stream_into(
+    mut writer: FileWriter,
+    body: &mut Body,
+    declared: Option<u64>,
+) -> ApiResult<FileInfo> {
     let mut offset = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
-                writer.abort().await;
-                debug!(error = %e, "upload body ended early");
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "upload_interrupted",
-                    "the request body ended early; nothing was stored",
-                ));
+                debug!(error = %e, bytes = offset, "upload body ended early");
+                return Err(interrupted(writer).await);
             }
         };
         if let Ok(data) = frame.into_data() {
@@ -415,7 +477,25 @@ async fn stream_into(mut writer: FileWriter, body: &mut Body) -> ApiResult<FileI
             offset += data.len() as u64;
         }
     }
+    if declared.is_some_and(|n| n != offset) {
+        debug!(bytes = offset, declared = ?declared, "upload body shorter than its Content-Length");
+        return Err(interrupted(writer).await);
+    }
     Ok(writer.commit().await?)
+}
+
+async fn interrupted(writer: FileWriter) -> ApiError {
+    let message = match writer.interrupted().await {
+        Interrupted::Kept(info) => format!(
+            "the request body ended early; the {} bytes received were kept as a new file (an existing file is never replaced by a partial one)",
+            info.size
+        ),
+        Interrupted::Discarded => {
+            "the request body ended early; nothing was stored and any earlier version is untouched"
+                .to_owned()
+        }
+    };
+    ApiError::http(HttpError::UploadInterrupted, message)
 }
 
 /// `DELETE /api/v1/files/{path}`: a file, or an empty folder.
@@ -474,16 +554,32 @@ pub(crate) async fn list(
     Ok(Json(json!({"path": clean.to_string(), "entries": items})).into_response())
 }
 
-/// Body of `POST /api/v1/move`.
+/// Body of `POST /api/v1/move`: `from` and either `to` (a path: move) or `name` (a new name
+/// in the same folder: rename).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct MoveRequest {
     from: String,
-    to: String,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     replace: bool,
 }
 
-/// `POST /api/v1/move`: renames or moves a file or folder.
+/// `name` as one name: no `/` or `\`, not `.`, `..` or empty.
+fn single_name(name: &str) -> ApiResult<&str> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']) {
+        return Err(ApiError::http(
+            HttpError::InvalidName,
+            "a new name must be one name: no '/' or '\\', not '.' or '..' (to move, send \"to\")",
+        ));
+    }
+    Ok(name)
+}
+
+/// `POST /api/v1/move`: renames (`name`) or moves (`to`) a file or folder.
 pub(crate) async fn rename(
     State(state): State<AppState>,
     axum::Extension(Peer(peer)): axum::Extension<Peer>,
@@ -492,17 +588,33 @@ pub(crate) async fn rename(
     body: Bytes,
 ) -> ApiResult<Response> {
     let vfs = api_vfs(&state, peer, &method, &headers).await?;
-    let req: MoveRequest = serde_json::from_slice(&body).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the body must be JSON {\"from\": \"...\", \"to\": \"...\"}",
+    let bad = || {
+        ApiError::http(
+            HttpError::BadRequest,
+            "the body must be JSON {\"from\": \"...\", \"to\": \"...\"} or {\"from\": \"...\", \"name\": \"...\"}",
         )
-    })?;
-    vfs.rename(&req.from, &req.to, req.replace).await?;
-    let info = vfs.stat(&req.to).await?;
-    let clean = VPath::parse(&req.to)?.to_string();
-    Ok(Json(entry_json(&info, &clean)).into_response())
+    };
+    let req: MoveRequest = serde_json::from_slice(&body).map_err(|_| bad())?;
+    let to = match (&req.to, &req.name) {
+        (Some(to), None) => VPath::parse(to)?,
+        (None, Some(name)) => {
+            let name = single_name(name)?;
+            let from = VPath::parse(&req.from)?;
+            let Some((parent, _)) = from.split_last() else {
+                return Err(VfsError::new(
+                    ErrorKind::InvalidPath,
+                    "the home folder cannot be renamed",
+                )
+                .into());
+            };
+            parent.join(name)?
+        }
+        _ => return Err(bad()),
+    };
+    let to = to.to_string();
+    vfs.rename(&req.from, &to, req.replace).await?;
+    let info = vfs.stat(&to).await?;
+    Ok(Json(entry_json(&info, &to)).into_response())
 }
 
 /// `GET /api/v1/openapi.json`.
@@ -514,5 +626,5 @@ pub(crate) async fn openapi() -> Response {
 
 /// Any other `/api/v1/` path.
 pub(crate) async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such API endpoint")
+    ApiError::http(HttpError::NoRoute, "no such API endpoint")
 }

@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use coffer_storage::Vault;
 
 use super::auth::Gatekeeper;
-use super::{routes, ui};
+use super::{api, routes, ui};
+use crate::common::HttpError;
 
 /// Shared by every request of the listener.
 #[derive(Clone, Debug)]
@@ -58,9 +59,70 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/static/app.js", get(ui::script))
         .route("/static/app.css", get(ui::stylesheet))
         .merge(routes::api_router())
-        .fallback(ui::not_found)
+        .fallback(fallback)
+        .layer(middleware::from_fn(api_errors_as_json))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
+}
+
+/// The API's prefix: every response below it is JSON.
+const API_PREFIX: &str = "/api/v1/";
+
+/// Unknown paths: a JSON `no_route` under the API (including `/api/v1/files/` without a
+/// path), the HTML page elsewhere.
+async fn fallback(uri: Uri) -> Response {
+    if uri.path().starts_with(API_PREFIX) || uri.path() == "/api/v1" {
+        api::not_found().await.into_response()
+    } else {
+        ui::not_found().await
+    }
+}
+
+/// Gives every error under `/api/v1/` that a layer below the handlers produced without a
+/// body of its own (the router's `405`, an extractor's rejection) the API's JSON error body
+/// with a code from the one table, keeping its status and headers (`Allow`).
+async fn api_errors_as_json(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with(API_PREFIX);
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !api || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // An extractor's rejection says in plain text what was wrong; keep it as the message.
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let (code, message) = match HttpError::for_status(status.as_u16()) {
+        Some(e) => {
+            let fallback = match e {
+                HttpError::MethodNotAllowed => "this endpoint does not take that method",
+                HttpError::NoRoute => "no such API endpoint",
+                _ => "the request was refused",
+            };
+            let message = if text.is_empty() {
+                fallback.to_owned()
+            } else {
+                text
+            };
+            (e.status().code, message)
+        }
+        None => ("internal", "the request failed".to_owned()),
+    };
+    let fresh = api::error_body(status, code, &message);
+    let (fresh_parts, body) = fresh.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in &fresh_parts.headers {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, body)
 }
 
 /// Adds HSTS, CSP, nosniff, the referrer policy and (unless the handler chose otherwise)

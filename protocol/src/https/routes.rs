@@ -54,7 +54,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         method: "put",
         path: "/api/v1/files/{path}",
         op: Op::Upload,
-        summary: "Upload a file, streamed (`curl -T`). Replaces an existing file; creates missing parent folders.",
+        summary: "Upload a file, streamed (`curl -T`). Replaces an existing file (with `If-None-Match: *`: creates only, 412 if the name holds a file); creates missing parent folders. A body cut off before its end is an interrupted upload: an existing file stays as it was.",
         body: Some("application/octet-stream"),
         responses: &[(201, "created"), (204, "replaced")],
     },
@@ -94,7 +94,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         method: "post",
         path: "/api/v1/move",
         op: Op::Move,
-        summary: "Rename or move a file or folder: JSON `{\"from\", \"to\", \"replace\"?}`.",
+        summary: "Rename a file or folder in its folder, JSON `{\"from\", \"name\", \"replace\"?}` (`name` is one name: no `/` or `\\`, not `.` or `..`; else 400 `invalid_name`), or move it, JSON `{\"from\", \"to\", \"replace\"?}` (`to` is a path).",
         body: Some("application/json"),
         responses: &[(200, "the entry at its new path")],
     },
@@ -131,9 +131,8 @@ pub(crate) fn api_router() -> Router<AppState> {
     for e in ENDPOINTS {
         router = router.route(&axum_path(e.path), handler(e.op));
     }
-    router
-        .route("/api/v1/list/", get(api::list))
-        .fallback(api::not_found)
+    // Unknown `/api/v1/` paths get the JSON `no_route` of the site's fallback (`app.rs`).
+    router.route("/api/v1/list/", get(api::list))
 }
 
 fn operation(e: &Endpoint, id: &str, summary: &str) -> Value {

@@ -1,5 +1,11 @@
 //! The listener: TLS (rustls, ALPN h2 and http/1.1) then hyper's automatic HTTP/1.1 or
 //! HTTP/2 connection serving the axum app, with a graceful stop on the shutdown token.
+//!
+//! Before its first request a connection is a stranger's: it holds a place of the
+//! `[limits]` pre-login pool ([`PreAuthLimiter`]: in all and per source address) from the
+//! accept through its TLS handshake until the head of its first request has arrived, and is
+//! closed when that takes longer than `limits.login_grace_secs`. A connection refused a place
+//! is closed at once, before any TLS work.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,12 +17,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::app::{self, AppState, Peer};
 use super::auth::Gatekeeper;
+use crate::common::limits::{AcceptErrors, PreAuthLimiter, PreAuthPermit};
 use crate::common::tls;
 
 /// HTTP/2 flow-control windows. With hyper's defaults (1 MiB per stream and per connection)
@@ -26,9 +34,8 @@ const H2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
 const H2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 const H2_MAX_FRAME: u32 = 256 * 1024;
 const H2_MAX_STREAMS: u32 = 128;
-/// A TLS handshake must finish within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
-/// Request headers must arrive within this (slowloris).
+/// Request headers after the first must arrive within this (slowloris); the TLS handshake and
+/// the first request head within `limits.login_grace_secs`.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Open connections at most; more are refused until some close.
 const MAX_CONNECTIONS: usize = 4096;
@@ -59,6 +66,7 @@ pub struct HttpsListener {
     acceptor: TlsAcceptor,
     state: AppState,
     addr: SocketAddr,
+    pre_auth: PreAuthLimiter,
 }
 
 impl std::fmt::Debug for HttpsListener {
@@ -74,7 +82,7 @@ impl HttpsListener {
     pub async fn bind(
         cfg: &HttpsConfig,
         tls_cfg: &TlsConfig,
-        _limits: &LimitsConfig,
+        limits: &LimitsConfig,
         vault: Vault,
     ) -> Result<Self, HttpsError> {
         let files = tls::certificate_files(tls_cfg)?;
@@ -95,6 +103,7 @@ impl HttpsListener {
             acceptor: TlsAcceptor::from(config),
             state: AppState::new(vault, gate),
             addr,
+            pre_auth: PreAuthLimiter::new("https", limits),
         })
     }
 
@@ -110,29 +119,42 @@ impl HttpsListener {
         let builder = Arc::new(http_builder());
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let mut connections = tokio::task::JoinSet::new();
+        let mut errors = AcceptErrors::default();
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
-                        warn!(error = %e, "https accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        errors.failed("https", &e).await;
                         continue;
                     }
                 },
+            };
+            errors.succeeded("https");
+            // Strangers first: a full pre-login pool closes the socket before any TLS work.
+            let Ok(pre_auth) = self.pre_auth.admit(peer.ip()) else {
+                continue;
             };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 warn!(remote = %peer, "too many HTTPS connections; refusing one");
                 continue;
             };
-            let service =
-                TowerToHyperService::new(router.clone().layer(axum::Extension(Peer(peer))));
+            let first_request = CancellationToken::new();
+            let service = FirstRequest {
+                inner: TowerToHyperService::new(router.clone().layer(axum::Extension(Peer(peer)))),
+                seen: first_request.clone(),
+            };
             let acceptor = self.acceptor.clone();
             let builder = builder.clone();
             let stop = shutdown.clone();
+            let grace = Greeting {
+                permit: pre_auth,
+                deadline: Instant::now() + self.pre_auth.grace(),
+                first_request,
+            };
             connections.spawn(async move {
-                serve_connection(&builder, acceptor, stream, peer, service, stop).await;
+                serve_connection(&builder, acceptor, stream, peer, service, grace, stop).await;
                 drop(permit);
             });
             while connections.try_join_next().is_some() {}
@@ -164,12 +186,42 @@ fn http_builder() -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// A connection's pre-login state: its place in the pool, until when it may take to send
+/// its first request head, and the signal that it did.
+struct Greeting {
+    permit: PreAuthPermit,
+    deadline: Instant,
+    first_request: CancellationToken,
+}
+
+/// The service of one connection, noting that a request head has arrived.
+#[derive(Clone)]
+struct FirstRequest<S> {
+    inner: S,
+    seen: CancellationToken,
+}
+
+impl<S, R> hyper::service::Service<R> for FirstRequest<S>
+where
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, req: R) -> Self::Future {
+        self.seen.cancel();
+        self.inner.call(req)
+    }
+}
+
 async fn serve_connection<S>(
     builder: &auto::Builder<TokioExecutor>,
     acceptor: TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
     service: S,
+    greeting: Greeting,
     stop: CancellationToken,
 ) where
     S: hyper::service::Service<
@@ -180,27 +232,49 @@ async fn serve_connection<S>(
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let Greeting {
+        permit,
+        deadline,
+        first_request,
+    } = greeting;
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "set_nodelay failed");
     }
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             debug!(remote = %peer, error = %e, "tls handshake failed");
             return;
         }
         Err(_) => {
-            debug!(remote = %peer, "tls handshake timed out");
+            info!(remote = %peer, "https connection closed: no TLS handshake within the login grace time");
             return;
         }
     };
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let mut permit = Some(permit);
+    let mut stopping = false;
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            () = first_request.cancelled(), if permit.is_some() => {
+                // A request head arrived: the connection leaves the strangers' pool.
+                if let Some(p) = permit.take() {
+                    p.logged_in();
+                }
+            }
+            () = tokio::time::sleep_until(deadline), if permit.is_some() => {
+                if first_request.is_cancelled() {
+                    continue; // it came just in time: the branch above gives the place back
+                }
+                info!(remote = %peer, "https connection closed: no request within the login grace time");
+                return;
+            }
+            () = stop.cancelled(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
         }
     };
     if let Err(e) = result {

@@ -351,7 +351,7 @@ impl FolderView<'_> {
 <span class="who">{user}</span>
 <form method="post" action="/logout" class="inline"><input type="hidden" name="csrf" value="{csrf}"><button type="submit" class="button small" id="logout">Log out</button></form>
 </header>
-<main class="folder">
+<main class="folder-view">
 {crumbs}
 <div class="toolbar">
 <label class="button primary" for="picker">Upload files</label>
@@ -371,6 +371,15 @@ impl FolderView<'_> {
 <tbody>
 {rows}</tbody>
 </table>
+<dialog id="conflict" class="card dialog" aria-labelledby="conflict-title">
+<h2 id="conflict-title">This file already exists</h2>
+<p>This folder already holds a file named “<span id="conflict-name"></span>”. Replace it with the one you are uploading, or keep both under a new name?</p>
+<div class="dialog-actions">
+<button type="button" class="button" id="conflict-cancel">Skip this file</button>
+<button type="button" class="button" id="conflict-keep">Keep both</button>
+<button type="button" class="button primary" id="conflict-replace">Replace</button>
+</div>
+</dialog>
 </main>"#,
             user = html_escape(self.user),
             csrf = self.csrf,

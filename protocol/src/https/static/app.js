@@ -1,5 +1,6 @@
 // Coffer web UI: uploads (picker and drag-and-drop, one streamed PUT per file with its own
-// progress bar), new folder, rename, delete and column sorting. Every state-changing call
+// progress bar, asking before a file of the same name is replaced), new folder, rename (one
+// name, never a move), delete and column sorting. Every state-changing call
 // carries the page's CSRF token; the session cookie is sent by the browser.
 "use strict";
 
@@ -49,61 +50,145 @@
   }
 
   // ---- uploads ----
+  // A file whose name is taken is never replaced silently: the page asks (replace, keep both
+  // under a free name, or skip), and every PUT that is not a chosen replace carries
+  // `If-None-Match: *`, so the server refuses (412) to replace a file that appeared meanwhile.
   const list = document.getElementById("uploads");
   let running = 0;
+  const uploading = new Set();
+
+  const rowNames = (kind) =>
+    Array.from(document.querySelectorAll("#listing tr[data-name]"))
+      .filter((r) => !kind || r.dataset.kind === kind)
+      .map((r) => r.dataset.name);
+
+  function freeName(name) {
+    const taken = new Set(rowNames().concat(Array.from(uploading)));
+    const dot = name.lastIndexOf(".");
+    const stem = dot > 0 ? name.slice(0, dot) : name;
+    const ext = dot > 0 ? name.slice(dot) : "";
+    for (let n = 1; ; n += 1) {
+      const candidate = stem + " (" + n + ")" + ext;
+      if (!taken.has(candidate)) return candidate;
+    }
+  }
+
+  // One question at a time, in the order the files were chosen.
+  const dialog = document.getElementById("conflict");
+  let asking = Promise.resolve();
+  function ask(name) {
+    const answer = asking.then(
+      () =>
+        new Promise((resolve) => {
+          document.getElementById("conflict-name").textContent = name;
+          const choose = (choice) => () => {
+            dialog.close();
+            resolve(choice);
+          };
+          const buttons = {
+            "conflict-replace": "replace",
+            "conflict-keep": "keep",
+            "conflict-cancel": "skip",
+          };
+          for (const [id, choice] of Object.entries(buttons)) {
+            document.getElementById(id).onclick = choose(choice);
+          }
+          dialog.oncancel = choose("skip"); // Escape
+          dialog.showModal();
+        })
+    );
+    asking = answer.catch(() => {});
+    return answer;
+  }
+
+  let stored = 0;
+  function finished() {
+    running -= 1;
+    if (running === 0 && stored > 0 && !list.querySelector(".failed")) {
+      setTimeout(() => window.location.reload(), 400);
+    }
+  }
 
   function upload(file) {
     const li = document.createElement("li");
-    const name = document.createElement("span");
-    name.className = "fname";
-    name.textContent = file.name;
+    const label = document.createElement("span");
+    label.className = "fname";
+    label.textContent = file.name;
     const bar = document.createElement("progress");
     bar.max = 100;
     bar.value = 0;
     const pct = document.createElement("span");
     pct.className = "pct";
     pct.textContent = "0%";
-    li.append(name, bar, pct);
+    li.append(label, bar, pct);
     list.append(li);
     running += 1;
-    const xhr = new XMLHttpRequest();
-    xhr.open("PUT", fileUrl(join(here, file.name)));
-    xhr.setRequestHeader("X-CSRF-Token", csrf);
-    xhr.setRequestHeader("Content-Type", "application/octet-stream");
-    xhr.upload.onprogress = (e) => {
-      if (e.lengthComputable && e.total > 0) {
-        const p = Math.floor((e.loaded / e.total) * 100);
-        bar.value = p;
-        pct.textContent = p + "%";
-      }
+
+    const fail = (message) => {
+      li.classList.add("failed");
+      pct.textContent = "Failed";
+      showError(file.name + ": " + message);
+      finished();
     };
-    const finish = (ok, message) => {
-      li.classList.add(ok ? "done" : "failed");
-      if (ok) {
-        bar.value = 100;
-        pct.textContent = "Done";
+
+    const decide = async (name) => {
+      const choice = await ask(name);
+      if (choice === "replace") {
+        send(name, true);
+      } else if (choice === "keep") {
+        send(freeName(name), false);
       } else {
-        pct.textContent = "Failed";
-        showError(file.name + ": " + message);
-      }
-      running -= 1;
-      if (running === 0 && !list.querySelector(".failed")) {
-        setTimeout(() => window.location.reload(), 400);
+        li.classList.add("skipped");
+        pct.textContent = "Skipped";
+        finished();
       }
     };
-    xhr.onload = () => {
-      if (xhr.status >= 200 && xhr.status < 300) {
-        finish(true);
-      } else {
-        let message = xhr.status + " " + xhr.statusText;
-        try {
-          message = JSON.parse(xhr.responseText).message || message;
-        } catch (_) { /* not JSON */ }
-        finish(false, message);
-      }
+
+    const send = (name, replace) => {
+      label.textContent = name;
+      uploading.add(name);
+      const xhr = new XMLHttpRequest();
+      xhr.open("PUT", fileUrl(join(here, name)));
+      xhr.setRequestHeader("X-CSRF-Token", csrf);
+      xhr.setRequestHeader("Content-Type", "application/octet-stream");
+      if (!replace) xhr.setRequestHeader("If-None-Match", "*");
+      xhr.upload.onprogress = (e) => {
+        if (e.lengthComputable && e.total > 0) {
+          const p = Math.floor((e.loaded / e.total) * 100);
+          bar.value = p;
+          pct.textContent = p + "%";
+        }
+      };
+      xhr.onload = () => {
+        uploading.delete(name);
+        if (xhr.status >= 200 && xhr.status < 300) {
+          li.classList.add("done");
+          stored += 1;
+          bar.value = 100;
+          pct.textContent = "Done";
+          finished();
+        } else if (xhr.status === 412) {
+          decide(name); // someone else created it meanwhile
+        } else {
+          let message = xhr.status + " " + xhr.statusText;
+          try {
+            message = JSON.parse(xhr.responseText).message || message;
+          } catch (_) { /* not JSON */ }
+          fail(message);
+        }
+      };
+      xhr.onerror = () => {
+        uploading.delete(name);
+        fail("the connection failed");
+      };
+      xhr.send(file);
     };
-    xhr.onerror = () => finish(false, "the connection failed");
-    xhr.send(file);
+
+    if (rowNames("file").includes(file.name)) {
+      decide(file.name);
+    } else {
+      send(file.name, false);
+    }
   }
 
   function uploadAll(files) {
@@ -155,7 +240,12 @@
     if (button.classList.contains("rename")) {
       const to = window.prompt("New name", name);
       if (!to || to === name) return;
-      if (await call("POST", "/api/v1/move", { from: path, to: join(here, to) })) {
+      // Rename renames: a name with a separator, or "." / "..", would move the entry.
+      if (/[\/\\]/.test(to) || to === "." || to === "..") {
+        showError("A name cannot contain “/” or “\\” and cannot be “.” or “..”.");
+        return;
+      }
+      if (await call("POST", "/api/v1/move", { from: path, name: to })) {
         window.location.reload();
       }
     } else if (button.classList.contains("delete")) {
