@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use coffer_meta::{AuditRecord, MetadataStore};
+use coffer_meta::{AuditRecord, AuditStore};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -36,7 +36,7 @@ impl std::fmt::Debug for Msg {
 
 impl AuditSink {
     /// Starts the writer task on the current runtime.
-    pub(crate) fn start(meta: Arc<dyn MetadataStore>) -> Self {
+    pub(crate) fn start(meta: Arc<dyn AuditStore>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Msg>(AUDIT_QUEUE);
         tokio::spawn(async move {
             let mut batch: Vec<AuditRecord> = Vec::new();
@@ -83,7 +83,7 @@ impl AuditSink {
 }
 
 /// Writes and empties `batch`; a failure is logged, never passed on to a transfer.
-async fn write_batch(meta: &dyn MetadataStore, batch: &mut Vec<AuditRecord>) {
+async fn write_batch(meta: &dyn AuditStore, batch: &mut Vec<AuditRecord>) {
     if batch.is_empty() {
         return;
     }

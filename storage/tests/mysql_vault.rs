@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use coffer_keys::{KeyRing, LocalKeyProvider};
-use coffer_meta::{MetadataStore, MySqlOptions, MySqlStore, MySqlTls};
+use coffer_meta::{MySqlOptions, MySqlStore, MySqlTls};
 use coffer_object::LocalDirStore;
 use coffer_storage::{
     Backends, ErrorKind, LockoutPolicy, Password, Permissions, VPath, Vault, VaultOptions, Vfs,

@@ -8,7 +8,12 @@
 //! ("create or replace"): they behave as if run one after another — one creates the node,
 //! the others replace its content, and none fails. See [`concurrent_commits_same_name`].
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::collections::hash_map::RandomState;
 use std::future::Future;
@@ -44,6 +49,34 @@ macro_rules! assert_fails {
                 other.map(|_| ())
             ),
         }
+    };
+}
+
+/// Calls `$callback!` with the name of every check, in the order [`run_all`] runs them, so a
+/// test file can make each one a test of its own without keeping a copy of the list.
+#[macro_export]
+macro_rules! for_each_check {
+    ($callback:ident) => {
+        $callback!(
+            tenants_and_keys,
+            users_and_lockout,
+            ssh_keys,
+            api_tokens,
+            dirs_and_children,
+            commit_new_and_replace,
+            commit_conflicts,
+            remove_semantics,
+            rename_move_replace_cycle,
+            rename_folder_with_many_children_is_one_update,
+            uploads,
+            replication_and_garbage,
+            audit,
+            quota,
+            concurrent_commits_same_name,
+            concurrent_rename_same_folder,
+            concurrent_cross_moves_never_make_a_cycle,
+            commit_expecting_absent_loses_to_a_racing_file,
+        );
     };
 }
 

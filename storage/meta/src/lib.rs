@@ -3,6 +3,23 @@
 //! The store only ever holds what the layer above gives it: encrypted names, blind indexes,
 //! wrapped keys and encrypted hashes are opaque byte strings here. Nothing in this crate
 //! knows a key or a plaintext name. Every method is one transaction.
+//!
+//! One store, [`SqlStore`], is written once over a [`Dialect`] ([`SqliteStore`],
+//! [`MySqlStore`]). Its methods are grouped in narrow traits — [`SchemaStore`],
+//! [`TenantStore`], [`AccountStore`], [`NamespaceStore`], [`UploadStore`], [`AuditStore`] —
+//! so that a caller can ask for only what it uses; [`MetadataStore`] is all of them.
+
+// Rows read back from the database are untrusted input: no panicking shortcuts (the
+// conformance checks, test code themselves, opt out).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 use std::fmt::Debug;
 
@@ -13,11 +30,13 @@ mod lockout;
 mod mysql;
 mod outbox;
 mod rows;
+mod sql;
 mod sqlite;
 mod types;
 
-pub use mysql::{MySqlOptions, MySqlStore, MySqlTls};
-pub use sqlite::SqliteStore;
+pub use mysql::{MySqlDialect, MySqlOptions, MySqlStore, MySqlTls};
+pub use sql::{Dialect, SqlStore};
+pub use sqlite::{SqliteDialect, SqliteStore};
 pub use types::*;
 
 /// Errors from a metadata store.
@@ -81,14 +100,28 @@ pub enum MetaError {
 /// Result alias for this crate.
 pub type MetaResult<T> = Result<T, MetaError>;
 
-/// The metadata store. Each method is atomic; implementations are shared as `Arc<dyn MetadataStore>`.
+/// Every part of the metadata store: what `Vault` holds as `Arc<dyn MetadataStore>`.
+/// Implemented for every type that implements the narrow traits.
+pub trait MetadataStore:
+    SchemaStore + TenantStore + AccountStore + NamespaceStore + UploadStore + AuditStore
+{
+}
+
+impl<T> MetadataStore for T where
+    T: SchemaStore + TenantStore + AccountStore + NamespaceStore + UploadStore + AuditStore
+{
+}
+
+/// The schema of the database.
 #[async_trait]
-pub trait MetadataStore: Send + Sync + Debug {
+pub trait SchemaStore: Send + Sync + Debug {
     /// Applies pending migrations; refuses a schema newer than this build knows.
     async fn migrate(&self) -> MetaResult<()>;
+}
 
-    // ---- tenants and their keys ----
-
+/// Tenants and their wrapped keys.
+#[async_trait]
+pub trait TenantStore: Send + Sync + Debug {
     /// Creates a tenant with its root folder (a `Node` of kind `Dir`, `parent_id` = None,
     /// id = `root_node_id`) and its wrapped keys, all in one transaction.
     async fn create_tenant(&self, tenant: &NewTenant) -> MetaResult<Tenant>;
@@ -102,9 +135,11 @@ pub trait MetadataStore: Send + Sync + Debug {
     async fn tenant_keys(&self, tenant_id: i64) -> MetaResult<Vec<WrappedTenantKey>>;
     /// Adds (or replaces, for the same version and region) a wrapped tenant key.
     async fn put_tenant_key(&self, key: &WrappedTenantKey) -> MetaResult<()>;
+}
 
-    // ---- users ----
-
+/// Users and their credentials: passwords, SSH keys, API tokens and the login lockout.
+#[async_trait]
+pub trait AccountStore: Send + Sync + Debug {
     /// Creates a user. `AlreadyExists` if the name is taken (names are unique across tenants).
     async fn create_user(&self, user: &NewUser) -> MetaResult<User>;
     /// Looks a user up by login name.
@@ -145,9 +180,11 @@ pub trait MetadataStore: Send + Sync + Debug {
     ) -> MetaResult<Option<i64>>;
     /// Clears the failure count after a successful login.
     async fn clear_login_failures(&self, user_id: i64) -> MetaResult<()>;
+}
 
-    // ---- namespace ----
-
+/// The namespace: folders, files and their versions.
+#[async_trait]
+pub trait NamespaceStore: Send + Sync + Debug {
     /// One node by id, within a tenant.
     async fn node(&self, tenant_id: i64, id: i64) -> MetaResult<Node>;
     /// The child of `parent_id` whose blind index is `name_index`.
@@ -176,13 +213,16 @@ pub trait MetadataStore: Send + Sync + Debug {
     async fn set_mtime(&self, tenant_id: i64, id: i64, mtime_ms: i64) -> MetaResult<()>;
     /// Bytes and files used by a tenant's committed files.
     async fn usage(&self, tenant_id: i64) -> MetaResult<Usage>;
+}
 
-    // ---- uploads in flight ----
-
+/// Uploads in flight, the replication outbox and the garbage list: the bookkeeping the
+/// background workers and crash clean-up run on.
+#[async_trait]
+pub trait UploadStore: Send + Sync + Debug {
     /// Records an upload in flight (its spool file and reserved object key).
     ///
     /// The row is bookkeeping for crash clean-up, so a store may make it durable lazily — no
-    /// later than the next [`commit_file`](Self::commit_file) of this process — rather than
+    /// later than the next [`NamespaceStore::commit_file`] of this process — rather than
     /// waiting for the disk before it returns (SQLite does; see `SqliteStore::open`). The same
     /// holds for `end_upload`, `replication_done`, `garbage_done` and `audit`.
     async fn begin_upload(&self, upload: &NewUpload) -> MetaResult<i64>;
@@ -190,8 +230,6 @@ pub trait MetadataStore: Send + Sync + Debug {
     async fn end_upload(&self, upload_id: i64) -> MetaResult<()>;
     /// Uploads in flight started by any node, oldest first.
     async fn uploads(&self) -> MetaResult<Vec<Upload>>;
-
-    // ---- replication outbox and garbage ----
 
     /// Pending replication jobs in the order they fall due, at most `limit`: jobs that never
     /// failed oldest first; a failed job waits out its backoff behind newer ones.
@@ -204,9 +242,11 @@ pub trait MetadataStore: Send + Sync + Debug {
     async fn garbage(&self, limit: u32) -> MetaResult<Vec<Garbage>>;
     /// Forgets a garbage entry once its object is deleted from every store.
     async fn garbage_done(&self, id: i64) -> MetaResult<()>;
+}
 
-    // ---- audit ----
-
+/// The audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync + Debug {
     /// Appends audit records (in the order given) in one statement; an empty slice is a no-op.
     async fn audit(&self, records: &[AuditRecord]) -> MetaResult<()>;
     /// The newest `limit` audit records, newest first.

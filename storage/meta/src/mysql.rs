@@ -1,60 +1,37 @@
-//! `MySqlStore`: the metadata store on MySQL 8, MariaDB 10.11 or RDS, shared by many nodes.
+//! The MySQL dialect: the metadata store on MySQL 8, MariaDB 10.11 or RDS, shared by many
+//! nodes.
 //!
 //! Every write, even a single statement, is one InnoDB transaction at READ COMMITTED. Where
-//! the SQLite store relies on its single writer, this one takes row locks (see
-//! `mysql/namespace.rs`). Deadlocks, lock wait timeouts and connections lost before a commit
-//! was sent are retried inside the store, a bounded number of times with a growing delay;
-//! whatever still fails reaches the caller as [`MetaError::Unavailable`]. A connection lost while a COMMIT is in flight is never retried:
-//! its outcome is unknown, so the caller hears `Unavailable` and decides. The pool checks each
+//! the SQLite dialect relies on its single writer, this one takes row locks (see
+//! `sql/namespace.rs`). Deadlocks, lock wait timeouts and connections lost before a commit
+//! was sent are retried by the store, a bounded number of times with a growing delay;
+//! whatever still fails reaches the caller as [`MetaError::Unavailable`]. The pool checks each
 //! connection before handing it out, so after a database restart or an RDS failover the store
 //! recovers by itself.
 //!
 //! Error texts carry MySQL error numbers and SQLSTATEs, never the server's message (MySQL
 //! quotes bound values in some of them, e.g. duplicate-key errors) and never the URL.
 
-// Rows read back from the database are untrusted input: no panicking shortcuts.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )
-)]
-
-mod accounts;
-mod namespace;
-mod rows;
-
 use std::fmt;
+use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode};
-use sqlx::{Executor, MySql, MySqlConnection, Transaction};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions, MySqlQueryResult, MySqlSslMode};
+use sqlx::{Executor, MySql, MySqlConnection};
 use zeroize::Zeroizing;
 
-use crate::lockout::LockoutPolicy;
-use crate::outbox::{replication_backoff_ms, truncate_error, wall_clock_ms};
-use crate::{
-    ApiToken, AuditRecord, CommitFile, CommitOutcome, Garbage, MetaError, MetaResult,
-    MetadataStore, NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, RenameNode,
-    ReplicationJob, SshKey, Tenant, Upload, Usage, User, WrappedTenantKey,
-};
+use crate::sql::{Dialect, SqlStore};
+use crate::{MetaError, MetaResult, SchemaStore};
 
 /// The migrations this build knows, embedded at compile time.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/mysql");
 
 /// How long a statement waits for another transaction's row lock before it is retried.
 const LOCK_WAIT_TIMEOUT_SECS: u32 = 10;
-/// First delay before retrying a transient failure; doubles with each retry.
-const RETRY_BASE_DELAY: Duration = Duration::from_millis(20);
-/// Longest delay between two retries.
-const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// How the connection to the database is protected.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -145,134 +122,46 @@ impl fmt::Debug for MySqlOptions {
     }
 }
 
+/// The MySQL / MariaDB dialect of [`SqlStore`].
+#[derive(Clone, Copy, Debug)]
+pub struct MySqlDialect;
+
 /// The MySQL / MariaDB metadata store. Cloning is cheap and shares the pool.
-#[derive(Clone)]
-pub struct MySqlStore {
-    pool: MySqlPool,
-    /// `host:port/database`, for messages; no user, no password.
-    target: String,
-    max_retries: u32,
-}
+pub type MySqlStore = SqlStore<MySqlDialect>;
 
-impl fmt::Debug for MySqlStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MySqlStore")
-            .field("target", &self.target)
-            .field("max_retries", &self.max_retries)
-            .finish_non_exhaustive()
-    }
-}
+impl Dialect for MySqlDialect {
+    type Db = MySql;
+    const NAME: &'static str = "mysql";
+    const BEGIN: Option<&'static str> = None;
+    const SERIAL_WRITERS: bool = false;
+    const MULTI_STATEMENT: bool = false;
+    /// `SUM` of a BIGINT is a DECIMAL in MySQL: cast it back.
+    const USAGE: &'static str = "SELECT CAST(COALESCE(SUM(size), 0) AS SIGNED) AS bytes, \
+                                 COUNT(*) AS files FROM nodes WHERE tenant_id = ? AND kind = 'f'";
+    const PUT_TENANT_KEY: &'static str = "INSERT INTO tenant_keys (tenant_id, version, region, master_key_id, wrapped) \
+         VALUES (?, ?, ?, ?, ?) \
+         ON DUPLICATE KEY UPDATE master_key_id = VALUES(master_key_id), wrapped = VALUES(wrapped)";
 
-/// How one attempt at a store operation failed.
-#[derive(Debug)]
-enum TxError {
-    /// A decided outcome (not found, conflict, ...): returned as is.
-    Meta(MetaError),
-    /// A database error: retried if transient, else mapped by [`mysql_error`].
-    Sql(sqlx::Error),
-    /// Another node won a race the row locks should have ordered (a unique violation on the
-    /// insert of a new file): the attempt is rolled back and retried.
-    RaceLost,
-}
-
-type TxResult<T> = Result<T, TxError>;
-
-impl From<sqlx::Error> for TxError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Sql(error)
-    }
-}
-
-impl From<MetaError> for TxError {
-    fn from(error: MetaError) -> Self {
-        Self::Meta(error)
-    }
-}
-
-impl TxError {
-    /// Worth another attempt: nothing of this attempt was committed, and trying again may work.
-    fn is_retryable(&self) -> bool {
-        match self {
-            Self::Meta(_) => false,
-            Self::RaceLost => true,
-            Self::Sql(error) => is_transient(error),
-        }
+    fn map_error(error: sqlx::Error) -> MetaError {
+        mysql_error(error)
     }
 
-    fn into_meta(self) -> MetaError {
-        match self {
-            Self::Meta(error) => error,
-            Self::Sql(error) => mysql_error(error),
-            Self::RaceLost => {
-                MetaError::Unavailable("metadata transaction kept losing a race".into())
-            }
-        }
+    fn is_transient(error: &sqlx::Error) -> bool {
+        is_transient(error)
     }
-}
 
-/// Runs `$attempt` (an expression giving a fresh future each time, yielding a `TxResult`)
-/// until it succeeds, fails for good, or has been retried `max_retries` times.
-macro_rules! with_retry {
-    ($store:expr, $attempt:expr) => {{
-        let mut retries = 0_u32;
-        loop {
-            let outcome: TxResult<_> = $attempt.await;
-            match outcome {
-                Err(error) if retries < $store.max_retries && error.is_retryable() => {
-                    retries += 1;
-                    tracing::debug!(retries, error = %summary(&error), "retrying metadata operation");
-                    tokio::time::sleep(retry_delay(retries)).await;
-                }
-                other => break other.map_err(TxError::into_meta),
-            }
-        }
-    }};
-}
-
-/// Runs `$body` (using the connection `$conn`) in a transaction, committing on success, rolling
-/// back on failure, retrying transient failures.
-macro_rules! transaction {
-    ($store:expr, |$conn:ident| $body:expr) => {
-        with_retry!($store, async {
-            let mut tx = $store.pool.begin().await?;
-            let result = {
-                let $conn: &mut MySqlConnection = &mut tx;
-                $body.await
-            };
-            finish(tx, result).await
-        })
-    };
-}
-
-/// Commits if `result` is a success, rolls back otherwise; returns `result`. A failed COMMIT
-/// is reported as decided (never retried): the server may have applied it.
-async fn finish<T>(tx: Transaction<'static, MySql>, result: TxResult<T>) -> TxResult<T> {
-    match result {
-        Ok(value) => match tx.commit().await {
-            Ok(()) => Ok(value),
-            Err(error) => Err(TxError::Meta(match mysql_error(error) {
-                MetaError::Unavailable(why) => MetaError::Unavailable(format!(
-                    "the database went away during COMMIT, the change may or may not be \
-                     applied: {why}"
-                )),
-                other => other,
-            })),
-        },
-        Err(error) => {
-            if let Err(rollback) = tx.rollback().await {
-                tracing::debug!(error = %mysql_error(rollback), "metadata rollback failed");
-            }
-            Err(error)
-        }
+    fn describe(error: &sqlx::Error) -> String {
+        describe(error)
     }
-}
 
-/// A short description of an attempt's failure for logs: codes, no values.
-fn summary(error: &TxError) -> String {
-    match error {
-        TxError::Meta(meta) => meta.to_string(),
-        TxError::Sql(sql) => describe(sql),
-        TxError::RaceLost => "lost a race on insert".into(),
+    /// sqlx asks MySQL for found rows, not changed rows, so an update to the same value
+    /// still counts.
+    fn rows_affected(done: &MySqlQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn last_insert_id(done: &MySqlQueryResult) -> Option<i64> {
+        i64::try_from(done.last_insert_id()).ok()
     }
 }
 
@@ -391,60 +280,10 @@ fn migrate_error(error: MigrateError) -> MetaError {
     }
 }
 
-/// Delay before retry number `retries` (1-based): doubling from [`RETRY_BASE_DELAY`], capped,
-/// with up to half of it added at random so that nodes that collided do not collide again.
-fn retry_delay(retries: u32) -> Duration {
-    let doubled = RETRY_BASE_DELAY.saturating_mul(1_u32 << retries.saturating_sub(1).min(16));
-    let capped = doubled.min(RETRY_MAX_DELAY);
-    let jitter_ms = u64::from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos()),
-    ) % (u64::try_from(capped.as_millis() / 2).unwrap_or(1).max(1));
-    capped + Duration::from_millis(jitter_ms)
-}
-
-/// Fails with `NotFound` unless a statement matched a row (sqlx asks MySQL for found rows,
-/// not changed rows, so an update to the same value still counts).
-fn require_row(result: sqlx::mysql::MySqlQueryResult) -> TxResult<()> {
-    if result.rows_affected() == 0 {
-        return Err(MetaError::NotFound.into());
-    }
-    Ok(())
-}
-
-/// Decodes every row with `decode`.
-fn decode_all<T>(
-    found: &[sqlx::mysql::MySqlRow],
-    decode: fn(&sqlx::mysql::MySqlRow) -> MetaResult<T>,
-) -> TxResult<Vec<T>> {
-    Ok(found.iter().map(decode).collect::<MetaResult<_>>()?)
-}
-
-/// Runs one statement that must match a row, in a transaction so that a retry after a lost
-/// connection can never apply it twice.
-macro_rules! update_one {
-    ($store:expr, $query:expr) => {
-        transaction!($store, |conn| async {
-            require_row($query.execute(&mut *conn).await?)
-        })
-    };
-}
-
-/// Runs one statement whose row count does not matter, in a transaction (see `update_one!`).
-macro_rules! execute {
-    ($store:expr, $query:expr) => {
-        transaction!($store, |conn| async {
-            $query.execute(&mut *conn).await?;
-            Ok(())
-        })
-    };
-}
-
 impl MySqlStore {
     /// Connects (one connection now, up to `pool_size` later). Fails with `Unavailable` if the
     /// server cannot be reached, `Tls` if its certificate is refused. Call
-    /// [`MetadataStore::migrate`] or [`MySqlStore::check_schema`] next.
+    /// [`MySqlStore::migrate`] or [`MySqlStore::check_schema`] next.
     pub async fn open(options: &MySqlOptions) -> MetaResult<Self> {
         let connect = options.connect_options()?;
         let target = format!(
@@ -462,9 +301,12 @@ impl MySqlStore {
             .await
             .map_err(mysql_error)?;
         Ok(Self {
+            bookkeeping: pool.clone(),
             pool,
-            target,
+            writer: None,
             max_retries: options.max_retries,
+            target,
+            dialect: PhantomData,
         })
     }
 
@@ -475,7 +317,7 @@ impl MySqlStore {
 
     /// The newest migration applied to the database, `None` for a fresh database.
     pub async fn schema_version(&self) -> MetaResult<Option<i64>> {
-        with_retry!(self, async {
+        self.retrying(|| async {
             let tables: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM information_schema.tables \
                  WHERE table_schema = DATABASE() AND table_name = '_sqlx_migrations'",
@@ -491,6 +333,7 @@ impl MySqlStore {
                     .await?;
             Ok(version)
         })
+        .await
     }
 
     /// For a node that does not migrate on start: succeeds only if the database holds exactly
@@ -504,19 +347,7 @@ impl MySqlStore {
         }
     }
 
-    /// `host:port/database` of the server, without credentials: for log lines and messages.
-    pub fn target(&self) -> &str {
-        &self.target
-    }
-
-    /// Closes every connection; later calls fail with `Unavailable`.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-}
-
-impl MySqlStore {
-    /// The body of [`MetadataStore::migrate`], on the connection holding the migration lock.
+    /// The body of [`MySqlStore::migrate`], on the connection holding the migration lock.
     async fn migrate_locked(&self, conn: &mut MySqlConnection) -> MetaResult<()> {
         let supported = Self::supported_schema_version();
         if let Some(found) = self.schema_version().await?
@@ -554,12 +385,11 @@ async fn prepare_session(conn: &mut MySqlConnection) -> Result<(), sqlx::Error> 
     Ok(())
 }
 
-#[async_trait]
-impl MetadataStore for MySqlStore {
+impl MySqlStore {
     /// Applies pending migrations while holding a named lock of the database server, so
     /// nodes starting together migrate one after another (sqlx's own lock asks MariaDB for an
     /// infinite wait with a negative timeout, which MariaDB does not honour).
-    async fn migrate(&self) -> MetaResult<()> {
+    pub async fn migrate(&self) -> MetaResult<()> {
         let mut conn = self.pool.acquire().await.map_err(mysql_error)?;
         let locked: Option<i64> = sqlx::query_scalar(MIGRATION_LOCK)
             .bind(MIGRATION_LOCK_WAIT_SECS)
@@ -579,387 +409,13 @@ impl MetadataStore for MySqlStore {
         }
         result
     }
-
-    async fn create_tenant(&self, tenant: &NewTenant) -> MetaResult<Tenant> {
-        transaction!(self, |conn| accounts::create_tenant(conn, tenant))
-    }
-
-    async fn tenant_by_name(&self, name: &str) -> MetaResult<Tenant> {
-        with_retry!(self, async {
-            let row = sqlx::query("SELECT * FROM tenants WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(rows::tenant(&row.ok_or(MetaError::NotFound)?)?)
-        })
-    }
-
-    async fn tenant(&self, id: i64) -> MetaResult<Tenant> {
-        with_retry!(self, async {
-            let row = sqlx::query("SELECT * FROM tenants WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(rows::tenant(&row.ok_or(MetaError::NotFound)?)?)
-        })
-    }
-
-    async fn list_tenants(&self) -> MetaResult<Vec<Tenant>> {
-        with_retry!(self, async {
-            let found = sqlx::query("SELECT * FROM tenants ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
-            decode_all(&found, rows::tenant)
-        })
-    }
-
-    async fn tenant_keys(&self, tenant_id: i64) -> MetaResult<Vec<WrappedTenantKey>> {
-        with_retry!(self, async {
-            let found = sqlx::query(
-                "SELECT * FROM tenant_keys WHERE tenant_id = ? ORDER BY version, region",
-            )
-            .bind(tenant_id)
-            .fetch_all(&self.pool)
-            .await?;
-            decode_all(&found, rows::tenant_key)
-        })
-    }
-
-    async fn put_tenant_key(&self, key: &WrappedTenantKey) -> MetaResult<()> {
-        transaction!(self, |conn| accounts::put_tenant_key(&mut *conn, key))
-    }
-
-    async fn create_user(&self, user: &NewUser) -> MetaResult<User> {
-        transaction!(self, |conn| accounts::create_user(conn, user))
-    }
-
-    async fn user_by_name(&self, name: &str) -> MetaResult<User> {
-        with_retry!(self, async {
-            let row = sqlx::query("SELECT * FROM users WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(rows::user(&row.ok_or(MetaError::NotFound)?)?)
-        })
-    }
-
-    async fn user(&self, id: i64) -> MetaResult<User> {
-        with_retry!(self, async {
-            let row = sqlx::query("SELECT * FROM users WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(rows::user(&row.ok_or(MetaError::NotFound)?)?)
-        })
-    }
-
-    async fn list_users(&self, tenant_id: Option<i64>) -> MetaResult<Vec<User>> {
-        with_retry!(self, async {
-            let query = match tenant_id {
-                Some(tenant_id) => {
-                    sqlx::query("SELECT * FROM users WHERE tenant_id = ? ORDER BY name")
-                        .bind(tenant_id)
-                }
-                None => sqlx::query("SELECT * FROM users ORDER BY name"),
-            };
-            let found = query.fetch_all(&self.pool).await?;
-            decode_all(&found, rows::user)
-        })
-    }
-
-    async fn set_password(&self, user_id: i64, password_hash: Option<&str>) -> MetaResult<()> {
-        update_one!(
-            self,
-            sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
-                .bind(password_hash)
-                .bind(user_id)
-        )
-    }
-
-    async fn set_disabled(&self, user_id: i64, disabled: bool) -> MetaResult<()> {
-        update_one!(
-            self,
-            sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
-                .bind(disabled)
-                .bind(user_id)
-        )
-    }
-
-    async fn delete_user(&self, user_id: i64) -> MetaResult<()> {
-        // SSH keys go with the user (ON DELETE CASCADE).
-        update_one!(
-            self,
-            sqlx::query("DELETE FROM users WHERE id = ?").bind(user_id)
-        )
-    }
-
-    async fn add_ssh_key(&self, user_id: i64, key: &NewSshKey) -> MetaResult<()> {
-        transaction!(self, |conn| accounts::add_ssh_key(&mut *conn, user_id, key))
-    }
-
-    async fn ssh_keys(&self, user_id: i64) -> MetaResult<Vec<SshKey>> {
-        with_retry!(self, async {
-            let found = sqlx::query("SELECT * FROM ssh_keys WHERE user_id = ? ORDER BY id")
-                .bind(user_id)
-                .fetch_all(&self.pool)
-                .await?;
-            decode_all(&found, rows::ssh_key)
-        })
-    }
-
-    async fn add_api_token(&self, token: &ApiToken) -> MetaResult<ApiToken> {
-        transaction!(self, |conn| async {
-            let done = sqlx::query(
-                "INSERT INTO api_tokens (user_id, token_id, secret_hash, created_ms, expires_ms) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(token.user_id)
-            .bind(&token.token_id)
-            .bind(&token.secret_hash)
-            .bind(token.created_ms)
-            .bind(token.expires_ms)
-            .execute(&mut *conn)
-            .await?;
-            Ok(ApiToken {
-                id: i64::try_from(done.last_insert_id()).map_err(|_| rows::corrupt("id"))?,
-                ..token.clone()
-            })
-        })
-    }
-
-    async fn api_token(&self, token_id: &str) -> MetaResult<ApiToken> {
-        with_retry!(self, async {
-            let row = sqlx::query("SELECT * FROM api_tokens WHERE token_id = ?")
-                .bind(token_id)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(rows::api_token(&row.ok_or(MetaError::NotFound)?)?)
-        })
-    }
-
-    async fn api_tokens(&self, user_id: i64) -> MetaResult<Vec<ApiToken>> {
-        with_retry!(self, async {
-            let found = sqlx::query("SELECT * FROM api_tokens WHERE user_id = ? ORDER BY id")
-                .bind(user_id)
-                .fetch_all(&self.pool)
-                .await?;
-            decode_all(&found, rows::api_token)
-        })
-    }
-
-    async fn delete_api_token(&self, user_id: i64, token_id: &str) -> MetaResult<()> {
-        update_one!(
-            self,
-            sqlx::query("DELETE FROM api_tokens WHERE user_id = ? AND token_id = ?")
-                .bind(user_id)
-                .bind(token_id)
-        )
-    }
-
-    async fn record_login_failure(
-        &self,
-        user_id: i64,
-        now_ms: i64,
-        threshold: u32,
-        window_ms: i64,
-        lock_ms: i64,
-    ) -> MetaResult<Option<i64>> {
-        let policy = LockoutPolicy {
-            now_ms,
-            threshold,
-            window_ms,
-            lock_ms,
-        };
-        transaction!(self, |conn| accounts::record_login_failure(
-            conn, user_id, &policy
-        ))
-    }
-
-    async fn clear_login_failures(&self, user_id: i64) -> MetaResult<()> {
-        update_one!(
-            self,
-            sqlx::query(
-                "UPDATE users SET failed_count = 0, first_failure_ms = NULL, \
-                 locked_until_ms = NULL WHERE id = ?",
-            )
-            .bind(user_id)
-        )
-    }
-
-    async fn node(&self, tenant_id: i64, id: i64) -> MetaResult<Node> {
-        with_retry!(self, namespace::node(&self.pool, tenant_id, id))
-    }
-
-    async fn child(&self, tenant_id: i64, parent_id: i64, name_index: &[u8]) -> MetaResult<Node> {
-        with_retry!(self, async {
-            namespace::child(&self.pool, tenant_id, parent_id, name_index)
-                .await?
-                .ok_or(MetaError::NotFound.into())
-        })
-    }
-
-    async fn children(&self, tenant_id: i64, parent_id: i64) -> MetaResult<Vec<Node>> {
-        with_retry!(self, namespace::children(&self.pool, tenant_id, parent_id))
-    }
-
-    async fn create_dir(&self, dir: &NewDir) -> MetaResult<Node> {
-        transaction!(self, |conn| namespace::create_dir(conn, dir))
-    }
-
-    async fn commit_file(&self, file: &CommitFile) -> MetaResult<CommitOutcome> {
-        transaction!(self, |conn| namespace::commit_file(conn, file))
-    }
-
-    async fn remove(&self, tenant_id: i64, id: i64) -> MetaResult<()> {
-        let now_ms = wall_clock_ms();
-        transaction!(self, |conn| namespace::remove(conn, tenant_id, id, now_ms))
-    }
-
-    async fn rename(&self, rename: &RenameNode) -> MetaResult<()> {
-        transaction!(self, |conn| namespace::rename(conn, rename))
-    }
-
-    async fn set_mtime(&self, tenant_id: i64, id: i64, mtime_ms: i64) -> MetaResult<()> {
-        update_one!(
-            self,
-            sqlx::query("UPDATE nodes SET mtime_ms = ? WHERE tenant_id = ? AND id = ?")
-                .bind(mtime_ms)
-                .bind(tenant_id)
-                .bind(id)
-        )
-    }
-
-    async fn usage(&self, tenant_id: i64) -> MetaResult<Usage> {
-        with_retry!(self, namespace::usage(&self.pool, tenant_id))
-    }
-
-    async fn begin_upload(&self, upload: &NewUpload) -> MetaResult<i64> {
-        let id = transaction!(self, |conn| async {
-            let done = sqlx::query(
-                "INSERT INTO uploads (tenant_id, spool_name, object_key, node_name, started_ms) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(upload.tenant_id)
-            .bind(&upload.spool_name)
-            .bind(&upload.object_key)
-            .bind(&upload.node_name)
-            .bind(upload.now_ms)
-            .execute(&mut *conn)
-            .await?;
-            Ok(done.last_insert_id())
-        })?;
-        i64::try_from(id).map_err(|_| MetaError::Database("upload id out of range".into()))
-    }
-
-    async fn end_upload(&self, upload_id: i64) -> MetaResult<()> {
-        transaction!(self, |conn| namespace::delete_upload(&mut *conn, upload_id))
-    }
-
-    async fn uploads(&self) -> MetaResult<Vec<Upload>> {
-        with_retry!(self, async {
-            let found = sqlx::query("SELECT * FROM uploads ORDER BY started_ms, id")
-                .fetch_all(&self.pool)
-                .await?;
-            decode_all(&found, rows::upload)
-        })
-    }
-
-    /// Jobs in the order they fall due: never-failed jobs oldest first, each failed job after
-    /// its backoff, so one object that keeps failing does not hold up the rest.
-    async fn pending_replication(&self, limit: u32) -> MetaResult<Vec<ReplicationJob>> {
-        with_retry!(self, async {
-            let found = sqlx::query(
-                "SELECT * FROM replication_outbox ORDER BY next_attempt_ms, id LIMIT ?",
-            )
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-            decode_all(&found, rows::replication_job)
-        })
-    }
-
-    /// Idempotent: a job acknowledged twice is simply gone.
-    async fn replication_done(&self, job_id: i64) -> MetaResult<()> {
-        execute!(
-            self,
-            sqlx::query("DELETE FROM replication_outbox WHERE id = ?").bind(job_id)
-        )
-    }
-
-    async fn replication_failed(&self, job_id: i64, error: &str, now_ms: i64) -> MetaResult<()> {
-        transaction!(self, |conn| record_replication_failure(
-            conn, job_id, error, now_ms
-        ))
-    }
-
-    async fn garbage(&self, limit: u32) -> MetaResult<Vec<Garbage>> {
-        with_retry!(self, async {
-            let found = sqlx::query("SELECT * FROM garbage ORDER BY id LIMIT ?")
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
-            decode_all(&found, rows::garbage)
-        })
-    }
-
-    /// Idempotent, like `replication_done`.
-    async fn garbage_done(&self, id: i64) -> MetaResult<()> {
-        execute!(
-            self,
-            sqlx::query("DELETE FROM garbage WHERE id = ?").bind(id)
-        )
-    }
-
-    async fn audit(&self, records: &[AuditRecord]) -> MetaResult<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        transaction!(self, |conn| async {
-            crate::rows::audit_insert::<MySql>(records)
-                .build()
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
-        })
-    }
-
-    async fn recent_audit(&self, limit: u32) -> MetaResult<Vec<AuditRecord>> {
-        with_retry!(self, async {
-            let found = sqlx::query("SELECT * FROM audit ORDER BY at_ms DESC, id DESC LIMIT ?")
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
-            decode_all(&found, rows::audit)
-        })
-    }
 }
 
-/// Counts a failed attempt and pushes the job back by an exponential backoff.
-async fn record_replication_failure(
-    conn: &mut MySqlConnection,
-    job_id: i64,
-    error: &str,
-    now_ms: i64,
-) -> TxResult<()> {
-    let attempts: i64 =
-        sqlx::query_scalar("SELECT attempts FROM replication_outbox WHERE id = ? FOR UPDATE")
-            .bind(job_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or(MetaError::NotFound)?;
-    let attempts = u32::try_from(attempts.saturating_add(1)).unwrap_or(u32::MAX);
-    let next_attempt_ms = now_ms.saturating_add(replication_backoff_ms(attempts));
-    sqlx::query(
-        "UPDATE replication_outbox SET attempts = ?, last_error = ?, next_attempt_ms = ? \
-         WHERE id = ?",
-    )
-    .bind(i64::from(attempts))
-    .bind(truncate_error(error))
-    .bind(next_attempt_ms)
-    .bind(job_id)
-    .execute(conn)
-    .await?;
-    Ok(())
+#[async_trait]
+impl SchemaStore for MySqlStore {
+    async fn migrate(&self) -> MetaResult<()> {
+        MySqlStore::migrate(self).await
+    }
 }
 
 #[cfg(test)]
@@ -996,14 +452,6 @@ mod tests {
         let refused = sqlx::Error::Io(refused);
         assert!(!is_transient(&refused));
         assert!(matches!(mysql_error(refused), MetaError::Tls(_)));
-    }
-
-    #[test]
-    fn retry_delay_grows_and_is_capped() {
-        assert!(retry_delay(1) >= RETRY_BASE_DELAY);
-        assert!(retry_delay(1) < RETRY_BASE_DELAY * 2);
-        assert!(retry_delay(4) >= RETRY_BASE_DELAY * 8);
-        assert!(retry_delay(u32::MAX) <= RETRY_MAX_DELAY + RETRY_MAX_DELAY / 2);
     }
 
     #[test]

@@ -1,14 +1,14 @@
 //! Decoding rows of either database into the crate's row types, refusing rows that break the
-//! schema's rules. Each backend says how to read one column ([`Columns`]); the shape of every
-//! row type is written once, here, and so is the one multi-row insert both share.
+//! schema's rules. [`Columns`] reads one column of each kind the schema uses from any engine's
+//! row; the shape of every row type is written once, here, and so is the multi-row insert.
 
 use crate::{
     ApiToken, AuditRecord, FileContent, Garbage, MetaError, MetaResult, Node, NodeKind,
     ReplicationJob, ReplicationOp, SshKey, Tenant, Upload, User, WrappedTenantKey,
 };
 
-/// How a backend's row hands out one column of each kind the schema uses.
-pub(crate) trait Columns {
+/// How a row hands out one column of each kind the schema uses.
+pub trait Columns {
     /// An integer column.
     fn int(&self, name: &'static str) -> MetaResult<i64>;
     /// A nullable integer column.
@@ -26,6 +26,52 @@ pub(crate) trait Columns {
     fn small(&self, name: &'static str) -> MetaResult<u32> {
         u32::try_from(self.int(name)?).map_err(|_| corrupt(name))
     }
+}
+
+/// Any engine's row whose driver decodes the schema's column types.
+impl<R> Columns for R
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn int(&self, name: &'static str) -> MetaResult<i64> {
+        get(self, name)
+    }
+    fn opt_int(&self, name: &'static str) -> MetaResult<Option<i64>> {
+        get(self, name)
+    }
+    fn flag(&self, name: &'static str) -> MetaResult<bool> {
+        get(self, name)
+    }
+    fn blob(&self, name: &'static str) -> MetaResult<Vec<u8>> {
+        get(self, name)
+    }
+    /// Identifiers are stored as VARBINARY on MySQL (compared byte for byte), which sqlx will
+    /// not decode as a string, so they are read as bytes on every engine and checked here.
+    fn ident(&self, name: &'static str) -> MetaResult<String> {
+        let bytes: Vec<u8> = get(self, name)?;
+        String::from_utf8(bytes).map_err(|_| corrupt(name))
+    }
+    fn opt_text(&self, name: &'static str) -> MetaResult<Option<String>> {
+        get(self, name)
+    }
+}
+
+/// One column of a row; a column missing or of the wrong type is a corrupt row. The message
+/// names the column and the driver's reason, never a value.
+fn get<'r, R, T>(row: &'r R, name: &'static str) -> MetaResult<T>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    row.try_get(name)
+        .map_err(|e| MetaError::Database(format!("stored row has an invalid {name}: {e}")))
 }
 
 /// The columns every node query selects, in the order [`node`] reads them.
@@ -211,14 +257,14 @@ pub(crate) fn audit<R: Columns>(row: &R) -> MetaResult<AuditRecord> {
     })
 }
 
-/// One multi-row `INSERT` of audit records, the same SQL for SQLite and MySQL.
+/// One multi-row `INSERT` of audit records, the same SQL for every engine.
 pub(crate) fn audit_insert<DB>(records: &[AuditRecord]) -> sqlx::QueryBuilder<DB>
 where
     DB: sqlx::Database,
     for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     let mut insert = sqlx::QueryBuilder::new(
         "INSERT INTO audit (at_ms, tenant_id, user_id, user_name, protocol, remote_addr, \
@@ -228,12 +274,12 @@ where
         row.push_bind(r.at_ms)
             .push_bind(r.tenant_id)
             .push_bind(r.user_id)
-            .push_bind(r.user_name.clone())
-            .push_bind(r.protocol.clone())
-            .push_bind(r.remote_addr.clone())
-            .push_bind(r.action.clone())
+            .push_bind(r.user_name.as_deref())
+            .push_bind(r.protocol.as_str())
+            .push_bind(r.remote_addr.as_deref())
+            .push_bind(r.action.as_str())
             .push_bind(r.node_id)
-            .push_bind(r.outcome.clone())
+            .push_bind(r.outcome.as_str())
             .push_bind(r.bytes);
     });
     insert

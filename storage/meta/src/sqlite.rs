@@ -1,45 +1,28 @@
-//! `SqliteStore`: the embedded default metadata store, one SQLite file in WAL mode.
+//! The SQLite dialect: the embedded default metadata store, one SQLite file in WAL mode.
 //!
 //! Writers are serialised twice over: inside the process by an async mutex (so concurrent
 //! requests queue instead of spinning in SQLite's busy handler), and across processes by
 //! `BEGIN IMMEDIATE`, which takes SQLite's write lock before the first read of a
-//! read-then-write transaction, so a snapshot can never go stale under it.
+//! read-then-write transaction, so a snapshot can never go stale under it. Nothing is
+//! retried: a busy database after the 5 s busy timeout is `Unavailable`.
 
-// Rows read back from the database are untrusted input: no panicking shortcuts.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        clippy::panic
-    )
-)]
-
-mod accounts;
-mod namespace;
-mod rows;
-
+use std::marker::PhantomData;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::Sqlite;
 use sqlx::error::ErrorKind;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
 };
-use sqlx::{Sqlite, SqliteConnection, Transaction};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::Mutex;
 
-use crate::lockout::LockoutPolicy;
-use crate::outbox::{replication_backoff_ms, truncate_error, wall_clock_ms};
-use crate::{
-    ApiToken, AuditRecord, CommitFile, CommitOutcome, Garbage, MetaError, MetaResult,
-    MetadataStore, NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, RenameNode,
-    ReplicationJob, SshKey, Tenant, Upload, Usage, User, WrappedTenantKey,
-};
+use crate::sql::{Dialect, SqlStore};
+use crate::{MetaError, MetaResult, SchemaStore};
 
 /// The migrations this build knows, embedded at compile time.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -51,26 +34,55 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections of a file database: readers run in parallel, writers take turns.
 const FILE_POOL_SIZE: u32 = 8;
 
+/// The SQLite dialect of [`SqlStore`].
+#[derive(Clone, Copy, Debug)]
+pub struct SqliteDialect;
+
 /// The SQLite metadata store. Cloning is cheap and shares the pool.
-#[derive(Clone, Debug)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-    /// One connection with `synchronous=NORMAL` for bookkeeping writes (upload rows, outbox
-    /// and garbage acknowledgements, audit): their commits do not wait for an fsync, and the
-    /// next commit on `pool` (which does) makes them durable too, since both append to the
-    /// same write-ahead log. A crash of the process loses none of them; a power cut can lose
-    /// the last few, which costs at most a leaked object, a repeated replication copy or the
-    /// last audit lines (docs/ARCHITECTURE.md, "Durability").
-    bookkeeping: SqlitePool,
-    /// Held for the whole of every write transaction of this process.
-    writer: Arc<Mutex<()>>,
+pub type SqliteStore = SqlStore<SqliteDialect>;
+
+impl Dialect for SqliteDialect {
+    type Db = Sqlite;
+    const NAME: &'static str = "sqlite";
+    const BEGIN: Option<&'static str> = Some("BEGIN IMMEDIATE");
+    const SERIAL_WRITERS: bool = true;
+    const MULTI_STATEMENT: bool = true;
+    const USAGE: &'static str = "SELECT COALESCE(SUM(size), 0) AS bytes, COUNT(*) AS files \
+                                 FROM nodes WHERE tenant_id = ? AND kind = 'f'";
+    const PUT_TENANT_KEY: &'static str = "INSERT INTO tenant_keys (tenant_id, version, region, master_key_id, wrapped) \
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, version, region) \
+         DO UPDATE SET master_key_id = excluded.master_key_id, wrapped = excluded.wrapped";
+
+    fn map_error(error: sqlx::Error) -> MetaError {
+        sqlite_error(error)
+    }
+
+    /// Never retried: the busy timeout has already waited for the write lock.
+    fn is_transient(_error: &sqlx::Error) -> bool {
+        false
+    }
+
+    fn describe(error: &sqlx::Error) -> String {
+        match error {
+            sqlx::Error::Database(db) => format!("sqlite: {}", db.message()),
+            other => other.to_string(),
+        }
+    }
+
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn last_insert_id(done: &SqliteQueryResult) -> Option<i64> {
+        Some(done.last_insert_rowid())
+    }
 }
 
 impl SqliteStore {
     /// Opens (creating the file if missing) a SQLite database at a `sqlite://PATH` URL or plain
     /// path: WAL journal, `synchronous=FULL` (a commit is on disk before the caller hears of
-    /// it) except for bookkeeping writes (see the `bookkeeping` field), foreign keys on, a 5 s
-    /// busy timeout. Call [`MetadataStore::migrate`] next.
+    /// it) except for bookkeeping writes (see [`SqlStore`]), foreign keys on, a 5 s busy
+    /// timeout. Call [`SqliteStore::migrate`] next.
     pub async fn open(url: &str) -> MetaResult<Self> {
         let options = if url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url)
@@ -84,6 +96,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
+        let target = options.get_filename().display().to_string();
         // No ping before handing out a connection: it is a thread in this process, and the
         // ping would be one more round trip to it before every query.
         let pool = SqlitePoolOptions::new()
@@ -100,11 +113,7 @@ impl SqliteStore {
             .connect_with(options.synchronous(SqliteSynchronous::Normal))
             .await
             .map_err(sqlite_error)?;
-        Ok(Self {
-            pool,
-            bookkeeping,
-            writer: Arc::new(Mutex::new(())),
-        })
+        Ok(Self::serial(pool, bookkeeping, target))
     }
 
     /// A private in-memory database for tests. It lives as long as its single connection,
@@ -124,11 +133,18 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(sqlite_error)?;
-        Ok(Self {
-            bookkeeping: pool.clone(),
+        Ok(Self::serial(pool.clone(), pool, ":memory:".into()))
+    }
+
+    fn serial(pool: sqlx::SqlitePool, bookkeeping: sqlx::SqlitePool, target: String) -> Self {
+        Self {
             pool,
-            writer: Arc::new(Mutex::new(())),
-        })
+            bookkeeping,
+            writer: Some(Arc::new(Mutex::new(()))),
+            max_retries: 0,
+            target,
+            dialect: PhantomData,
+        }
     }
 
     /// The newest schema version this build can run on.
@@ -153,59 +169,39 @@ impl SqliteStore {
             .map_err(sqlite_error)
     }
 
-    /// Starts a write transaction holding both this process's writer lock and SQLite's.
-    async fn write(&self) -> MetaResult<WriteTx> {
-        let writer = Arc::clone(&self.writer).lock_owned().await;
-        let tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(sqlite_error)?;
-        Ok(WriteTx {
-            tx,
-            _writer: writer,
-        })
-    }
-}
-
-/// A write transaction. Field order matters: the transaction ends before the lock is freed.
-struct WriteTx {
-    tx: Transaction<'static, Sqlite>,
-    _writer: OwnedMutexGuard<()>,
-}
-
-impl WriteTx {
-    fn conn(&mut self) -> &mut SqliteConnection {
-        &mut self.tx
-    }
-
-    /// Commits if `result` is a success, rolls back otherwise; returns `result`.
-    async fn finish<T>(self, result: MetaResult<T>) -> MetaResult<T> {
-        match result {
-            Ok(value) => {
-                self.tx.commit().await.map_err(sqlite_error)?;
-                Ok(value)
-            }
-            Err(error) => {
-                if let Err(rollback) = self.tx.rollback().await {
-                    tracing::warn!(error = %sqlite_error(rollback), "metadata rollback failed");
-                }
-                Err(error)
-            }
+    /// Applies pending migrations; refuses a schema newer than this build knows.
+    pub async fn migrate(&self) -> MetaResult<()> {
+        let _writer = match &self.writer {
+            Some(writer) => Some(writer.lock().await),
+            None => None,
+        };
+        let supported = Self::supported_schema_version();
+        if let Some(found) = self.schema_version().await?
+            && found > supported
+        {
+            return Err(MetaError::SchemaTooNew { found, supported });
         }
+        MIGRATOR.run(&self.pool).await.map_err(migrate_error)
+    }
+}
+
+#[async_trait]
+impl SchemaStore for SqliteStore {
+    async fn migrate(&self) -> MetaResult<()> {
+        SqliteStore::migrate(self).await
     }
 }
 
 /// Maps a sqlx error to the crate's error. SQLite's own messages name tables, columns and
 /// constraints, never bound values, so they are safe to pass on.
-pub(crate) fn sqlite_error(error: sqlx::Error) -> MetaError {
+fn sqlite_error(error: sqlx::Error) -> MetaError {
     match error {
         sqlx::Error::RowNotFound => MetaError::NotFound,
         sqlx::Error::Database(db) => match db.kind() {
             ErrorKind::UniqueViolation => MetaError::AlreadyExists,
             // Every foreign key points at a row the caller named: it is missing.
             ErrorKind::ForeignKeyViolation => MetaError::NotFound,
-            _ if is_transient(db.code().as_deref()) => {
+            _ if is_transient_code(db.code().as_deref()) => {
                 MetaError::Unavailable(format!("sqlite: {}", db.message()))
             }
             _ => MetaError::Database(format!("sqlite: {}", db.message())),
@@ -219,7 +215,7 @@ pub(crate) fn sqlite_error(error: sqlx::Error) -> MetaError {
 }
 
 /// SQLite result codes worth retrying later: busy, locked, I/O error, disk full, cannot open.
-fn is_transient(code: Option<&str>) -> bool {
+fn is_transient_code(code: Option<&str>) -> bool {
     const BUSY: i32 = 5;
     const LOCKED: i32 = 6;
     const IOERR: i32 = 10;
@@ -236,434 +232,17 @@ fn migrate_error(error: MigrateError) -> MetaError {
     }
 }
 
-/// Fails with `NotFound` unless a statement changed a row.
-fn require_row(result: sqlx::sqlite::SqliteQueryResult) -> MetaResult<()> {
-    if result.rows_affected() == 0 {
-        return Err(MetaError::NotFound);
-    }
-    Ok(())
-}
-
-#[async_trait]
-impl MetadataStore for SqliteStore {
-    async fn migrate(&self) -> MetaResult<()> {
-        let _writer = self.writer.lock().await;
-        let supported = Self::supported_schema_version();
-        if let Some(found) = self.schema_version().await?
-            && found > supported
-        {
-            return Err(MetaError::SchemaTooNew { found, supported });
-        }
-        MIGRATOR.run(&self.pool).await.map_err(migrate_error)
-    }
-
-    async fn create_tenant(&self, tenant: &NewTenant) -> MetaResult<Tenant> {
-        let mut w = self.write().await?;
-        let result = accounts::create_tenant(w.conn(), tenant).await;
-        w.finish(result).await
-    }
-
-    async fn tenant_by_name(&self, name: &str) -> MetaResult<Tenant> {
-        let row = sqlx::query("SELECT * FROM tenants WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        rows::tenant(&row.ok_or(MetaError::NotFound)?)
-    }
-
-    async fn tenant(&self, id: i64) -> MetaResult<Tenant> {
-        let row = sqlx::query("SELECT * FROM tenants WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        rows::tenant(&row.ok_or(MetaError::NotFound)?)
-    }
-
-    async fn list_tenants(&self) -> MetaResult<Vec<Tenant>> {
-        let found = sqlx::query("SELECT * FROM tenants ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        found.iter().map(rows::tenant).collect()
-    }
-
-    async fn tenant_keys(&self, tenant_id: i64) -> MetaResult<Vec<WrappedTenantKey>> {
-        let found =
-            sqlx::query("SELECT * FROM tenant_keys WHERE tenant_id = ? ORDER BY version, region")
-                .bind(tenant_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(sqlite_error)?;
-        found.iter().map(rows::tenant_key).collect()
-    }
-
-    async fn put_tenant_key(&self, key: &WrappedTenantKey) -> MetaResult<()> {
-        let mut w = self.write().await?;
-        let result = accounts::put_tenant_key(w.conn(), key).await;
-        w.finish(result).await
-    }
-
-    async fn create_user(&self, user: &NewUser) -> MetaResult<User> {
-        let mut w = self.write().await?;
-        let result = accounts::create_user(w.conn(), user).await;
-        w.finish(result).await
-    }
-
-    async fn user_by_name(&self, name: &str) -> MetaResult<User> {
-        let row = sqlx::query("SELECT * FROM users WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        rows::user(&row.ok_or(MetaError::NotFound)?)
-    }
-
-    async fn user(&self, id: i64) -> MetaResult<User> {
-        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        rows::user(&row.ok_or(MetaError::NotFound)?)
-    }
-
-    async fn list_users(&self, tenant_id: Option<i64>) -> MetaResult<Vec<User>> {
-        let query = match tenant_id {
-            Some(tenant_id) => {
-                sqlx::query("SELECT * FROM users WHERE tenant_id = ? ORDER BY name").bind(tenant_id)
-            }
-            None => sqlx::query("SELECT * FROM users ORDER BY name"),
-        };
-        let found = query.fetch_all(&self.pool).await.map_err(sqlite_error)?;
-        found.iter().map(rows::user).collect()
-    }
-
-    async fn set_password(&self, user_id: i64, password_hash: Option<&str>) -> MetaResult<()> {
-        let _writer = self.writer.lock().await;
-        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
-            .bind(password_hash)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        require_row(done)
-    }
-
-    async fn set_disabled(&self, user_id: i64, disabled: bool) -> MetaResult<()> {
-        let _writer = self.writer.lock().await;
-        let done = sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
-            .bind(disabled)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        require_row(done)
-    }
-
-    async fn delete_user(&self, user_id: i64) -> MetaResult<()> {
-        let _writer = self.writer.lock().await;
-        // SSH keys go with the user (ON DELETE CASCADE).
-        let done = sqlx::query("DELETE FROM users WHERE id = ?")
-            .bind(user_id)
-            .execute(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        require_row(done)
-    }
-
-    async fn add_ssh_key(&self, user_id: i64, key: &NewSshKey) -> MetaResult<()> {
-        let _writer = self.writer.lock().await;
-        accounts::add_ssh_key(&self.pool, user_id, key).await
-    }
-
-    async fn ssh_keys(&self, user_id: i64) -> MetaResult<Vec<SshKey>> {
-        let found = sqlx::query("SELECT * FROM ssh_keys WHERE user_id = ? ORDER BY id")
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        found.iter().map(rows::ssh_key).collect()
-    }
-
-    async fn add_api_token(&self, token: &ApiToken) -> MetaResult<ApiToken> {
-        let _writer = self.writer.lock().await;
-        let done = sqlx::query(
-            "INSERT INTO api_tokens (user_id, token_id, secret_hash, created_ms, expires_ms) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(token.user_id)
-        .bind(&token.token_id)
-        .bind(&token.secret_hash)
-        .bind(token.created_ms)
-        .bind(token.expires_ms)
-        .execute(&self.pool)
-        .await
-        .map_err(sqlite_error)?;
-        Ok(ApiToken {
-            id: done.last_insert_rowid(),
-            ..token.clone()
-        })
-    }
-
-    async fn api_token(&self, token_id: &str) -> MetaResult<ApiToken> {
-        let row = sqlx::query("SELECT * FROM api_tokens WHERE token_id = ?")
-            .bind(token_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        rows::api_token(&row.ok_or(MetaError::NotFound)?)
-    }
-
-    async fn api_tokens(&self, user_id: i64) -> MetaResult<Vec<ApiToken>> {
-        let found = sqlx::query("SELECT * FROM api_tokens WHERE user_id = ? ORDER BY id")
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        found.iter().map(rows::api_token).collect()
-    }
-
-    async fn delete_api_token(&self, user_id: i64, token_id: &str) -> MetaResult<()> {
-        let _writer = self.writer.lock().await;
-        let done = sqlx::query("DELETE FROM api_tokens WHERE user_id = ? AND token_id = ?")
-            .bind(user_id)
-            .bind(token_id)
-            .execute(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        require_row(done)
-    }
-
-    async fn record_login_failure(
-        &self,
-        user_id: i64,
-        now_ms: i64,
-        threshold: u32,
-        window_ms: i64,
-        lock_ms: i64,
-    ) -> MetaResult<Option<i64>> {
-        let policy = LockoutPolicy {
-            now_ms,
-            threshold,
-            window_ms,
-            lock_ms,
-        };
-        let mut w = self.write().await?;
-        let result = accounts::record_login_failure(w.conn(), user_id, &policy).await;
-        w.finish(result).await
-    }
-
-    async fn clear_login_failures(&self, user_id: i64) -> MetaResult<()> {
-        let _writer = self.writer.lock().await;
-        let done = sqlx::query(
-            "UPDATE users SET failed_count = 0, first_failure_ms = NULL, locked_until_ms = NULL \
-             WHERE id = ?",
-        )
-        .bind(user_id)
-        .execute(&self.pool)
-        .await
-        .map_err(sqlite_error)?;
-        require_row(done)
-    }
-
-    async fn node(&self, tenant_id: i64, id: i64) -> MetaResult<Node> {
-        namespace::node(&self.pool, tenant_id, id).await
-    }
-
-    async fn child(&self, tenant_id: i64, parent_id: i64, name_index: &[u8]) -> MetaResult<Node> {
-        namespace::child(&self.pool, tenant_id, parent_id, name_index)
-            .await?
-            .ok_or(MetaError::NotFound)
-    }
-
-    async fn children(&self, tenant_id: i64, parent_id: i64) -> MetaResult<Vec<Node>> {
-        namespace::children(&self.pool, tenant_id, parent_id).await
-    }
-
-    async fn create_dir(&self, dir: &NewDir) -> MetaResult<Node> {
-        let mut w = self.write().await?;
-        let result = namespace::create_dir(w.conn(), dir).await;
-        w.finish(result).await
-    }
-
-    async fn commit_file(&self, file: &CommitFile) -> MetaResult<CommitOutcome> {
-        let mut w = self.write().await?;
-        let result = namespace::commit_file(w.conn(), file).await;
-        w.finish(result).await
-    }
-
-    async fn remove(&self, tenant_id: i64, id: i64) -> MetaResult<()> {
-        let mut w = self.write().await?;
-        let result = namespace::remove(w.conn(), tenant_id, id, wall_clock_ms()).await;
-        w.finish(result).await
-    }
-
-    async fn rename(&self, rename: &RenameNode) -> MetaResult<()> {
-        let mut w = self.write().await?;
-        let result = namespace::rename(w.conn(), rename).await;
-        w.finish(result).await
-    }
-
-    async fn set_mtime(&self, tenant_id: i64, id: i64, mtime_ms: i64) -> MetaResult<()> {
-        let _writer = self.writer.lock().await;
-        let done = sqlx::query("UPDATE nodes SET mtime_ms = ? WHERE tenant_id = ? AND id = ?")
-            .bind(mtime_ms)
-            .bind(tenant_id)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        require_row(done)
-    }
-
-    async fn usage(&self, tenant_id: i64) -> MetaResult<Usage> {
-        namespace::usage(&self.pool, tenant_id).await
-    }
-
-    async fn begin_upload(&self, upload: &NewUpload) -> MetaResult<i64> {
-        let _writer = self.writer.lock().await;
-        let done = sqlx::query(
-            "INSERT INTO uploads (tenant_id, spool_name, object_key, node_name, started_ms) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(upload.tenant_id)
-        .bind(&upload.spool_name)
-        .bind(&upload.object_key)
-        .bind(&upload.node_name)
-        .bind(upload.now_ms)
-        .execute(&self.bookkeeping)
-        .await
-        .map_err(sqlite_error)?;
-        Ok(done.last_insert_rowid())
-    }
-
-    async fn end_upload(&self, upload_id: i64) -> MetaResult<()> {
-        let _writer = self.writer.lock().await;
-        namespace::delete_upload(&self.bookkeeping, upload_id).await
-    }
-
-    async fn uploads(&self) -> MetaResult<Vec<Upload>> {
-        let found = sqlx::query("SELECT * FROM uploads ORDER BY started_ms, id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        found.iter().map(rows::upload).collect()
-    }
-
-    /// Jobs in the order they fall due: never-failed jobs oldest first, each failed job after
-    /// its backoff, so one object that keeps failing does not hold up the rest.
-    async fn pending_replication(&self, limit: u32) -> MetaResult<Vec<ReplicationJob>> {
-        let found =
-            sqlx::query("SELECT * FROM replication_outbox ORDER BY next_attempt_ms, id LIMIT ?")
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(sqlite_error)?;
-        found.iter().map(rows::replication_job).collect()
-    }
-
-    /// Idempotent: a job acknowledged twice is simply gone.
-    async fn replication_done(&self, job_id: i64) -> MetaResult<()> {
-        let _writer = self.writer.lock().await;
-        sqlx::query("DELETE FROM replication_outbox WHERE id = ?")
-            .bind(job_id)
-            .execute(&self.bookkeeping)
-            .await
-            .map_err(sqlite_error)?;
-        Ok(())
-    }
-
-    async fn replication_failed(&self, job_id: i64, error: &str, now_ms: i64) -> MetaResult<()> {
-        let mut w = self.write().await?;
-        let result = record_replication_failure(w.conn(), job_id, error, now_ms).await;
-        w.finish(result).await
-    }
-
-    async fn garbage(&self, limit: u32) -> MetaResult<Vec<Garbage>> {
-        let found = sqlx::query("SELECT * FROM garbage ORDER BY id LIMIT ?")
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        found.iter().map(rows::garbage).collect()
-    }
-
-    /// Idempotent, like `replication_done`.
-    async fn garbage_done(&self, id: i64) -> MetaResult<()> {
-        let _writer = self.writer.lock().await;
-        sqlx::query("DELETE FROM garbage WHERE id = ?")
-            .bind(id)
-            .execute(&self.bookkeeping)
-            .await
-            .map_err(sqlite_error)?;
-        Ok(())
-    }
-
-    async fn audit(&self, records: &[AuditRecord]) -> MetaResult<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let _writer = self.writer.lock().await;
-        crate::rows::audit_insert::<Sqlite>(records)
-            .build()
-            .execute(&self.bookkeeping)
-            .await
-            .map_err(sqlite_error)?;
-        Ok(())
-    }
-
-    async fn recent_audit(&self, limit: u32) -> MetaResult<Vec<AuditRecord>> {
-        let found = sqlx::query("SELECT * FROM audit ORDER BY at_ms DESC, id DESC LIMIT ?")
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sqlite_error)?;
-        found.iter().map(rows::audit).collect()
-    }
-}
-
-/// Counts a failed attempt and pushes the job back by an exponential backoff.
-async fn record_replication_failure(
-    conn: &mut SqliteConnection,
-    job_id: i64,
-    error: &str,
-    now_ms: i64,
-) -> MetaResult<()> {
-    let attempts: i64 = sqlx::query_scalar("SELECT attempts FROM replication_outbox WHERE id = ?")
-        .bind(job_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(sqlite_error)?
-        .ok_or(MetaError::NotFound)?;
-    let attempts = u32::try_from(attempts.saturating_add(1)).unwrap_or(u32::MAX);
-    let next_attempt_ms = now_ms.saturating_add(replication_backoff_ms(attempts));
-    sqlx::query(
-        "UPDATE replication_outbox SET attempts = ?, last_error = ?, next_attempt_ms = ? \
-         WHERE id = ?",
-    )
-    .bind(i64::from(attempts))
-    .bind(truncate_error(error))
-    .bind(next_attempt_ms)
-    .bind(job_id)
-    .execute(conn)
-    .await
-    .map_err(sqlite_error)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn busy_and_locked_are_transient_constraint_errors_are_not() {
-        assert!(is_transient(Some("5")));
-        assert!(is_transient(Some("517"))); // SQLITE_BUSY_SNAPSHOT
-        assert!(is_transient(Some("6")));
-        assert!(!is_transient(Some("2067"))); // SQLITE_CONSTRAINT_UNIQUE
-        assert!(!is_transient(None));
+        assert!(is_transient_code(Some("5")));
+        assert!(is_transient_code(Some("517"))); // SQLITE_BUSY_SNAPSHOT
+        assert!(is_transient_code(Some("6")));
+        assert!(!is_transient_code(Some("2067"))); // SQLITE_CONSTRAINT_UNIQUE
+        assert!(!is_transient_code(None));
     }
 
     #[tokio::test]
@@ -672,7 +251,7 @@ mod tests {
         store.migrate().await.unwrap();
         let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "EXPLAIN QUERY PLAN {}",
-            namespace::CHILDREN
+            crate::sql::CHILDREN
         )))
         .bind(1_i64)
         .bind(2_i64)

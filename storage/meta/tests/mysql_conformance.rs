@@ -6,7 +6,7 @@
 mod mariadb;
 
 use coffer_meta::{
-    MetaError, MetadataStore, MySqlOptions, MySqlStore, MySqlTls, NewTenant, conformance,
+    MetaError, MySqlOptions, MySqlStore, MySqlTls, NewTenant, TenantStore, conformance,
 };
 use sqlx::{Connection, MySqlConnection};
 
@@ -50,26 +50,7 @@ macro_rules! conformance_tests {
     };
 }
 
-conformance_tests!(
-    tenants_and_keys,
-    users_and_lockout,
-    ssh_keys,
-    api_tokens,
-    dirs_and_children,
-    commit_new_and_replace,
-    commit_conflicts,
-    remove_semantics,
-    rename_move_replace_cycle,
-    rename_folder_with_many_children_is_one_update,
-    uploads,
-    replication_and_garbage,
-    audit,
-    quota,
-    concurrent_commits_same_name,
-    concurrent_rename_same_folder,
-    concurrent_cross_moves_never_make_a_cycle,
-    commit_expecting_absent_loses_to_a_racing_file,
-);
+coffer_meta::for_each_check!(conformance_tests);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_suite_runs_twice_on_one_database() {

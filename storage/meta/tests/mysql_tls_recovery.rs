@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use coffer_meta::{MetaError, MetadataStore, MySqlOptions, MySqlStore, MySqlTls, NewTenant};
+use coffer_meta::{MetaError, MySqlOptions, MySqlStore, MySqlTls, NewTenant, TenantStore};
 
 #[path = "support/mariadb.rs"]
 mod mariadb;

@@ -1,7 +1,7 @@
 //! Runs the metadata conformance suite against SQLite, on a file and in memory, plus the
 //! SQLite-only properties: persistence, schema versioning and the absence of plaintext names.
 
-use coffer_meta::{MetaError, MetadataStore, NewTenant, SqliteStore, conformance};
+use coffer_meta::{MetaError, NamespaceStore, NewTenant, SqliteStore, TenantStore, conformance};
 use sqlx::{Connection, SqliteConnection};
 use tempfile::TempDir;
 
@@ -49,26 +49,7 @@ macro_rules! conformance_tests {
     };
 }
 
-conformance_tests!(
-    tenants_and_keys,
-    users_and_lockout,
-    ssh_keys,
-    api_tokens,
-    dirs_and_children,
-    commit_new_and_replace,
-    commit_conflicts,
-    remove_semantics,
-    rename_move_replace_cycle,
-    rename_folder_with_many_children_is_one_update,
-    uploads,
-    replication_and_garbage,
-    audit,
-    quota,
-    concurrent_commits_same_name,
-    concurrent_rename_same_folder,
-    concurrent_cross_moves_never_make_a_cycle,
-    commit_expecting_absent_loses_to_a_racing_file,
-);
+coffer_meta::for_each_check!(conformance_tests);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_suite_runs_twice_on_one_database() {

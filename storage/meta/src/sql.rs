@@ -1,0 +1,859 @@
+//! `SqlStore`: the one metadata store, written once over a small [`Dialect`].
+//!
+//! Every query of the store is written here and in `sql/namespace.rs` and `sql/accounts.rs`,
+//! once, over sqlx's generic [`Database`]. What really differs between the engines is the
+//! dialect (`sqlite.rs`, `mysql.rs`): how a write transaction starts and whether writers are
+//! serialised or take row locks, how errors are classified and which are retried, the few
+//! SQL spellings that differ, and opening and migrating a database.
+//!
+//! Every write, even a single statement, is one transaction: on SQLite it holds this
+//! process's writer lock and SQLite's own (`BEGIN IMMEDIATE`), so a read followed by a write
+//! cannot be overtaken; on MySQL it takes row locks (see `sql/namespace.rs`) and transient
+//! failures (deadlock, lock wait timeout, a connection lost before COMMIT was sent) are retried
+//! a bounded number of times with a growing delay. A connection lost while COMMIT is in flight
+//! is never retried: its outcome is unknown, so the caller hears `Unavailable` and decides.
+
+mod accounts;
+mod namespace;
+
+#[cfg(test)]
+pub(crate) use namespace::CHILDREN;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sqlx::{Database, Pool, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::lockout::LockoutPolicy;
+use crate::outbox::wall_clock_ms;
+use crate::rows;
+use crate::{
+    AccountStore, ApiToken, AuditRecord, AuditStore, CommitFile, CommitOutcome, Garbage, MetaError,
+    MetaResult, NamespaceStore, NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, RenameNode,
+    ReplicationJob, SshKey, Tenant, TenantStore, Upload, UploadStore, Usage, User,
+    WrappedTenantKey,
+};
+
+/// What one database engine brings to the shared store: the differences, and nothing else.
+pub trait Dialect: Clone + Send + Sync + 'static {
+    /// The sqlx driver.
+    type Db: Database;
+    /// The engine's name, for messages.
+    const NAME: &'static str;
+    /// The statement opening a write transaction; `None` for the driver's plain `BEGIN`.
+    const BEGIN: Option<&'static str>;
+    /// `true` if write transactions run one at a time (SQLite's single writer), so a row read
+    /// inside one cannot change before it ends; `false` if writers run side by side and the
+    /// store locks the rows it reads before it writes (`SELECT ... FOR UPDATE`).
+    const SERIAL_WRITERS: bool;
+    /// `true` if one prepared query may hold several statements (SQLite), which saves round
+    /// trips on the commit path.
+    const MULTI_STATEMENT: bool;
+    /// Bytes and files of a tenant's committed files (columns `bytes`, `files`; one `?`, the
+    /// tenant). MySQL's `SUM` of a BIGINT is a DECIMAL and must be cast back.
+    const USAGE: &'static str;
+    /// Stores a wrapped tenant key, replacing the copy for the same version and region (binds:
+    /// tenant_id, version, region, master_key_id, wrapped): each engine's upsert.
+    const PUT_TENANT_KEY: &'static str;
+
+    /// Maps a database error to the crate's error. Error texts never carry bound values.
+    fn map_error(error: sqlx::Error) -> MetaError;
+    /// Whether an error is worth another attempt of the whole transaction.
+    fn is_transient(error: &sqlx::Error) -> bool;
+    /// A description of an error that is safe to log (no bound values).
+    fn describe(error: &sqlx::Error) -> String;
+    /// Rows a statement matched.
+    fn rows_affected(done: &<Self::Db as Database>::QueryResult) -> u64;
+    /// The id an `INSERT` gave its row, if it fits an `i64`.
+    fn last_insert_id(done: &<Self::Db as Database>::QueryResult) -> Option<i64>;
+}
+
+/// Wraps an `impl` block in the bounds the shared queries need of an engine: its connections
+/// execute queries, its queries bind the column types the schema uses, and its rows decode
+/// them ([`rows::Columns`]). Written once here instead of on every block.
+macro_rules! sql_impl {
+    ($(#[$attr:meta])* impl $trait:ident for $ty:ty { $($body:tt)* }) => {
+        sql_impl!(@emit [$(#[$attr])*] [$trait for $ty] { $($body)* });
+    };
+    ($(#[$attr:meta])* impl $ty:ty { $($body:tt)* }) => {
+        sql_impl!(@emit [$(#[$attr])*] [$ty] { $($body)* });
+    };
+    (@emit [$($attr:tt)*] [$($head:tt)*] { $($body:tt)* }) => {
+        $($attr)*
+        impl<D: Dialect> $($head)*
+        where
+            for<'c> &'c mut <D::Db as sqlx::Database>::Connection:
+                sqlx::Executor<'c, Database = D::Db>,
+            <D::Db as sqlx::Database>::Arguments: sqlx::IntoArguments<D::Db>,
+            <D::Db as sqlx::Database>::Row: crate::rows::Columns,
+            for<'t> i64: sqlx::Encode<'t, D::Db> + sqlx::Type<D::Db>,
+            for<'t> Option<i64>: sqlx::Encode<'t, D::Db> + sqlx::Type<D::Db>,
+            for<'t> bool: sqlx::Encode<'t, D::Db> + sqlx::Type<D::Db>,
+            for<'t> &'t str: sqlx::Encode<'t, D::Db> + sqlx::Type<D::Db>,
+            for<'t> Option<&'t str>: sqlx::Encode<'t, D::Db> + sqlx::Type<D::Db>,
+            for<'t> &'t [u8]: sqlx::Encode<'t, D::Db> + sqlx::Type<D::Db>,
+        {
+            $($body)*
+        }
+    };
+}
+pub(crate) use sql_impl;
+
+/// A connection of the engine `D`.
+pub(crate) type Conn<D> = <<D as Dialect>::Db as Database>::Connection;
+/// A row of the engine `D`.
+pub(crate) type Row<D> = <<D as Dialect>::Db as Database>::Row;
+/// A query of the engine `D` with its values bound.
+pub(crate) type Query<D> =
+    sqlx::query::Query<'static, <D as Dialect>::Db, <<D as Dialect>::Db as Database>::Arguments>;
+
+/// The metadata store on engine `D`: [`crate::SqliteStore`] or [`crate::MySqlStore`].
+/// Cloning is cheap and shares the pools.
+pub struct SqlStore<D: Dialect> {
+    pub(crate) pool: Pool<D::Db>,
+    /// Where bookkeeping writes go (upload rows, outbox and garbage acknowledgements, audit).
+    /// On SQLite one connection with `synchronous=NORMAL`: their commits do not wait for an
+    /// fsync, and the next commit on `pool` (which does) makes them durable too, since both
+    /// append to the same write-ahead log. A crash of the process loses none of them; a power
+    /// cut can lose the last few, which costs at most a leaked object, a repeated replication
+    /// copy or the last audit lines (docs/ARCHITECTURE.md, "Durability"). Elsewhere `pool`.
+    pub(crate) bookkeeping: Pool<D::Db>,
+    /// Held for the whole of every write transaction of this process, if the engine has a
+    /// single writer: concurrent requests queue here instead of spinning in a busy handler.
+    pub(crate) writer: Option<Arc<Mutex<()>>>,
+    /// How many times a transient failure is retried before the caller hears `Unavailable`.
+    pub(crate) max_retries: u32,
+    /// Where the database is, for messages: no user, no password.
+    pub(crate) target: String,
+    pub(crate) dialect: PhantomData<D>,
+}
+
+impl<D: Dialect> Clone for SqlStore<D> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            bookkeeping: self.bookkeeping.clone(),
+            writer: self.writer.clone(),
+            max_retries: self.max_retries,
+            target: self.target.clone(),
+            dialect: PhantomData,
+        }
+    }
+}
+
+impl<D: Dialect> fmt::Debug for SqlStore<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("engine", &D::NAME)
+            .field("target", &self.target)
+            .field("max_retries", &self.max_retries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one attempt at a store operation failed.
+#[derive(Debug)]
+pub(crate) enum TxError {
+    /// A decided outcome (not found, conflict, ...): returned as is.
+    Meta(MetaError),
+    /// A database error: retried if transient, else mapped by [`Dialect::map_error`].
+    Sql(sqlx::Error),
+    /// Another node won a race the row locks should have ordered (a unique violation on the
+    /// insert of a new file): the attempt is rolled back and retried.
+    RaceLost,
+}
+
+/// The result of one attempt.
+pub(crate) type TxResult<T> = Result<T, TxError>;
+
+impl From<sqlx::Error> for TxError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Sql(error)
+    }
+}
+
+impl From<MetaError> for TxError {
+    fn from(error: MetaError) -> Self {
+        Self::Meta(error)
+    }
+}
+
+impl TxError {
+    /// Worth another attempt: nothing of this attempt was committed, and trying again may work.
+    fn is_retryable<D: Dialect>(&self) -> bool {
+        match self {
+            Self::Meta(_) => false,
+            Self::RaceLost => true,
+            Self::Sql(error) => D::is_transient(error),
+        }
+    }
+
+    pub(crate) fn into_meta<D: Dialect>(self) -> MetaError {
+        match self {
+            Self::Meta(error) => error,
+            Self::Sql(error) => D::map_error(error),
+            Self::RaceLost => {
+                MetaError::Unavailable("metadata transaction kept losing a race".into())
+            }
+        }
+    }
+
+    /// A short description for logs: codes, no values.
+    fn summary<D: Dialect>(&self) -> String {
+        match self {
+            Self::Meta(meta) => meta.to_string(),
+            Self::Sql(sql) => D::describe(sql),
+            Self::RaceLost => "lost a race on insert".into(),
+        }
+    }
+}
+
+/// First delay before retrying a transient failure; doubles with each retry.
+const RETRY_BASE_DELAY: Duration = Duration::from_millis(20);
+/// Longest delay between two retries.
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Delay before retry number `retries` (1-based): doubling from [`RETRY_BASE_DELAY`], capped,
+/// with up to half of it added at random so that nodes that collided do not collide again.
+fn retry_delay(retries: u32) -> Duration {
+    let doubled = RETRY_BASE_DELAY.saturating_mul(1_u32 << retries.saturating_sub(1).min(16));
+    let capped = doubled.min(RETRY_MAX_DELAY);
+    let jitter_ms = u64::from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    ) % (u64::try_from(capped.as_millis() / 2).unwrap_or(1).max(1));
+    capped + Duration::from_millis(jitter_ms)
+}
+
+/// Runs `$attempt` (an expression giving a fresh future each time, yielding a `TxResult`)
+/// until it succeeds, fails for good, or has been retried `max_retries` times.
+macro_rules! with_retry {
+    ($store:expr, $attempt:expr) => {{
+        let mut retries = 0_u32;
+        loop {
+            let outcome: TxResult<_> = $attempt.await;
+            match outcome {
+                Err(error) if retries < $store.max_retries && error.is_retryable::<D>() => {
+                    retries += 1;
+                    tracing::debug!(
+                        retries,
+                        error = %error.summary::<D>(),
+                        "retrying metadata operation"
+                    );
+                    tokio::time::sleep(retry_delay(retries)).await;
+                }
+                other => break other.map_err(TxError::into_meta::<D>),
+            }
+        }
+    }};
+}
+
+/// Runs `$body` (using the connection `$conn`) in a write transaction on `$target`, committing on
+/// success, rolling back on failure, retrying transient failures.
+macro_rules! transaction {
+    ($store:expr, $target:expr, |$conn:ident| $body:expr) => {
+        with_retry!($store, async {
+            let mut tx = $store.begin($target).await?;
+            let result = {
+                let $conn: &mut Conn<D> = &mut tx.tx;
+                $body.await
+            };
+            tx.finish::<D, _>(result).await
+        })
+    };
+}
+
+/// A write transaction. Field order matters: the transaction ends before the lock is freed.
+pub(crate) struct WriteTx<DB: Database> {
+    tx: Transaction<'static, DB>,
+    _writer: Option<OwnedMutexGuard<()>>,
+}
+
+impl<DB: Database> WriteTx<DB> {
+    /// Commits if `result` is a success, rolls back otherwise; returns `result`. A failed
+    /// COMMIT is reported as decided (never retried): the server may have applied it.
+    async fn finish<D: Dialect<Db = DB>, T>(self, result: TxResult<T>) -> TxResult<T> {
+        match result {
+            Ok(value) => match self.tx.commit().await {
+                Ok(()) => Ok(value),
+                Err(error) => Err(TxError::Meta(match D::map_error(error) {
+                    MetaError::Unavailable(why) => MetaError::Unavailable(format!(
+                        "the database went away during COMMIT, the change may or may not be \
+                         applied: {why}"
+                    )),
+                    other => other,
+                })),
+            },
+            Err(error) => {
+                if let Err(rollback) = self.tx.rollback().await {
+                    tracing::debug!(error = %D::describe(&rollback), "metadata rollback failed");
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Fails with `NotFound` unless a statement matched a row.
+fn require_row<D: Dialect>(done: &<D::Db as Database>::QueryResult) -> TxResult<()> {
+    if D::rows_affected(done) == 0 {
+        return Err(MetaError::NotFound.into());
+    }
+    Ok(())
+}
+
+/// The id of a row just inserted.
+fn inserted_id<D: Dialect>(done: &<D::Db as Database>::QueryResult) -> TxResult<i64> {
+    Ok(D::last_insert_id(done).ok_or_else(|| rows::corrupt("id"))?)
+}
+
+/// Where a write goes: most to the main pool, bookkeeping to [`SqlStore::bookkeeping`].
+#[derive(Clone, Copy)]
+enum Target {
+    Main,
+    Bookkeeping,
+}
+
+/// The shared queries, as functions of a connection: `sql/namespace.rs` and `sql/accounts.rs`.
+/// Never built: it only names the engine the functions are for.
+#[allow(dead_code)]
+pub(crate) struct Sql<D>(PhantomData<D>);
+
+impl<D: Dialect> SqlStore<D> {
+    /// Starts a write transaction: this process's writer lock (if the engine has a single
+    /// writer), then the engine's `BEGIN`.
+    async fn begin(&self, target: Target) -> Result<WriteTx<D::Db>, sqlx::Error> {
+        let writer = self.lock_writer().await;
+        let pool = self.pool_for(target);
+        let tx = match D::BEGIN {
+            Some(begin) => pool.begin_with(begin).await?,
+            None => pool.begin().await?,
+        };
+        Ok(WriteTx {
+            tx,
+            _writer: writer,
+        })
+    }
+
+    /// This process's writer lock, if the engine has a single writer.
+    async fn lock_writer(&self) -> Option<OwnedMutexGuard<()>> {
+        match &self.writer {
+            Some(writer) => Some(Arc::clone(writer).lock_owned().await),
+            None => None,
+        }
+    }
+
+    fn pool_for(&self, target: Target) -> &Pool<D::Db> {
+        match target {
+            Target::Main => &self.pool,
+            Target::Bookkeeping => &self.bookkeeping,
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or has been retried `max_retries`
+    /// times (for the engines' own queries, such as the schema version).
+    pub(crate) async fn retrying<T, F, Fut>(&self, mut attempt: F) -> MetaResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = TxResult<T>>,
+    {
+        with_retry!(self, attempt())
+    }
+
+    /// `host:port/database` (MySQL) or the file (SQLite), without credentials: for log lines.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Closes every connection; later calls fail with `Unavailable`.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.bookkeeping.close().await;
+    }
+}
+
+sql_impl! {
+impl SqlStore<D> {
+    /// The row `query` finds, decoded; `NotFound` if none.
+    async fn read_one<T>(
+        &self,
+        query: impl Fn() -> Query<D> + Send + Sync,
+        decode: fn(&Row<D>) -> MetaResult<T>,
+    ) -> MetaResult<T> {
+        with_retry!(self, async {
+            let mut conn = self.pool.acquire().await?;
+            let row = query().fetch_optional(&mut *conn).await?;
+            Ok(decode(&row.ok_or(MetaError::NotFound)?)?)
+        })
+    }
+
+    /// Every row `query` finds, decoded.
+    async fn read_all<T>(
+        &self,
+        query: impl Fn() -> Query<D> + Send + Sync,
+        decode: fn(&Row<D>) -> MetaResult<T>,
+    ) -> MetaResult<Vec<T>> {
+        with_retry!(self, async {
+            let mut conn = self.pool.acquire().await?;
+            let found = query().fetch_all(&mut *conn).await?;
+            Ok(found.iter().map(decode).collect::<MetaResult<Vec<T>>>()?)
+        })
+    }
+
+    /// Runs one statement; with `must_match`, `NotFound` unless it matched a row. A store
+    /// that retries runs it in a transaction, so that a retry after a lost connection can never
+    /// apply it twice; one that never retries (SQLite) runs it on its own under the writer
+    /// lock, one round trip.
+    async fn write_one(
+        &self,
+        target: Target,
+        must_match: bool,
+        query: impl Fn() -> Query<D> + Send + Sync,
+    ) -> MetaResult<<D::Db as Database>::QueryResult> {
+        if self.max_retries == 0 {
+            let _writer = self.lock_writer().await;
+            let done = query()
+                .execute(self.pool_for(target))
+                .await
+                .map_err(D::map_error)?;
+            if must_match {
+                require_row::<D>(&done).map_err(TxError::into_meta::<D>)?;
+            }
+            return Ok(done);
+        }
+        transaction!(self, target, |conn| async {
+            let done = query().execute(&mut *conn).await?;
+            if must_match {
+                require_row::<D>(&done)?;
+            }
+            Ok(done)
+        })
+    }
+}
+}
+
+sql_impl! {
+#[async_trait]
+impl TenantStore for SqlStore<D> {
+    async fn create_tenant(&self, tenant: &NewTenant) -> MetaResult<Tenant> {
+        transaction!(self, Target::Main, |conn| Sql::<D>::create_tenant(conn, tenant))
+    }
+
+    async fn tenant_by_name(&self, name: &str) -> MetaResult<Tenant> {
+        self.read_one(
+            || sqlx::query("SELECT * FROM tenants WHERE name = ?").bind(name),
+            rows::tenant,
+        )
+        .await
+    }
+
+    async fn tenant(&self, id: i64) -> MetaResult<Tenant> {
+        self.read_one(
+            || sqlx::query("SELECT * FROM tenants WHERE id = ?").bind(id),
+            rows::tenant,
+        )
+        .await
+    }
+
+    async fn list_tenants(&self) -> MetaResult<Vec<Tenant>> {
+        self.read_all(
+            || sqlx::query("SELECT * FROM tenants ORDER BY name"),
+            rows::tenant,
+        )
+        .await
+    }
+
+    async fn tenant_keys(&self, tenant_id: i64) -> MetaResult<Vec<WrappedTenantKey>> {
+        self.read_all(
+            || {
+                sqlx::query("SELECT * FROM tenant_keys WHERE tenant_id = ? ORDER BY version, region")
+                    .bind(tenant_id)
+            },
+            rows::tenant_key,
+        )
+        .await
+    }
+
+    /// An upsert, so two nodes storing the same key at once both succeed.
+    async fn put_tenant_key(&self, key: &WrappedTenantKey) -> MetaResult<()> {
+        self.write_one(Target::Main, false, || Sql::<D>::tenant_key_query(D::PUT_TENANT_KEY, key))
+            .await?;
+        Ok(())
+    }
+}
+}
+
+sql_impl! {
+#[async_trait]
+impl AccountStore for SqlStore<D> {
+    async fn create_user(&self, user: &NewUser) -> MetaResult<User> {
+        transaction!(self, Target::Main, |conn| Sql::<D>::create_user(conn, user))
+    }
+
+    async fn user_by_name(&self, name: &str) -> MetaResult<User> {
+        self.read_one(
+            || sqlx::query("SELECT * FROM users WHERE name = ?").bind(name),
+            rows::user,
+        )
+        .await
+    }
+
+    async fn user(&self, id: i64) -> MetaResult<User> {
+        self.read_one(
+            || sqlx::query("SELECT * FROM users WHERE id = ?").bind(id),
+            rows::user,
+        )
+        .await
+    }
+
+    async fn list_users(&self, tenant_id: Option<i64>) -> MetaResult<Vec<User>> {
+        self.read_all(
+            || match tenant_id {
+                Some(tenant_id) => {
+                    sqlx::query("SELECT * FROM users WHERE tenant_id = ? ORDER BY name")
+                        .bind(tenant_id)
+                }
+                None => sqlx::query("SELECT * FROM users ORDER BY name"),
+            },
+            rows::user,
+        )
+        .await
+    }
+
+    async fn set_password(&self, user_id: i64, password_hash: Option<&str>) -> MetaResult<()> {
+        self.write_one(Target::Main, true, || {
+            sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+                .bind(password_hash)
+                .bind(user_id)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn set_disabled(&self, user_id: i64, disabled: bool) -> MetaResult<()> {
+        self.write_one(Target::Main, true, || {
+            sqlx::query("UPDATE users SET disabled = ? WHERE id = ?")
+                .bind(disabled)
+                .bind(user_id)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_user(&self, user_id: i64) -> MetaResult<()> {
+        // SSH keys and tokens go with the user (ON DELETE CASCADE).
+        self.write_one(Target::Main, true, || {
+            sqlx::query("DELETE FROM users WHERE id = ?").bind(user_id)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `NotFound` if the user is gone, `AlreadyExists` for a known fingerprint.
+    async fn add_ssh_key(&self, user_id: i64, key: &NewSshKey) -> MetaResult<()> {
+        self.write_one(Target::Main, false, || {
+            sqlx::query(
+                "INSERT INTO ssh_keys (user_id, algorithm, key_base64, fingerprint, comment) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(user_id)
+            .bind(key.algorithm.as_str())
+            .bind(key.key_base64.as_str())
+            .bind(key.fingerprint.as_str())
+            .bind(key.comment.as_str())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn ssh_keys(&self, user_id: i64) -> MetaResult<Vec<SshKey>> {
+        self.read_all(
+            || sqlx::query("SELECT * FROM ssh_keys WHERE user_id = ? ORDER BY id").bind(user_id),
+            rows::ssh_key,
+        )
+        .await
+    }
+
+    async fn add_api_token(&self, token: &ApiToken) -> MetaResult<ApiToken> {
+        let done = self
+            .write_one(Target::Main, false, || {
+                sqlx::query(
+                    "INSERT INTO api_tokens (user_id, token_id, secret_hash, created_ms, \
+                     expires_ms) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(token.user_id)
+                .bind(token.token_id.as_str())
+                .bind(token.secret_hash.as_slice())
+                .bind(token.created_ms)
+                .bind(token.expires_ms)
+            })
+            .await?;
+        Ok(ApiToken {
+            id: inserted_id::<D>(&done).map_err(TxError::into_meta::<D>)?,
+            ..token.clone()
+        })
+    }
+
+    async fn api_token(&self, token_id: &str) -> MetaResult<ApiToken> {
+        self.read_one(
+            || sqlx::query("SELECT * FROM api_tokens WHERE token_id = ?").bind(token_id),
+            rows::api_token,
+        )
+        .await
+    }
+
+    async fn api_tokens(&self, user_id: i64) -> MetaResult<Vec<ApiToken>> {
+        self.read_all(
+            || sqlx::query("SELECT * FROM api_tokens WHERE user_id = ? ORDER BY id").bind(user_id),
+            rows::api_token,
+        )
+        .await
+    }
+
+    async fn delete_api_token(&self, user_id: i64, token_id: &str) -> MetaResult<()> {
+        self.write_one(Target::Main, true, || {
+            sqlx::query("DELETE FROM api_tokens WHERE user_id = ? AND token_id = ?")
+                .bind(user_id)
+                .bind(token_id)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn record_login_failure(
+        &self,
+        user_id: i64,
+        now_ms: i64,
+        threshold: u32,
+        window_ms: i64,
+        lock_ms: i64,
+    ) -> MetaResult<Option<i64>> {
+        let policy = LockoutPolicy {
+            now_ms,
+            threshold,
+            window_ms,
+            lock_ms,
+        };
+        transaction!(self, Target::Main, |conn| Sql::<D>::record_login_failure(
+            conn, user_id, &policy
+        ))
+    }
+
+    async fn clear_login_failures(&self, user_id: i64) -> MetaResult<()> {
+        self.write_one(Target::Main, true, || {
+            sqlx::query(
+                "UPDATE users SET failed_count = 0, first_failure_ms = NULL, \
+                 locked_until_ms = NULL WHERE id = ?",
+            )
+            .bind(user_id)
+        })
+        .await?;
+        Ok(())
+    }
+}
+}
+
+sql_impl! {
+#[async_trait]
+impl NamespaceStore for SqlStore<D> {
+    async fn node(&self, tenant_id: i64, id: i64) -> MetaResult<Node> {
+        with_retry!(self, async {
+            let mut conn = self.pool.acquire().await?;
+            Sql::<D>::node(&mut *conn, tenant_id, id).await
+        })
+    }
+
+    async fn child(&self, tenant_id: i64, parent_id: i64, name_index: &[u8]) -> MetaResult<Node> {
+        with_retry!(self, async {
+            let mut conn = self.pool.acquire().await?;
+            Sql::<D>::child(&mut *conn, tenant_id, parent_id, name_index)
+                .await?
+                .ok_or(MetaError::NotFound.into())
+        })
+    }
+
+    async fn children(&self, tenant_id: i64, parent_id: i64) -> MetaResult<Vec<Node>> {
+        with_retry!(self, async {
+            let mut conn = self.pool.acquire().await?;
+            Sql::<D>::children(&mut *conn, tenant_id, parent_id).await
+        })
+    }
+
+    async fn create_dir(&self, dir: &NewDir) -> MetaResult<Node> {
+        transaction!(self, Target::Main, |conn| Sql::<D>::create_dir(conn, dir))
+    }
+
+    async fn commit_file(&self, file: &CommitFile) -> MetaResult<CommitOutcome> {
+        transaction!(self, Target::Main, |conn| Sql::<D>::commit_file(conn, file))
+    }
+
+    async fn remove(&self, tenant_id: i64, id: i64) -> MetaResult<()> {
+        let now_ms = wall_clock_ms();
+        transaction!(self, Target::Main, |conn| Sql::<D>::remove(conn, tenant_id, id, now_ms))
+    }
+
+    async fn rename(&self, rename: &RenameNode) -> MetaResult<()> {
+        transaction!(self, Target::Main, |conn| Sql::<D>::rename(conn, rename))
+    }
+
+    async fn set_mtime(&self, tenant_id: i64, id: i64, mtime_ms: i64) -> MetaResult<()> {
+        self.write_one(Target::Main, true, || {
+            sqlx::query("UPDATE nodes SET mtime_ms = ? WHERE tenant_id = ? AND id = ?")
+                .bind(mtime_ms)
+                .bind(tenant_id)
+                .bind(id)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn usage(&self, tenant_id: i64) -> MetaResult<Usage> {
+        with_retry!(self, async {
+            let mut conn = self.pool.acquire().await?;
+            Sql::<D>::usage(&mut *conn, tenant_id).await
+        })
+    }
+}
+}
+
+sql_impl! {
+#[async_trait]
+impl UploadStore for SqlStore<D> {
+    async fn begin_upload(&self, upload: &NewUpload) -> MetaResult<i64> {
+        let done = self
+            .write_one(Target::Bookkeeping, false, || {
+                sqlx::query(
+                    "INSERT INTO uploads (tenant_id, spool_name, object_key, node_name, \
+                     started_ms) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(upload.tenant_id)
+                .bind(upload.spool_name.as_str())
+                .bind(upload.object_key.as_str())
+                .bind(upload.node_name.as_str())
+                .bind(upload.now_ms)
+            })
+            .await?;
+        D::last_insert_id(&done)
+            .ok_or_else(|| MetaError::Database("upload id out of range".into()))
+    }
+
+    /// Missing rows are fine.
+    async fn end_upload(&self, upload_id: i64) -> MetaResult<()> {
+        self.write_one(Target::Bookkeeping, false, || {
+            sqlx::query("DELETE FROM uploads WHERE id = ?").bind(upload_id)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn uploads(&self) -> MetaResult<Vec<Upload>> {
+        self.read_all(
+            || sqlx::query("SELECT * FROM uploads ORDER BY started_ms, id"),
+            rows::upload,
+        )
+        .await
+    }
+
+    /// Jobs in the order they fall due: never-failed jobs oldest first, each failed job after
+    /// its backoff, so one object that keeps failing does not hold up the rest.
+    async fn pending_replication(&self, limit: u32) -> MetaResult<Vec<ReplicationJob>> {
+        self.read_all(
+            || {
+                sqlx::query("SELECT * FROM replication_outbox ORDER BY next_attempt_ms, id LIMIT ?")
+                    .bind(i64::from(limit))
+            },
+            rows::replication_job,
+        )
+        .await
+    }
+
+    /// Idempotent: a job acknowledged twice is simply gone.
+    async fn replication_done(&self, job_id: i64) -> MetaResult<()> {
+        self.write_one(Target::Bookkeeping, false, || {
+            sqlx::query("DELETE FROM replication_outbox WHERE id = ?").bind(job_id)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn replication_failed(&self, job_id: i64, error: &str, now_ms: i64) -> MetaResult<()> {
+        transaction!(self, Target::Main, |conn| Sql::<D>::record_replication_failure(
+            conn, job_id, error, now_ms
+        ))
+    }
+
+    async fn garbage(&self, limit: u32) -> MetaResult<Vec<Garbage>> {
+        self.read_all(
+            || sqlx::query("SELECT * FROM garbage ORDER BY id LIMIT ?").bind(i64::from(limit)),
+            rows::garbage,
+        )
+        .await
+    }
+
+    /// Idempotent, like `replication_done`.
+    async fn garbage_done(&self, id: i64) -> MetaResult<()> {
+        self.write_one(Target::Bookkeeping, false, || {
+            sqlx::query("DELETE FROM garbage WHERE id = ?").bind(id)
+        })
+        .await?;
+        Ok(())
+    }
+}
+}
+
+sql_impl! {
+#[async_trait]
+impl AuditStore for SqlStore<D> {
+    async fn audit(&self, records: &[AuditRecord]) -> MetaResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if self.max_retries == 0 {
+            // As in `write_one`: a statement never retried runs on its own.
+            let _writer = self.lock_writer().await;
+            rows::audit_insert::<D::Db>(records)
+                .build()
+                .execute(&self.bookkeeping)
+                .await
+                .map_err(D::map_error)?;
+            return Ok(());
+        }
+        transaction!(self, Target::Bookkeeping, |conn| async {
+            rows::audit_insert::<D::Db>(records)
+                .build()
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn recent_audit(&self, limit: u32) -> MetaResult<Vec<AuditRecord>> {
+        self.read_all(
+            || {
+                sqlx::query("SELECT * FROM audit ORDER BY at_ms DESC, id DESC LIMIT ?")
+                    .bind(i64::from(limit))
+            },
+            rows::audit,
+        )
+        .await
+    }
+}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_and_is_capped() {
+        assert!(retry_delay(1) >= RETRY_BASE_DELAY);
+        assert!(retry_delay(1) < RETRY_BASE_DELAY * 2);
+        assert!(retry_delay(4) >= RETRY_BASE_DELAY * 8);
+        assert!(retry_delay(u32::MAX) <= RETRY_MAX_DELAY + RETRY_MAX_DELAY / 2);
+    }
+}

@@ -1,0 +1,724 @@
+//! The namespace inside write transactions: folders, file commits, removal and renames.
+//!
+//! On an engine with a single writer (SQLite, `BEGIN IMMEDIATE`) a read followed by a write
+//! cannot be overtaken by another writer. On an engine whose writers run side by side (InnoDB)
+//! the same functions take row locks (`SELECT ... FOR UPDATE`), always in the same order —
+//! tenant row, then folder row, then the node itself — to keep deadlocks rare (the store
+//! retries the few that happen):
+//! - every change inside a folder (create, commit, remove, move in or out) locks the folder's
+//!   row first, so a lookup of a name and the change that follows cannot be overtaken;
+//! - a folder that moves locks its tenant's row, so two folder moves of one tenant never
+//!   interleave their cycle checks (A into B while B moves into A);
+//! - a commit that enforces a quota locks the tenant's row, so two commits cannot both fit
+//!   under the quota that only one of them fits under.
+//!
+//! Updates carry their `version` guard either way.
+
+use super::{Conn, Dialect, Sql, TxError, TxResult, sql_impl};
+use crate::outbox::{replication_backoff_ms, truncate_error};
+use crate::rows::{self, Columns, KIND_DIR, KIND_FILE, node_columns, op_column};
+use crate::{
+    CommitFile, CommitOutcome, FileContent, MetaError, NewDir, Node, NodeKind, RenameNode,
+    ReplicationOp, Usage,
+};
+
+/// Deepest folder nesting the cycle check walks before it declares the tree corrupt.
+const MAX_TREE_DEPTH: usize = 10_000;
+
+/// A statement that reads rows a write will depend on: as written, and with the row lock an
+/// engine without a single writer takes.
+pub(super) struct Locking {
+    plain: &'static str,
+    for_update: &'static str,
+}
+
+macro_rules! locking {
+    ($sql:expr) => {
+        Locking {
+            plain: $sql,
+            for_update: concat!($sql, " FOR UPDATE"),
+        }
+    };
+}
+
+impl Locking {
+    /// The spelling engine `D` needs.
+    pub(super) fn sql<D: Dialect>(&self) -> &'static str {
+        if D::SERIAL_WRITERS {
+            self.plain
+        } else {
+            self.for_update
+        }
+    }
+}
+
+const NODE_BY_ID: Locking = locking!(concat!(
+    "SELECT ",
+    node_columns!(),
+    " FROM nodes WHERE tenant_id = ? AND id = ?"
+));
+const CHILD_BY_INDEX: &str = concat!(
+    "SELECT ",
+    node_columns!(),
+    " FROM nodes WHERE tenant_id = ? AND parent_id = ? AND name_index = ?"
+);
+/// Served by the `nodes_name_unique_in_folder` index (tenant_id, parent_id, name_index).
+pub(crate) const CHILDREN: &str = concat!(
+    "SELECT ",
+    node_columns!(),
+    " FROM nodes WHERE tenant_id = ? AND parent_id = ?"
+);
+macro_rules! queue_copy {
+    () => {
+        "INSERT INTO replication_outbox (object_key, op, attempts, created_ms, next_attempt_ms) \
+         VALUES (?, ?, 0, ?, ?);"
+    };
+}
+macro_rules! drop_upload {
+    () => {
+        " DELETE FROM uploads WHERE id = ?;"
+    };
+}
+macro_rules! read_quota {
+    () => {
+        " SELECT quota_bytes FROM tenants WHERE id = ?;"
+    };
+}
+
+const TENANT_QUOTA: Locking = locking!("SELECT quota_bytes FROM tenants WHERE id = ?");
+pub(super) const LOGIN_FAILURES: Locking =
+    locking!("SELECT failed_count, first_failure_ms, locked_until_ms FROM users WHERE id = ?");
+const REPLICATION_ATTEMPTS: Locking =
+    locking!("SELECT attempts FROM replication_outbox WHERE id = ?");
+
+sql_impl! {
+impl Sql<D> {
+    /// One node of a tenant, or `NotFound`.
+    pub(crate) async fn node(conn: &mut Conn<D>, tenant_id: i64, id: i64) -> TxResult<Node> {
+        Self::node_query(conn, NODE_BY_ID.plain, tenant_id, id).await
+    }
+
+    /// One node of a tenant, locked until the transaction ends (if the engine locks rows),
+    /// or `NotFound`.
+    pub(crate) async fn lock_node(conn: &mut Conn<D>, tenant_id: i64, id: i64) -> TxResult<Node> {
+        Self::node_query(conn, NODE_BY_ID.sql::<D>(), tenant_id, id).await
+    }
+
+    async fn node_query(
+        conn: &mut Conn<D>,
+        sql: &'static str,
+        tenant_id: i64,
+        id: i64,
+    ) -> TxResult<Node> {
+        let row = sqlx::query(sql)
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+        Ok(rows::node(&row.ok_or(MetaError::NotFound)?)?)
+    }
+
+    /// The child of `parent_id` with blind index `name_index`, if there is one.
+    pub(crate) async fn child(
+        conn: &mut Conn<D>,
+        tenant_id: i64,
+        parent_id: i64,
+        name_index: &[u8],
+    ) -> TxResult<Option<Node>> {
+        let row = sqlx::query(CHILD_BY_INDEX)
+            .bind(tenant_id)
+            .bind(parent_id)
+            .bind(name_index)
+            .fetch_optional(conn)
+            .await?;
+        Ok(row.as_ref().map(rows::node).transpose()?)
+    }
+
+    /// Every child of a folder, in one indexed query.
+    pub(crate) async fn children(
+        conn: &mut Conn<D>,
+        tenant_id: i64,
+        parent_id: i64,
+    ) -> TxResult<Vec<Node>> {
+        let found = sqlx::query(CHILDREN)
+            .bind(tenant_id)
+            .bind(parent_id)
+            .fetch_all(conn)
+            .await?;
+        Ok(found.iter().map(rows::node).collect::<Result<_, _>>()?)
+    }
+
+    /// Bytes and files of a tenant's committed files, in one query.
+    pub(crate) async fn usage(conn: &mut Conn<D>, tenant_id: i64) -> TxResult<Usage> {
+        let row = sqlx::query(D::USAGE).bind(tenant_id).fetch_one(conn).await?;
+        Ok(Usage {
+            bytes: row.int("bytes")?,
+            files: row.int("files")?,
+        })
+    }
+
+    /// Reads (and, if the engine locks rows, locks) the tenant's row; returns its quota.
+    /// `NotFound` if there is no such tenant.
+    async fn lock_tenant(conn: &mut Conn<D>, tenant_id: i64) -> TxResult<Option<i64>> {
+        let row = sqlx::query(TENANT_QUOTA.sql::<D>())
+            .bind(tenant_id)
+            .fetch_optional(conn)
+            .await?;
+        Ok(row.ok_or(MetaError::NotFound)?.opt_int("quota_bytes")?)
+    }
+
+    /// Locks the node `id` and checks it is a folder that can hold entries.
+    async fn lock_folder(conn: &mut Conn<D>, tenant_id: i64, id: i64) -> TxResult<Node> {
+        let parent = Self::lock_node(conn, tenant_id, id).await?;
+        match parent.kind {
+            NodeKind::Dir => Ok(parent),
+            NodeKind::File => Err(MetaError::WrongKind("parent is not a folder").into()),
+        }
+    }
+
+    /// Creates a folder under an existing folder.
+    pub(crate) async fn create_dir(conn: &mut Conn<D>, dir: &NewDir) -> TxResult<Node> {
+        Self::lock_folder(conn, dir.tenant_id, dir.parent_id).await?;
+        let node = Node {
+            id: dir.id,
+            tenant_id: dir.tenant_id,
+            parent_id: Some(dir.parent_id),
+            kind: NodeKind::Dir,
+            name_enc: dir.name_enc.clone(),
+            name_index: dir.name_index.clone(),
+            mtime_ms: dir.now_ms,
+            ctime_ms: dir.now_ms,
+            version: 1,
+            content: None,
+        };
+        Self::insert_dir(conn, &node).await?;
+        Ok(node)
+    }
+
+    /// Inserts a folder row (also used for a tenant's root).
+    pub(crate) async fn insert_dir(conn: &mut Conn<D>, node: &Node) -> TxResult<()> {
+        sqlx::query(
+            "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, \
+             mtime_ms, ctime_ms, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(node.id)
+        .bind(node.tenant_id)
+        .bind(node.parent_id)
+        .bind(KIND_DIR)
+        .bind(node.name_enc.as_slice())
+        .bind(node.name_index.as_slice())
+        .bind(node.mtime_ms)
+        .bind(node.ctime_ms)
+        .bind(node.version)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Commits a file version: a new node, or new content for the file already holding the
+    /// name.
+    ///
+    /// Concurrent commits of the same new name (`expect_node` = `None`, "create or replace")
+    /// take effect one after another, exactly as if the clients had uploaded in turn: the
+    /// write lock (SQLite) or the folder's row lock (MySQL, across every node on the database)
+    /// orders them. The first creates the node, each later one replaces its content
+    /// (`created = false`) and queues the superseded object for garbage collection. Nobody
+    /// gets an error and there is always exactly one node; nobody's content is overwritten
+    /// without their having asked for "create or replace". A caller that wants "replace only
+    /// what I read" passes `expect_node` and gets `Conflict` when it lost. Should an insert
+    /// still meet a unique violation where writers run side by side, the transaction is
+    /// retried, and the retry finds the winner's row and replaces it — or, for a commit that
+    /// expected the name to be free, reports `Conflict`.
+    pub(crate) async fn commit_file(
+        conn: &mut Conn<D>,
+        file: &CommitFile,
+    ) -> TxResult<CommitOutcome> {
+        // The common case under a single writer, a new name, in one statement.
+        if D::SERIAL_WRITERS
+            && file.expect_node.is_none()
+            && file.expect_absent
+            && let Some(outcome) = Self::insert_file_if_free(conn, file).await?
+        {
+            Self::after_commit(conn, file, file.content.size, None).await?;
+            return Ok(outcome);
+        }
+        let locked_quota = if file.enforce_quota && !D::SERIAL_WRITERS {
+            Some(Self::lock_tenant(conn, file.tenant_id).await?)
+        } else {
+            None
+        };
+        Self::lock_folder(conn, file.tenant_id, file.parent_id).await?;
+        let existing =
+            Self::child(&mut *conn, file.tenant_id, file.parent_id, &file.name_index).await?;
+        let (outcome, growth) = match (existing, file.expect_node) {
+            (Some(old), _) if old.kind == NodeKind::Dir => {
+                return Err(MetaError::WrongKind("a folder holds this name").into());
+            }
+            (Some(old), Some((id, version))) if old.id != id || old.version != version => {
+                return Err(MetaError::Conflict.into());
+            }
+            (None, Some(_)) => return Err(MetaError::Conflict.into()),
+            (Some(_), None) if file.expect_absent => return Err(MetaError::Conflict.into()),
+            (Some(old), _) => Self::replace_content(conn, old, file).await?,
+            (None, None) => Self::insert_file(conn, file).await?,
+        };
+        Self::after_commit(conn, file, growth, locked_quota).await?;
+        Ok(outcome)
+    }
+
+    /// What every commit does after its node is written: queue the object for replication,
+    /// drop the upload's row, and, when the commit grows the tenant's usage under an enforced
+    /// quota, check the quota (`locked_quota` if the tenant's row was locked first, else read
+    /// now). A change that shrinks usage is always allowed, so a tenant over a lowered quota
+    /// can still clean up. Where the engine takes several statements in one query (SQLite),
+    /// queueing, dropping and reading the quota are one round trip.
+    async fn after_commit(
+        conn: &mut Conn<D>,
+        file: &CommitFile,
+        growth: i64,
+        locked_quota: Option<Option<i64>>,
+    ) -> TxResult<()> {
+        let check = file.enforce_quota && growth > 0;
+        if D::MULTI_STATEMENT {
+            let sql = match (file.upload_id.is_some(), check) {
+                (false, false) => queue_copy!(),
+                (true, false) => concat!(queue_copy!(), drop_upload!()),
+                (false, true) => concat!(queue_copy!(), read_quota!()),
+                (true, true) => concat!(queue_copy!(), drop_upload!(), read_quota!()),
+            };
+            let mut query = sqlx::query(sql)
+                .bind(file.content.object_key.as_str())
+                .bind(op_column(ReplicationOp::Copy))
+                .bind(file.now_ms)
+                .bind(file.now_ms);
+            if let Some(upload_id) = file.upload_id {
+                query = query.bind(upload_id);
+            }
+            if !check {
+                query.execute(&mut *conn).await?;
+                return Ok(());
+            }
+            let row = query
+                .bind(file.tenant_id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or(MetaError::NotFound)?;
+            let quota = row.opt_int("quota_bytes")?;
+            return Self::check_quota(conn, file.tenant_id, quota).await;
+        }
+        Self::queue_replication(conn, &file.content.object_key, ReplicationOp::Copy, file.now_ms)
+            .await?;
+        if let Some(upload_id) = file.upload_id {
+            sqlx::query(drop_upload!())
+                .bind(upload_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !check {
+            return Ok(());
+        }
+        let quota = match locked_quota {
+            Some(quota) => quota,
+            None => Self::lock_tenant(conn, file.tenant_id).await?,
+        };
+        Self::check_quota(conn, file.tenant_id, quota).await
+    }
+
+    /// Refuses a commit that took the tenant's usage beyond its quota (`None`: no quota).
+    async fn check_quota(conn: &mut Conn<D>, tenant_id: i64, quota: Option<i64>) -> TxResult<()> {
+        if let Some(quota) = quota
+            && Self::usage(conn, tenant_id).await?.bytes > quota
+        {
+            return Err(MetaError::QuotaExceeded.into());
+        }
+        Ok(())
+    }
+
+    /// Inserts `file` as a new node if its parent is a folder of the tenant and the name is
+    /// free there, in one statement. `None` if not (no such folder, a file or folder holds the
+    /// name): the general path then finds out which and answers for it.
+    async fn insert_file_if_free(
+        conn: &mut Conn<D>,
+        file: &CommitFile,
+    ) -> TxResult<Option<CommitOutcome>> {
+        let inserted = Self::bind_new_file(
+            sqlx::query(concat!(
+                "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, \
+                 mtime_ms, ctime_ms, version, size, object_key, content_id, wrapped_dek, \
+                 key_version, chunk_size, content_hash_enc) \
+                 SELECT ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ? ",
+                "WHERE EXISTS (SELECT 1 FROM nodes WHERE tenant_id = ? AND id = ? AND kind = ?)"
+            )),
+            file,
+        )
+        .bind(file.tenant_id)
+        .bind(file.parent_id)
+        .bind(KIND_DIR)
+        .execute(&mut *conn)
+        .await;
+        match inserted {
+            Ok(done) if D::rows_affected(&done) == 1 => Ok(Some(CommitOutcome {
+                node: file.new_node(),
+                created: true,
+            })),
+            Ok(_) => Ok(None),
+            Err(error) => match D::map_error(error) {
+                MetaError::AlreadyExists => Ok(None),
+                other => Err(other.into()),
+            },
+        }
+    }
+
+    /// Inserts a new file node (its folder was locked and the name found free); returns the
+    /// outcome and the bytes it adds. A unique violation means another node won the name
+    /// after all: the attempt is retried.
+    async fn insert_file(conn: &mut Conn<D>, file: &CommitFile) -> TxResult<(CommitOutcome, i64)> {
+        let inserted = Self::bind_new_file(
+            sqlx::query(
+                "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, \
+                 mtime_ms, ctime_ms, version, size, object_key, content_id, wrapped_dek, \
+                 key_version, chunk_size, content_hash_enc) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
+            ),
+            file,
+        )
+        .execute(conn)
+        .await;
+        match inserted {
+            Err(error) if is_unique_violation(&error) => return Err(TxError::RaceLost),
+            other => other?,
+        };
+        Ok((
+            CommitOutcome {
+                node: file.new_node(),
+                created: true,
+            },
+            file.content.size,
+        ))
+    }
+
+    /// Binds the columns of a new file node, in the order both inserts name them.
+    fn bind_new_file(query: super::Query<D>, file: &CommitFile) -> super::Query<D> {
+        let c = &file.content;
+        query
+            .bind(file.new_id)
+            .bind(file.tenant_id)
+            .bind(file.parent_id)
+            .bind(KIND_FILE)
+            .bind(file.name_enc.as_slice())
+            .bind(file.name_index.as_slice())
+            .bind(file.mtime_ms)
+            .bind(file.now_ms)
+            .bind(c.size)
+            .bind(c.object_key.as_str())
+            .bind(c.content_id.as_slice())
+            .bind(c.wrapped_dek.as_slice())
+            .bind(i64::from(c.key_version))
+            .bind(i64::from(c.chunk_size))
+            .bind(c.content_hash_enc.as_slice())
+    }
+
+    /// Gives an existing file new content, keeping its id and name; the old object becomes
+    /// garbage.
+    async fn replace_content(
+        conn: &mut Conn<D>,
+        old: Node,
+        file: &CommitFile,
+    ) -> TxResult<(CommitOutcome, i64)> {
+        let c = &file.content;
+        let updated = sqlx::query(
+            "UPDATE nodes SET size = ?, object_key = ?, content_id = ?, wrapped_dek = ?, \
+             key_version = ?, chunk_size = ?, content_hash_enc = ?, mtime_ms = ?, \
+             version = version + 1 WHERE tenant_id = ? AND id = ? AND version = ?",
+        )
+        .bind(c.size)
+        .bind(c.object_key.as_str())
+        .bind(c.content_id.as_slice())
+        .bind(c.wrapped_dek.as_slice())
+        .bind(i64::from(c.key_version))
+        .bind(i64::from(c.chunk_size))
+        .bind(c.content_hash_enc.as_slice())
+        .bind(file.mtime_ms)
+        .bind(old.tenant_id)
+        .bind(old.id)
+        .bind(old.version)
+        .execute(&mut *conn)
+        .await?;
+        if D::rows_affected(&updated) != 1 {
+            return Err(MetaError::Conflict.into());
+        }
+        let old_size = old.content.as_ref().map_or(0, |o| o.size);
+        if let Some(old_content) = &old.content {
+            Self::discard_object(conn, old_content, c, file.now_ms).await?;
+        }
+        let node = Node {
+            mtime_ms: file.mtime_ms,
+            version: old.version + 1,
+            content: Some(c.clone()),
+            ..old
+        };
+        Ok((
+            CommitOutcome {
+                node,
+                created: false,
+            },
+            c.size - old_size,
+        ))
+    }
+
+    /// Queues a superseded object for garbage collection, unless the new version reuses it.
+    async fn discard_object(
+        conn: &mut Conn<D>,
+        old: &FileContent,
+        new: &FileContent,
+        now_ms: i64,
+    ) -> TxResult<()> {
+        if old.object_key == new.object_key {
+            return Ok(());
+        }
+        Self::discard_object_key(conn, &old.object_key, now_ms).await
+    }
+
+    /// Queues an object no row refers to any more: for the garbage collector (both stores)
+    /// and for the replicator (so the replica's copy goes too, even if the collector only
+    /// reaches the primary).
+    async fn discard_object_key(conn: &mut Conn<D>, object_key: &str, now_ms: i64) -> TxResult<()> {
+        sqlx::query("INSERT INTO garbage (object_key, created_ms) VALUES (?, ?)")
+            .bind(object_key)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await?;
+        Self::queue_replication(conn, object_key, ReplicationOp::Delete, now_ms).await
+    }
+
+    /// Adds a replication job, due at once.
+    async fn queue_replication(
+        conn: &mut Conn<D>,
+        object_key: &str,
+        op: ReplicationOp,
+        now_ms: i64,
+    ) -> TxResult<()> {
+        sqlx::query(queue_copy!())
+        .bind(object_key)
+        .bind(op_column(op))
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a file (queuing its object) or an empty folder. `now_ms` stamps the queued
+    /// rows. Where rows are locked, the parent folder is locked first, like every change
+    /// inside a folder, so a removal and a commit of the same name take effect one after the
+    /// other.
+    pub(crate) async fn remove(
+        conn: &mut Conn<D>,
+        tenant_id: i64,
+        id: i64,
+        now_ms: i64,
+    ) -> TxResult<()> {
+        let glance = Self::node(&mut *conn, tenant_id, id).await?;
+        let Some(parent_id) = glance.parent_id else {
+            return Err(MetaError::WrongKind("root").into());
+        };
+        let target = if D::SERIAL_WRITERS {
+            glance
+        } else {
+            Self::lock_parent_of(conn, tenant_id, parent_id).await?;
+            let target = Self::lock_node(conn, tenant_id, id).await?;
+            if target.parent_id != Some(parent_id) {
+                return Err(TxError::RaceLost);
+            }
+            target
+        };
+        if target.kind == NodeKind::Dir && Self::has_children(conn, tenant_id, id).await? {
+            return Err(MetaError::NotEmpty.into());
+        }
+        Self::delete_node(conn, &target, now_ms).await
+    }
+
+    /// Locks the folder a node was seen in. If that folder is gone, the node moved meanwhile:
+    /// the attempt is retried.
+    async fn lock_parent_of(conn: &mut Conn<D>, tenant_id: i64, parent_id: i64) -> TxResult<()> {
+        match Self::lock_node(conn, tenant_id, parent_id).await {
+            Err(TxError::Meta(MetaError::NotFound)) => Err(TxError::RaceLost),
+            other => other.map(|_| ()),
+        }
+    }
+
+    async fn has_children(conn: &mut Conn<D>, tenant_id: i64, id: i64) -> TxResult<bool> {
+        let any = sqlx::query("SELECT id FROM nodes WHERE tenant_id = ? AND parent_id = ? LIMIT 1")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+        Ok(any.is_some())
+    }
+
+    /// Deletes a node row (checked by the caller); a file's object is queued for deletion.
+    async fn delete_node(conn: &mut Conn<D>, target: &Node, now_ms: i64) -> TxResult<()> {
+        sqlx::query("DELETE FROM nodes WHERE tenant_id = ? AND id = ? AND version = ?")
+            .bind(target.tenant_id)
+            .bind(target.id)
+            .bind(target.version)
+            .execute(&mut *conn)
+            .await?;
+        if let Some(content) = &target.content {
+            Self::discard_object_key(conn, &content.object_key, now_ms).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves and/or renames one node: a single row update, whatever the subtree holds. Where
+    /// rows are locked: the tenant (for a folder), then both folders in id order, then the
+    /// node.
+    pub(crate) async fn rename(conn: &mut Conn<D>, rename: &RenameNode) -> TxResult<()> {
+        let glance = Self::node(&mut *conn, rename.tenant_id, rename.id).await?;
+        let Some(old_parent_id) = glance.parent_id else {
+            return Err(MetaError::WrongKind("root").into());
+        };
+        let moving = if D::SERIAL_WRITERS {
+            Self::lock_folder(conn, rename.tenant_id, rename.new_parent_id).await?;
+            glance
+        } else {
+            if glance.kind == NodeKind::Dir {
+                Self::lock_tenant(conn, rename.tenant_id).await?;
+            }
+            Self::lock_both_folders(conn, rename.tenant_id, old_parent_id, rename.new_parent_id)
+                .await?;
+            let moving = Self::lock_node(conn, rename.tenant_id, rename.id).await?;
+            if moving.parent_id != Some(old_parent_id) {
+                return Err(TxError::RaceLost);
+            }
+            moving
+        };
+        if moving.kind == NodeKind::Dir {
+            Self::refuse_cycle(conn, rename.tenant_id, rename.id, rename.new_parent_id).await?;
+        }
+        let target = Self::child(
+            &mut *conn,
+            rename.tenant_id,
+            rename.new_parent_id,
+            &rename.new_name_index,
+        )
+        .await?;
+        match target {
+            Some(target) if target.id == moving.id => {}
+            Some(target)
+                if rename.replace
+                    && target.kind == NodeKind::File
+                    && moving.kind == NodeKind::File =>
+            {
+                Self::delete_node(conn, &target, rename.now_ms).await?;
+            }
+            Some(_) => return Err(MetaError::AlreadyExists.into()),
+            None => {}
+        }
+        Self::move_row(conn, &moving, rename).await
+    }
+
+    /// Locks the folder a node leaves and the folder it enters, lower id first, so two
+    /// renames crossing between the same two folders cannot deadlock.
+    async fn lock_both_folders(
+        conn: &mut Conn<D>,
+        tenant_id: i64,
+        old_parent_id: i64,
+        new_parent_id: i64,
+    ) -> TxResult<()> {
+        let (first, second) = if old_parent_id <= new_parent_id {
+            (old_parent_id, new_parent_id)
+        } else {
+            (new_parent_id, old_parent_id)
+        };
+        for id in [first, second] {
+            if id == new_parent_id {
+                Self::lock_folder(conn, tenant_id, id).await?;
+            } else {
+                Self::lock_parent_of(conn, tenant_id, id).await?;
+            }
+            if first == second {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails with `Cycle` if `folder_id` is `new_parent_id` or one of its ancestors.
+    async fn refuse_cycle(
+        conn: &mut Conn<D>,
+        tenant_id: i64,
+        folder_id: i64,
+        new_parent_id: i64,
+    ) -> TxResult<()> {
+        let mut current = Some(new_parent_id);
+        for _ in 0..MAX_TREE_DEPTH {
+            let Some(id) = current else {
+                return Ok(());
+            };
+            if id == folder_id {
+                return Err(MetaError::Cycle.into());
+            }
+            let row = sqlx::query("SELECT parent_id FROM nodes WHERE tenant_id = ? AND id = ?")
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            current = row.ok_or(MetaError::NotFound)?.opt_int("parent_id")?;
+        }
+        Err(MetaError::Database("folder tree deeper than the cycle check allows".into()).into())
+    }
+
+    async fn move_row(conn: &mut Conn<D>, moving: &Node, rename: &RenameNode) -> TxResult<()> {
+        let moved = sqlx::query(
+            "UPDATE nodes SET parent_id = ?, name_enc = ?, name_index = ?, \
+             version = version + 1 WHERE tenant_id = ? AND id = ? AND version = ?",
+        )
+        .bind(rename.new_parent_id)
+        .bind(rename.new_name_enc.as_slice())
+        .bind(rename.new_name_index.as_slice())
+        .bind(moving.tenant_id)
+        .bind(moving.id)
+        .bind(moving.version)
+        .execute(conn)
+        .await?;
+        if D::rows_affected(&moved) != 1 {
+            return Err(MetaError::Conflict.into());
+        }
+        Ok(())
+    }
+
+    /// Counts a failed replication attempt and pushes the job back by an exponential backoff.
+    pub(crate) async fn record_replication_failure(
+        conn: &mut Conn<D>,
+        job_id: i64,
+        error: &str,
+        now_ms: i64,
+    ) -> TxResult<()> {
+        let row = sqlx::query(REPLICATION_ATTEMPTS.sql::<D>())
+            .bind(job_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let attempts = row.ok_or(MetaError::NotFound)?.int("attempts")?;
+        let attempts = u32::try_from(attempts.saturating_add(1)).unwrap_or(u32::MAX);
+        let next_attempt_ms = now_ms.saturating_add(replication_backoff_ms(attempts));
+        sqlx::query(
+            "UPDATE replication_outbox SET attempts = ?, last_error = ?, next_attempt_ms = ? \
+             WHERE id = ?",
+        )
+        .bind(i64::from(attempts))
+        .bind(truncate_error(error))
+        .bind(next_attempt_ms)
+        .bind(job_id)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|db| db.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
