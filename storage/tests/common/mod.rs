@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use coffer_keys::{KeyRing, LocalKeyProvider};
-use coffer_meta::SqliteStore;
+use coffer_meta::{MetadataStore, SqliteStore};
 use coffer_object::LocalDirStore;
 use coffer_storage::{
     Backends, LockoutPolicy, Password, Permissions, VPath, Vault, VaultOptions, Vfs, WriteOptions,
