@@ -389,12 +389,24 @@ impl Vault {
             protocol: "cli",
             remote_addr: None,
         };
-        let vfs = self.session(root).await?;
+        let vfs = self.vfs_for(root).await?;
         vfs.mkdir_all(path).await
     }
 
-    /// Opens a session for an authenticated principal.
+    /// Opens a session for an authenticated principal. The user is read again: one disabled
+    /// or removed since the login (a cached HTTPS login, a browser session) is refused at once.
     pub async fn session(&self, principal: Principal) -> VfsResult<Vfs> {
+        match self.inner.b.meta.user(principal.user.id).await {
+            Ok(u) if !u.disabled => {}
+            Ok(_) | Err(coffer_meta::MetaError::NotFound) => {
+                return Err(crate::login::auth_failed());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.vfs_for(principal).await
+    }
+
+    async fn vfs_for(&self, principal: Principal) -> VfsResult<Vfs> {
         let tenant = self.inner.b.meta.tenant(principal.user.tenant_id).await?;
         let keys = self.tenant_keys(tenant.id, tenant.key_version).await?;
         Ok(Vfs::new(self.clone(), principal, tenant, keys))
@@ -414,7 +426,8 @@ impl Vault {
                 }
                 e => e.into(),
             })?;
-        self.session(Principal {
+        // Operators reach a disabled user's files too.
+        self.vfs_for(Principal {
             user,
             protocol: "cli",
             remote_addr: None,
