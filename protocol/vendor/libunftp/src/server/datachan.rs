@@ -2,6 +2,7 @@
 
 use super::{
     chancomms::{ControlChanMsg, DataChanMsg},
+    controlchan::{Reply, ReplyCode},
     tls::FtpsConfig,
 };
 use crate::server::session::SharedSession;
@@ -106,8 +107,11 @@ where
     User: UserDetail + 'static,
 {
     async fn execute(mut self, session_arc: SharedSession<Storage, User>) {
-        let mut data_cmd_rx = self.data_cmd_rx.take().unwrap();
-        let mut data_abort_rx = self.data_abort_rx.take().unwrap();
+        let (Some(mut data_cmd_rx), Some(mut data_abort_rx)) = (self.data_cmd_rx.take(), self.data_abort_rx.take()) else {
+            let mut session = session_arc.lock().await;
+            session.data_busy = false;
+            return;
+        };
         let mut timeout_delay = Box::pin(tokio::time::sleep(std::time::Duration::from_secs(5 * 60)));
         // TODO: Use configured timeout
         tokio::select! {
@@ -168,13 +172,17 @@ where
     async fn exec_retr(self, path: String, start_pos: u64) {
         let path = self.cwd.join(path);
         let tx: Sender<ControlChanMsg> = self.control_msg_tx.clone();
-        let mut output = Self::writer(self.socket, self.ftps_mode, "retr").await;
+        let user_arc = Arc::clone(&self.user);
+        let Some(user) = (*user_arc).as_ref() else {
+            return Self::not_logged_in(&self.control_msg_tx).await;
+        };
+        let mut output = match Self::writer(self.socket, self.ftps_mode, "retr").await {
+            Ok(output) => output,
+            Err(err) => return Self::handshake_failed(&tx, &self.logger, "RETR", err).await,
+        };
 
         let start_time = Instant::now();
-        let result = self
-            .storage
-            .get_into((*self.user).as_ref().unwrap(), path.clone(), start_pos, &mut output)
-            .await;
+        let result = self.storage.get_into(user, path.clone(), start_pos, &mut output).await;
 
         if let Err(err) = output.shutdown().await {
             match err.kind() {
@@ -264,16 +272,16 @@ where
         let path = self.cwd.join(path);
         let tx = self.control_msg_tx.clone();
 
+        let user_arc = Arc::clone(&self.user);
+        let Some(user) = (*user_arc).as_ref() else {
+            return Self::not_logged_in(&self.control_msg_tx).await;
+        };
+        let input = match Self::reader(self.socket, self.ftps_mode, "stor").await {
+            Ok(input) => input,
+            Err(err) => return Self::handshake_failed(&tx, &self.logger, "STOR", err).await,
+        };
         let start_time = Instant::now();
-        let put_result = self
-            .storage
-            .put(
-                (*self.user).as_ref().unwrap(),
-                Self::reader(self.socket, self.ftps_mode, "stor").await,
-                path.clone(),
-                start_pos,
-            )
-            .await;
+        let put_result = self.storage.put(user, input, path.clone(), start_pos).await;
         let duration = start_time.elapsed();
 
         match put_result {
@@ -323,22 +331,22 @@ where
         let path = self.cwd.join(&path);
         let tx = self.control_msg_tx.clone();
 
+        let user_arc = Arc::clone(&self.user);
+        let Some(user) = (*user_arc).as_ref() else {
+            return Self::not_logged_in(&self.control_msg_tx).await;
+        };
         // Get current file size, or 0 if file doesn't exist
-        let start_pos = match self.storage.metadata((*self.user).as_ref().unwrap(), &path).await {
+        let start_pos = match self.storage.metadata(user, &path).await {
             Ok(meta) => meta.len(),
             Err(_) => 0,
         };
 
+        let input = match Self::reader(self.socket, self.ftps_mode, "appe").await {
+            Ok(input) => input,
+            Err(err) => return Self::handshake_failed(&tx, &self.logger, "APPE", err).await,
+        };
         let start_time = Instant::now();
-        let put_result = self
-            .storage
-            .put(
-                (*self.user).as_ref().unwrap(),
-                Self::reader(self.socket, self.ftps_mode, "appe").await,
-                path.clone(),
-                start_pos,
-            )
-            .await;
+        let put_result = self.storage.put(user, input, path.clone(), start_pos).await;
         let duration = start_time.elapsed();
 
         match put_result {
@@ -381,15 +389,22 @@ where
     async fn exec_list_variant(self, path: Option<String>, command: ListCommand) {
         let path = self.resolve_path(path);
         let tx = self.control_msg_tx.clone();
-        let mut output = Self::writer(self.socket, self.ftps_mode.clone(), command.as_lower_str()).await;
+        let user_arc = Arc::clone(&self.user);
+        let Some(user) = (*user_arc).as_ref() else {
+            return Self::not_logged_in(&self.control_msg_tx).await;
+        };
+        let mut output = match Self::writer(self.socket, self.ftps_mode.clone(), command.as_lower_str()).await {
+            Ok(output) => output,
+            Err(err) => return Self::handshake_failed(&tx, &self.logger, command.as_str(), err).await,
+        };
 
         let start_time = Instant::now();
 
         let list_result = match command {
-            ListCommand::List => self.storage.list_fmt((*self.user).as_ref().unwrap(), path.clone()).await,
+            ListCommand::List => self.storage.list_fmt(user, path.clone()).await,
             ListCommand::Nlst => self
                 .storage
-                .nlst((*self.user).as_ref().unwrap(), path.clone())
+                .nlst(user, path.clone())
                 .await
                 .map_err(|e| Error::new(ErrorKind::PermanentDirectoryNotAvailable, e)),
         };
@@ -469,11 +484,18 @@ where
     async fn exec_mlsd(self, path: Option<String>) {
         let path = self.resolve_path(path);
         let tx = self.control_msg_tx.clone();
-        let mut output = Self::writer(self.socket, self.ftps_mode.clone(), "mlsd").await;
+        let user_arc = Arc::clone(&self.user);
+        let Some(user) = (*user_arc).as_ref() else {
+            return Self::not_logged_in(&self.control_msg_tx).await;
+        };
+        let mut output = match Self::writer(self.socket, self.ftps_mode.clone(), "mlsd").await {
+            Ok(output) => output,
+            Err(err) => return Self::handshake_failed(&tx, &self.logger, "MLSD", err).await,
+        };
 
         let start_time = Instant::now();
 
-        let list_result = self.storage.list((*self.user).as_ref().unwrap(), path.clone()).await;
+        let list_result = self.storage.list(user, path.clone()).await;
 
         match list_result {
             Ok(files) => {
@@ -560,38 +582,50 @@ where
         }
     }
 
+    // Coffer patch: a data connection that ends or fails during its TLS handshake is an error
+    // for the control channel (425), not a panic of this task.
     #[tracing_attributes::instrument]
-    async fn writer(socket: TcpStream, ftps_mode: FtpsConfig, command: &'static str) -> Box<dyn AsyncWrite + Send + Unpin + Sync> {
+    async fn writer(socket: TcpStream, ftps_mode: FtpsConfig, command: &'static str) -> std::io::Result<Box<dyn AsyncWrite + Send + Unpin + Sync>> {
         match ftps_mode {
-            FtpsConfig::Off => Box::new(MeasuringWriter::new(socket, command)) as Box<dyn AsyncWrite + Send + Unpin + Sync>,
-            FtpsConfig::Building { .. } => panic!("Illegal state"),
+            FtpsConfig::Off => Ok(Box::new(MeasuringWriter::new(socket, command)) as Box<dyn AsyncWrite + Send + Unpin + Sync>),
+            FtpsConfig::Building { .. } => Err(std::io::Error::other("TLS is not configured")),
             FtpsConfig::On { tls_config } => {
-                let io = async move {
-                    let acceptor: TlsAcceptor = tls_config.into();
-                    let tls_stream = acceptor.accept(socket).await.unwrap();
-                    MeasuringWriter::new(tls_stream, command)
-                }
-                .await;
-                Box::new(io) as Box<dyn AsyncWrite + Send + Unpin + Sync>
+                let acceptor: TlsAcceptor = tls_config.into();
+                let tls_stream = acceptor.accept(socket).await?;
+                Ok(Box::new(MeasuringWriter::new(tls_stream, command)) as Box<dyn AsyncWrite + Send + Unpin + Sync>)
             }
         }
     }
 
     #[tracing_attributes::instrument]
-    async fn reader(socket: TcpStream, ftps_mode: FtpsConfig, command: &'static str) -> Box<dyn AsyncRead + Send + Unpin + Sync> {
+    async fn reader(socket: TcpStream, ftps_mode: FtpsConfig, command: &'static str) -> std::io::Result<Box<dyn AsyncRead + Send + Unpin + Sync>> {
         match ftps_mode {
-            FtpsConfig::Off => Box::new(MeasuringReader::new(socket, command)) as Box<dyn AsyncRead + Send + Unpin + Sync>,
-            FtpsConfig::Building { .. } => panic!("Illegal state"),
+            FtpsConfig::Off => Ok(Box::new(MeasuringReader::new(socket, command)) as Box<dyn AsyncRead + Send + Unpin + Sync>),
+            FtpsConfig::Building { .. } => Err(std::io::Error::other("TLS is not configured")),
             FtpsConfig::On { tls_config } => {
-                let io = async move {
-                    let acceptor: TlsAcceptor = tls_config.into();
-                    let tls_stream = acceptor.accept(socket).await.unwrap();
-                    MeasuringReader::new(tls_stream, command)
-                }
-                .await;
-                Box::new(io) as Box<dyn AsyncRead + Send + Unpin + Sync>
+                let acceptor: TlsAcceptor = tls_config.into();
+                let tls_stream = acceptor.accept(socket).await?;
+                Ok(Box::new(MeasuringReader::new(tls_stream, command)) as Box<dyn AsyncRead + Send + Unpin + Sync>)
             }
         }
+    }
+
+    /// Coffer patch: tells the control channel that the data connection could not be set up,
+    /// so the client gets a 425 after its 150 instead of waiting forever.
+    async fn handshake_failed(tx: &Sender<ControlChanMsg>, logger: &slog::Logger, command: &'static str, err: std::io::Error) {
+        tracing::info!(target: "coffer_protocol::ftp", command, error = %err, "ftp data connection refused: TLS handshake failed");
+        slog::info!(logger, "{} data connection failed during its TLS handshake: {}", command, err);
+        let reply = Reply::new(ReplyCode::CantOpenDataConnection, "Can't open data connection: TLS handshake failed");
+        if tx.send(ControlChanMsg::CommandChannelReply(reply)).await.is_err() {
+            slog::debug!(logger, "control channel gone after a failed data connection");
+        }
+    }
+
+    /// Coffer patch: a data command without a logged-in user (cannot happen: data connections
+    /// exist only after login) is refused instead of panicking.
+    async fn not_logged_in(tx: &Sender<ControlChanMsg>) {
+        let reply = Reply::new(ReplyCode::NotLoggedIn, "Please log in first");
+        let _ = tx.send(ControlChanMsg::CommandChannelReply(reply)).await;
     }
 
     fn resolve_path(&self, path: Option<String>) -> PathBuf {

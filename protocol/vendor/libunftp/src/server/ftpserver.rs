@@ -71,6 +71,7 @@ where
     ftps_required_control_chan: FtpsRequired,
     ftps_required_data_chan: FtpsRequired,
     idle_session_timeout: std::time::Duration,
+    login_grace: Option<std::time::Duration>,
     listener_mode: ListenerMode,
     logger: slog::Logger,
     site_md5: SiteMd5,
@@ -105,6 +106,7 @@ where
     ftps_client_auth: FtpsClientAuth,
     ftps_trust_store: PathBuf,
     idle_session_timeout: std::time::Duration,
+    login_grace: Option<std::time::Duration>,
     listener_mode: ListenerMode,
     logger: slog::Logger,
     site_md5: SiteMd5,
@@ -151,6 +153,7 @@ where
             ftps_mode: FtpsConfig::Off,
             collect_metrics: false,
             idle_session_timeout: Duration::from_secs(DEFAULT_IDLE_SESSION_TIMEOUT_SECS),
+            login_grace: None,
             listener_mode: ListenerMode::Legacy,
             logger: slog::Logger::root(slog_stdlog::StdLog {}.fuse(), slog::o!()),
             ftps_required_control_chan: options::DEFAULT_FTPS_REQUIRE,
@@ -231,6 +234,7 @@ where
             ftps_client_auth: self.ftps_client_auth,
             ftps_trust_store: self.ftps_trust_store,
             idle_session_timeout: self.idle_session_timeout,
+            login_grace: self.login_grace,
             listener_mode: self.listener_mode,
             logger: self.logger,
             site_md5: self.site_md5,
@@ -284,6 +288,7 @@ where
             ftps_mode: FtpsConfig::Off,
             collect_metrics: false,
             idle_session_timeout: Duration::from_secs(DEFAULT_IDLE_SESSION_TIMEOUT_SECS),
+            login_grace: None,
             listener_mode: ListenerMode::Legacy,
             logger: slog::Logger::root(slog_stdlog::StdLog {}.fuse(), slog::o!()),
             ftps_required_control_chan: options::DEFAULT_FTPS_REQUIRE,
@@ -372,6 +377,7 @@ where
             ftps_required_control_chan: self.ftps_required_control_chan,
             ftps_required_data_chan: self.ftps_required_data_chan,
             idle_session_timeout: self.idle_session_timeout,
+            login_grace: self.login_grace,
             listener_mode: self.listener_mode,
             logger: self.logger,
             site_md5: self.site_md5,
@@ -541,6 +547,13 @@ where
     /// ```
     pub fn idle_session_timeout(mut self, secs: u64) -> Self {
         self.idle_session_timeout = Duration::from_secs(secs);
+        self
+    }
+
+    /// Coffer patch: closes a control connection that has not logged in within `grace` of
+    /// connecting, with `421`, whatever it sends meanwhile. Off by default.
+    pub fn login_grace(mut self, grace: Duration) -> Self {
+        self.login_grace = Some(grace);
         self
     }
 
@@ -1063,6 +1076,7 @@ where
             collect_metrics: server.collect_metrics,
             greeting: server.greeting,
             idle_session_timeout: server.idle_session_timeout,
+            login_grace: server.login_grace,
             passive_ports: server.passive_ports.clone(),
             passive_host: server.passive_host.clone(),
             logger: server.logger.new(slog::o!()),

@@ -1,4 +1,9 @@
-use super::{Reply, command::Command, error::ControlChanError, line_parser};
+use super::{
+    Reply,
+    command::Command,
+    error::{ControlChanError, ControlChanErrorKind},
+    line_parser,
+};
 
 use bytes::BytesMut;
 use std::io::Write;
@@ -20,18 +25,35 @@ impl FtpCodec {
     }
 }
 
+/// Coffer patch: the longest command line accepted, CRLF included: room for the longest path
+/// Coffer accepts (4,096 bytes) after any command. A longer line is an error that closes the
+/// connection, so a peer cannot make the server buffer without limit (before or after TLS).
+pub const MAX_COMMAND_LINE: usize = 8192;
+
 impl Decoder for FtpCodec {
-    type Item = Command;
+    // Coffer patch: a line that does not parse is an item, not a decoder error, because a
+    // decoder error ends the stream (tokio-util) and so the session. Only I/O errors and an
+    // overlong line end it.
+    type Item = Result<Command, ControlChanError>;
     type Error = ControlChanError;
 
     // Here we decode the incoming bytes into a meaningful command. We'll split on newlines, and
     // parse the resulting line using `Command::parse()`. This method will be called by tokio.
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Command>, Self::Error> {
-        if let Some(newline_offset) = buf[self.next_index..].iter().position(|b| *b == b'\n') {
-            let newline_index = newline_offset + self.next_index;
-            let line = buf.split_to(newline_index + 1);
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        let start = self.next_index.min(buf.len());
+        if let Some(newline_offset) = buf.get(start..).and_then(|rest| rest.iter().position(|b| *b == b'\n')) {
+            let newline_index = newline_offset + start;
             self.next_index = 0;
-            Ok(Some(line_parser::parse(line)?))
+            if newline_index >= MAX_COMMAND_LINE {
+                buf.clear();
+                return Err(ControlChanError::new(ControlChanErrorKind::LineTooLong));
+            }
+            let line = buf.split_to(newline_index + 1);
+            Ok(Some(line_parser::parse(line).map_err(ControlChanError::from)))
+        } else if buf.len() >= MAX_COMMAND_LINE {
+            buf.clear();
+            self.next_index = 0;
+            Err(ControlChanError::new(ControlChanErrorKind::LineTooLong))
         } else {
             self.next_index = buf.len();
             Ok(None)

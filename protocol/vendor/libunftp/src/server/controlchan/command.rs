@@ -40,6 +40,8 @@ pub enum Command {
     Noop,
     Pasv,
     Epsv,
+    /// Coffer patch: `EPSV ALL` (RFC 2428): from now on only EPSV sets up data connections.
+    EpsvAll,
     Port {
         /// The address to use to make an active connection to the client
         addr: String,

@@ -63,6 +63,7 @@ where
     pub ftps_config: FtpsConfig,
     pub collect_metrics: bool,
     pub idle_session_timeout: Duration,
+    pub login_grace: Option<Duration>,
     pub logger: slog::Logger,
     pub ftps_required_control_chan: FtpsRequired,
     pub ftps_required_data_chan: FtpsRequired,
@@ -99,6 +100,7 @@ where
         ftps_required_data_chan,
         collect_metrics,
         idle_session_timeout,
+        login_grace,
         logger,
         site_md5: sitemd5,
         site_handlers,
@@ -186,6 +188,62 @@ where
     reply_sink.send(Reply::new(ReplyCode::ServiceReady, config.greeting)).await?;
     reply_sink.flush().await?;
 
+    // Coffer patch: the deadline for logging in, counted from the connect.
+    let login_deadline = login_grace.map(|grace| tokio::time::Instant::now() + grace);
+
+    // Coffer patch: the switch to TLS, as a macro because it replaces both halves of the
+    // framed connection and may end the loop.
+    macro_rules! upgrade_to_tls {
+        () => {
+                        slog::info!(logger, "Upgrading control channel to TLS");
+
+                        // Get back the original TCP Stream. Coffer patch: with the bytes the codec
+                        // already read past AUTH TLS: a client may send its ClientHello right
+                        // after the 234 and the codec may have read it before this switch.
+                        let Ok(codec_io) = reply_sink.reunite(command_source) else {
+                            slog::warn!(logger, "Closing control channel: cannot rejoin its halves for TLS");
+                            return;
+                        };
+                        let parts = codec_io.into_parts();
+                        let io = Prefixed {
+                            prefix: parts.read_buf,
+                            io: parts.io,
+                        };
+
+                        // Wrap in TLS Stream
+                        let acceptor: tokio_rustls::TlsAcceptor = match ftps_config.clone() {
+                            FtpsConfig::On { tls_config } => tls_config.into(),
+                            _ => {
+                                slog::warn!(logger, "Closing control channel: TLS is not configured");
+                                return;
+                            }
+                        };
+                        let accepted = acceptor.accept(io).await;
+                        let io: Box<dyn AsyncReadAsyncWriteSendUnpin> = match accepted {
+                            Ok(stream) => {
+                                let s: &ServerConnection = stream.get_ref().1;
+                                if let Some(certs) = s.peer_certificates() {
+                                    let mut session = shared_session.lock().await;
+                                    session.cert_chain = Some(certs.iter().map(|c| unftp_core::auth::ClientCert(c.as_ref().to_vec())).collect());
+                                }
+                                Box::new(stream)
+                            }
+                            Err(err) => {
+                                tracing::info!(target: "coffer_protocol::ftp", error = %err, "ftp control connection closed: TLS handshake failed");
+                                slog::warn!(logger, "Closing control channel. Could not upgrade to TLS: {}", err);
+                                return;
+                            }
+                        };
+
+                        // Wrap in codec again and get sink + source
+                        let codec = FtpCodec::new();
+                        let cmd_and_reply_stream = codec.framed(io);
+                        let (sink, src) = cmd_and_reply_stream.split();
+                        reply_sink = sink;
+                        command_source = src;
+        };
+    }
+
     let jh = tokio::spawn(async move {
         // The control channel event loop
         slog::info!(logger, "Starting control loop");
@@ -193,11 +251,17 @@ where
             let incoming = {
                 #[allow(unused_assignments)]
                 let mut incoming = None;
-                let mut timeout_delay = Box::pin(tokio::time::sleep(idle_session_timeout));
+                let idle_deadline = tokio::time::Instant::now() + idle_session_timeout;
+                let grace_deadline = match login_deadline {
+                    Some(deadline) if !matches!(shared_session.lock().await.state, SessionState::WaitCmd) => Some(deadline),
+                    _ => None,
+                };
+                let mut timeout_delay = Box::pin(tokio::time::sleep_until(grace_deadline.map_or(idle_deadline, |g| g.min(idle_deadline))));
                 tokio::select! {
                     cmd = command_source.next() => {
                         match cmd {
-                            Some(cmd_result) => incoming = Some(cmd_result.map(Event::Command)),
+                            Some(Ok(Ok(cmd))) => incoming = Some(Ok(Event::Command(cmd))),
+                            Some(Ok(Err(e))) | Some(Err(e)) => incoming = Some(Err(e)),
                             None => {
                                 slog::info!(logger, "Control connection was closed.");
                                 incoming = Some(Ok(Event::InternalMsg(ControlChanMsg::ExitControlLoop)))
@@ -209,9 +273,11 @@ where
                     },
                     _ = &mut timeout_delay => {
                         let session = shared_session.lock().await;
-                        match session.data_busy {
-                            true => incoming = None,
-                            false => incoming = Some(Err(ControlChanError::new(ControlChanErrorKind::ControlChannelTimeout)))
+                        let grace_over = grace_deadline.is_some_and(|g| tokio::time::Instant::now() >= g);
+                        match (grace_over, session.data_busy) {
+                            (true, _) => incoming = Some(Err(ControlChanError::new(ControlChanErrorKind::LoginGraceExceeded))),
+                            (false, true) => incoming = None,
+                            (false, false) => incoming = Some(Err(ControlChanError::new(ControlChanErrorKind::ControlChannelTimeout)))
                         };
                     },
                     _ = shutdown.listen() => {
@@ -236,40 +302,9 @@ where
                     return;
                 }
                 Some(Ok(event)) => {
+                    let is_auth = matches!(&event, Event::Command(Command::Auth { .. }));
                     if let Event::InternalMsg(ControlChanMsg::SecureControlChannel) = event {
-                        slog::info!(logger, "Upgrading control channel to TLS");
-
-                        // Get back the original TCP Stream
-                        let codec_io = reply_sink.reunite(command_source).unwrap();
-                        let io = codec_io.into_inner();
-
-                        // Wrap in TLS Stream
-                        let acceptor: tokio_rustls::TlsAcceptor = match ftps_config.clone() {
-                            FtpsConfig::On { tls_config } => tls_config.into(),
-                            _ => panic!("Could not create TLS acceptor. Illegal program state"),
-                        };
-                        let accepted = acceptor.accept(io).await;
-                        let io: Box<dyn AsyncReadAsyncWriteSendUnpin> = match accepted {
-                            Ok(stream) => {
-                                let s: &ServerConnection = stream.get_ref().1;
-                                if let Some(certs) = s.peer_certificates() {
-                                    let mut session = shared_session.lock().await;
-                                    session.cert_chain = Some(certs.iter().map(|c| unftp_core::auth::ClientCert(c.as_ref().to_vec())).collect());
-                                }
-                                Box::new(stream)
-                            }
-                            Err(err) => {
-                                slog::warn!(logger, "Closing control channel. Could not upgrade to TLS: {}", err);
-                                return;
-                            }
-                        };
-
-                        // Wrap in codec again and get sink + source
-                        let codec = FtpCodec::new();
-                        let cmd_and_reply_stream = codec.framed(io);
-                        let (sink, src) = cmd_and_reply_stream.split();
-                        reply_sink = sink;
-                        command_source = src;
+                        upgrade_to_tls!();
                     }
 
                     if let Event::Command(Command::User { username }) = &event {
@@ -281,7 +316,18 @@ where
 
                     let handle_result = match event_chain.handle(event).await {
                         Err(e) => Err(e),
-                        Ok(reply) => reply_sink.send(reply).await,
+                        Ok(reply) => {
+                            // Coffer patch: switch to TLS right after the 234, before reading
+                            // anything more: the client's ClientHello follows at once, and must
+                            // not be read (or parsed, if it holds a newline) as a command.
+                            let upgrade = is_auth && matches!(reply, Reply::CodeAndMsg { code: ReplyCode::AuthOkayNoDataNeeded, .. });
+                            let sent = reply_sink.send(reply).await;
+                            if sent.is_ok() && upgrade {
+                                upgrade_to_tls!();
+                                shared_session.lock().await.cmd_tls = true;
+                            }
+                            sent
+                        }
                     };
 
                     if let Err(chan_err) = handle_result {
@@ -308,17 +354,61 @@ where
 }
 
 // gets the reply to be sent to the client and tells if the connection should be closed.
+// Coffer patch: a syntax error (bad UTF-8 included) leaves the session usable; an overlong
+// line and the login grace time close it, each with one log line.
 fn handle_control_channel_error(logger: slog::Logger, error: ControlChanError) -> (Reply, bool) {
     slog::warn!(logger, "Control channel error: {:?}", error);
     match error.kind() {
         ControlChanErrorKind::UnknownCommand { .. } => (Reply::new(ReplyCode::CommandSyntaxError, "Command not implemented"), false),
-        ControlChanErrorKind::Utf8Error => (Reply::new(ReplyCode::CommandSyntaxError, "Invalid UTF8 in command"), true),
-        ControlChanErrorKind::InvalidCommand => (Reply::new(ReplyCode::ParameterSyntaxError, "Invalid Parameter"), false),
+        ControlChanErrorKind::Utf8Error => (Reply::new(ReplyCode::ParameterSyntaxError, "Invalid UTF-8 in command"), false),
+        ControlChanErrorKind::InvalidCommand => (Reply::new(ReplyCode::ParameterSyntaxError, "Invalid parameter"), false),
         ControlChanErrorKind::ControlChannelTimeout => (
-            Reply::new(ReplyCode::ClosingControlConnection, "Session timed out. Closing control connection"),
+            Reply::new(ReplyCode::ServiceNotAvailable, "Session timed out. Closing control connection"),
             true,
         ),
+        ControlChanErrorKind::LineTooLong => {
+            tracing::warn!(target: "coffer_protocol::ftp", limit = super::codecs::MAX_COMMAND_LINE, "ftp control connection closed: command line too long");
+            (Reply::new(ReplyCode::CommandSyntaxError, "Command line too long. Closing control connection"), true)
+        }
+        ControlChanErrorKind::LoginGraceExceeded => {
+            tracing::info!(target: "coffer_protocol::ftp", "ftp control connection closed: not logged in within the login grace time");
+            (Reply::new(ReplyCode::ServiceNotAvailable, "Login time exceeded. Closing control connection"), true)
+        }
         _ => (Reply::new(ReplyCode::LocalError, "Unknown internal server error, please try again later"), true),
+    }
+}
+
+/// Coffer patch: an I/O object that first yields bytes already read from it (by the command
+/// codec) and then reads on; writes go straight through.
+struct Prefixed<T> {
+    prefix: bytes::BytesMut,
+    io: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            let chunk = this.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -356,7 +446,7 @@ where
 
         match msg {
             NotFound => Ok(Reply::new(ReplyCode::FileError, "File not found")),
-            PermissionDenied => Ok(Reply::new(ReplyCode::FileError, "Permision denied")),
+            PermissionDenied => Ok(Reply::new(ReplyCode::FileError, "Permission denied")),
             SentData { .. } => {
                 let mut session = self.session.lock().await;
                 session.start_pos = 0;
@@ -369,7 +459,7 @@ where
                 session.start_pos = 0;
                 Ok(Reply::new(ReplyCode::ClosingDataConnection, "File successfully written"))
             }
-            DataConnectionClosedAfterStor => Ok(Reply::new(ReplyCode::FileActionOkay, "unFTP holds your data for you")),
+            DataConnectionClosedAfterStor => Ok(Reply::new(ReplyCode::FileActionOkay, "File stored")),
             DirectorySuccessfullyListed => Ok(Reply::new(ReplyCode::ClosingDataConnection, "Listed the directory")),
             DirectoryListFailure => Ok(Reply::new(ReplyCode::ClosingDataConnection, "Failed to list the directory")),
             CwdSuccess => Ok(Reply::new(ReplyCode::FileActionOkay, "Successfully changed working directory")),
@@ -399,20 +489,8 @@ where
                 session.state = New; // According to RFC 959, a PASS command MUST precede a USER command
                 Ok(Reply::new(ReplyCode::NotLoggedIn, "Authentication failed"))
             }
-            StorageError(error_type) => match error_type.kind() {
-                ErrorKind::ExceededStorageAllocationError => Ok(Reply::new(ReplyCode::ExceededStorageAllocation, "Exceeded storage allocation")),
-                ErrorKind::FileNameNotAllowedError => Ok(Reply::new(ReplyCode::BadFileName, "File name not allowed")),
-                ErrorKind::InsufficientStorageSpaceError => Ok(Reply::new(ReplyCode::OutOfSpace, "Insufficient storage space")),
-                ErrorKind::LocalError => Ok(Reply::new(ReplyCode::LocalError, "Local error")),
-                ErrorKind::PageTypeUnknown => Ok(Reply::new(ReplyCode::PageTypeUnknown, "Page type unknown")),
-                ErrorKind::TransientFileNotAvailable => Ok(Reply::new(ReplyCode::TransientFileError, "File not found")),
-                ErrorKind::PermanentFileNotAvailable => Ok(Reply::new(ReplyCode::FileError, "File not found")),
-                ErrorKind::PermanentDirectoryNotAvailable => Ok(Reply::new(ReplyCode::FileError, "Directory not found")),
-                ErrorKind::PermanentDirectoryNotEmpty => Ok(Reply::new(ReplyCode::FileError, "Directory not empty")),
-                ErrorKind::PermissionDenied => Ok(Reply::new(ReplyCode::FileError, "Permission denied")),
-                ErrorKind::CommandNotImplemented => Ok(Reply::new(ReplyCode::CommandNotImplemented, "Command not implemented")),
-                ErrorKind::ConnectionClosed => Ok(Reply::new(ReplyCode::ConnectionClosed, "Connection closed")),
-            },
+            // Coffer patch: one table for every storage failure (controlchan/replies.rs).
+            StorageError(error_type) => Ok(super::replies::storage_error_reply(&error_type)),
             CommandChannelReply(reply) => Ok(reply),
         }
     }
@@ -446,6 +524,14 @@ where
             Command::Mode { mode } => Box::new(commands::Mode::new(mode)),
             Command::Help => Box::new(commands::Help),
             Command::Noop => Box::new(commands::Noop),
+            // Coffer patch: after `EPSV ALL` only EPSV may set up data connections.
+            Command::Pasv | Command::Port { .. } if self.session.lock().await.epsv_all => {
+                return Ok(Reply::new(ReplyCode::BadCommandSequence, "Only EPSV is allowed after EPSV ALL"));
+            }
+            Command::EpsvAll => {
+                self.session.lock().await.epsv_all = true;
+                return Ok(Reply::new(ReplyCode::CommandOkay, "EPSV ALL accepted; only EPSV from now on"));
+            }
             Command::Pasv => Box::new(commands::Pasv::new()),
             Command::Epsv => Box::new(commands::Epsv::new()),
             Command::Port { addr } => Box::new(commands::Port::new(addr)),

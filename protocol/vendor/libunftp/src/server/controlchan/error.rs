@@ -52,6 +52,12 @@ pub enum ControlChanErrorKind {
     /// The timer on the Control Channel elapsed.
     #[display("Encountered read timeout on the control channel")]
     ControlChannelTimeout,
+    /// Coffer patch: a command line longer than `codecs::MAX_COMMAND_LINE`.
+    #[display("Command line too long")]
+    LineTooLong,
+    /// Coffer patch: the client did not log in within the login grace time.
+    #[display("Login grace time exceeded")]
+    LoginGraceExceeded,
     /// The control channel is out of sync e.g. expecting username in session after USER command but found none.
     #[display("Control channel in illegal state")]
     IllegalState,

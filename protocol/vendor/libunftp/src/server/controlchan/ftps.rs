@@ -4,7 +4,7 @@ use crate::{
     auth::UserDetail,
     server::{
         Command, ControlChanErrorKind, Event, Reply, ReplyCode, controlchan::error::ControlChanError, controlchan::middleware::ControlChanMiddleware,
-        ftpserver::options::FtpsRequired, session::SharedSession,
+        SessionState, ftpserver::options::FtpsRequired, session::SharedSession,
     },
     storage::{Metadata, StorageBackend},
 };
@@ -109,14 +109,16 @@ where
     async fn handle(&mut self, event: Event) -> Result<Reply, ControlChanError> {
         match (self.ftps_requirement, event) {
             (FtpsRequired::None, event) => self.next.handle(event).await,
+            // Coffer patch: EPSV and PORT need PROT P as PASV does, and before login these
+            // commands go on to the login check (530), not this one (534).
             (FtpsRequired::All, event) => match event {
-                Event::Command(Command::Pasv) => {
-                    let is_tls = async {
+                Event::Command(Command::Pasv) | Event::Command(Command::Epsv) | Event::Command(Command::Port { .. }) => {
+                    let (is_tls, logged_in) = async {
                         let session = self.session.lock().await;
-                        session.data_tls
+                        (session.data_tls, session.state == SessionState::WaitCmd)
                     }
                     .await;
-                    match is_tls {
+                    match is_tls || !logged_in {
                         true => self.next.handle(event).await,
                         false => Ok(Reply::new(ReplyCode::FtpsRequired, "A TLS connection is required on the data channel")),
                     }

@@ -2,6 +2,24 @@
 
 use crate::auth::UserDetail;
 pub use crate::server::controlchan::reply::{Reply, ReplyCode};
+
+/// Coffer patch: a message for the client. A storage backend that gives it as the source of
+/// its [`crate::storage::Error`] has it sent as the reply text (after the code the error's
+/// kind selects); it must not name files or reveal internals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientText(pub String);
+
+impl std::fmt::Display for ClientText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ClientText {}
+
+/// Coffer patch: the reply the server sends for a storage error (the one table), for SITE
+/// handlers that call the storage themselves.
+pub use crate::server::controlchan::replies::storage_error_reply;
 use crate::storage::{Metadata, StorageBackend};
 use async_trait::async_trait;
 use bitflags::bitflags;
@@ -197,6 +215,8 @@ where
     pub user: Arc<Option<User>>,
     /// The logger associated with the session.
     pub logger: slog::Logger,
+    /// Coffer patch: the session's working directory, to resolve relative paths.
+    pub cwd: std::path::PathBuf,
 }
 
 impl<Storage, User> std::fmt::Debug for SiteCommandContext<Storage, User>

@@ -38,6 +38,10 @@ where
         if args.storage_features & FEATURE_RESTART > 0 {
             feat_text.push(" REST STREAM");
         }
+        // Coffer patch: MFMT is served by the SITE handler of that name.
+        if args.site_handlers.contains_key("MFMT") {
+            feat_text.push(" MFMT");
+        }
         if args.sitemd5 != SiteMd5::None && args.storage_features & FEATURE_SITEMD5 > 0 {
             feat_text.push(" SITE MD5");
         }

@@ -28,10 +28,13 @@ where
 {
     #[tracing_attributes::instrument]
     async fn handle(&self, _args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
+        // Coffer patch: no library name or version in a reply.
         let text: Vec<String> = vec![
-            "Help:".to_string(),
-            format!("Powered by libunftp: {}", env!("CARGO_PKG_VERSION")),
-            "View the docs at: https://unftp.rs/".to_string(),
+            "The following commands are recognized (FEAT lists the extensions):".to_string(),
+            "USER PASS AUTH PBSZ PROT CCC QUIT NOOP HELP FEAT OPTS SYST STAT".to_string(),
+            "PWD CWD CDUP MKD RMD DELE RNFR RNTO SIZE MDTM MFMT MLST MLSD LIST NLST".to_string(),
+            "TYPE MODE STRU REST RETR STOR APPE ABOR PASV EPSV".to_string(),
+            "Help OK".to_string(),
         ];
         Ok(Reply::new_multiline(ReplyCode::HelpMessage, text))
     }

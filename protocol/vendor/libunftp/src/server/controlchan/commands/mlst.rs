@@ -46,12 +46,8 @@ where
 
         let metadata = match storage.metadata((*user).as_ref().unwrap(), &path).await {
             Ok(m) => m,
-            Err(e) => {
-                return Ok(Reply::CodeAndMsg {
-                    code: ReplyCode::FileError,
-                    msg: e.to_string(),
-                });
-            }
+            // Coffer patch: through the one storage error table.
+            Err(e) => return Ok(crate::server::controlchan::replies::storage_error_reply(&e)),
         };
 
         let facts_str = format_facts(&metadata);

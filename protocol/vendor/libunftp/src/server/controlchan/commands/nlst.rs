@@ -46,6 +46,11 @@ where
             }
             _ => panic!("Programmer error, expected command to be NLST"),
         };
+        // Coffer patch: a folder that cannot be listed is answered now, before any 150.
+        if let Some(reply) = crate::server::controlchan::replies::unlistable(&session, path_opt.as_deref()).await {
+            crate::server::controlchan::replies::drop_data_connection(&mut session);
+            return Ok(reply);
+        }
         let logger = args.logger;
         match session.data_cmd_tx.take() {
             Some(tx) => {

@@ -44,6 +44,13 @@ where
 
         tokio::spawn(async move {
             match storage.metadata((*user).as_ref().unwrap(), &path).await {
+                // Coffer patch: SIZE is for files (RFC 3659 section 4); a folder is 550.
+                Ok(metadata) if metadata.is_dir() => {
+                    let reply = Reply::new(ReplyCode::FileError, "Not a plain file");
+                    if let Err(err) = tx_fail.send(ControlChanMsg::CommandChannelReply(reply)).await {
+                        slog::warn!(logger, "SIZE: Could not send internal message to notify of SIZE failure: {}", err);
+                    }
+                }
                 Ok(metadata) => {
                     let file_len = metadata.len();
                     slog::info!(logger, "SIZE: Successful size command for file {:?}: (size: {})", &path, file_len);

@@ -27,7 +27,8 @@ use crate::{
             handler::{CommandContext, CommandHandler},
         },
     },
-    storage::{Error, ErrorKind, Metadata, StorageBackend},
+    server::controlchan::replies::storage_error_reply,
+    storage::{Fileinfo, Metadata, StorageBackend},
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -52,57 +53,54 @@ where
     Storage: StorageBackend<User> + 'static,
     Storage::Metadata: 'static + Metadata,
 {
+    // Coffer patch: no library or back-end names in the status, no panic without a user,
+    // `STAT path` relative to the working directory, 213 for a file and 212 for a folder
+    // (RFC 959), failures through the one storage error table.
     #[tracing_attributes::instrument]
     async fn handle(&self, args: CommandContext<Storage, User>) -> Result<Reply, ControlChanError> {
         match self.path.clone() {
             None => {
                 let session = args.session.lock().await;
                 let text: Vec<String> = vec![
-                    "server status:".to_string(),
-                    format!("powered by libunftp: {}", env!("CARGO_PKG_VERSION")),
-                    format!("sbe: {}", session.storage.name()),
-                    format!("authenticator: {}", args.auth_pipeline.name()),
-                    format!("user: {}", session.username.as_ref().unwrap()),
-                    format!("client addr: {}", session.source),
-                    format!("ftps configured: {}", args.tls_configured),
-                    format!("cmd channel in tls mode: {}", session.cmd_tls),
-                    format!("data channel in tls mode: {}", session.data_tls),
-                    format!("cwd: {}", session.cwd.to_string_lossy()),
-                    format!("rename from path: {:?}", session.rename_from),
-                    format!("offset for REST: {}", session.start_pos),
+                    "Server status:".to_string(),
+                    format!("Logged in as {}", session.username.as_deref().unwrap_or("nobody")),
+                    format!("TLS on the control connection: {}", if session.cmd_tls { "yes" } else { "no" }),
+                    format!("TLS on data connections (PROT P): {}", if session.data_tls { "yes" } else { "no" }),
+                    format!("Restart offset (REST): {}", session.start_pos),
+                    "End of status".to_string(),
                 ];
                 Ok(Reply::new_multiline(ReplyCode::SystemStatus, text))
             }
             Some(path) => {
                 let path: &str = std::str::from_utf8(&path)?;
-                let path_str = path.to_string();
-                let path = path.to_owned();
-
-                let session = args.session.lock().await;
-                let user = session.user.clone();
-                let storage = Arc::clone(&session.storage);
-
-                let tx_success: Sender<ControlChanMsg> = args.tx_control_chan.clone();
-                let tx_fail: Sender<ControlChanMsg> = args.tx_control_chan.clone();
+                let (user, storage, path) = {
+                    let session = args.session.lock().await;
+                    (session.user.clone(), Arc::clone(&session.storage), session.cwd.join(path))
+                };
+                let tx: Sender<ControlChanMsg> = args.tx_control_chan.clone();
                 let logger = args.logger;
 
                 tokio::spawn(async move {
-                    match storage.list_vec((*user).as_ref().unwrap(), path).await {
-                        Ok(lines) => {
-                            slog::info!(logger, "STAT: Successfully listed file or directory {:?}", path_str);
-                            if let Err(err) = tx_success
-                                .send(ControlChanMsg::CommandChannelReply(Reply::new_multiline(ReplyCode::CommandOkay, lines)))
-                                .await
-                            {
-                                slog::warn!(logger, "STAT: Could not send internal message to notify of STAT success: {}", err);
+                    let reply = match (*user).as_ref() {
+                        None => Reply::new(ReplyCode::NotLoggedIn, "Please log in first"),
+                        Some(user) => match storage.metadata(user, &path).await {
+                            Err(e) => storage_error_reply(&e),
+                            Ok(meta) if meta.is_dir() => match storage.list_vec(user, &path).await {
+                                Ok(mut lines) => {
+                                    lines.insert(0, "Status of folder:".to_string());
+                                    lines.push("End of status".to_string());
+                                    Reply::new_multiline(ReplyCode::DirectoryStatus, lines)
+                                }
+                                Err(e) => storage_error_reply(&e),
+                            },
+                            Ok(meta) => {
+                                let line = Fileinfo { path: path.clone(), metadata: meta }.to_string();
+                                Reply::new_multiline(ReplyCode::FileStatus, vec!["Status of file:".to_string(), line, "End of status".to_string()])
                             }
-                        }
-                        Err(e) => {
-                            slog::info!(logger, "STAT: Failure listing file or directory {:?}", path_str);
-                            if let Err(err) = tx_fail.send(ControlChanMsg::StorageError(Error::new(ErrorKind::LocalError, e))).await {
-                                slog::warn!(logger, "STAT: Could not send internal message to notify of STAT failure: {}", err);
-                            }
-                        }
+                        },
+                    };
+                    if let Err(err) = tx.send(ControlChanMsg::CommandChannelReply(reply)).await {
+                        slog::warn!(logger, "STAT: Could not send internal message with the STAT reply: {}", err);
                     }
                 });
                 Ok(Reply::none())

@@ -87,7 +87,11 @@ where
             }
             Command::Pasv
         }
-        "EPSV" => Command::Epsv,
+        "EPSV" => {
+            // Coffer patch: `EPSV ALL` is a command of its own (RFC 2428 section 4).
+            let params = parse_to_eol(cmd_params)?;
+            if params.eq_ignore_ascii_case(b"ALL") { Command::EpsvAll } else { Command::Epsv }
+        }
         "PORT" => {
             let params = parse_to_eol(cmd_params)?;
             if params.is_empty() {
@@ -371,6 +375,18 @@ where
 
             let file = String::from_utf8_lossy(&params).to_string().into();
             Command::Mdtm { file }
+        }
+        // Coffer patch: `MFMT time path` (draft-somers-ftp-mfxx) goes to the SITE handler
+        // named MFMT, which the server registers when it supports setting times.
+        "MFMT" => {
+            let params = parse_to_eol(cmd_params)?;
+            if params.is_empty() {
+                return Err(ParseErrorKind::InvalidCommand.into());
+            }
+            Command::Site {
+                command: "MFMT".to_string(),
+                arguments: String::from_utf8_lossy(&params).to_string(),
+            }
         }
         "SITE" => {
             let (cmd_token, cmd_params) = split_token_params(cmd_params);
