@@ -906,7 +906,10 @@ print("ALL OK")
 "#,
     );
     for i in 0..3 {
-        site.write_local(&format!("tree/sub/f{i}.txt"), format!("file {i}").as_bytes());
+        site.write_local(
+            &format!("tree/sub/f{i}.txt"),
+            format!("file {i}").as_bytes(),
+        );
     }
     site.lftp_ok("mirror -R tree brand/new/place");
     let listing = site.lftp_ok("cls -1 brand/new/place/sub/");
@@ -1141,7 +1144,15 @@ fn idle_connections_before_login_are_bounded_and_closed_after_the_grace_time() {
     // A real login from another address gets in at once.
     let started = std::time::Instant::now();
     let out = Command::new("curl")
-        .args(["--ssl-reqd", "-k", "-s", "-S", "--interface", "127.0.0.9", "--user"])
+        .args([
+            "--ssl-reqd",
+            "-k",
+            "-s",
+            "-S",
+            "--interface",
+            "127.0.0.9",
+            "--user",
+        ])
         .arg(format!("{USER}:{PASSWORD}"))
         .arg(site.url(""))
         .output()
@@ -1211,8 +1222,7 @@ fn parallel_logins_through_auth_tls_never_fail() {
                                 .map_err(|e| format!("AUTH TLS: {e}"))
                         })
                         .and_then(|mut s| {
-                            s.login(USER, PASSWORD)
-                                .map_err(|e| format!("login: {e}"))?;
+                            s.login(USER, PASSWORD).map_err(|e| format!("login: {e}"))?;
                             s.quit().map_err(|e| format!("quit: {e}"))
                         });
                     if let Err(e) = result {
@@ -1228,5 +1238,10 @@ fn parallel_logins_through_auth_tls_never_fail() {
         started.elapsed(),
         failures.len()
     );
-    assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
 }

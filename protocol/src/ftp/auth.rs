@@ -6,10 +6,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::common::limits::PreAuthPermit;
 use async_trait::async_trait;
 use coffer_storage::{Password, Principal as VaultPrincipal, Vault, Vfs};
 use tracing::{debug, info, warn};
-use crate::common::limits::PreAuthPermit;
 use unftp_core::auth::{
     AuthenticationError, Authenticator, Credentials, Principal, UserDetail, UserDetailError,
     UserDetailProvider,

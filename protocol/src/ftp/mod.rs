@@ -265,7 +265,10 @@ struct SessionFactory {
 impl SessionFactory {
     /// A libunftp server for one control connection, holding its place among the connections
     /// not logged in (`permit`) until its login succeeds.
-    fn build(&self, permit: Option<PreAuthPermit>) -> Result<Server<VfsBackend, FtpUser>, FtpError> {
+    fn build(
+        &self,
+        permit: Option<PreAuthPermit>,
+    ) -> Result<Server<VfsBackend, FtpUser>, FtpError> {
         build_server(
             &self.cfg,
             self.tls.clone(),

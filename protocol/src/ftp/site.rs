@@ -31,7 +31,9 @@ impl SiteCommandHandler<VfsBackend, FtpUser> for Mfmt {
             return Reply::new(ReplyCode::BadFileName, "names must be UTF-8");
         };
         match user.vfs.set_times(vpath, mtime).await {
-            Ok(()) => Reply::new_with_string(ReplyCode::FileStatus, format!("Modify={time}; {name}")),
+            Ok(()) => {
+                Reply::new_with_string(ReplyCode::FileStatus, format!("Modify={time}; {name}"))
+            }
             Err(e) => libunftp::options::storage_error_reply(&reply(e)),
         }
     }
@@ -107,7 +109,13 @@ mod tests {
             t.duration_since(SystemTime::UNIX_EPOCH).unwrap(),
             Duration::from_millis(1250)
         );
-        for bad in ["2023022912000", "20230229120000", "20241301000000", "2024010100000x", "20240101000000."] {
+        for bad in [
+            "2023022912000",
+            "20230229120000",
+            "20241301000000",
+            "2024010100000x",
+            "20240101000000.",
+        ] {
             assert!(parse_time(bad).is_none(), "{bad}");
         }
     }

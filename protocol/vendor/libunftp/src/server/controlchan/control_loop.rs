@@ -28,7 +28,7 @@ use crate::{
         shutdown,
         tls::FtpsConfig,
     },
-    storage::{ErrorKind, Metadata, StorageBackend},
+    storage::{Metadata, StorageBackend},
 };
 use async_trait::async_trait;
 use futures_util::{SinkExt, StreamExt};
@@ -320,7 +320,14 @@ where
                             // Coffer patch: switch to TLS right after the 234, before reading
                             // anything more: the client's ClientHello follows at once, and must
                             // not be read (or parsed, if it holds a newline) as a command.
-                            let upgrade = is_auth && matches!(reply, Reply::CodeAndMsg { code: ReplyCode::AuthOkayNoDataNeeded, .. });
+                            let upgrade = is_auth
+                                && matches!(
+                                    reply,
+                                    Reply::CodeAndMsg {
+                                        code: ReplyCode::AuthOkayNoDataNeeded,
+                                        ..
+                                    }
+                                );
                             let sent = reply_sink.send(reply).await;
                             if sent.is_ok() && upgrade {
                                 upgrade_to_tls!();
@@ -368,11 +375,17 @@ fn handle_control_channel_error(logger: slog::Logger, error: ControlChanError) -
         ),
         ControlChanErrorKind::LineTooLong => {
             tracing::warn!(target: "coffer_protocol::ftp", limit = super::codecs::MAX_COMMAND_LINE, "ftp control connection closed: command line too long");
-            (Reply::new(ReplyCode::CommandSyntaxError, "Command line too long. Closing control connection"), true)
+            (
+                Reply::new(ReplyCode::CommandSyntaxError, "Command line too long. Closing control connection"),
+                true,
+            )
         }
         ControlChanErrorKind::LoginGraceExceeded => {
             tracing::info!(target: "coffer_protocol::ftp", "ftp control connection closed: not logged in within the login grace time");
-            (Reply::new(ReplyCode::ServiceNotAvailable, "Login time exceeded. Closing control connection"), true)
+            (
+                Reply::new(ReplyCode::ServiceNotAvailable, "Login time exceeded. Closing control connection"),
+                true,
+            )
         }
         _ => (Reply::new(ReplyCode::LocalError, "Unknown internal server error, please try again later"), true),
     }

@@ -3,8 +3,8 @@ use async_trait::async_trait;
 use crate::{
     auth::UserDetail,
     server::{
-        Command, ControlChanErrorKind, Event, Reply, ReplyCode, controlchan::error::ControlChanError, controlchan::middleware::ControlChanMiddleware,
-        SessionState, ftpserver::options::FtpsRequired, session::SharedSession,
+        Command, ControlChanErrorKind, Event, Reply, ReplyCode, SessionState, controlchan::error::ControlChanError,
+        controlchan::middleware::ControlChanMiddleware, ftpserver::options::FtpsRequired, session::SharedSession,
     },
     storage::{Metadata, StorageBackend},
 };

@@ -1,6 +1,8 @@
 //! Coffer patch: the one table from a storage error to the reply a client sees, and the check
 //! that answers a listing of a folder that cannot be listed before any data transfer starts.
 
+use std::{path::PathBuf, sync::Arc};
+
 use crate::{
     auth::UserDetail,
     options::ClientText,
@@ -36,10 +38,15 @@ pub fn storage_error_reply(err: &Error) -> Reply {
     Reply::new_with_string(code, text)
 }
 
-/// `None` when `path` (relative to the working directory; none or `.` is the working
-/// directory) can be listed, else the reply that refuses the listing. Run before the `150`,
-/// so a client listing a folder that does not exist gets `550` at once.
-pub(crate) async fn unlistable<Storage, User>(session: &Session<Storage, User>, path: Option<&str>) -> Option<Reply>
+/// What a listing of `path` (relative to the working directory; none or `.` is the working
+/// directory) reads: taken from the session so that the check runs without its lock.
+pub(crate) struct ListingTarget<Storage, User> {
+    user: Arc<Option<User>>,
+    storage: Arc<Storage>,
+    path: PathBuf,
+}
+
+pub(crate) fn listing_target<Storage, User>(session: &Session<Storage, User>, path: Option<&str>) -> ListingTarget<Storage, User>
 where
     User: UserDetail + 'static,
     Storage: StorageBackend<User> + 'static,
@@ -49,11 +56,25 @@ where
         None | Some(".") | Some("") => session.cwd.clone(),
         Some(p) => session.cwd.join(p),
     };
-    let user = session.user.clone();
-    let Some(user) = (*user).as_ref() else {
+    ListingTarget {
+        user: session.user.clone(),
+        storage: session.storage.clone(),
+        path,
+    }
+}
+
+/// `None` when the target can be listed, else the reply that refuses the listing. Run before
+/// the `150`, so a client listing a folder that does not exist gets `550` at once.
+pub(crate) async fn unlistable<Storage, User>(target: ListingTarget<Storage, User>) -> Option<Reply>
+where
+    User: UserDetail + 'static,
+    Storage: StorageBackend<User> + 'static,
+    Storage::Metadata: Metadata,
+{
+    let Some(user) = (*target.user).as_ref() else {
         return Some(Reply::new(ReplyCode::NotLoggedIn, "Please log in first"));
     };
-    match session.storage.metadata(user, &path).await {
+    match target.storage.metadata(user, &target.path).await {
         Ok(_) => None,
         Err(e) => Some(storage_error_reply(&e)),
     }

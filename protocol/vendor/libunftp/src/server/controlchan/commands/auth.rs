@@ -6,12 +6,10 @@
 
 use crate::{
     auth::UserDetail,
-    server::{
-        controlchan::{
-            Reply, ReplyCode,
-            error::ControlChanError,
-            handler::{CommandContext, CommandHandler},
-        },
+    server::controlchan::{
+        Reply, ReplyCode,
+        error::ControlChanError,
+        handler::{CommandContext, CommandHandler},
     },
     storage::{Metadata, StorageBackend},
 };

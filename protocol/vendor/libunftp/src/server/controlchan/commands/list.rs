@@ -48,10 +48,13 @@ where
             _ => panic!("Programmer error, expected command to be LIST"),
         };
         // Coffer patch: a folder that cannot be listed is answered now, before any 150.
-        if let Some(reply) = crate::server::controlchan::replies::unlistable(&session, path_opt.as_deref()).await {
-            crate::server::controlchan::replies::drop_data_connection(&mut session);
+        let target = crate::server::controlchan::replies::listing_target(&session, path_opt.as_deref());
+        drop(session);
+        if let Some(reply) = crate::server::controlchan::replies::unlistable(target).await {
+            crate::server::controlchan::replies::drop_data_connection(&mut *args.session.lock().await);
             return Ok(reply);
         }
+        let mut session = args.session.lock().await;
         let logger = args.logger;
         match session.data_cmd_tx.take() {
             Some(tx) => {

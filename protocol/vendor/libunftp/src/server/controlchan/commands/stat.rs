@@ -19,6 +19,7 @@
 
 use crate::{
     auth::UserDetail,
+    server::controlchan::replies::storage_error_reply,
     server::{
         chancomms::ControlChanMsg,
         controlchan::{
@@ -27,7 +28,6 @@ use crate::{
             handler::{CommandContext, CommandHandler},
         },
     },
-    server::controlchan::replies::storage_error_reply,
     storage::{Fileinfo, Metadata, StorageBackend},
 };
 use async_trait::async_trait;
@@ -94,7 +94,11 @@ where
                                 Err(e) => storage_error_reply(&e),
                             },
                             Ok(meta) => {
-                                let line = Fileinfo { path: path.clone(), metadata: meta }.to_string();
+                                let line = Fileinfo {
+                                    path: path.clone(),
+                                    metadata: meta,
+                                }
+                                .to_string();
                                 Reply::new_multiline(ReplyCode::FileStatus, vec!["Status of file:".to_string(), line, "End of status".to_string()])
                             }
                         },

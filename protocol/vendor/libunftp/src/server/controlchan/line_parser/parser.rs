@@ -90,7 +90,11 @@ where
         "EPSV" => {
             // Coffer patch: `EPSV ALL` is a command of its own (RFC 2428 section 4).
             let params = parse_to_eol(cmd_params)?;
-            if params.eq_ignore_ascii_case(b"ALL") { Command::EpsvAll } else { Command::Epsv }
+            if params.eq_ignore_ascii_case(b"ALL") {
+                Command::EpsvAll
+            } else {
+                Command::Epsv
+            }
         }
         "PORT" => {
             let params = parse_to_eol(cmd_params)?;
