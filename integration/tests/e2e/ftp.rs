@@ -33,7 +33,12 @@ impl Site {
 
     /// `settings` are extra lines for the `[ftp]` table.
     fn with_ftp_settings(settings: &str) -> Self {
-        let env = Env::new("");
+        Self::with(settings, "")
+    }
+
+    /// `settings` are extra lines for the `[ftp]` table, `extra` more tables for the config.
+    fn with(settings: &str, extra: &str) -> Self {
+        let env = Env::new(extra);
         let toml = std::fs::read_to_string(&env.config).unwrap();
         std::fs::write(
             &env.config,
@@ -118,6 +123,19 @@ impl Site {
         assert!(
             out.status.success(),
             "lftp failed:\n{script}\n---\n{text}\n--- server log:\n{}",
+            self.server().logs()
+        );
+        text
+    }
+
+    /// Runs a Python script and asserts that it printed `ALL OK`; returns its output.
+    fn python_ok(&self, script: &str) -> String {
+        let out = self.python(&format!("{PY_PRELUDE}{script}"), &[]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains("ALL OK"),
+            "python:\n{text}\n{}\n--- server log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
             self.server().logs()
         );
         text
@@ -702,5 +720,532 @@ fn a_proxy_v2_header_puts_the_real_client_ip_in_the_audit_log() {
     assert!(
         !rows.contains("127.0.0.1"),
         "the proxy's own address is not recorded: {rows:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 13 (FTPES 1-6) and issue 14 (2, 4, 5, 6, 9): replies, truncation, panics, limits.
+
+/// Shared by the Python scripts below: `login()` gives a logged-in `FTP_TLS` with `PROT P`;
+/// `expect(code, fn)` runs a command that must fail with `code` and returns the reply.
+const PY_PRELUDE: &str = r#"
+import ftplib, ssl, sys, io, socket, time, threading
+port = int(sys.argv[1])
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def login():
+    f = ftplib.FTP_TLS(context=ctx, timeout=20)
+    f.connect("127.0.0.1", port)
+    f.login("alice", "correct horse battery")
+    f.prot_p()
+    return f
+def expect(code, fn, *a):
+    try:
+        r = fn(*a)
+    except ftplib.all_errors as e:
+        r = str(e)
+    assert r.startswith(code), "expected %s, got %r" % (code, r)
+    return r
+def stor(f, name, data):
+    # Python's ftplib waits for the server's close_notify after an upload (conn.unwrap()).
+    try:
+        return f.storbinary("STOR " + name, io.BytesIO(data))
+    except ssl.SSLError:
+        return f.voidresp()
+def cut_upload(f, cmd, data, rest=None):
+    # An upload whose data connection ends with a TCP FIN and no TLS close_notify: what a
+    # crashed client or an injected FIN leaves. Returns the server's final reply.
+    c = f.transfercmd(cmd, rest)
+    c.sendall(data)
+    raw = socket.socket(fileno=c.detach())
+    raw.shutdown(socket.SHUT_WR)
+    time.sleep(0.2)
+    raw.close()
+    try:
+        return f.voidresp()
+    except ftplib.all_errors as e:
+        return str(e)
+def fetch(f, name):
+    buf = bytearray()
+    f.retrbinary("RETR " + name, buf.extend)
+    return bytes(buf)
+"#;
+
+#[test]
+fn an_upload_cut_without_close_notify_is_not_226_and_never_replaces_the_old_version() {
+    let site = Site::new();
+    site.python_ok(
+        r#"
+old = bytes((i * 31) % 251 for i in range(300000))
+new = bytes((i * 17) % 253 for i in range(300000))
+f = login()
+assert stor(f, "doc.bin", old).startswith("226")
+# A replace cut by a FIN without close_notify: not 226, the old version stays whole.
+r = cut_upload(f, "STOR doc.bin", new[:120000])
+assert r.startswith("426"), r
+assert fetch(f, "doc.bin") == old, "the old version changed"
+assert f.size("doc.bin") == len(old)
+# APPE cut the same way changes nothing either.
+r = cut_upload(f, "APPE doc.bin", new[:5000])
+assert r.startswith("426"), r
+assert fetch(f, "doc.bin") == old
+# The same replace ended with close_notify: the new version.
+assert stor(f, "doc.bin", new).startswith("226")
+assert fetch(f, "doc.bin") == new
+# A new name cut short keeps what arrived (resumable), still not 226 ...
+r = cut_upload(f, "STOR fresh.bin", new[:100000])
+assert r.startswith("426"), r
+have = f.size("fresh.bin")
+assert have == 100000, have
+# ... and REST + STOR completes it.
+c = f.transfercmd("STOR fresh.bin", have)
+c.sendall(new[have:])
+try:
+    c.unwrap()  # sends close_notify; libunftp closes without answering it (docs/FTPES.md)
+except ssl.SSLError:
+    pass
+c.close()
+assert f.voidresp().startswith("226")
+assert fetch(f, "fresh.bin") == new
+f.quit()
+print("ALL OK")
+"#,
+    );
+    let logs = site.server().logs();
+    assert!(
+        logs.contains("ftp upload interrupted"),
+        "the interrupted uploads are logged:\n{logs}"
+    );
+}
+
+#[test]
+fn curl_lftp_and_ftplib_uploads_end_with_close_notify_and_commit() {
+    // The measured client table of docs/FTPES.md: each of these closes an upload's data
+    // connection with close_notify, so each upload is committed and answered 226.
+    let site = Site::new();
+    let data = bytes(3 * CHUNK + 5, 77);
+    let up = site.write_local("c.bin", &data);
+    site.curl_ok(&["-T", up.to_str().unwrap(), &site.url("by-curl.bin")]);
+    site.lftp_ok("put c.bin -o by-lftp.bin");
+    site.python_ok(
+        r#"
+f = login()
+data = open("c.bin", "rb").read()
+assert stor(f, "by-ftplib.bin", data).startswith("226")
+for n in ["by-curl.bin", "by-lftp.bin", "by-ftplib.bin"]:
+    assert fetch(f, n) == data, n
+f.quit()
+print("ALL OK")
+"#,
+    );
+    assert!(
+        !site.server().logs().contains("ftp upload interrupted"),
+        "no client upload was taken as truncated"
+    );
+}
+
+#[test]
+fn a_data_connection_closed_before_its_tls_handshake_gets_425_without_a_panic() {
+    let site = Site::new();
+    site.python_ok(
+        r#"
+f = login()
+assert stor(f, "x.bin", b"x" * 1000).startswith("226")
+for cmd in ["STOR y.bin", "RETR x.bin", "LIST", "MLSD"]:
+    r = f.sendcmd("PASV")
+    nums = r[r.index("(") + 1:r.index(")")].split(",")
+    dport = int(nums[4]) * 256 + int(nums[5])
+    d = socket.create_connection(("127.0.0.1", dport))
+    f.putcmd(cmd)
+    r = f.getline()
+    assert r.startswith("150"), (cmd, r)
+    d.close()  # no TLS handshake at all
+    r = f.getline()
+    assert r.startswith("425") or r.startswith("426"), (cmd, r)
+# The session goes on.
+assert f.sendcmd("NOOP").startswith("200")
+assert fetch(f, "x.bin") == b"x" * 1000
+f.quit()
+print("ALL OK")
+"#,
+    );
+    let logs = site.server().logs();
+    assert!(!logs.contains("panicked"), "no panic in the log:\n{logs}");
+    assert!(
+        logs.contains("TLS handshake failed"),
+        "one line per refused data connection:\n{logs}"
+    );
+}
+
+#[test]
+fn bad_or_unknown_arguments_get_501_and_the_session_stays_usable() {
+    let site = Site::new();
+    site.python_ok(
+        r#"
+f = login()
+for cmd in ["OPTS MLST type;size;", "OPTS HASH", "OPTS", "REST abc", "PBSZ abc", "PROT X", "MODE Z"]:
+    expect("501", f.sendcmd, cmd)
+    assert f.sendcmd("NOOP").startswith("200"), cmd
+assert f.pwd() == "/"
+assert f.quit().startswith("221")
+print("ALL OK")
+"#,
+    );
+}
+
+#[test]
+fn listing_a_missing_folder_is_550_before_any_transfer_and_mirrors_into_new_folders_work() {
+    let site = Site::new();
+    site.python_ok(
+        r#"
+f = login()
+expect("550", lambda: list(f.mlsd("nope")))
+expect("550", f.nlst, "nope")
+expect("550", f.retrlines, "LIST nope", lambda l: None)
+# The replies stay in step and the session is usable.
+assert f.pwd() == "/"
+f.mkd("here")
+assert list(f.mlsd("here")) == []
+f.quit()
+print("ALL OK")
+"#,
+    );
+    for i in 0..3 {
+        site.write_local(
+            &format!("tree/sub/f{i}.txt"),
+            format!("file {i}").as_bytes(),
+        );
+    }
+    site.lftp_ok("mirror -R tree brand/new/place");
+    let listing = site.lftp_ok("cls -1 brand/new/place/sub/");
+    for i in 0..3 {
+        assert!(listing.contains(&format!("f{i}.txt")), "{listing}");
+    }
+}
+
+#[test]
+fn mkd_of_an_existing_folder_is_550_exists_and_parallel_identical_mkds_are_harmless() {
+    let site = Site::new();
+    site.python_ok(
+        r#"
+f = login()
+f.mkd("d")
+r = expect("550", f.mkd, "d")
+assert "exists" in r, r
+results = []
+def racer():
+    g = login()
+    try:
+        results.append(g.mkd("same"))
+    except ftplib.all_errors as e:
+        results.append(str(e))
+    g.quit()
+ts = [threading.Thread(target=racer) for _ in range(8)]
+[t.start() for t in ts]; [t.join() for t in ts]
+made = [r for r in results if not r.startswith("550")]
+assert len(made) == 1, results
+assert all("exists" in r for r in results if r.startswith("550")), results
+assert f.nlst().count("same") == 1, f.nlst()
+f.quit()
+print("ALL OK")
+"#,
+    );
+}
+
+#[test]
+fn status_size_help_and_errors_answer_as_rfc_959_says_without_naming_the_library() {
+    let site = Site::new();
+    let text = site.python_ok(
+        r#"
+f = login()
+f.mkd("dir")
+assert stor(f, "dir/a.txt", b"hello").startswith("226")
+r = f.sendcmd("STAT dir/a.txt")
+assert r.startswith("213"), r
+assert "a.txt" in r, r
+r = f.sendcmd("STAT dir")
+assert r.startswith("212") and "a.txt" in r, r
+expect("550", f.sendcmd, "STAT missing")
+expect("550", f.size, "dir")
+assert f.size("dir/a.txt") == 5
+r = expect("550", f.sendcmd, "MLST /missing")
+assert "storage error" not in r and r.count("550") == 1, r
+for cmd in ["STAT", "HELP"]:
+    r = f.sendcmd(cmd)
+    assert "unftp" not in r.lower(), r
+    print(cmd, "OK")
+# EPSV ALL: from then on only EPSV sets up data connections.
+assert f.sendcmd("EPSV ALL").startswith("200")
+expect("503", f.sendcmd, "PASV")
+f.sendcmd("TYPE I")
+r = f.sendcmd("EPSV")
+assert r.startswith("229"), r
+f.quit()
+# PASV, EPSV and PORT before login: 530 (not logged in), not 534.
+s = socket.create_connection(("127.0.0.1", port)); rf = s.makefile("rb")
+assert rf.readline().startswith(b"220")
+for cmd in [b"PASV", b"EPSV", b"PORT 127,0,0,1,4,1"]:
+    s.sendall(cmd + b"\r\n")
+    line = rf.readline()
+    assert line.startswith(b"530"), (cmd, line)
+s.close()
+print("ALL OK")
+"#,
+    );
+    assert!(text.contains("STAT OK") && text.contains("HELP OK"));
+}
+
+#[test]
+fn mfmt_sets_modification_times_and_mirror_tools_keep_them() {
+    let site = Site::new();
+    site.python_ok(
+        r#"
+f = login()
+assert "MFMT" in f.sendcmd("FEAT")
+assert stor(f, "t.bin", b"12345").startswith("226")
+r = f.sendcmd("MFMT 20200102030405 t.bin")
+assert r.startswith("213") and "Modify=20200102030405" in r, r
+assert f.sendcmd("MDTM t.bin") == "213 20200102030405", f.sendcmd("MDTM t.bin")
+facts = dict(f.mlsd())
+assert facts["t.bin"]["modify"].startswith("20200102030405"), facts
+expect("501", f.sendcmd, "MFMT 2020 t.bin")
+expect("550", f.sendcmd, "MFMT 20200102030405 missing.bin")
+f.quit()
+print("ALL OK")
+"#,
+    );
+    // lftp's mirror sets the remote times itself (MFMT, as FEAT offers it).
+    let p = site.write_local("m/old.txt", b"old times");
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    site.lftp_ok("mirror -R m m");
+    let out = site.python_ok(
+        r#"
+f = login()
+print(f.sendcmd("MDTM m/old.txt"))
+print("ALL OK")
+"#,
+    );
+    assert!(
+        out.contains("213 20170714024000"),
+        "lftp kept the file's time: {out}"
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Sends `total` bytes without a line end on `stream` while a thread reads what the server
+/// answers; returns the answer once the server closed the connection (or after 10 s).
+fn flood_without_crlf<S: Read + Write + Send + 'static>(
+    mut stream: S,
+    reader: impl FnOnce() -> Box<dyn Read + Send>,
+    total: usize,
+) -> (String, bool) {
+    let mut r = reader();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let closed = loop {
+            match r.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break false,
+                Err(_) => break true,
+            }
+        };
+        let _ = tx.send((String::from_utf8_lossy(&got).into_owned(), closed));
+    });
+    let chunk = vec![b'A'; 64 * 1024];
+    let mut sent = 0;
+    while sent < total {
+        if stream.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    rx.recv_timeout(std::time::Duration::from_secs(15))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_10_mib_command_line_is_cut_off_before_and_after_tls_without_growing_memory() {
+    let site = Site::new();
+    let pid = site.server().pid();
+    let before = rss_kib(pid);
+    // Before TLS: a plain control connection.
+    let s = TcpStream::connect(("127.0.0.1", site.port())).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let r = s.try_clone().unwrap();
+    let (answer, closed) = flood_without_crlf(s, move || Box::new(r), 10 << 20);
+    assert!(
+        answer.contains("500 Command line too long"),
+        "the server answers the overlong line: {answer:?}"
+    );
+    assert!(closed, "and closes the connection");
+    // After TLS: the same through the encrypted control connection (Python's ssl).
+    let text = site.python_ok(
+        r#"
+s = socket.create_connection(("127.0.0.1", port), timeout=10); rf = s.makefile("rb")
+assert rf.readline().startswith(b"220")
+s.sendall(b"AUTH TLS\r\n"); assert rf.readline().startswith(b"234")
+t = ctx.wrap_socket(s, server_hostname="localhost")
+got = b""
+try:
+    for _ in range(160):
+        t.sendall(b"A" * 65536)
+except (OSError, ssl.SSLError):
+    pass
+try:
+    while True:
+        b = t.recv(4096)
+        if not b: break
+        got += b
+except (OSError, ssl.SSLError):
+    pass
+assert b"500 Command line too long" in got, got
+print("ALL OK")
+"#,
+    );
+    assert!(text.contains("ALL OK"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let after = rss_kib(pid);
+    assert!(
+        after < before + 8 * 1024,
+        "server RSS grew from {before} KiB to {after} KiB"
+    );
+    assert!(site.server().logs().contains("command line too long"));
+}
+
+#[test]
+fn idle_connections_before_login_are_bounded_and_closed_after_the_grace_time() {
+    let site = Site::with(
+        "",
+        "[limits]\npre_auth_connections = 64\npre_auth_per_address = 16\nlogin_grace_secs = 3\n",
+    );
+    let port = site.port();
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            s
+        })
+        .collect();
+    // A real login from another address gets in at once.
+    let started = std::time::Instant::now();
+    let out = Command::new("curl")
+        .args([
+            "--ssl-reqd",
+            "-k",
+            "-s",
+            "-S",
+            "--interface",
+            "127.0.0.9",
+            "--user",
+        ])
+        .arg(format!("{USER}:{PASSWORD}"))
+        .arg(site.url(""))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl from 127.0.0.9: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        site.server().logs()
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "the login took {:?}",
+        started.elapsed()
+    );
+    // 16 of the idle ones were admitted (220), the others refused at once (421); the admitted
+    // ones are closed with 421 after the grace time.
+    let mut greeted = 0;
+    let mut refused = 0;
+    for mut s in idle {
+        let mut all = String::new();
+        let _ = s.read_to_string(&mut all);
+        if all.starts_with("220") {
+            assert!(all.contains("421 Login time exceeded"), "{all:?}");
+            greeted += 1;
+        } else {
+            assert!(all.starts_with("421 Too many"), "{all:?}");
+            refused += 1;
+        }
+    }
+    assert_eq!((greeted, refused), (16, 284));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "all idle connections were closed within the grace time: {:?}",
+        started.elapsed()
+    );
+}
+
+/// `COFFER_FTP_LOGINS` overrides how many parallel logins the test makes (1,000 by hand).
+fn parallel_logins() -> usize {
+    std::env::var("COFFER_FTP_LOGINS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+#[test]
+fn parallel_logins_through_auth_tls_never_fail() {
+    let site = Site::with(
+        "",
+        "[limits]\npre_auth_connections = 256\npre_auth_per_address = 128\n",
+    );
+    let total = parallel_logins();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..50 {
+            let (next, failures, site) = (next.clone(), failures.clone(), &site);
+            scope.spawn(move || {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                    // No retry: every AUTH TLS must work the first time.
+                    let result = RustlsFtpStream::connect(("127.0.0.1", site.port()))
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| {
+                            s.into_secure(RustlsConnector::from(site.client_tls()), "localhost")
+                                .map_err(|e| format!("AUTH TLS: {e}"))
+                        })
+                        .and_then(|mut s| {
+                            s.login(USER, PASSWORD).map_err(|e| format!("login: {e}"))?;
+                            s.quit().map_err(|e| format!("quit: {e}"))
+                        });
+                    if let Err(e) = result {
+                        failures.lock().unwrap().push(e);
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.lock().unwrap();
+    println!(
+        "{total} parallel FTPES logins (concurrency 50) in {:?}, {} failures",
+        started.elapsed(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
     );
 }

@@ -59,11 +59,14 @@ pub fn sftp_status(kind: ErrorKind) -> SftpStatus {
 ///
 /// | storage kind | FTP reply |
 /// |---|---|
-/// | `NotFound`, `IsADirectory` | 550 file not available |
+/// | `NotFound`, `IsADirectory`, `AlreadyExists` | 550 file not available |
 /// | `NotADirectory` | 550 directory not available |
 /// | `NotEmpty` | 550 directory not empty |
 /// | `PermissionDenied`, `AuthFailed`, `LockedOut` | 550 permission denied |
-/// | `AlreadyExists`, `InvalidPath` | 553 file name not allowed |
+/// | `InvalidPath` | 553 file name not allowed |
+///
+/// The reply text is the error's own message (never a name), e.g. `550 an entry with that
+/// name already exists` for `MKD` of a folder that exists, as vsftpd and ProFTPD answer it.
 /// | `QuotaExceeded` | 552 exceeded storage allocation |
 /// | `Unsupported` | 502 not implemented |
 /// | `Unavailable`, `Conflict`, `KeyUnavailable`, `Busy` | 450 file busy: retry later |
@@ -71,13 +74,15 @@ pub fn sftp_status(kind: ErrorKind) -> SftpStatus {
 pub fn ftp_error_kind(kind: ErrorKind) -> unftp_core::storage::ErrorKind {
     use unftp_core::storage::ErrorKind as F;
     match kind {
-        ErrorKind::NotFound | ErrorKind::IsADirectory => F::PermanentFileNotAvailable,
+        ErrorKind::NotFound | ErrorKind::IsADirectory | ErrorKind::AlreadyExists => {
+            F::PermanentFileNotAvailable
+        }
         ErrorKind::NotADirectory => F::PermanentDirectoryNotAvailable,
         ErrorKind::NotEmpty => F::PermanentDirectoryNotEmpty,
         ErrorKind::PermissionDenied | ErrorKind::AuthFailed | ErrorKind::LockedOut => {
             F::PermissionDenied
         }
-        ErrorKind::AlreadyExists | ErrorKind::InvalidPath => F::FileNameNotAllowedError,
+        ErrorKind::InvalidPath => F::FileNameNotAllowedError,
         ErrorKind::QuotaExceeded => F::ExceededStorageAllocationError,
         ErrorKind::Unsupported => F::CommandNotImplemented,
         ErrorKind::Unavailable
@@ -248,7 +253,8 @@ mod tests {
     fn ftp_quota_is_552_and_bad_names_are_553() {
         assert_eq!(ftp_reply_code(ErrorKind::QuotaExceeded), 552);
         assert_eq!(ftp_reply_code(ErrorKind::InvalidPath), 553);
-        assert_eq!(ftp_reply_code(ErrorKind::AlreadyExists), 553);
+        // MKD of a folder that exists: the 550 clients recognise (vsftpd, ProFTPD).
+        assert_eq!(ftp_reply_code(ErrorKind::AlreadyExists), 550);
     }
 
     #[test]

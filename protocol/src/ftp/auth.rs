@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::common::limits::PreAuthPermit;
 use async_trait::async_trait;
 use coffer_storage::{Password, Principal as VaultPrincipal, Vault, Vfs};
 use tracing::{debug, info, warn};
@@ -70,6 +71,9 @@ pub(crate) struct VaultAuthenticator {
     pub(crate) handoff: Arc<Handoff>,
     /// With the PROXY protocol: the real client behind each relayed connection.
     pub(crate) client_ips: Option<Arc<super::proxy::ClientIps>>,
+    /// The connection's place among those not logged in (Coffer builds one authenticator per
+    /// control connection): given back at the first successful login.
+    pub(crate) permit: Mutex<Option<PreAuthPermit>>,
 }
 
 impl fmt::Debug for VaultAuthenticator {
@@ -107,6 +111,10 @@ impl Authenticator for VaultAuthenticator {
         {
             Ok(p) => {
                 info!(user = %p.user.name, remote = %remote, "ftp login");
+                let permit = self.permit.lock().ok().and_then(|mut p| p.take());
+                if let Some(permit) = permit {
+                    permit.logged_in();
+                }
                 Ok(Principal {
                     username: self.handoff.put(p),
                 })

@@ -7,10 +7,14 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use coffer_storage::{EntryKind, ErrorKind, FileInfo, FileWriter, VfsError, WriteOptions};
+use coffer_storage::{
+    EntryKind, ErrorKind, FileInfo, FileWriter, Interrupted, VfsError, WriteOptions,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::debug;
+use tracing::{debug, info};
 use unftp_core::storage::{self, FEATURE_RESTART, Fileinfo, Metadata, Permissions, StorageBackend};
+
+use libunftp::options::ClientText;
 
 use super::auth::FtpUser;
 use crate::common::ftp_error_kind;
@@ -68,9 +72,13 @@ impl Metadata for EntryMeta {
     }
 }
 
-/// The storage error whose kind selects the FTP reply for `e` (see `common::status`).
-fn reply(e: VfsError) -> storage::Error {
-    storage::Error::new(ftp_error_kind(e.kind()), e)
+/// The storage error whose kind selects the FTP reply for `e` (see `common::status`), with the
+/// error's message (never a name) as the reply text.
+pub(crate) fn reply(e: VfsError) -> storage::Error {
+    storage::Error::new(
+        ftp_error_kind(e.kind()),
+        ClientText(e.message().to_string()),
+    )
 }
 
 /// The Vfs path of a libunftp path (already joined with the working directory).
@@ -83,48 +91,84 @@ fn vpath(p: &Path) -> storage::Result<&str> {
     })
 }
 
-/// Reads until `buf` is full or the input ends; returns the bytes read.
+/// How an upload's data connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// A TLS `close_notify` came before the end of the connection: the client finished.
+    Clean,
+    /// The connection ended without `close_notify` (a TCP FIN or reset): a crashed client or a
+    /// FIN injected on the path. The bytes received may be only a prefix of the file.
+    Truncated,
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read and, when the input
+/// ended, how.
 async fn fill<R: AsyncRead + Unpin + ?Sized>(
     input: &mut R,
     buf: &mut [u8],
-) -> std::io::Result<usize> {
+) -> std::io::Result<(usize, Option<End>)> {
     let mut filled = 0;
     while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
         let n = match input.read(rest).await {
             Ok(n) => n,
-            // Clients (curl among them) close an upload's data connection without a TLS
-            // close_notify; as in plain FTP and vsftpd's default, the end of the connection
-            // ends the file.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            // rustls reports a connection that ended without close_notify as UnexpectedEof.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok((filled, Some(End::Truncated)));
+            }
             Err(e) => return Err(e),
         };
         if n == 0 {
-            break;
+            return Ok((filled, Some(End::Clean)));
         }
         filled += n;
     }
-    Ok(filled)
+    Ok((filled, None))
 }
 
-/// Copies the whole input into `writer` at `start`; the caller commits or aborts.
+/// Why [`receive`] stopped before the upload could be committed.
+enum Cut {
+    /// The data connection ended without close_notify, or failed: the one interrupted-upload
+    /// policy decides (`FileWriter::interrupted`).
+    Interrupted(storage::Error),
+    /// Storage refused the bytes: nothing is kept.
+    Refused(storage::Error),
+}
+
+/// Copies the whole input into `writer` at `start`; the caller commits on `Ok`.
 async fn receive<R: AsyncRead + Unpin>(
     writer: &mut FileWriter,
     input: &mut R,
     start: u64,
-) -> storage::Result<u64> {
+) -> Result<u64, Cut> {
     let mut buf = vec![0u8; TRANSFER_CHUNK];
     let mut offset = start;
     loop {
-        let n = fill(input, &mut buf)
-            .await
-            .map_err(|e| storage::Error::new(storage::ErrorKind::ConnectionClosed, e))?;
-        let Some(data) = buf.get(..n).filter(|d| !d.is_empty()) else {
-            return Ok(offset - start);
-        };
-        writer.write_at(offset, data).await.map_err(reply)?;
-        offset += n as u64;
+        let (n, end) = fill(input, &mut buf).await.map_err(|e| {
+            Cut::Interrupted(storage::Error::new(storage::ErrorKind::ConnectionClosed, e))
+        })?;
+        if let Some(data) = buf.get(..n).filter(|d| !d.is_empty()) {
+            writer
+                .write_at(offset, data)
+                .await
+                .map_err(|e| Cut::Refused(reply(e)))?;
+            offset += n as u64;
+        }
+        match end {
+            None => {}
+            Some(End::Clean) => return Ok(offset - start),
+            Some(End::Truncated) => {
+                return Err(Cut::Interrupted(storage::Error::new(
+                    storage::ErrorKind::ConnectionClosed,
+                    ClientText(TRUNCATED.to_string()),
+                )));
+            }
+        }
     }
 }
+
+/// The reason given for an upload whose data connection ended without TLS close_notify.
+const TRUNCATED: &str = "the data connection ended without TLS close_notify; the upload is \
+                         incomplete and no existing version was replaced";
 
 #[async_trait]
 impl StorageBackend<FtpUser> for VfsBackend {
@@ -274,8 +318,21 @@ impl StorageBackend<FtpUser> for VfsBackend {
                 debug!(bytes = n, offset = start_pos, "ftp upload committed");
                 Ok(n)
             }
-            Err(e) => {
-                debug!(error = ?e, "ftp upload ended early; nothing committed");
+            Err(Cut::Interrupted(e)) => {
+                // Never a 226: a new name may keep the bytes received (resumable with
+                // REST+STOR or APPE), an existing version is never replaced (docs/FTPES.md).
+                let kept = writer.interrupted().await;
+                let why = std::error::Error::source(&e).map(ToString::to_string);
+                info!(
+                    kept = matches!(kept, Interrupted::Kept(_)),
+                    offset = start_pos,
+                    reason = why.as_deref().unwrap_or("unknown"),
+                    "ftp upload interrupted; not reported complete"
+                );
+                Err(e)
+            }
+            Err(Cut::Refused(e)) => {
+                debug!(error = ?e, "ftp upload refused by storage; nothing committed");
                 writer.abort().await;
                 Err(e)
             }

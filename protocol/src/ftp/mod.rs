@@ -16,6 +16,7 @@
 mod auth;
 mod backend;
 mod proxy;
+mod site;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use tracing::{info, warn};
 pub use auth::FtpUser;
 pub use backend::{EntryMeta, VfsBackend};
 
+use crate::common::limits::{AcceptErrors, PreAuthLimiter, PreAuthPermit};
 use crate::common::tls::{CertificateFiles, TlsError, certificate_files, server_config};
 
 /// How long sessions may take to finish after shutdown is asked for.
@@ -85,7 +87,7 @@ impl FtpListener {
     pub async fn bind(
         cfg: &FtpConfig,
         tls: &TlsConfig,
-        _limits: &LimitsConfig,
+        limits: &LimitsConfig,
         vault: Vault,
     ) -> Result<Self, FtpError> {
         let files = certificate_files(tls)?;
@@ -120,8 +122,9 @@ impl FtpListener {
                 tls: tls_config,
                 vault,
                 stop: stop.clone(),
+                limiter: PreAuthLimiter::new("ftp", limits),
             };
-            server.build()?; // a configuration libunftp refuses fails now, not per connection
+            server.build(None)?; // a configuration libunftp refuses fails now, not per connection
             let task = tokio::spawn(serve_sessions(public, server, stop.clone()));
             info!(addr = %addr, passive = ?cfg.passive_ports, proxy_protocol = false, "ftpes listener ready");
             return Ok(Self {
@@ -133,7 +136,17 @@ impl FtpListener {
         };
         // With the PROXY protocol Coffer owns the public port (it accepts version 1 and 2
         // headers) and libunftp listens on a private loopback port behind it.
-        let server = build_server(cfg, tls_config, vault, Some(ips.clone()), stop.clone())?;
+        let server = build_server(
+            cfg,
+            tls_config,
+            vault,
+            Session {
+                client_ips: Some(ips.clone()),
+                permit: None,
+                login_grace: limits.login_grace,
+            },
+            stop.clone(),
+        )?;
         let internal = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
             .map_err(bind_err)?;
@@ -245,18 +258,53 @@ struct SessionFactory {
     tls: Arc<rustls::ServerConfig>,
     vault: Vault,
     stop: CancellationToken,
+    /// `[limits]` before login: places for connections that have not logged in.
+    limiter: PreAuthLimiter,
 }
 
 impl SessionFactory {
-    fn build(&self) -> Result<Server<VfsBackend, FtpUser>, FtpError> {
+    /// A libunftp server for one control connection, holding its place among the connections
+    /// not logged in (`permit`) until its login succeeds.
+    fn build(
+        &self,
+        permit: Option<PreAuthPermit>,
+    ) -> Result<Server<VfsBackend, FtpUser>, FtpError> {
         build_server(
             &self.cfg,
             self.tls.clone(),
             self.vault.clone(),
-            None,
+            Session {
+                client_ips: None,
+                permit,
+                login_grace: self.limiter.grace(),
+            },
             self.stop.clone(),
         )
     }
+}
+
+/// What differs between the libunftp servers Coffer builds.
+struct Session {
+    /// With the PROXY protocol: the real client behind each relayed connection.
+    client_ips: Option<Arc<proxy::ClientIps>>,
+    /// The connection's place among those not logged in (one server per connection).
+    permit: Option<PreAuthPermit>,
+    /// `limits.login_grace`: a connection not logged in by then gets `421` and is closed.
+    login_grace: Duration,
+}
+
+/// The reply to a connection refused before login, sent in plain text before closing it.
+const TOO_MANY: &[u8] = b"421 Too many connections waiting to log in; try again later\r\n";
+
+/// Tells a refused connection why (bounded: a peer that does not read gets nothing) and
+/// closes it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(TOO_MANY).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// Accepts control connections until `stop`, each with `TCP_NODELAY`, and serves each as a
@@ -268,14 +316,21 @@ async fn serve_sessions(
     stop: CancellationToken,
 ) -> Result<(), FtpError> {
     let mut sessions = tokio::task::JoinSet::new();
+    let mut accept_errors = AcceptErrors::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             accepted = public.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
+                    accept_errors.succeeded("ftp");
+                    // Refusals are logged by the limiter (one line per burst).
+                    let Ok(permit) = factory.limiter.admit(peer.ip()) else {
+                        sessions.spawn(refuse(stream));
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    match factory.build() {
+                    match factory.build(Some(permit)) {
                         Ok(server) => {
                             sessions.spawn(async move {
                                 if let Err(e) = server.service(stream).await {
@@ -286,11 +341,8 @@ async fn serve_sessions(
                         Err(e) => warn!(error = %e, "cannot start an ftp session"),
                     }
                 }
-                Err(e) => {
-                    // Out of file descriptors and the like: log, wait a little, go on.
-                    warn!(error = %e, "accepting an ftp connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                // Out of file descriptors and the like: back off, log once per burst.
+                Err(e) => accept_errors.failed("ftp", &e).await,
             },
         }
     }
@@ -313,14 +365,15 @@ fn build_server(
     cfg: &FtpConfig,
     tls: Arc<rustls::ServerConfig>,
     vault: Vault,
-    client_ips: Option<Arc<proxy::ClientIps>>,
+    session: Session,
     stop: CancellationToken,
 ) -> Result<Server<VfsBackend, FtpUser>, FtpError> {
     let handoff = Arc::new(auth::Handoff::default());
     let authenticator = Arc::new(auth::VaultAuthenticator {
         vault: vault.clone(),
         handoff: handoff.clone(),
-        client_ips,
+        client_ips: session.client_ips,
+        permit: std::sync::Mutex::new(session.permit),
     });
     let provider: Arc<dyn unftp_core::auth::UserDetailProvider<User = FtpUser> + Send + Sync> =
         Arc::new(auth::SessionProvider { vault, handoff });
@@ -334,6 +387,9 @@ fn build_server(
         .ftps_required(FtpsRequired::All, FtpsRequired::All)
         .passive_ports(cfg.passive_ports.clone())
         .idle_session_timeout(cfg.idle_timeout.as_secs().max(1))
+        // Connections not logged in by then get 421 and are closed (patched libunftp).
+        .login_grace(session.login_grace)
+        .site_command("MFMT", site::Mfmt)
         .shutdown_indicator(async move {
             stop.cancelled().await;
             Shutdown::new().grace_period(SHUTDOWN_GRACE)
