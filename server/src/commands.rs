@@ -275,15 +275,15 @@ pub async fn files(vault: &Vault, cmd: FilesCmd) -> anyhow::Result<()> {
                         .ok()
                         .and_then(|p| p.split_last().map(|(parent, _)| parent));
                     if let Some(parent) = parent {
-                        vfs.mkdir_all(&parent)
-                            .await
-                            .with_context(|| format!("cannot create the folder {parent}"))?;
+                        vfs.mkdir_all(&parent).await.with_context(|| {
+                            format!("cannot create the folder {}", shown(&parent.to_string()))
+                        })?;
                     }
                     vfs.create(&remote, opts).await
                 }
                 other => other,
             }
-            .with_context(|| format!("cannot write {remote}"))?;
+            .with_context(|| format!("cannot write {}", shown(&remote)))?;
             let mut buf = vec![0u8; IO_STEP];
             let mut off = 0u64;
             loop {
@@ -310,7 +310,7 @@ pub async fn files(vault: &Vault, cmd: FilesCmd) -> anyhow::Result<()> {
             let r = vfs
                 .open_read(&remote)
                 .await
-                .with_context(|| format!("cannot read {remote}"))?;
+                .with_context(|| format!("cannot read {}", shown(&remote)))?;
             get_to_file(&r, &local).await?;
             println!("wrote {} bytes", r.size());
         }
@@ -319,7 +319,7 @@ pub async fn files(vault: &Vault, cmd: FilesCmd) -> anyhow::Result<()> {
             let entries = vfs
                 .list(&path)
                 .await
-                .with_context(|| format!("cannot list {path}"))?;
+                .with_context(|| format!("cannot list {}", shown(&path)))?;
             let mut out = std::io::stdout().lock();
             for e in entries {
                 let when = humantime_utc(e.mtime);
@@ -338,23 +338,34 @@ pub async fn files(vault: &Vault, cmd: FilesCmd) -> anyhow::Result<()> {
             };
             removed
                 .await
-                .with_context(|| format!("cannot remove {path}"))?;
+                .with_context(|| format!("cannot remove {}", shown(&path)))?;
         }
         FilesCmd::Mv { from, to, user } => {
             let vfs = vault.operator_session(&user).await?;
             vfs.rename(&from, &to, false)
                 .await
-                .with_context(|| format!("cannot move {from} to {to}"))?;
+                .with_context(|| format!("cannot move {} to {}", shown(&from), shown(&to)))?;
         }
         FilesCmd::Mkdir { path, user } => {
             let vfs = vault.operator_session(&user).await?;
-            let parsed = VPath::parse(&path).with_context(|| format!("cannot create {path}"))?;
+            let parsed =
+                VPath::parse(&path).with_context(|| format!("cannot create {}", shown(&path)))?;
             vfs.mkdir_all(&parsed)
                 .await
-                .with_context(|| format!("cannot create {path}"))?;
+                .with_context(|| format!("cannot create {}", shown(&path)))?;
         }
     }
     Ok(())
+}
+
+/// A path as an error message may show it: a hostile one (control characters, or longer than
+/// a name may be) is not echoed to the operator's terminal.
+fn shown(path: &str) -> String {
+    if path.len() <= 256 && !path.chars().any(char::is_control) {
+        path.to_owned()
+    } else {
+        "the path given".to_owned()
+    }
 }
 
 /// Streams a file to `local` through a temporary file that is renamed into place only after

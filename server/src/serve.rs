@@ -32,8 +32,8 @@ fn raise_open_file_limit() {
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM that arrives while starting must still stop cleanly.
     let stop_signal = on_stop_signal();
-    raise_open_file_limit();
     let vault = open_vault(&cfg, Role::Server).await?;
+    raise_open_file_limit();
     vault
         .recover_uploads()
         .await

@@ -63,7 +63,10 @@ struct Site {
 
 impl Site {
     fn new() -> Self {
-        let env = Env::new("");
+        // These tests measure the login limits and the hashing pool: the connection limits
+        // before login ([limits], tested in ftp.rs and https.rs) are raised so that the
+        // bursts reach the login code.
+        let env = Env::new("[limits]\npre_auth_connections = 1024\npre_auth_per_address = 1024\n");
         let key = env.dir.path().join("id_ed25519");
         let st = Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-f"])
