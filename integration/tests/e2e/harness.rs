@@ -35,13 +35,27 @@ pub fn coffer_command() -> Command {
     cmd
 }
 
+/// Ports handed out by this test process, counted from a per-process start.
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The first of `len` consecutive ports on 127.0.0.1 that were free when checked. They come
+/// from 12000..32000, below Linux's ephemeral range (32768..), so the client sockets tests open
+/// by the hundred never take a port a server is about to bind, and one process never hands
+/// out the same port twice.
+fn free_ports(len: u32) -> u16 {
+    let base = (std::process::id() % 40) * 500;
+    loop {
+        let n = NEXT_PORT.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        let first = 12000 + (base + n) % (20000 - len);
+        if (first..first + len).all(|q| TcpListener::bind(("127.0.0.1", q as u16)).is_ok()) {
+            return first as u16;
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; fine for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports(1)
 }
 
 /// Ports of one server instance.
@@ -65,18 +79,7 @@ impl Ports {
             }
         };
         let (admin, sftp, ftp, https) = (distinct(), distinct(), distinct(), distinct());
-        let passive_start = loop {
-            let p = free_port();
-            let range = p..p + 20;
-            if p < 65000
-                && ![admin, sftp, ftp, https].iter().any(|q| range.contains(q))
-                && range
-                    .clone()
-                    .all(|q| TcpListener::bind(("127.0.0.1", q)).is_ok())
-            {
-                break p;
-            }
-        };
+        let passive_start = free_ports(20);
         Self {
             admin,
             sftp,
