@@ -193,10 +193,10 @@ pub async fn open_vault(cfg: &Config, role: Role) -> anyhow::Result<Vault> {
         Some(r) => Some(open_store(r, "storage.replica").await?),
         None => None,
     };
-    let keys = KeyRing {
-        primary: open_key(&cfg.keys.primary, "keys.primary")?,
-        replica: Some(open_key(&cfg.keys.replica, "keys.replica")?),
-    };
+    let keys = KeyRing::new(
+        open_key(&cfg.keys.primary, "keys.primary")?,
+        Some(open_key(&cfg.keys.replica, "keys.replica")?),
+    );
     let (spool_dir, node_name) = match role {
         Role::Server => (cfg.storage.spool_dir.clone(), cfg.node_name.clone()),
         Role::Operator => coffer_storage::operator_spool(&cfg.storage.spool_dir, &cfg.node_name),

@@ -197,12 +197,15 @@ impl From<coffer_keys::KeyError> for VfsError {
             K::Io(_)
             | K::InsecurePermissions { .. }
             | K::BadKeyFile { .. }
-            | K::NoMatchingMasterKey => (
+            | K::NoMatchingMasterKey
+            | K::Unavailable(_)
+            | K::NoKms
+            | K::UnknownMasterKey(_)
+            | K::NoSuchRegion(_) => (
                 ErrorKind::KeyUnavailable,
                 "encryption key unavailable; retry later",
             ),
             K::Random | K::SealFailed => (ErrorKind::Internal, "encryption failed"),
-            _ => (ErrorKind::Internal, "key error"),
         };
         VfsError::new(kind, msg).with_source(e)
     }

@@ -236,7 +236,7 @@ impl Vault {
         let b = &self.inner.b;
         let keys = b
             .keys
-            .wrap_for_each_region(&tk, id, 1)
+            .wrap_for_each_region(&tk, id, 1, &coffer_keys::TenantMasterKeys::default())
             .await?
             .into_iter()
             .map(|copy| WrappedTenantKey {

@@ -34,14 +34,12 @@ async fn node(shared: &Path, url: &str, name: &str, lockout: LockoutPolicy) -> V
     .await
     .unwrap();
     meta.migrate().await.unwrap();
-    let keys = KeyRing {
-        primary: Arc::new(
-            LocalKeyProvider::load_or_create(&shared.join("keys/primary.key")).unwrap(),
-        ),
-        replica: Some(Arc::new(
+    let keys = KeyRing::new(
+        Arc::new(LocalKeyProvider::load_or_create(&shared.join("keys/primary.key")).unwrap()),
+        Some(Arc::new(
             LocalKeyProvider::load_or_create(&shared.join("keys/replica.key")).unwrap(),
         )),
-    };
+    );
     let backends = Backends {
         meta: Arc::new(meta),
         primary: Arc::new(LocalDirStore::open(&shared.join("store/primary")).unwrap()),

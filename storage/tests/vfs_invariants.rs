@@ -415,9 +415,17 @@ async fn the_database_alone_cannot_open_a_tenant_key() {
         .unwrap();
     assert_eq!(rows.len(), 2, "one wrapped copy per region");
     for row in rows {
-        let ctx = format!("coffer/tenant-key/{}/v{}", row.tenant_id, row.version);
+        let ctx = coffer_keys::WrapContext {
+            tenant_id: row.tenant_id,
+            version: row.version,
+            region: if row.region == "primary" {
+                "primary"
+            } else {
+                "replica"
+            },
+        };
         assert!(
-            coffer_keys::KeyProvider::unwrap(&other, &row.wrapped, ctx.as_bytes())
+            coffer_keys::KeyProvider::unwrap(&other, &row.wrapped, &ctx)
                 .await
                 .is_err()
         );

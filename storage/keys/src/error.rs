@@ -7,7 +7,6 @@ use std::path::PathBuf;
 ///
 /// Failures of authentication are deliberately coarse: they never say which input was wrong.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum KeyError {
     /// Reading or writing a key file failed; the message names the file and the OS error.
     #[error("{0}")]
@@ -64,4 +63,22 @@ pub enum KeyError {
     /// None of a tenant key's wrapped copies was made by a master key this key ring holds.
     #[error("no wrapped copy of the tenant key matches a master key held by this node")]
     NoMatchingMasterKey,
+
+    /// The key service could not answer or refused the key (unreachable, throttled, key
+    /// disabled, revoked or deleted): retryable, and not a sign of damaged data. The message
+    /// names the key and the service's error.
+    #[error("key unavailable: {0}")]
+    Unavailable(String),
+
+    /// A KMS key was named but this region has no KMS configured.
+    #[error("this region has no KMS configured (set keys.<region>.region and kind or endpoint)")]
+    NoKms,
+
+    /// A local master key id that is neither the region's current nor a previous key.
+    #[error("master key {0} is not configured in this region")]
+    UnknownMasterKey(String),
+
+    /// A region name that is not `primary` or a configured `replica`.
+    #[error("no such key region: {0} (regions are primary and replica)")]
+    NoSuchRegion(String),
 }

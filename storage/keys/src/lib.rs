@@ -22,6 +22,9 @@ mod error;
 mod kdf;
 mod key_file;
 mod local;
+/// Not wired by any configuration: a test double (see its docs).
+mod memory_kms;
+mod metrics;
 mod provider;
 mod sealed_blob;
 mod tenant_key;
@@ -30,9 +33,11 @@ mod tenant_keys;
 pub use error::KeyError;
 pub use key_file::MASTER_KEY_LEN;
 pub use local::LocalKeyProvider;
+pub use memory_kms::MemoryKms;
+pub use metrics::{KeyMetrics, KeyMetricsSnapshot};
 pub use provider::{
-    KeyProvider, KeyRing, PRIMARY_REGION, REPLICA_REGION, Unwrapped, WrappedTenantKey,
-    tenant_key_context,
+    KMS_KEY_ID_PREFIX, KeyProvider, KeyRing, KmsConnector, PRIMARY_REGION, REPLICA_REGION,
+    RegionKeys, TenantMasterKeys, Unwrapped, WrapContext, WrappedTenantKey, tenant_key_context,
 };
 pub use sealed_blob::{BLOB_VERSION_1, NONCE_LEN, TAG_LEN};
 pub use tenant_key::{TENANT_KEY_LEN, TenantKey};

@@ -7,7 +7,7 @@ use aws_lc_rs::aead::LessSafeKey;
 use aws_lc_rs::digest;
 
 use crate::key_file::{self, MasterKeyBytes};
-use crate::{KeyError, KeyProvider, TenantKey, kdf, sealed_blob};
+use crate::{KeyError, KeyProvider, TenantKey, WrapContext, kdf, sealed_blob};
 
 /// HKDF salt under which the local master key is extracted.
 const MASTER_SALT: &[u8] = b"coffer/v1/local-master-key";
@@ -97,18 +97,22 @@ impl KeyProvider for LocalKeyProvider {
         self.key_id.clone()
     }
 
-    async fn wrap(&self, key: &TenantKey, context: &[u8]) -> Result<Vec<u8>, KeyError> {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn wrap(&self, key: &TenantKey, context: &WrapContext) -> Result<Vec<u8>, KeyError> {
         sealed_blob::seal(
             &self.wrapping_key,
             TENANT_WRAP_LABEL,
-            &[context],
+            &[&context.aad()],
             key.as_bytes(),
         )
     }
 
-    async fn unwrap(&self, wrapped: &[u8], context: &[u8]) -> Result<TenantKey, KeyError> {
-        let raw =
-            sealed_blob::open_key(&self.wrapping_key, TENANT_WRAP_LABEL, &[context], wrapped)?;
+    async fn unwrap(&self, wrapped: &[u8], context: &WrapContext) -> Result<TenantKey, KeyError> {
+        let aad = context.aad();
+        let raw = sealed_blob::open_key(&self.wrapping_key, TENANT_WRAP_LABEL, &[&aad], wrapped)?;
         Ok(TenantKey::from_bytes(*raw))
     }
 }

@@ -5,8 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use coffer_keys::{
-    KeyError, KeyProvider, KeyRing, LocalKeyProvider, PRIMARY_REGION, REPLICA_REGION, TenantKey,
-    WrappedTenantKey, tenant_key_context,
+    KeyError, KeyProvider, KeyRing, KmsConnector, LocalKeyProvider, MemoryKms, PRIMARY_REGION,
+    REPLICA_REGION, RegionKeys, TenantKey, TenantMasterKeys, WrapContext, WrappedTenantKey,
+    tenant_key_context,
 };
 
 fn provider() -> Arc<dyn KeyProvider> {
@@ -19,7 +20,10 @@ async fn tenant_key_is_wrapped_once_per_region_and_each_region_unwraps_its_copy(
     let ring = KeyRing::new(primary.clone(), Some(replica.clone()));
     let tenant_key = TenantKey::generate().unwrap();
 
-    let copies = ring.wrap_for_each_region(&tenant_key, 3, 1).await.unwrap();
+    let copies = ring
+        .wrap_for_each_region(&tenant_key, 3, 1, &TenantMasterKeys::default())
+        .await
+        .unwrap();
 
     assert_eq!(copies.len(), 2);
     assert_eq!(
@@ -41,7 +45,10 @@ async fn the_replica_copy_opens_when_the_primary_copy_does_not() {
     let (primary, replica) = (provider(), provider());
     let ring = KeyRing::new(primary, Some(replica));
     let tenant_key = TenantKey::generate().unwrap();
-    let mut copies = ring.wrap_for_each_region(&tenant_key, 3, 1).await.unwrap();
+    let mut copies = ring
+        .wrap_for_each_region(&tenant_key, 3, 1, &TenantMasterKeys::default())
+        .await
+        .unwrap();
     copies[0].blob[20] ^= 1; // the primary copy is damaged
     let got = ring.unwrap_any(&copies, 3, 1).await.unwrap();
     assert_eq!(got.key.as_bytes(), tenant_key.as_bytes());
@@ -53,7 +60,12 @@ async fn the_replica_copy_opens_when_the_primary_copy_does_not() {
 async fn a_ring_without_the_master_key_or_another_tenant_or_version_opens_nothing() {
     let ring = KeyRing::new(provider(), None);
     let copies = ring
-        .wrap_for_each_region(&TenantKey::generate().unwrap(), 3, 1)
+        .wrap_for_each_region(
+            &TenantKey::generate().unwrap(),
+            3,
+            1,
+            &TenantMasterKeys::default(),
+        )
         .await
         .unwrap();
     assert_eq!(copies.len(), 1);
@@ -120,9 +132,132 @@ async fn print_a_test_vector() {
     let blob = master
         .wrap(
             &TenantKey::from_bytes(VECTOR_TENANT_KEY),
-            &tenant_key_context(7, 1),
+            &WrapContext {
+                tenant_id: 7,
+                version: 1,
+                region: PRIMARY_REGION,
+            },
         )
         .await
         .unwrap();
     println!("{}", hex::encode(blob));
+}
+
+fn kms_ring(kms: &MemoryKms) -> KeyRing {
+    let region = |p| RegionKeys {
+        current: p,
+        previous: Vec::new(),
+        kms: Some(Arc::new(kms.clone()) as Arc<dyn KmsConnector>),
+    };
+    KeyRing::of_regions(region(provider()), Some(region(provider())))
+}
+
+#[tokio::test]
+async fn a_tenants_own_kms_keys_wrap_its_copies_and_only_they_open_them() {
+    let kms = MemoryKms::new(Arc::default());
+    kms.create_key("customer-eu").unwrap();
+    kms.create_key("customer-de").unwrap();
+    let ring = kms_ring(&kms);
+    let own = TenantMasterKeys {
+        keys: vec![
+            ("primary".into(), "customer-eu".into()),
+            ("replica".into(), "customer-de".into()),
+        ],
+    };
+    let tenant_key = TenantKey::generate().unwrap();
+    let copies = ring
+        .wrap_for_each_region(&tenant_key, 9, 1, &own)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = copies.iter().map(|c| c.key_id.as_str()).collect();
+    assert_eq!(ids, ["aws-kms:customer-eu", "aws-kms:customer-de"]);
+
+    let got = ring.unwrap_any(&copies, 9, 1).await.unwrap();
+    assert_eq!(got.key.as_bytes(), tenant_key.as_bytes());
+    // The deployment's own master keys do not open the tenant's copies.
+    let deployment_only = KeyRing::new(ring.primary.current.clone(), None);
+    assert!(deployment_only.unwrap_any(&copies, 9, 1).await.is_err());
+
+    // The customer disables its primary key: the replica copy still opens; with both
+    // disabled nothing does, and the error says the key is unavailable, not damaged.
+    kms.set_enabled("customer-eu", false);
+    let got = ring.unwrap_any(&copies, 9, 1).await.unwrap();
+    assert_eq!(got.region, REPLICA_REGION);
+    kms.set_enabled("customer-de", false);
+    let err = ring.unwrap_any(&copies, 9, 1).await.unwrap_err();
+    assert!(
+        matches!(err, KeyError::Unavailable(ref m) if m.contains("Disabled")),
+        "{err:?}"
+    );
+    // Enabled again: readable again.
+    kms.set_enabled("customer-eu", true);
+    assert!(ring.unwrap_any(&copies, 9, 1).await.is_ok());
+    // The same copy replayed for another tenant is refused by the encryption context.
+    assert_eq!(
+        ring.unwrap_any(&copies[..1], 10, 1).await.err(),
+        Some(KeyError::UnwrapFailed)
+    );
+    // A key that is deleted is gone for good.
+    kms.delete_key("customer-eu");
+    kms.delete_key("customer-de");
+    assert!(matches!(
+        ring.unwrap_any(&copies, 9, 1).await.err(),
+        Some(KeyError::Unavailable(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_rotation_rewraps_under_the_new_key_and_previous_keys_still_open_old_copies() {
+    let (old, new) = (provider(), provider());
+    let before = KeyRing::new(old.clone(), None);
+    let tenant_key = TenantKey::generate().unwrap();
+    let copies = before
+        .wrap_for_each_region(&tenant_key, 4, 2, &TenantMasterKeys::default())
+        .await
+        .unwrap();
+    // The configuration now names the new key, the old one as previous.
+    let during = KeyRing::of_regions(
+        RegionKeys {
+            current: new.clone(),
+            previous: vec![old.clone()],
+            kms: None,
+        },
+        None,
+    );
+    assert!(
+        during.unwrap_any(&copies, 4, 2).await.is_ok(),
+        "old copy opens"
+    );
+    let moved = during.rewrap(&copies[0], 4, 2, &new).await.unwrap();
+    assert_eq!(moved.key_id, new.key_id());
+    assert_eq!(moved.region, PRIMARY_REGION);
+    let after = KeyRing::new(new.clone(), None);
+    let got = after.unwrap_any(&[moved], 4, 2).await.unwrap();
+    assert_eq!(got.key.as_bytes(), tenant_key.as_bytes());
+    // Without the old key the old copy is unreadable.
+    assert!(after.unwrap_any(&copies, 4, 2).await.is_err());
+}
+
+#[tokio::test]
+async fn an_unreachable_kms_is_key_unavailable_and_counted() {
+    let metrics = Arc::new(coffer_keys::KeyMetrics::default());
+    let kms = MemoryKms::new(metrics.clone());
+    kms.create_key("k").unwrap();
+    let key = kms.key("k");
+    let ctx = WrapContext {
+        tenant_id: 1,
+        version: 1,
+        region: PRIMARY_REGION,
+    };
+    let blob = key
+        .wrap(&TenantKey::generate().unwrap(), &ctx)
+        .await
+        .unwrap();
+    kms.set_reachable(false);
+    assert!(matches!(
+        key.unwrap(&blob, &ctx).await.err(),
+        Some(KeyError::Unavailable(_))
+    ));
+    let snap = metrics.snapshot();
+    assert_eq!((snap.kms_calls, snap.kms_errors), (2, 1));
 }

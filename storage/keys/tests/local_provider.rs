@@ -4,7 +4,15 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use coffer_keys::{KeyError, KeyProvider, LocalKeyProvider, TenantKey, tenant_key_context};
+use coffer_keys::{KeyError, KeyProvider, LocalKeyProvider, TenantKey, WrapContext};
+
+fn ctx(tenant_id: i64, version: u32) -> WrapContext {
+    WrapContext {
+        tenant_id,
+        version,
+        region: coffer_keys::PRIMARY_REGION,
+    }
+}
 
 fn mode_of(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o7777
@@ -154,7 +162,7 @@ async fn wrap_unwrap_round_trip_survives_a_reload() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("master.key");
     let tenant_key = TenantKey::generate().unwrap();
-    let context = tenant_key_context(7, 1);
+    let context = ctx(7, 1);
 
     let wrapped = LocalKeyProvider::load_or_create(&path)
         .unwrap()
@@ -175,13 +183,10 @@ async fn fail_unwrap_with_another_master_key_or_context() {
     let provider = LocalKeyProvider::ephemeral().unwrap();
     let other = LocalKeyProvider::ephemeral().unwrap();
     let tenant_key = TenantKey::generate().unwrap();
-    let wrapped = provider
-        .wrap(&tenant_key, &tenant_key_context(1, 1))
-        .await
-        .unwrap();
+    let wrapped = provider.wrap(&tenant_key, &ctx(1, 1)).await.unwrap();
 
-    let wrong_master = other.unwrap(&wrapped, &tenant_key_context(1, 1)).await;
-    let wrong_context = provider.unwrap(&wrapped, &tenant_key_context(2, 1)).await;
+    let wrong_master = other.unwrap(&wrapped, &ctx(1, 1)).await;
+    let wrong_context = provider.unwrap(&wrapped, &ctx(2, 1)).await;
 
     assert!(matches!(wrong_master, Err(KeyError::UnwrapFailed)));
     assert!(matches!(wrong_context, Err(KeyError::UnwrapFailed)));
@@ -191,7 +196,7 @@ async fn fail_unwrap_with_another_master_key_or_context() {
 async fn fail_any_flipped_byte_of_a_wrapped_tenant_key() {
     let provider = LocalKeyProvider::ephemeral().unwrap();
     let tenant_key = TenantKey::generate().unwrap();
-    let wrapped = provider.wrap(&tenant_key, b"ctx").await.unwrap();
+    let wrapped = provider.wrap(&tenant_key, &ctx(5, 1)).await.unwrap();
 
     for position in 0..wrapped.len() {
         let mut tampered = wrapped.clone();
@@ -201,7 +206,7 @@ async fn fail_any_flipped_byte_of_a_wrapped_tenant_key() {
         } else {
             KeyError::UnwrapFailed
         };
-        let result = provider.unwrap(&tampered, b"ctx").await;
+        let result = provider.unwrap(&tampered, &ctx(5, 1)).await;
         assert_eq!(result.err(), Some(expected), "byte {position}");
     }
 }
@@ -210,11 +215,11 @@ async fn fail_any_flipped_byte_of_a_wrapped_tenant_key() {
 async fn fail_truncated_wrapped_tenant_key() {
     let provider = LocalKeyProvider::ephemeral().unwrap();
     let wrapped = provider
-        .wrap(&TenantKey::generate().unwrap(), b"ctx")
+        .wrap(&TenantKey::generate().unwrap(), &ctx(5, 1))
         .await
         .unwrap();
     for len in [0, 1, 13, 28, wrapped.len() - 1] {
-        let result = provider.unwrap(&wrapped[..len], b"ctx").await;
+        let result = provider.unwrap(&wrapped[..len], &ctx(5, 1)).await;
         assert!(
             matches!(result, Err(KeyError::BadBlob | KeyError::UnwrapFailed)),
             "length {len}"

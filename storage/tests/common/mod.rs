@@ -49,14 +49,12 @@ async fn open_vault(
     meta.migrate().await.unwrap();
     let primary = Arc::new(LocalDirStore::open(&root.join("store/primary")).unwrap());
     let replica = Arc::new(LocalDirStore::open(&root.join("store/replica")).unwrap());
-    let keys = KeyRing {
-        primary: Arc::new(
-            LocalKeyProvider::load_or_create(&root.join("keys/primary.key")).unwrap(),
-        ),
-        replica: Some(Arc::new(
+    let keys = KeyRing::new(
+        Arc::new(LocalKeyProvider::load_or_create(&root.join("keys/primary.key")).unwrap()),
+        Some(Arc::new(
             LocalKeyProvider::load_or_create(&root.join("keys/replica.key")).unwrap(),
         )),
-    };
+    );
     let opts = VaultOptions {
         chunk_size: CHUNK,
         spool_dir: root.join(spool),
