@@ -26,7 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::{
     ApiToken, AuditRecord, CommitFile, CommitOutcome, FileContent, MetaError, MetadataStore,
     NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, NodeKind, RenameNode, ReplicationJob,
-    ReplicationOp, Tenant, Usage, WrappedTenantKey,
+    ReplicationOp, Tenant, TenantMasterKey, Usage, WrappedTenantKey,
 };
 
 /// Large enough to see every queued row a check made, whatever earlier runs left behind.
@@ -76,6 +76,7 @@ macro_rules! for_each_check {
             concurrent_rename_same_folder,
             concurrent_cross_moves_never_make_a_cycle,
             commit_expecting_absent_loses_to_a_racing_file,
+            tenant_master_keys_and_shredding,
         );
     };
 }
@@ -100,6 +101,7 @@ pub async fn run_all(store: &dyn MetadataStore) {
     concurrent_rename_same_folder(store).await;
     concurrent_cross_moves_never_make_a_cycle(store).await;
     commit_expecting_absent_loses_to_a_racing_file(store).await;
+    tenant_master_keys_and_shredding(store).await;
 }
 
 // ---- helpers ----
@@ -164,6 +166,7 @@ fn wrapped_key(tenant_id: i64, version: u32, region: &str) -> WrappedTenantKey {
         region: region.to_owned(),
         master_key_id: format!("local:{region}"),
         wrapped: random_bytes(60),
+        created_ms: now_ms(),
     }
 }
 
@@ -177,6 +180,7 @@ fn new_tenant(quota_bytes: Option<i64>) -> NewTenant {
         root_name_index: name_index(),
         quota_bytes,
         keys: vec![wrapped_key(id, 1, "primary"), wrapped_key(id, 1, "replica")],
+        master_keys: Vec::new(),
         now_ms: now_ms(),
     }
 }
@@ -352,10 +356,15 @@ pub async fn tenants_and_keys(store: &dyn MetadataStore) {
     let rewrapped = WrappedTenantKey {
         master_key_id: "kms:rotated".into(),
         wrapped: random_bytes(61),
-        ..v2
+        created_ms: 1,
+        ..v2.clone()
     };
     store.put_tenant_key(&rewrapped).await.unwrap();
-    expected[2] = rewrapped;
+    // A rewrap keeps the version's age.
+    expected[2] = WrappedTenantKey {
+        created_ms: v2.created_ms,
+        ..rewrapped
+    };
     assert_eq!(store.tenant_keys(new.id).await.unwrap(), expected);
 
     let same_name = NewTenant {
@@ -1400,4 +1409,81 @@ pub async fn commit_expecting_absent_loses_to_a_racing_file(store: &dyn Metadata
         ..new_file(&t, root, &name_index(), 30)
     };
     assert!(store.commit_file(&fresh).await.unwrap().created);
+}
+
+/// A tenant's own master keys are stored with it and replaced with its rewrapped copies in one
+/// transaction; a shred destroys the key rows first, then the tenant goes with everything it
+/// owns, its objects queued as garbage; other tenants are untouched.
+pub async fn tenant_master_keys_and_shredding(store: &dyn MetadataStore) {
+    let mut new = new_tenant(None);
+    new.master_keys = vec![TenantMasterKey {
+        tenant_id: new.id,
+        region: "primary".into(),
+        key_id: "arn:aws:kms:eu-west-1:111122223333:key/one".into(),
+    }];
+    let t = store.create_tenant(&new).await.unwrap();
+    assert_eq!(store.tenant_master_keys(t.id).await.unwrap(), new.master_keys);
+
+    let keys = vec![
+        TenantMasterKey {
+            tenant_id: t.id,
+            region: "primary".into(),
+            key_id: "alias/customer-eu".into(),
+        },
+        TenantMasterKey {
+            tenant_id: t.id,
+            region: "replica".into(),
+            key_id: "alias/customer-de".into(),
+        },
+    ];
+    let copies = vec![
+        WrappedTenantKey {
+            master_key_id: "aws-kms:alias/customer-eu".into(),
+            ..wrapped_key(t.id, 1, "primary")
+        },
+        WrappedTenantKey {
+            master_key_id: "aws-kms:alias/customer-de".into(),
+            ..wrapped_key(t.id, 1, "replica")
+        },
+    ];
+    store
+        .set_tenant_master_keys(t.id, &keys, &copies)
+        .await
+        .unwrap();
+    assert_eq!(store.tenant_master_keys(t.id).await.unwrap(), keys);
+    let stored: Vec<String> = store
+        .tenant_keys(t.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.master_key_id)
+        .collect();
+    assert_eq!(stored, ["aws-kms:alias/customer-eu", "aws-kms:alias/customer-de"]);
+    assert_fails!(
+        store.set_tenant_master_keys(random_id(), &[], &[]).await,
+        MetaError::NotFound
+    );
+
+    let other = tenant(store, None).await;
+    let other_file = put_file(store, &other, other.root_node_id, 3).await;
+    let dir = mkdir(store, &t, t.root_node_id).await;
+    let deep = mkdir(store, &t, dir.id).await;
+    let file = put_file(store, &t, deep.id, 7).await;
+    let user = store.create_user(&new_user(&t, now_ms())).await.unwrap();
+    store.add_ssh_key(user.id, &ssh_key("SHA256:shred")).await.unwrap();
+
+    assert_eq!(store.destroy_tenant_keys(t.id).await.unwrap(), 2);
+    assert!(store.tenant_keys(t.id).await.unwrap().is_empty());
+    assert_eq!(store.delete_tenant(t.id, now_ms()).await.unwrap(), 1);
+    assert!(is_garbage(store, object_of(&file)).await);
+    assert!(!has_job(store, object_of(&file), ReplicationOp::Copy).await);
+    assert_fails!(store.tenant(t.id).await, MetaError::NotFound);
+    assert_fails!(store.node(t.id, dir.id).await, MetaError::NotFound);
+    assert_fails!(store.user(user.id).await, MetaError::NotFound);
+    assert!(store.tenant_master_keys(t.id).await.unwrap().is_empty());
+    assert_fails!(store.delete_tenant(t.id, now_ms()).await, MetaError::NotFound);
+    // The other tenant is untouched.
+    assert_eq!(store.tenant_keys(other.id).await.unwrap().len(), 2);
+    assert_eq!(store.node(other.id, other_file.id).await.unwrap(), other_file);
+    assert!(!is_garbage(store, object_of(&other_file)).await);
 }

@@ -133,8 +133,25 @@ pub trait TenantStore: Send + Sync + Debug {
     async fn list_tenants(&self) -> MetaResult<Vec<Tenant>>;
     /// Every wrapped copy of every version of the tenant's key.
     async fn tenant_keys(&self, tenant_id: i64) -> MetaResult<Vec<WrappedTenantKey>>;
-    /// Adds (or replaces, for the same version and region) a wrapped tenant key.
+    /// Adds (or replaces, for the same version and region) a wrapped tenant key; a
+    /// replacement keeps the version's `created_ms`.
     async fn put_tenant_key(&self, key: &WrappedTenantKey) -> MetaResult<()>;
+    /// The tenant's own master keys (customer-managed), by region.
+    async fn tenant_master_keys(&self, tenant_id: i64) -> MetaResult<Vec<TenantMasterKey>>;
+    /// Replaces the tenant's own master keys (an empty list: back to the deployment's keys)
+    /// and stores `copies` (its key rewrapped under them), in one transaction.
+    async fn set_tenant_master_keys(
+        &self,
+        tenant_id: i64,
+        keys: &[TenantMasterKey],
+        copies: &[WrappedTenantKey],
+    ) -> MetaResult<()>;
+    /// Destroys every wrapped copy of every version of the tenant's key (the first step of a
+    /// crypto-shred: nothing of the tenant can be decrypted afterwards). Returns rows deleted.
+    async fn destroy_tenant_keys(&self, tenant_id: i64) -> MetaResult<u64>;
+    /// Deletes a tenant and everything it owns in one transaction; its objects are queued as
+    /// garbage (returned: how many). `NotFound` if there is no such tenant.
+    async fn delete_tenant(&self, tenant_id: i64, now_ms: i64) -> MetaResult<u64>;
 }
 
 /// Users and their credentials: passwords, SSH keys, API tokens and the login lockout.

@@ -138,8 +138,8 @@ impl Dialect for MySqlDialect {
     /// `SUM` of a BIGINT is a DECIMAL in MySQL: cast it back.
     const USAGE: &'static str = "SELECT CAST(COALESCE(SUM(size), 0) AS SIGNED) AS bytes, \
                                  COUNT(*) AS files FROM nodes WHERE tenant_id = ? AND kind = 'f'";
-    const PUT_TENANT_KEY: &'static str = "INSERT INTO tenant_keys (tenant_id, version, region, master_key_id, wrapped) \
-         VALUES (?, ?, ?, ?, ?) \
+    const PUT_TENANT_KEY: &'static str = "INSERT INTO tenant_keys (tenant_id, version, region, master_key_id, wrapped, created_ms) \
+         VALUES (?, ?, ?, ?, ?, ?) \
          ON DUPLICATE KEY UPDATE master_key_id = VALUES(master_key_id), wrapped = VALUES(wrapped)";
 
     fn map_error(error: sqlx::Error) -> MetaError {

@@ -3,6 +3,7 @@
 //! row; the shape of every row type is written once, here, and so is the multi-row insert.
 
 use crate::{
+    TenantMasterKey,
     ApiToken, AuditRecord, FileContent, Garbage, MetaError, MetaResult, Node, NodeKind,
     ReplicationJob, ReplicationOp, SshKey, Tenant, Upload, User, WrappedTenantKey,
 };
@@ -161,6 +162,16 @@ pub(crate) fn tenant_key<R: Columns>(row: &R) -> MetaResult<WrappedTenantKey> {
         region: row.ident("region")?,
         master_key_id: row.ident("master_key_id")?,
         wrapped: row.blob("wrapped")?,
+        created_ms: row.int("created_ms")?,
+    })
+}
+
+/// A `tenant_master_keys` row.
+pub(crate) fn tenant_master_key<R: Columns>(row: &R) -> MetaResult<TenantMasterKey> {
+    Ok(TenantMasterKey {
+        tenant_id: row.int("tenant_id")?,
+        region: row.ident("region")?,
+        key_id: row.ident("key_id")?,
     })
 }
 

@@ -32,6 +32,7 @@ use crate::lockout::LockoutPolicy;
 use crate::outbox::wall_clock_ms;
 use crate::rows;
 use crate::{
+    TenantMasterKey,
     AccountStore, ApiToken, AuditRecord, AuditStore, CommitFile, CommitOutcome, Garbage, MetaError,
     MetaResult, NamespaceStore, NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, RenameNode,
     ReplicationJob, SshKey, Tenant, TenantStore, Upload, UploadStore, Usage, User,
@@ -484,6 +485,43 @@ impl TenantStore for SqlStore<D> {
         self.write_one(Target::Main, false, || Sql::<D>::tenant_key_query(D::PUT_TENANT_KEY, key))
             .await?;
         Ok(())
+    }
+
+    async fn tenant_master_keys(&self, tenant_id: i64) -> MetaResult<Vec<TenantMasterKey>> {
+        self.read_all(
+            || {
+                sqlx::query("SELECT * FROM tenant_master_keys WHERE tenant_id = ? ORDER BY region")
+                    .bind(tenant_id)
+            },
+            rows::tenant_master_key,
+        )
+        .await
+    }
+
+    async fn set_tenant_master_keys(
+        &self,
+        tenant_id: i64,
+        keys: &[TenantMasterKey],
+        copies: &[WrappedTenantKey],
+    ) -> MetaResult<()> {
+        transaction!(self, Target::Main, |conn| Sql::<D>::set_tenant_master_keys(
+            conn, tenant_id, keys, copies
+        ))
+    }
+
+    async fn destroy_tenant_keys(&self, tenant_id: i64) -> MetaResult<u64> {
+        let done = self
+            .write_one(Target::Main, false, || {
+                sqlx::query("DELETE FROM tenant_keys WHERE tenant_id = ?").bind(tenant_id)
+            })
+            .await?;
+        Ok(D::rows_affected(&done))
+    }
+
+    async fn delete_tenant(&self, tenant_id: i64, now_ms: i64) -> MetaResult<u64> {
+        transaction!(self, Target::Main, |conn| Sql::<D>::delete_tenant(
+            conn, tenant_id, now_ms
+        ))
     }
 }
 }

@@ -49,8 +49,8 @@ impl Dialect for SqliteDialect {
     const MULTI_STATEMENT: bool = true;
     const USAGE: &'static str = "SELECT COALESCE(SUM(size), 0) AS bytes, COUNT(*) AS files \
                                  FROM nodes WHERE tenant_id = ? AND kind = 'f'";
-    const PUT_TENANT_KEY: &'static str = "INSERT INTO tenant_keys (tenant_id, version, region, master_key_id, wrapped) \
-         VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, version, region) \
+    const PUT_TENANT_KEY: &'static str = "INSERT INTO tenant_keys (tenant_id, version, region, master_key_id, wrapped, created_ms) \
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, version, region) \
          DO UPDATE SET master_key_id = excluded.master_key_id, wrapped = excluded.wrapped";
 
     fn map_error(error: sqlx::Error) -> MetaError {

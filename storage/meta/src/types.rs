@@ -34,8 +34,21 @@ pub struct NewTenant {
     pub quota_bytes: Option<i64>,
     /// Wrapped tenant keys (version 1, one per region).
     pub keys: Vec<WrappedTenantKey>,
+    /// The tenant's own master keys (customer-managed), if it brings any.
+    pub master_keys: Vec<TenantMasterKey>,
     /// Creation time, ms since the Unix epoch.
     pub now_ms: i64,
+}
+
+/// A tenant's own master key of one region (a customer-managed KMS key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantMasterKey {
+    /// The tenant.
+    pub tenant_id: i64,
+    /// Region name, "primary" or "replica".
+    pub region: String,
+    /// The KMS key id, ARN or alias, as the customer gave it.
+    pub key_id: String,
 }
 
 /// One wrapped copy of one version of a tenant key, under one region's master key.
@@ -51,6 +64,9 @@ pub struct WrappedTenantKey {
     pub master_key_id: String,
     /// The wrapped key blob.
     pub wrapped: Vec<u8>,
+    /// When this key version was made, ms since the Unix epoch (0: before schema version 3).
+    /// A rewrap keeps it.
+    pub created_ms: i64,
 }
 
 /// A login.

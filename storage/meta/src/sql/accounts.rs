@@ -5,11 +5,13 @@ use super::namespace::LOGIN_FAILURES;
 use super::{Conn, Dialect, Query, Sql, TxResult, sql_impl};
 use crate::lockout::{FailureState, LockoutPolicy};
 use crate::rows::Columns;
-use crate::{MetaError, NewTenant, NewUser, Node, NodeKind, Tenant, User, WrappedTenantKey};
+use crate::{
+    MetaError, NewTenant, NewUser, Node, NodeKind, Tenant, TenantMasterKey, User, WrappedTenantKey,
+};
 
 /// Stores a wrapped key of a tenant being created (the tenant is new: no copy to replace).
-const INSERT_TENANT_KEY: &str = "INSERT INTO tenant_keys (tenant_id, version, region, master_key_id, wrapped) \
-     VALUES (?, ?, ?, ?, ?)";
+const INSERT_TENANT_KEY: &str = "INSERT INTO tenant_keys (tenant_id, version, region, master_key_id, wrapped, created_ms) \
+     VALUES (?, ?, ?, ?, ?, ?)";
 
 sql_impl! {
 impl Sql<D> {
@@ -50,6 +52,7 @@ impl Sql<D> {
             content: None,
         };
         Self::insert_dir(conn, &root).await?;
+        Self::insert_master_keys(conn, new.id, &new.master_keys).await?;
         for key in &new.keys {
             let key = WrappedTenantKey {
                 tenant_id: new.id,
@@ -70,6 +73,92 @@ impl Sql<D> {
             .bind(key.region.as_str())
             .bind(key.master_key_id.as_str())
             .bind(key.wrapped.as_slice())
+            .bind(key.created_ms)
+    }
+
+    /// Replaces the tenant's own master keys and stores its copies wrapped under them.
+    pub(crate) async fn set_tenant_master_keys(
+        conn: &mut Conn<D>,
+        tenant_id: i64,
+        keys: &[TenantMasterKey],
+        copies: &[WrappedTenantKey],
+    ) -> TxResult<()> {
+        Self::lock_tenant(conn, tenant_id).await?;
+        sqlx::query("DELETE FROM tenant_master_keys WHERE tenant_id = ?")
+            .bind(tenant_id)
+            .execute(&mut *conn)
+            .await?;
+        Self::insert_master_keys(conn, tenant_id, keys).await?;
+        for copy in copies {
+            let copy = WrappedTenantKey {
+                tenant_id,
+                ..copy.clone()
+            };
+            Self::tenant_key_query(D::PUT_TENANT_KEY, &copy)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_master_keys(
+        conn: &mut Conn<D>,
+        tenant_id: i64,
+        keys: &[TenantMasterKey],
+    ) -> TxResult<()> {
+        for key in keys {
+            sqlx::query("INSERT INTO tenant_master_keys (tenant_id, region, key_id) VALUES (?, ?, ?)")
+                .bind(tenant_id)
+                .bind(key.region.as_str())
+                .bind(key.key_id.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes a tenant whose keys are already destroyed: every file object (and every
+    /// upload's reserved object) is queued as garbage, its replication jobs dropped, and its
+    /// nodes, users (with their SSH keys and tokens), uploads and own master keys deleted.
+    /// Returns the number of objects queued.
+    pub(crate) async fn delete_tenant(
+        conn: &mut Conn<D>,
+        tenant_id: i64,
+        now_ms: i64,
+    ) -> TxResult<u64> {
+        Self::lock_tenant(conn, tenant_id).await?;
+        let queued = sqlx::query(
+            "INSERT INTO garbage (object_key, created_ms) \
+             SELECT object_key, ? FROM nodes WHERE tenant_id = ? AND object_key IS NOT NULL \
+             UNION ALL SELECT object_key, ? FROM uploads WHERE tenant_id = ?",
+        )
+        .bind(now_ms)
+        .bind(tenant_id)
+        .bind(now_ms)
+        .bind(tenant_id)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "DELETE FROM replication_outbox WHERE op = 'copy' AND object_key IN \
+             (SELECT object_key FROM nodes WHERE tenant_id = ? AND object_key IS NOT NULL)",
+        )
+        .bind(tenant_id)
+        .execute(&mut *conn)
+        .await?;
+        for sql in [
+            "DELETE FROM users WHERE tenant_id = ?",
+            "DELETE FROM uploads WHERE tenant_id = ?",
+            // Folders point at their parents: cut the links first, as InnoDB checks foreign
+            // keys row by row.
+            "UPDATE nodes SET parent_id = NULL WHERE tenant_id = ?",
+            "DELETE FROM nodes WHERE tenant_id = ?",
+            "DELETE FROM tenant_master_keys WHERE tenant_id = ?",
+            "DELETE FROM tenant_keys WHERE tenant_id = ?",
+            "DELETE FROM tenants WHERE id = ?",
+        ] {
+            sqlx::query(sql).bind(tenant_id).execute(&mut *conn).await?;
+        }
+        Ok(D::rows_affected(&queued))
     }
 
     /// Creates a user whose home is an existing folder of their tenant. Where rows are

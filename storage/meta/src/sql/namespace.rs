@@ -159,7 +159,7 @@ impl Sql<D> {
 
     /// Reads (and, if the engine locks rows, locks) the tenant's row; returns its quota.
     /// `NotFound` if there is no such tenant.
-    async fn lock_tenant(conn: &mut Conn<D>, tenant_id: i64) -> TxResult<Option<i64>> {
+    pub(crate) async fn lock_tenant(conn: &mut Conn<D>, tenant_id: i64) -> TxResult<Option<i64>> {
         let row = sqlx::query(TENANT_QUOTA.sql::<D>())
             .bind(tenant_id)
             .fetch_optional(conn)
