@@ -30,6 +30,9 @@ pub enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCmd),
+    /// Master keys and tenant keys: status and rotation.
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Manage users.
     #[command(subcommand)]
     User(UserCmd),
@@ -70,9 +73,69 @@ pub enum TenantCmd {
         /// Byte quota for the whole tenant.
         #[arg(long)]
         quota: Option<u64>,
+        /// The tenant's own KMS key for a region, `REGION=KEY` (REGION is `primary` or
+        /// `replica`; KEY a KMS key id, ARN or alias). Repeat for both regions. Its key is
+        /// then wrapped only under these keys there: the customer decides who can decrypt.
+        #[arg(long = "kms-key", value_name = "REGION=KEY", value_parser = region_key)]
+        kms_keys: Vec<(String, String)>,
     },
     /// List tenants.
     List,
+    /// Give a tenant its own KMS keys, change them, or (with none) return it to the
+    /// deployment's master keys. Its key is rewrapped; files and names are not touched.
+    SetKmsKey {
+        /// Tenant name.
+        name: String,
+        /// `REGION=KEY`, as for `tenant add`. None: back to the deployment's keys.
+        #[arg(long = "kms-key", value_name = "REGION=KEY", value_parser = region_key)]
+        kms_keys: Vec<(String, String)>,
+    },
+    /// Delete a tenant for good: its keys are destroyed first (crypto-shredding), then its
+    /// users, folders and files; its objects are queued for deletion from both stores.
+    Delete {
+        /// Tenant name.
+        name: String,
+        /// Destroy the tenant's keys: required (nothing of it can be read afterwards).
+        #[arg(long)]
+        shred: bool,
+        /// The tenant's name again, to confirm.
+        #[arg(long, value_name = "NAME")]
+        confirm: Option<String>,
+    },
+}
+
+/// `REGION=KEY` of `--kms-key`.
+fn region_key(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((region @ ("primary" | "replica"), key)) if !key.is_empty() => {
+            Ok((region.to_owned(), key.to_owned()))
+        }
+        _ => Err(format!(
+            "expected REGION=KEY with REGION primary or replica, e.g. \
+             primary=arn:aws:kms:eu-west-1:111122223333:key/…; got {arg:?}"
+        )),
+    }
+}
+
+/// `coffer keys ...`
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// Per region the master key; per tenant its key versions, ages, own keys and whether
+    /// the key opens now; the key counters of this check.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rewrap every tenant key copy of REGION under a new master key (default: the key the
+    /// configuration now names for that region). Resumable: run it again after a crash.
+    RotateMaster {
+        /// `primary` or `replica`.
+        region: String,
+        /// The KMS key (id, ARN or alias) to move to; default: the region's configured key.
+        #[arg(long, value_name = "KEY")]
+        to: Option<String>,
+    },
 }
 
 /// `coffer user ...`

@@ -8,17 +8,59 @@ use base64::Engine;
 use coffer_meta::NewSshKey;
 use coffer_storage::{NewUserRequest, Password, Permissions, VPath, Vault, WriteOptions};
 
-use crate::cli::{FilesCmd, TenantCmd, TokenCmd, UserAdd, UserCmd};
+use crate::cli::{FilesCmd, KeysCmd, TenantCmd, TokenCmd, UserAdd, UserCmd};
 
 /// Step for streaming files in and out.
 const IO_STEP: usize = 1024 * 1024;
 
 pub async fn tenant(vault: &Vault, cmd: TenantCmd) -> anyhow::Result<()> {
     match cmd {
-        TenantCmd::Add { name, quota } => {
+        TenantCmd::Add {
+            name,
+            quota,
+            kms_keys,
+        } => {
             let quota = quota.map(|q| i64::try_from(q).unwrap_or(i64::MAX));
-            let t = vault.admin().create_tenant(&name, quota).await?;
+            let t = vault
+                .admin()
+                .create_tenant_with_keys(&name, quota, &kms_keys)
+                .await?;
             println!("created tenant {} (id {})", t.name, t.id);
+            for (region, key) in &kms_keys {
+                println!("  {region}: its key is wrapped under the tenant's own KMS key {key}");
+            }
+        }
+        TenantCmd::SetKmsKey { name, kms_keys } => {
+            vault
+                .admin()
+                .set_tenant_master_keys(&name, &kms_keys)
+                .await?;
+            if kms_keys.is_empty() {
+                println!("tenant {name}: its key is wrapped under the deployment's master keys");
+            }
+            for (region, key) in &kms_keys {
+                println!("tenant {name}: {region} copy now wrapped under {key}");
+            }
+        }
+        TenantCmd::Delete {
+            name,
+            shred,
+            confirm,
+        } => {
+            if !shred {
+                bail!(
+                    "deleting a tenant destroys its keys and everything it holds: \
+                     pass --shred --confirm {name}"
+                );
+            }
+            if confirm.as_deref() != Some(name.as_str()) {
+                bail!("to delete tenant {name}, confirm with --confirm {name}");
+            }
+            let queued = vault.admin().shred_tenant(&name).await?;
+            println!(
+                "tenant {name} shredded: its keys are destroyed, its rows deleted; \
+                 {queued} objects queued for deletion from both stores (`coffer gc`)"
+            );
         }
         TenantCmd::List => {
             for t in vault.admin().tenants().await? {
@@ -31,6 +73,147 @@ pub async fn tenant(vault: &Vault, cmd: TenantCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Days after which a tenant key version is reported overdue for rotation.
+fn rotation_max_age_days(_cfg: &coffer_config::Config) -> u32 {
+    365
+}
+
+pub async fn keys(vault: &Vault, cfg: &coffer_config::Config, cmd: KeysCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeysCmd::Status { json } => {
+            let status = vault.admin().key_status(rotation_max_age_days(cfg)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status_json(&status))?);
+            } else {
+                print_key_status(&status);
+            }
+            if status.tenants.iter().any(|t| t.error.is_some()) {
+                bail!("some tenant keys are unavailable (see above)");
+            }
+        }
+        KeysCmd::RotateMaster { region, to } => {
+            let r = vault
+                .admin()
+                .rotate_master_key(&region, to.as_deref())
+                .await?;
+            println!(
+                "{region}: {} copies rewrapped under {}, {} already under it, {} under tenants' own keys",
+                r.rewrapped, r.target_key_id, r.already, r.tenant_owned
+            );
+            if !r.failed.is_empty() {
+                for (tenant, why) in &r.failed {
+                    eprintln!("coffer: tenant {tenant}: not rewrapped: {why}");
+                }
+                bail!(
+                    "{} copies could not be rewrapped; fix the cause and run the command again \
+                     (it resumes)",
+                    r.failed.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn age_days(created_ms: i64) -> i64 {
+    (coffer_storage::now_ms() - created_ms).max(0) / 86_400_000
+}
+
+fn print_key_status(s: &coffer_storage::KeyStatus) {
+    println!("master keys:");
+    for r in &s.regions {
+        println!(
+            "  {}\t{}\t{}{}{}",
+            r.region,
+            r.kind,
+            r.key_id,
+            if r.kms { "\tkms" } else { "" },
+            if r.copies_under_older_keys > 0 {
+                format!(
+                    "\t{} copies still under older keys: run `coffer keys rotate-master {}`",
+                    r.copies_under_older_keys, r.region
+                )
+            } else {
+                String::new()
+            }
+        );
+        for p in &r.previous {
+            println!("    previous: {p}");
+        }
+    }
+    println!(
+        "tenants (unwrapped keys are held in memory at most {} s):",
+        s.cache_secs
+    );
+    for t in &s.tenants {
+        let state = match &t.error {
+            None => "ok".to_owned(),
+            Some(e) => format!("UNAVAILABLE: {e}"),
+        };
+        println!(
+            "  {}\tkey v{}\t{}{}",
+            t.tenant,
+            t.current_version,
+            state,
+            if t.overdue {
+                "\tOVERDUE for rotation"
+            } else {
+                ""
+            }
+        );
+        for (region, key) in &t.own_keys {
+            println!("    own key {region}: {key}");
+        }
+        for v in &t.versions {
+            let copies: Vec<String> = v.copies.iter().map(|(r, k)| format!("{r}={k}")).collect();
+            println!(
+                "    v{}\tage {} days\t{}",
+                v.version,
+                age_days(v.created_ms),
+                copies.join(" ")
+            );
+        }
+    }
+    let m = &s.metrics;
+    println!(
+        "key counters: kms_calls={} kms_errors={} kms_latency_ms={} cache_hits={} cache_misses={} failed_decryptions={}",
+        m.kms_calls,
+        m.kms_errors,
+        m.kms_latency_micros / 1000,
+        m.cache_hits,
+        m.cache_misses,
+        m.failed_decryptions
+    );
+}
+
+fn status_json(s: &coffer_storage::KeyStatus) -> serde_json::Value {
+    serde_json::json!({
+        "cache_secs": s.cache_secs,
+        "regions": s.regions.iter().map(|r| serde_json::json!({
+            "region": r.region,
+            "kind": r.kind,
+            "key_id": r.key_id,
+            "previous": r.previous,
+            "kms": r.kms,
+            "copies_under_older_keys": r.copies_under_older_keys,
+        })).collect::<Vec<_>>(),
+        "tenants": s.tenants.iter().map(|t| serde_json::json!({
+            "tenant": t.tenant,
+            "current_version": t.current_version,
+            "error": t.error,
+            "overdue": t.overdue,
+            "own_keys": t.own_keys,
+            "versions": t.versions.iter().map(|v| serde_json::json!({
+                "version": v.version,
+                "created_ms": v.created_ms,
+                "age_days": age_days(v.created_ms),
+                "copies": v.copies,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "metrics": s.metrics,
+    })
 }
 
 /// Reads a password from stdin's first line, or asks on the terminal.

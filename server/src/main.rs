@@ -99,6 +99,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let vault = wiring::open_vault(&cfg, wiring::Role::Operator).await?;
             let result = match operator {
                 Command::Tenant(cmd) => commands::tenant(&vault, cmd).await,
+                Command::Keys(cmd) => commands::keys(&vault, &cfg, cmd).await,
                 Command::User(cmd) => commands::user(&vault, cmd).await,
                 Command::Files(cmd) => commands::files(&vault, cmd).await,
                 Command::Token(cmd) => commands::token(&vault, cmd).await,

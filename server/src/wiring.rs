@@ -215,6 +215,8 @@ pub async fn open_vault(cfg: &Config, role: Role) -> anyhow::Result<Vault> {
             coffer_config::KeepPartial::NewFiles => PartialUploads::KeepNewFiles,
             coffer_config::KeepPartial::Never => PartialUploads::Discard,
         },
+        // `keys.cache_secs` comes with the KMS configuration; until then the default.
+        key_cache: coffer_storage::DEFAULT_KEY_CACHE,
     };
     let vault = Vault::open(
         Backends {

@@ -120,9 +120,20 @@ impl Admin<'_> {
 
     /// Creates a tenant (with its keys), audited.
     pub async fn create_tenant(&self, name: &str, quota_bytes: Option<i64>) -> VfsResult<Tenant> {
+        self.create_tenant_with_keys(name, quota_bytes, &[]).await
+    }
+
+    /// Creates a tenant whose key is wrapped under its own KMS key in each region of `own`
+    /// (`(region, key)`: customer-managed), audited.
+    pub async fn create_tenant_with_keys(
+        &self,
+        name: &str,
+        quota_bytes: Option<i64>,
+        own: &[(String, String)],
+    ) -> VfsResult<Tenant> {
         let t = self
             .vault
-            .create_tenant(name, quota_bytes)
+            .create_tenant_with_keys(name, quota_bytes, own)
             .await
             .map_err(|e| match e.kind() {
                 ErrorKind::AlreadyExists => VfsError::new(
@@ -133,6 +144,46 @@ impl Admin<'_> {
             })?;
         self.audit(Some(t.id), None, name, "tenant_created").await;
         Ok(t)
+    }
+
+    /// Gives a tenant its own KMS keys (or, with `own` empty, returns it to the deployment's
+    /// master keys): its key is rewrapped under them; audited.
+    pub async fn set_tenant_master_keys(
+        &self,
+        name: &str,
+        own: &[(String, String)],
+    ) -> VfsResult<()> {
+        let t = self.tenant(name).await?;
+        self.vault.set_own_master_keys(&t, own).await?;
+        self.audit(Some(t.id), None, name, "tenant_master_keys_set")
+            .await;
+        Ok(())
+    }
+
+    /// Crypto-shreds and deletes a tenant: its wrapped keys are destroyed first, then its
+    /// rows; its objects are queued as garbage. Returns the objects queued. Audited.
+    pub async fn shred_tenant(&self, name: &str) -> VfsResult<u64> {
+        let t = self.tenant(name).await?;
+        let queued = self.vault.shred_tenant(&t).await?;
+        self.audit(Some(t.id), None, name, "tenant_shredded").await;
+        Ok(queued)
+    }
+
+    /// Rewraps every copy of `region` under `to` (default: the region's current master key);
+    /// resumable. Audited.
+    pub async fn rotate_master_key(
+        &self,
+        region: &str,
+        to: Option<&str>,
+    ) -> VfsResult<crate::MasterRotation> {
+        let report = self.vault.rotate_master(region, to).await?;
+        self.audit(None, None, region, "master_key_rotated").await;
+        Ok(report)
+    }
+
+    /// Master keys per region and every tenant's key versions, checked now.
+    pub async fn key_status(&self, max_age_days: u32) -> VfsResult<crate::KeyStatus> {
+        self.vault.key_status(max_age_days).await
     }
 
     /// The tenant called `name`, created when missing.

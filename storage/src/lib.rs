@@ -23,6 +23,7 @@ pub mod perms;
 mod reader;
 mod replicate;
 mod spool;
+mod tenant_keys;
 mod tokens;
 mod vault;
 mod vfs;
@@ -38,9 +39,11 @@ pub use path::VPath;
 pub use perms::Permissions;
 pub use reader::{FileReader, failover_reads, repaired_reads};
 pub use replicate::{FsckProblem, FsckReport, ReplicationReport, ReplicationStatus, ResyncReport};
+pub use tenant_keys::{KeyStatus, MasterRotation, RegionStatus, TenantKeyStatus, VersionStatus};
 pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
 pub use vault::{
-    Backends, Principal, Vault, VaultOptions, check_user_name, now_ms, operator_spool,
+    Backends, DEFAULT_KEY_CACHE, Principal, Vault, VaultOptions, check_user_name, now_ms,
+    operator_spool,
 };
 pub use vfs::{EntryKind, FileInfo, QuotaInfo, Vfs, WriteOptions};
 pub use writer::{FileWriter, Interrupted, PartialUploads};

@@ -1,14 +1,13 @@
 //! The vault: one per process, holding the stores, the key ring and the caches every session shares.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use coffer_keys::{KeyRing, TenantKey, TenantKeys};
-use coffer_meta::{MetadataStore, NewTenant, NewUser, Tenant, User, WrappedTenantKey};
+use coffer_meta::{MetadataStore, NewTenant, NewUser, Tenant, TenantMasterKey, User};
 use coffer_object::ObjectStore;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::audit::AuditSink;
 use crate::auth::{HashLimits, Hasher, LockoutPolicy, Password};
@@ -35,7 +34,13 @@ pub struct VaultOptions {
     pub lockout: LockoutPolicy,
     /// What an upload cut off before its client finished it leaves behind.
     pub partial_uploads: PartialUploads,
+    /// How long an unwrapped tenant key stays in memory before the key service is asked
+    /// again (`keys.cache_secs`): the bound on how long a revoked customer key still works.
+    pub key_cache: std::time::Duration,
 }
+
+/// Default of [`VaultOptions::key_cache`] (`keys.cache_secs`): five minutes.
+pub const DEFAULT_KEY_CACHE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The stores the vault works on.
 #[derive(Clone, Debug)]
@@ -68,7 +73,7 @@ pub(crate) struct Inner {
     pub(crate) opts: VaultOptions,
     pub(crate) spool: Spool,
     pub(crate) audit: AuditSink,
-    tenant_keys: Mutex<HashMap<(i64, u32), Arc<TenantKeys>>>,
+    pub(crate) key_cache: crate::tenant_keys::KeyCache,
     /// A hash of no password: unknown users are checked against it (same cost).
     pub(crate) dummy_hash: String,
     /// How long one hash took at start: refusals without a hash wait this long.
@@ -153,13 +158,14 @@ impl Vault {
         let audit = AuditSink::start(b.meta.clone());
         let hasher = Hasher::start(hash_limits)?;
         let (dummy_hash, hash_cost) = hasher.measure().await?;
+        let key_cache = crate::tenant_keys::KeyCache::new(opts.key_cache);
         let vault = Self {
             inner: Arc::new(Inner {
                 b,
                 opts,
                 spool,
                 audit,
-                tenant_keys: Mutex::new(HashMap::new()),
+                key_cache,
                 dummy_hash,
                 hash_cost,
                 hasher,
@@ -219,6 +225,17 @@ impl Vault {
 
     /// Creates a tenant with a fresh tenant key wrapped under every region's master key.
     pub async fn create_tenant(&self, name: &str, quota_bytes: Option<i64>) -> VfsResult<Tenant> {
+        self.create_tenant_with_keys(name, quota_bytes, &[]).await
+    }
+
+    /// Creates a tenant whose key is wrapped under its own master key in each region of
+    /// `own` (`(region, KMS key)`), and under the deployment's master key elsewhere.
+    pub async fn create_tenant_with_keys(
+        &self,
+        name: &str,
+        quota_bytes: Option<i64>,
+        own: &[(String, String)],
+    ) -> VfsResult<Tenant> {
         if name.is_empty()
             || name.len() > 64
             || !name
@@ -233,24 +250,21 @@ impl Vault {
         let id = random_id()?;
         let root_id = random_id()?;
         let tk = TenantKey::generate()?;
-        let b = &self.inner.b;
-        let keys = b
-            .keys
-            .wrap_for_each_region(&tk, id, 1, &coffer_keys::TenantMasterKeys::default())
-            .await?
-            .into_iter()
-            .map(|copy| WrappedTenantKey {
+        let master_keys: Vec<TenantMasterKey> = own
+            .iter()
+            .map(|(region, key_id)| TenantMasterKey {
                 tenant_id: id,
-                version: 1,
-                region: copy.region,
-                master_key_id: copy.key_id,
-                wrapped: copy.blob,
+                region: region.clone(),
+                key_id: key_id.clone(),
             })
             .collect();
+        let keys = self.wrap_new_tenant_key(&tk, id, &master_keys).await?;
         let derived = TenantKeys::derive(&tk, id, 1);
         let root_name_enc = derived.encrypt_name(root_id, "")?;
         let root_name_index = derived.blind_index(0, "").to_vec();
-        let tenant = b
+        let tenant = self
+            .inner
+            .b
             .meta
             .create_tenant(&NewTenant {
                 id,
@@ -260,68 +274,12 @@ impl Vault {
                 root_name_index,
                 quota_bytes,
                 keys,
+                master_keys,
                 now_ms: now_ms(),
             })
             .await?;
-        self.cache_keys(id, 1, Arc::new(derived));
+        self.inner.key_cache.insert(id, 1, Arc::new(derived));
         Ok(tenant)
-    }
-
-    fn cache_keys(&self, tenant_id: i64, version: u32, keys: Arc<TenantKeys>) {
-        if let Ok(mut m) = self.inner.tenant_keys.lock() {
-            m.insert((tenant_id, version), keys);
-        }
-    }
-
-    /// The derived keys of a tenant's key version, unwrapped with this region's master key
-    /// (or the replica region's, if the primary's copy cannot be opened).
-    pub(crate) async fn tenant_keys(
-        &self,
-        tenant_id: i64,
-        version: u32,
-    ) -> VfsResult<Arc<TenantKeys>> {
-        if let Some(k) = self
-            .inner
-            .tenant_keys
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&(tenant_id, version)).cloned())
-        {
-            return Ok(k);
-        }
-        let b = &self.inner.b;
-        let copies: Vec<coffer_keys::WrappedTenantKey> = b
-            .meta
-            .tenant_keys(tenant_id)
-            .await?
-            .into_iter()
-            .filter(|row| row.version == version)
-            .map(|row| coffer_keys::WrappedTenantKey {
-                region: row.region,
-                key_id: row.master_key_id,
-                blob: row.wrapped,
-            })
-            .collect();
-        let unwrapped = b
-            .keys
-            .unwrap_any(&copies, tenant_id, version)
-            .await
-            .inspect_err(|e| {
-                warn!(tenant_id, version, error = %e, "the tenant key could not be unwrapped in any region");
-            })?;
-        for (region, e) in &unwrapped.failed {
-            warn!(
-                tenant_id,
-                version,
-                region,
-                error = %e,
-                used = unwrapped.region,
-                "tenant key could not be unwrapped with this region's master key"
-            );
-        }
-        let keys = Arc::new(TenantKeys::derive(&unwrapped.key, tenant_id, version));
-        self.cache_keys(tenant_id, version, keys.clone());
-        Ok(keys)
     }
 
     // ---- users ----
@@ -408,8 +366,10 @@ impl Vault {
 
     async fn vfs_for(&self, principal: Principal) -> VfsResult<Vfs> {
         let tenant = self.inner.b.meta.tenant(principal.user.tenant_id).await?;
-        let keys = self.tenant_keys(tenant.id, tenant.key_version).await?;
-        Ok(Vfs::new(self.clone(), principal, tenant, keys))
+        // The key is unwrapped (or found in the cache) now, so a session of a tenant whose
+        // key is unavailable is refused at its start with that reason.
+        self.tenant_keys(tenant.id, tenant.key_version).await?;
+        Ok(Vfs::new(self.clone(), principal, tenant))
     }
 
     /// Opens a session for a user by name, without a password: for operator commands only.

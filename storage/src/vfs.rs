@@ -85,7 +85,6 @@ pub struct Vfs {
     pub(crate) vault: Vault,
     pub(crate) principal: Arc<Principal>,
     pub(crate) tenant: Arc<Tenant>,
-    pub(crate) keys: Arc<TenantKeys>,
     perms: Permissions,
 }
 
@@ -105,20 +104,23 @@ pub(crate) fn time_to_ms(t: SystemTime) -> i64 {
 }
 
 impl Vfs {
-    pub(crate) fn new(
-        vault: Vault,
-        principal: Principal,
-        tenant: Tenant,
-        keys: Arc<TenantKeys>,
-    ) -> Self {
+    pub(crate) fn new(vault: Vault, principal: Principal, tenant: Tenant) -> Self {
         let perms = Permissions::from_bits(principal.user.perms);
         Self {
             vault,
             principal: Arc::new(principal),
             tenant: Arc::new(tenant),
-            keys,
             perms,
         }
+    }
+
+    /// The tenant's current keys (names, blind indexes, new data keys), from the Vault's
+    /// bounded cache: asked for at each use, so a key that becomes unavailable stops a
+    /// session that is already open.
+    pub(crate) async fn keys(&self) -> VfsResult<Arc<TenantKeys>> {
+        self.vault
+            .tenant_keys(self.tenant.id, self.tenant.key_version)
+            .await
     }
 
     /// Forgets the remembered lookups of these names (blind indexes): called by every change
@@ -192,7 +194,7 @@ impl Vfs {
 
     /// The child `name` of the folder `parent_id`, read now.
     async fn child_of(&self, parent_id: i64, name: &str) -> VfsResult<Node> {
-        self.child_by_index(parent_id, &self.keys.blind_index(parent_id, name))
+        self.child_by_index(parent_id, &self.keys().await?.blind_index(parent_id, name))
             .await
     }
 
@@ -210,7 +212,7 @@ impl Vfs {
     /// The child `name` of the folder `parent_id`, as a lookup of this process found it in
     /// the last moment (see `crate::lookups`), or read now.
     async fn recent_child_of(&self, parent_id: i64, name: &str) -> VfsResult<Node> {
-        let idx = self.keys.blind_index(parent_id, name);
+        let idx = self.keys().await?.blind_index(parent_id, name);
         let lookups = &self.vault.inner.lookups;
         let ticket = match lookups.recall(self.tenant.id, &idx) {
             Ok(node) => return Ok(node),
@@ -279,8 +281,8 @@ impl Vfs {
         }
     }
 
-    fn decrypt_name(&self, node: &Node) -> VfsResult<String> {
-        Ok(self.keys.decrypt_name(node.id, &node.name_enc)?)
+    fn decrypt_name(keys: &TenantKeys, node: &Node) -> VfsResult<String> {
+        Ok(keys.decrypt_name(node.id, &node.name_enc)?)
     }
 
     // ---- the API ----
@@ -309,9 +311,10 @@ impl Vfs {
             .meta
             .children(self.tenant.id, dir.id)
             .await?;
+        let keys = self.keys().await?;
         let mut out = Vec::with_capacity(children.len());
         for c in &children {
-            out.push(self.info(c, self.decrypt_name(c)?));
+            out.push(self.info(c, Self::decrypt_name(&keys, c)?));
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -324,7 +327,8 @@ impl Vfs {
         self.require(Permissions::READ, "read checksums")?;
         let path = VPath::parse(path)?;
         let node = self.resolve(&path).await?;
-        self.content_sha256(&node)?
+        self.content_sha256(&node)
+            .await?
             .ok_or_else(|| VfsError::new(ErrorKind::IsADirectory, "is a directory"))
     }
 
@@ -348,25 +352,31 @@ impl Vfs {
             .meta
             .children(self.tenant.id, dir.id)
             .await?;
+        let keys = self.keys().await?;
         let mut out = Vec::with_capacity(children.len());
         for c in &children {
             let hash = if may_read {
-                self.content_sha256(c)?
+                self.content_sha256(c).await?
             } else {
                 None
             };
-            out.push((self.info(c, self.decrypt_name(c)?), hash));
+            out.push((self.info(c, Self::decrypt_name(&keys, c)?), hash));
         }
         out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         Ok(out)
     }
 
-    /// The decrypted content hash of a file row; `None` for a folder.
-    fn content_sha256(&self, node: &Node) -> VfsResult<Option<[u8; 32]>> {
+    /// The decrypted content hash of a file row (sealed under the file's key version);
+    /// `None` for a folder.
+    async fn content_sha256(&self, node: &Node) -> VfsResult<Option<[u8; 32]>> {
         let Some(content) = &node.content else {
             return Ok(None);
         };
-        let plain = self.keys.open_field(
+        let keys = self
+            .vault
+            .tenant_keys(self.tenant.id, content.key_version)
+            .await?;
+        let plain = keys.open_field(
             "content-sha256",
             &content.content_id,
             &content.content_hash_enc,
@@ -424,7 +434,7 @@ impl Vfs {
             }
             _ => None,
         };
-        let name_index = self.keys.blind_index(dir.id, name).to_vec();
+        let name_index = self.keys().await?.blind_index(dir.id, name).to_vec();
         let claim = match &existing {
             None => Some(self.vault.inner.new_names.claim(
                 self.tenant.id,
@@ -456,7 +466,8 @@ impl Vfs {
     async fn create_dir_in(&self, dir: &Node, name: &str) -> VfsResult<Node> {
         let id = random_id()?;
         let now = now_ms();
-        let index = self.keys.blind_index(dir.id, name);
+        let keys = self.keys().await?;
+        let index = keys.blind_index(dir.id, name);
         let created = self
             .vault
             .inner
@@ -466,7 +477,7 @@ impl Vfs {
                 id,
                 tenant_id: self.tenant.id,
                 parent_id: dir.id,
-                name_enc: self.keys.encrypt_name(id, name)?,
+                name_enc: keys.encrypt_name(id, name)?,
                 name_index: index.to_vec(),
                 now_ms: now,
             })
@@ -570,7 +581,8 @@ impl Vfs {
         let (src_dir, src_name) = self.resolve_parent(&from).await?;
         let node = self.child(&src_dir, src_name).await?;
         let (dst_dir, dst_name) = self.resolve_parent(&to).await?;
-        let new_index = self.keys.blind_index(dst_dir.id, dst_name);
+        let keys = self.keys().await?;
+        let new_index = keys.blind_index(dst_dir.id, dst_name);
         let renamed = self
             .vault
             .inner
@@ -580,7 +592,7 @@ impl Vfs {
                 tenant_id: self.tenant.id,
                 id: node.id,
                 new_parent_id: dst_dir.id,
-                new_name_enc: self.keys.encrypt_name(node.id, dst_name)?,
+                new_name_enc: keys.encrypt_name(node.id, dst_name)?,
                 new_name_index: new_index.to_vec(),
                 replace,
                 now_ms: now_ms(),

@@ -551,7 +551,7 @@ impl FileWriter {
     }
 
     async fn commit_row(&mut self, size: u64, upload_id: i64) -> VfsResult<FileInfo> {
-        let keys = &self.vfs.keys;
+        let keys = self.vfs.keys().await?;
         let hash =
             std::mem::replace(&mut self.hasher, digest::Context::new(&digest::SHA256)).finish();
         let content = FileContent {

@@ -55,6 +55,7 @@ async fn node(shared: &Path, url: &str, name: &str, lockout: LockoutPolicy) -> V
         max_buffered_write_bytes: 8 * 1024 * 1024,
         lockout,
         partial_uploads: coffer_storage::PartialUploads::KeepNewFiles,
+        key_cache: coffer_storage::DEFAULT_KEY_CACHE,
     };
     Vault::open(backends, options).await.unwrap()
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// encrypting and decrypting with the key hierarchy.
 ///
 /// Failures of authentication are deliberately coarse: they never say which input was wrong.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
     /// Reading or writing a key file failed; the message names the file and the OS error.
     #[error("{0}")]

@@ -59,6 +59,11 @@ impl MemoryKms {
         }
     }
 
+    /// The counters this KMS records its calls in.
+    pub fn metrics(&self) -> Arc<KeyMetrics> {
+        self.metrics.clone()
+    }
+
     /// Creates an enabled key named `key_id` with random material.
     pub fn create_key(&self, key_id: &str) -> Result<(), KeyError> {
         let mut secret = [0u8; 32];

@@ -1422,7 +1422,10 @@ pub async fn tenant_master_keys_and_shredding(store: &dyn MetadataStore) {
         key_id: "arn:aws:kms:eu-west-1:111122223333:key/one".into(),
     }];
     let t = store.create_tenant(&new).await.unwrap();
-    assert_eq!(store.tenant_master_keys(t.id).await.unwrap(), new.master_keys);
+    assert_eq!(
+        store.tenant_master_keys(t.id).await.unwrap(),
+        new.master_keys
+    );
 
     let keys = vec![
         TenantMasterKey {
@@ -1458,7 +1461,10 @@ pub async fn tenant_master_keys_and_shredding(store: &dyn MetadataStore) {
         .into_iter()
         .map(|k| k.master_key_id)
         .collect();
-    assert_eq!(stored, ["aws-kms:alias/customer-eu", "aws-kms:alias/customer-de"]);
+    assert_eq!(
+        stored,
+        ["aws-kms:alias/customer-eu", "aws-kms:alias/customer-de"]
+    );
     assert_fails!(
         store.set_tenant_master_keys(random_id(), &[], &[]).await,
         MetaError::NotFound
@@ -1470,7 +1476,10 @@ pub async fn tenant_master_keys_and_shredding(store: &dyn MetadataStore) {
     let deep = mkdir(store, &t, dir.id).await;
     let file = put_file(store, &t, deep.id, 7).await;
     let user = store.create_user(&new_user(&t, now_ms())).await.unwrap();
-    store.add_ssh_key(user.id, &ssh_key("SHA256:shred")).await.unwrap();
+    store
+        .add_ssh_key(user.id, &ssh_key("SHA256:shred"))
+        .await
+        .unwrap();
 
     assert_eq!(store.destroy_tenant_keys(t.id).await.unwrap(), 2);
     assert!(store.tenant_keys(t.id).await.unwrap().is_empty());
@@ -1481,9 +1490,15 @@ pub async fn tenant_master_keys_and_shredding(store: &dyn MetadataStore) {
     assert_fails!(store.node(t.id, dir.id).await, MetaError::NotFound);
     assert_fails!(store.user(user.id).await, MetaError::NotFound);
     assert!(store.tenant_master_keys(t.id).await.unwrap().is_empty());
-    assert_fails!(store.delete_tenant(t.id, now_ms()).await, MetaError::NotFound);
+    assert_fails!(
+        store.delete_tenant(t.id, now_ms()).await,
+        MetaError::NotFound
+    );
     // The other tenant is untouched.
     assert_eq!(store.tenant_keys(other.id).await.unwrap().len(), 2);
-    assert_eq!(store.node(other.id, other_file.id).await.unwrap(), other_file);
+    assert_eq!(
+        store.node(other.id, other_file.id).await.unwrap(),
+        other_file
+    );
     assert!(!is_garbage(store, object_of(&other_file)).await);
 }

@@ -3,9 +3,8 @@
 //! row; the shape of every row type is written once, here, and so is the multi-row insert.
 
 use crate::{
-    TenantMasterKey,
     ApiToken, AuditRecord, FileContent, Garbage, MetaError, MetaResult, Node, NodeKind,
-    ReplicationJob, ReplicationOp, SshKey, Tenant, Upload, User, WrappedTenantKey,
+    ReplicationJob, ReplicationOp, SshKey, Tenant, TenantMasterKey, Upload, User, WrappedTenantKey,
 };
 
 /// How a row hands out one column of each kind the schema uses.

@@ -32,10 +32,9 @@ use crate::lockout::LockoutPolicy;
 use crate::outbox::wall_clock_ms;
 use crate::rows;
 use crate::{
-    TenantMasterKey,
     AccountStore, ApiToken, AuditRecord, AuditStore, CommitFile, CommitOutcome, Garbage, MetaError,
     MetaResult, NamespaceStore, NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, RenameNode,
-    ReplicationJob, SshKey, Tenant, TenantStore, Upload, UploadStore, Usage, User,
+    ReplicationJob, SshKey, Tenant, TenantMasterKey, TenantStore, Upload, UploadStore, Usage, User,
     WrappedTenantKey,
 };
 

@@ -53,6 +53,7 @@ async fn new_tenant(store: &dyn MetadataStore) -> Tenant {
             root_name_index: bytes(id, 32),
             quota_bytes: None,
             keys: Vec::new(),
+            master_keys: Vec::new(),
             now_ms: 0,
         })
         .await

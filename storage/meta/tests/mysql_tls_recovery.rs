@@ -17,6 +17,7 @@ fn tenant_spec(id: i64, name: &str) -> NewTenant {
         root_name_index: vec![7; 32],
         quota_bytes: None,
         keys: Vec::new(),
+        master_keys: Vec::new(),
         now_ms: 1_700_000_000_000,
     }
 }

@@ -27,7 +27,37 @@ pub async fn vault() -> TestVault {
 
 pub async fn vault_with(lockout: LockoutPolicy) -> TestVault {
     let dir = tempfile::tempdir().unwrap();
-    let (vault, primary, meta) = open_vault(dir.path(), "test-node", "spool", lockout).await;
+    let (vault, primary, meta) = open_vault(dir.path(), "test-node", "spool", lockout, None).await;
+    TestVault {
+        dir,
+        vault,
+        primary,
+        meta,
+    }
+}
+
+/// How a test vault reaches a KMS: the in-memory one, and the tenant-key cache bound.
+#[derive(Clone)]
+pub struct TestKms {
+    pub kms: coffer_keys::MemoryKms,
+    pub key_cache: std::time::Duration,
+    /// The primary region's master key: `None` for the local key file under the root, or a
+    /// KMS key of `kms`.
+    pub primary_master: Option<String>,
+}
+
+/// A vault whose regions reach `kms` (the deployment's own keys stay local files unless
+/// `primary_master` names a KMS key).
+pub async fn vault_with_kms(kms: &TestKms) -> TestVault {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, primary, meta) = open_vault(
+        dir.path(),
+        "test-node",
+        "spool",
+        LockoutPolicy::default(),
+        Some(kms),
+    )
+    .await;
     TestVault {
         dir,
         vault,
@@ -37,11 +67,12 @@ pub async fn vault_with(lockout: LockoutPolicy) -> TestVault {
 }
 
 /// A vault on the database, stores and keys under `root`, with its own spool: one node.
-async fn open_vault(
+pub async fn open_vault(
     root: &Path,
     node: &str,
     spool: &str,
     lockout: LockoutPolicy,
+    kms: Option<&TestKms>,
 ) -> (Vault, Arc<LocalDirStore>, Arc<dyn MetadataStore>) {
     let meta = SqliteStore::open(&format!("sqlite://{}", root.join("meta.db").display()))
         .await
@@ -49,12 +80,28 @@ async fn open_vault(
     meta.migrate().await.unwrap();
     let primary = Arc::new(LocalDirStore::open(&root.join("store/primary")).unwrap());
     let replica = Arc::new(LocalDirStore::open(&root.join("store/replica")).unwrap());
-    let keys = KeyRing::new(
-        Arc::new(LocalKeyProvider::load_or_create(&root.join("keys/primary.key")).unwrap()),
-        Some(Arc::new(
-            LocalKeyProvider::load_or_create(&root.join("keys/replica.key")).unwrap(),
-        )),
-    );
+    let local_primary: Arc<dyn coffer_keys::KeyProvider> =
+        Arc::new(LocalKeyProvider::load_or_create(&root.join("keys/primary.key")).unwrap());
+    let local_replica: Arc<dyn coffer_keys::KeyProvider> =
+        Arc::new(LocalKeyProvider::load_or_create(&root.join("keys/replica.key")).unwrap());
+    let keys = match kms {
+        None => KeyRing::new(local_primary, Some(local_replica)),
+        Some(k) => {
+            let connector: Arc<dyn coffer_keys::KmsConnector> = Arc::new(k.kms.clone());
+            let current = match &k.primary_master {
+                Some(id) => connector.key(id),
+                None => local_primary,
+            };
+            let region = |current| coffer_keys::RegionKeys {
+                current,
+                previous: Vec::new(),
+                kms: Some(connector.clone()),
+            };
+            let mut ring = KeyRing::of_regions(region(current), Some(region(local_replica)));
+            ring.metrics = k.kms.metrics();
+            ring
+        }
+    };
     let opts = VaultOptions {
         chunk_size: CHUNK,
         spool_dir: root.join(spool),
@@ -62,6 +109,7 @@ async fn open_vault(
         max_buffered_write_bytes: 8 * 1024 * 1024,
         lockout,
         partial_uploads: coffer_storage::PartialUploads::KeepNewFiles,
+        key_cache: kms.map_or(coffer_storage::DEFAULT_KEY_CACHE, |k| k.key_cache),
     };
     let meta: Arc<dyn MetadataStore> = Arc::new(meta);
     let b = Backends {
@@ -86,6 +134,7 @@ impl TestVault {
             "other-node",
             "spool-other",
             LockoutPolicy::default(),
+            None,
         )
         .await
         .0
