@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod ftp;
 mod https;
+mod keys;
 mod nodes;
 mod s3;
 mod seams;

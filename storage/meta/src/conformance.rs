@@ -1486,6 +1486,7 @@ pub async fn tenant_master_keys_and_shredding(store: &dyn MetadataStore) {
     assert_eq!(store.delete_tenant(t.id, now_ms()).await.unwrap(), 1);
     assert!(is_garbage(store, object_of(&file)).await);
     assert!(!has_job(store, object_of(&file), ReplicationOp::Copy).await);
+    assert!(has_job(store, object_of(&file), ReplicationOp::Delete).await);
     assert_fails!(store.tenant(t.id).await, MetaError::NotFound);
     assert_fails!(store.node(t.id, dir.id).await, MetaError::NotFound);
     assert_fails!(store.user(user.id).await, MetaError::NotFound);

@@ -118,7 +118,7 @@ impl Sql<D> {
     }
 
     /// Removes a tenant whose keys are already destroyed: every file object (and every
-    /// upload's reserved object) is queued as garbage, its replication jobs dropped, and its
+    /// upload's reserved object) is queued as garbage and for deletion from the replica, and its
     /// nodes, users (with their SSH keys and tokens), uploads and own master keys deleted.
     /// Returns the number of objects queued.
     pub(crate) async fn delete_tenant(
@@ -138,10 +138,21 @@ impl Sql<D> {
         .bind(tenant_id)
         .execute(&mut *conn)
         .await?;
+        // The replica's copies go too: pending copies are dropped, deletions queued.
         sqlx::query(
             "DELETE FROM replication_outbox WHERE op = 'copy' AND object_key IN \
              (SELECT object_key FROM nodes WHERE tenant_id = ? AND object_key IS NOT NULL)",
         )
+        .bind(tenant_id)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO replication_outbox (object_key, op, attempts, created_ms, next_attempt_ms) \
+             SELECT object_key, 'delete', 0, ?, ? FROM nodes \
+             WHERE tenant_id = ? AND object_key IS NOT NULL",
+        )
+        .bind(now_ms)
+        .bind(now_ms)
         .bind(tenant_id)
         .execute(&mut *conn)
         .await?;
