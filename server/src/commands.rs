@@ -76,7 +76,7 @@ pub async fn tenant(vault: &Vault, cmd: TenantCmd) -> anyhow::Result<()> {
 }
 
 /// Days after which a tenant key version is reported overdue for rotation.
-fn rotation_max_age_days(_cfg: &coffer_config::Config) -> u32 {
+pub fn rotation_max_age_days(_cfg: &coffer_config::Config) -> u32 {
     365
 }
 

@@ -60,6 +60,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.storage.gc_in_serve,
         shutdown.clone(),
     ));
+    tasks.spawn(watch_keys(
+        vault.clone(),
+        crate::commands::rotation_max_age_days(&cfg),
+        shutdown.clone(),
+    ));
     info!(data_dir = %cfg.data_dir.display(), node = %cfg.node_name, "coffer is serving");
 
     let mut failed = None;
@@ -185,6 +190,65 @@ async fn readyz(State(vault): State<Vault>) -> impl IntoResponse {
 /// How long an object stays after its file was replaced or removed before `serve` deletes it:
 /// a download that opened the old version keeps reading it meanwhile.
 const GARBAGE_MIN_AGE: Duration = Duration::from_secs(3600);
+
+/// How often `serve` checks every tenant's key and logs the key counters.
+const KEY_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// At start and every hour: every tenant key that does not open, or is overdue for rotation
+/// under `keys.rotation.max_age_days`, is logged by name; then one line of key counters.
+async fn watch_keys(
+    vault: Vault,
+    max_age_days: u32,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(KEY_CHECK_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let status = match vault.admin().key_status(max_age_days).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "key check failed");
+                continue;
+            }
+        };
+        for t in &status.tenants {
+            if let Some(error) = &t.error {
+                warn!(tenant = t.tenant, error = %error, "tenant key unavailable");
+            }
+            if t.overdue {
+                warn!(
+                    tenant = t.tenant,
+                    version = t.current_version,
+                    max_age_days,
+                    "tenant key is overdue for rotation"
+                );
+            }
+        }
+        for r in &status.regions {
+            if r.copies_under_older_keys > 0 {
+                warn!(
+                    region = r.region,
+                    copies = r.copies_under_older_keys,
+                    "tenant key copies are still under an older master key: run `coffer keys rotate-master`"
+                );
+            }
+        }
+        let m = status.metrics;
+        info!(
+            tenants = status.tenants.len(),
+            kms_calls = m.kms_calls,
+            kms_errors = m.kms_errors,
+            kms_latency_ms = m.kms_latency_micros / 1000,
+            cache_hits = m.cache_hits,
+            cache_misses = m.cache_misses,
+            failed_decryptions = m.failed_decryptions,
+            "key check"
+        );
+    }
+}
 
 /// Replication every few seconds and, when `collect_garbage` (`storage.gc_in_serve`),
 /// garbage collection every minute, until shutdown. With S3 the server's credentials need
