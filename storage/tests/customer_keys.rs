@@ -285,3 +285,32 @@ async fn shredding_destroys_the_keys_and_leaves_other_tenants_alone() {
     let audit = tv.meta.recent_audit(10).await.unwrap();
     assert!(audit.iter().any(|a| a.action == "tenant_shredded"));
 }
+
+#[tokio::test]
+async fn uploads_and_downloads_make_no_kms_calls_once_the_tenant_key_is_cached() {
+    let k = TestKms {
+        key_cache: Duration::from_secs(300),
+        ..kms()
+    };
+    let tv = common::vault_with_kms(&k).await;
+    tv.vault
+        .admin()
+        .create_tenant_with_keys("acme", None, &own())
+        .await
+        .unwrap();
+    let alice = user_of(&tv, "acme", "alice").await;
+    put(&alice, "/warm", b"x").await;
+    let before = k.kms.metrics().snapshot();
+    for i in 0..20 {
+        let data = bytes(common::CHUNK as usize * 2 + i, i as u64);
+        put(&alice, &format!("/f{i}"), &data).await;
+        assert_eq!(get(&alice, &format!("/f{i}")).await.unwrap(), data);
+    }
+    alice.list("/").await.unwrap();
+    let after = k.kms.metrics().snapshot();
+    assert_eq!(
+        after.kms_calls, before.kms_calls,
+        "steady state: 0 KMS calls per transfer"
+    );
+    assert!(after.cache_hits > before.cache_hits);
+}
