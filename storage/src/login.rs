@@ -311,6 +311,15 @@ impl LoginLimiter for LocalLimiter {
     }
 }
 
+/// One login attempt as a refusal records it: the name it gave, where it came from, over what.
+#[derive(Clone, Copy)]
+pub(crate) struct Attempt<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) source: &'a Source,
+    pub(crate) protocol: &'a str,
+    pub(crate) remote: &'a Option<String>,
+}
+
 /// The one answer to every refused login.
 pub(crate) fn auth_failed() -> VfsError {
     VfsError::new(ErrorKind::AuthFailed, "authentication failed")
@@ -330,6 +339,12 @@ impl Vault {
         remote_addr: Option<String>,
     ) -> VfsResult<Principal> {
         let source = Source::of(remote_addr.as_deref());
+        let at = Attempt {
+            name,
+            source: &source,
+            protocol,
+            remote: &remote_addr,
+        };
         let limiter = &self.inner.limiter;
         let known_source = match limiter.check(name, &source).await {
             Check::Allowed { known_source } => known_source,
@@ -355,34 +370,14 @@ impl Vault {
         let ok = self.inner.hasher.verify(&permit, &hash, password).await?;
         drop(permit);
         let Some(user) = user else {
-            return Err(self
-                .refuse(None, name, &source, protocol, &remote_addr, "unknown_user")
-                .await);
+            return Err(self.refuse(None, at, "unknown_user").await);
         };
         if user.disabled {
-            return Err(self
-                .refuse(
-                    Some(&user),
-                    name,
-                    &source,
-                    protocol,
-                    &remote_addr,
-                    "disabled",
-                )
-                .await);
+            return Err(self.refuse(Some(&user), at, "disabled").await);
         }
         if !(ok && user.password_hash.is_some()) {
             self.count_account_failure(&user, protocol, &remote_addr);
-            return Err(self
-                .refuse(
-                    Some(&user),
-                    name,
-                    &source,
-                    protocol,
-                    &remote_addr,
-                    "bad_credentials",
-                )
-                .await);
+            return Err(self.refuse(Some(&user), at, "bad_credentials").await);
         }
         let account_locked = user.locked_until_ms.is_some_and(|t| t > now_ms());
         if account_locked && !known_source {
@@ -406,10 +401,14 @@ impl Vault {
         remote_addr: Option<String>,
     ) -> VfsResult<Principal> {
         let source = Source::of(remote_addr.as_deref());
+        let at = Attempt {
+            name,
+            source: &source,
+            protocol,
+            remote: &remote_addr,
+        };
         let Some(user) = self.find_user(name).await? else {
-            return Err(self
-                .refuse(None, name, &source, protocol, &remote_addr, "unknown_user")
-                .await);
+            return Err(self.refuse(None, at, "unknown_user").await);
         };
         let keys = self.inner.b.meta.ssh_keys(user.id).await?;
         let ok = keys.iter().fold(false, |acc, k| {
@@ -419,45 +418,30 @@ impl Vault {
             ))
         });
         if user.disabled {
-            return Err(self
-                .refuse(
-                    Some(&user),
-                    name,
-                    &source,
-                    protocol,
-                    &remote_addr,
-                    "disabled",
-                )
-                .await);
+            return Err(self.refuse(Some(&user), at, "disabled").await);
         }
         if !ok {
-            return Err(self
-                .refuse(
-                    Some(&user),
-                    name,
-                    &source,
-                    protocol,
-                    &remote_addr,
-                    "bad_credentials",
-                )
-                .await);
+            return Err(self.refuse(Some(&user), at, "bad_credentials").await);
         }
         let account_locked = user.locked_until_ms.is_some_and(|t| t > now_ms());
         self.succeed(user, &source, account_locked, protocol, remote_addr)
             .await
     }
 
-    /// Counts a failure for `name` from `source`, audits it, logs a lock it starts, and returns
-    /// the one refusal.
+    /// Counts a failure for the attempt's name from its source, audits it, logs a lock it
+    /// starts, and returns the one refusal.
     pub(crate) async fn refuse(
         &self,
         user: Option<&User>,
-        name: &str,
-        source: &Source,
-        protocol: &str,
-        remote: &Option<String>,
+        at: Attempt<'_>,
         outcome: &str,
     ) -> VfsError {
+        let Attempt {
+            name,
+            source,
+            protocol,
+            remote,
+        } = at;
         if let Some(lock) = self.inner.limiter.failed(name, source).await {
             let scope = match lock {
                 Refusal::NameAndAddress => "this user name from this address",

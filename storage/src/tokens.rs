@@ -14,7 +14,7 @@ use coffer_meta::{ApiToken, MetaError};
 use subtle::ConstantTimeEq;
 
 use crate::error::{ErrorKind, VfsError, VfsResult};
-use crate::login::Source;
+use crate::login::{Attempt, Source};
 use crate::vault::{Principal, Vault, now_ms};
 
 /// Every token starts with this, so secret scanners and people recognise it.
@@ -151,47 +151,26 @@ impl Vault {
         remote_addr: Option<String>,
     ) -> VfsResult<Principal> {
         let source = Source::of(remote_addr.as_deref());
+        let at = Attempt {
+            name: "token:malformed",
+            source: &source,
+            protocol,
+            remote: &remote_addr,
+        };
         let Some((id, secret)) = parse(token) else {
-            return Err(self
-                .refuse(
-                    None,
-                    "token:malformed",
-                    &source,
-                    protocol,
-                    &remote_addr,
-                    "bad_token",
-                )
-                .await);
+            return Err(self.refuse(None, at, "bad_token").await);
         };
         let label = format!("token:{id}");
-        let stored = match self.backends().meta.api_token(id).await {
-            Ok(t) => t,
-            Err(MetaError::NotFound) => {
-                return Err(self
-                    .refuse(
-                        None,
-                        &label,
-                        &source,
-                        protocol,
-                        &remote_addr,
-                        "unknown_token",
-                    )
-                    .await);
-            }
-            Err(e) => return Err(e.into()),
+        // An unknown token and one whose user is gone get the same answer.
+        let found = match self.backends().meta.api_token(id).await {
+            Ok(t) => self.backends().meta.user(t.user_id).await.map(|u| (t, u)),
+            Err(e) => Err(e),
         };
-        let user = match self.backends().meta.user(stored.user_id).await {
-            Ok(u) => u,
+        let (stored, user) = match found {
+            Ok(found) => found,
             Err(MetaError::NotFound) => {
                 return Err(self
-                    .refuse(
-                        None,
-                        &label,
-                        &source,
-                        protocol,
-                        &remote_addr,
-                        "unknown_token",
-                    )
+                    .refuse(None, Attempt { name: &label, ..at }, "unknown_token")
                     .await);
             }
             Err(e) => return Err(e.into()),
@@ -212,14 +191,7 @@ impl Vault {
             }
         };
         Err(self
-            .refuse(
-                Some(&user),
-                &label,
-                &source,
-                protocol,
-                &remote_addr,
-                outcome,
-            )
+            .refuse(Some(&user), Attempt { name: &label, ..at }, outcome)
             .await)
     }
 }
