@@ -303,3 +303,71 @@ fn an_upload_cut_off_midway_behaves_the_same_on_sftp_ftpes_and_https() {
     );
     server.stop();
 }
+
+/// `curl` with a cookie jar against the HTTPS port; returns (status, body).
+fn browser(env: &Env, jar: &std::path::Path, args: &[&str], path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sk", "-b"])
+        .arg(jar)
+        .arg("-c")
+        .arg(jar)
+        .args(["-w", "\n%{http_code}"])
+        .args(args)
+        .arg(format!("https://127.0.0.1:{}{path}", env.ports.https))
+        .output()
+        .expect("curl is required (apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+#[test]
+fn a_browser_session_of_a_user_disabled_with_the_cli_is_refused_at_its_next_request() {
+    let env = Env::new("");
+    env.add_user("acme", "alice", PASSWORD);
+    let _server = env.serve();
+    let jar = env.dir.path().join("cookies.txt");
+    let (code, form) = browser(&env, &jar, &[], "/login");
+    assert_eq!(code, 200);
+    let csrf = form
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the login form carries a CSRF token")
+        .to_owned();
+    let (code, _) = browser(
+        &env,
+        &jar,
+        &[
+            "--data-urlencode",
+            "user=alice",
+            "--data-urlencode",
+            &format!("password={PASSWORD}"),
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+        ],
+        "/login",
+    );
+    assert_eq!(code, 303, "the login redirects to the files page");
+    let (code, page) = browser(&env, &jar, &[], "/files/");
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("action=\"/logout\""),
+        "the files page of a logged-in user"
+    );
+
+    env.ok(&["user", "disable", "alice"], "");
+    let (code, page) = browser(&env, &jar, &[], "/files/");
+    assert_ne!(
+        code, 200,
+        "the open browser session is refused once disabled: {page}"
+    );
+    assert!(
+        !page.contains("action=\"/logout\""),
+        "no files page for a disabled user"
+    );
+
+    env.ok(&["user", "enable", "alice"], "");
+    let (code, _) = browser(&env, &jar, &[], "/files/");
+    assert_eq!(code, 200, "enabled again, the session works");
+}
