@@ -314,7 +314,8 @@ pub struct RawLimits {
     /// address or IPv6 /64).
     #[serde(default = "default_pre_auth_per_address")]
     pub pre_auth_per_address: u32,
-    /// Seconds a connection may take to log in (SSH and FTP) before it is closed.
+    /// Seconds a connection may take to log in (SSH and FTP) or to send its first request
+    /// head (HTTPS) before it is closed.
     #[serde(default = "default_login_grace_secs")]
     pub login_grace_secs: u64,
 }
