@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod ftp;
 mod https;
+mod kms;
 mod nodes;
 mod s3;
 mod seams;
