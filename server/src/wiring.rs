@@ -114,7 +114,6 @@ async fn connect_kms(
 
 /// The master keys of one region (`field` is `keys.primary` or `keys.replica`): the current
 /// key, older local key files still accepted for unwrapping, and the region's KMS if any.
-/// Logs the region's provider kind and key ids (never a secret).
 async fn open_region_keys(
     cfg: &KeyConfig,
     field: &str,
@@ -155,16 +154,25 @@ async fn open_region_keys(
             }
         }
     };
+    Ok(keys)
+}
+
+/// Logs a region's provider kind, key id, older key ids and KMS (never a secret).
+fn log_region_keys(field: &str, cfg: &KeyConfig, keys: &RegionKeys) {
     let previous: Vec<String> = keys.previous.iter().map(|p| p.key_id()).collect();
+    let kms = cfg.kms().map(|k| {
+        k.endpoint
+            .clone()
+            .unwrap_or_else(|| format!("AWS KMS {}", k.region))
+    });
     tracing::info!(
         keys = field,
         kind = keys.current.kind(),
         key_id = %keys.current.key_id(),
         previous = ?previous,
-        kms = cfg.kms().map(|k| k.endpoint.clone().unwrap_or_else(|| format!("AWS KMS {}", k.region))),
+        kms = ?kms,
         "master key"
     );
-    Ok(keys)
 }
 
 /// Both regions' master keys as one ring, every KMS counting its calls in the ring's metrics.
@@ -172,6 +180,13 @@ pub async fn open_key_ring(cfg: &Config) -> anyhow::Result<KeyRing> {
     let metrics = Arc::new(KeyMetrics::default());
     let primary = open_region_keys(&cfg.keys.primary, "keys.primary", &metrics).await?;
     let replica = open_region_keys(&cfg.keys.replica, "keys.replica", &metrics).await?;
+    // Logged once both regions opened, so a refused key file stays the only line on stderr.
+    for (field, cfg, keys) in [
+        ("keys.primary", &cfg.keys.primary, &primary),
+        ("keys.replica", &cfg.keys.replica, &replica),
+    ] {
+        log_region_keys(field, cfg, keys);
+    }
     let mut ring = KeyRing::of_regions(primary, Some(replica));
     ring.metrics = metrics;
     Ok(ring)
