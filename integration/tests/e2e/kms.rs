@@ -200,3 +200,60 @@ fn a_local_key_data_dir_in_the_old_config_form_opens_unchanged() {
         "the start log names the local key ids: {log}"
     );
 }
+
+#[test]
+fn a_hung_kms_fails_downloads_cleanly_and_they_work_again_when_it_answers() {
+    let Some(kms_server) = kms::KmsServer::start() else {
+        return;
+    };
+    let endpoint = kms_server.endpoint();
+    let (primary_key, _) = kms::create_key_blocking(&endpoint, PRIMARY_KMS_REGION).unwrap();
+    let (replica_key, _) = kms::create_key_blocking(&endpoint, REPLICA_KMS_REGION).unwrap();
+    let extra = kms_key_toml("primary", &primary_key, PRIMARY_KMS_REGION, &endpoint)
+        + &kms_key_toml("replica", &replica_key, REPLICA_KMS_REGION, &endpoint);
+    let env = Env::new(&extra);
+    env.add_user("acme", "alice", PASSWORD);
+    let payload = bytes(300_000, 13);
+    let local = env.dir.path().join("f.bin");
+    std::fs::write(&local, &payload).unwrap();
+    env.ok(
+        &[
+            "files",
+            "put",
+            local.to_str().unwrap(),
+            "/f.bin",
+            "--user",
+            "alice",
+        ],
+        "",
+    );
+
+    // A fresh server holds no unwrapped tenant key; the KMS hangs.
+    kms_server.freeze(true);
+    let server = env.serve();
+    let out = env.dir.path().join("back.bin");
+    let status = https_get(&env, "f.bin", &out);
+    println!("HTTPS status while the KMS hangs: {status}");
+    assert_ne!(status, "200", "the file cannot be read without its key");
+    assert_eq!(
+        status, "503",
+        "a retryable 'unavailable', not another error"
+    );
+    assert_eq!(
+        crate::harness::http_get(server.admin, "/healthz").map(|(code, _)| code),
+        Some(200),
+        "the server keeps running"
+    );
+    assert!(
+        server.logs().contains(&primary_key),
+        "the log names the KMS key: {}",
+        server.logs()
+    );
+
+    // The KMS answers again: the same server reads the file, without a restart.
+    kms_server.freeze(false);
+    let _ = std::fs::remove_file(&out);
+    assert_eq!(https_get(&env, "f.bin", &out), "200", "{}", server.logs());
+    assert_eq!(std::fs::read(&out).unwrap(), payload);
+    drop(server);
+}
