@@ -150,18 +150,20 @@ impl Drop for KmsServer {
     }
 }
 
-/// A free loopback port below the ephemeral range.
+/// A free loopback port from 61000..65000: above Linux's ephemeral range (32768..60999), so
+/// no client socket takes it while a private server is down for a restart, and apart from the
+/// e2e harness's server ports (12000..32000). One process never hands out the same port twice.
 fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 61_000;
+    const COUNT: u32 = 4_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
     // Offset by the process id so parallel test binaries rarely try the same ports.
-    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = (std::process::id() % 200) * 20;
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let base = 33_000 + (std::process::id() % 500) as u16 * 20;
-        let port = base.wrapping_add(n % 2000);
-        if (33_000..60_000).contains(&port)
-            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-        {
+        let port = u16::try_from(FIRST + (base + n) % COUNT).unwrap_or(61_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
