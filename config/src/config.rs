@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::raw::{
-    RawAdmin, RawAuth, RawConfig, RawFtp, RawHttps, RawKey, RawKeys, RawLimits, RawLog,
-    RawMetadata, RawSftp, RawStorage, RawStore, RawTls, RawUploads,
+    RawAdmin, RawAuth, RawConfig, RawFtp, RawHttps, RawKey, RawKeyRotation, RawKeys, RawLimits,
+    RawLog, RawMetadata, RawSftp, RawStorage, RawStore, RawTls, RawUploads,
 };
 use crate::secret::Secret;
 
@@ -286,6 +286,27 @@ pub struct KeysConfig {
     pub primary: KeyConfig,
     /// The master key of the replica region (distinct from the primary).
     pub replica: KeyConfig,
+    /// Seconds an unwrapped tenant key may stay in memory (1..=86400).
+    pub cache_secs: u64,
+    /// The rotation policy.
+    pub rotation: KeyRotationConfig,
+}
+
+impl KeysConfig {
+    /// [`KeysConfig::cache_secs`] as a duration.
+    #[must_use]
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.cache_secs)
+    }
+}
+
+/// `[keys.rotation]`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRotationConfig {
+    /// A tenant key older than this many days is overdue; `0` means never overdue.
+    pub max_age_days: u32,
+    /// Whether `coffer serve` rotates overdue tenant keys itself.
+    pub automatic: bool,
 }
 
 /// A master key provider.
@@ -295,7 +316,49 @@ pub enum KeyConfig {
     Local {
         /// Absolute path of the key file.
         path: PathBuf,
+        /// Absolute paths of older key files, used only to unwrap copies made under them.
+        previous_paths: Vec<PathBuf>,
+        /// A KMS this region reaches for customer-managed tenant keys, if configured.
+        kms: Option<KmsConnectionConfig>,
     },
+    /// A key of AWS KMS or a KMS-compatible server.
+    AwsKms {
+        /// Key id, key ARN, alias name or alias ARN, as configured (not empty).
+        key_id: String,
+        /// The KMS that holds it.
+        kms: KmsConnectionConfig,
+    },
+}
+
+impl KeyConfig {
+    /// `"local"` or `"aws-kms"`.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Local { .. } => "local",
+            Self::AwsKms { .. } => "aws-kms",
+        }
+    }
+
+    /// The KMS this region reaches: its master key's, or the one a local region names.
+    #[must_use]
+    pub fn kms(&self) -> Option<&KmsConnectionConfig> {
+        match self {
+            Self::Local { kms, .. } => kms.as_ref(),
+            Self::AwsKms { kms, .. } => Some(kms),
+        }
+    }
+}
+
+/// How to reach one region's KMS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsConnectionConfig {
+    /// The KMS region (not empty).
+    pub region: String,
+    /// An `http://` or `https://` endpoint URL; `None` means AWS.
+    pub endpoint: Option<String>,
+    /// Where the credentials come from (as for an S3 store).
+    pub credentials: S3Auth,
 }
 
 /// `[metadata]`, validated.
@@ -426,6 +489,11 @@ impl Config {
             keys: RawKeys {
                 primary: self.keys.primary.to_raw(),
                 replica: self.keys.replica.to_raw(),
+                cache_secs: self.keys.cache_secs,
+                rotation: RawKeyRotation {
+                    max_age_days: self.keys.rotation.max_age_days,
+                    automatic: self.keys.rotation.automatic,
+                },
             },
             metadata: self.metadata.to_raw(),
             uploads: RawUploads {
@@ -539,19 +607,27 @@ impl StoreConfig {
     }
 }
 
-impl S3StoreConfig {
-    fn to_raw(&self) -> RawStore {
-        let (access_key_id, secret_access_key, secret_access_key_file) = match &self.credentials {
-            S3Auth::DefaultChain => (String::new(), String::new(), String::new()),
-            S3Auth::Static {
+impl S3Auth {
+    /// `(access_key_id, secret_access_key, secret_access_key_file)` as written in the
+    /// file, with an inline secret redacted.
+    fn to_raw(&self) -> (String, String, String) {
+        match self {
+            Self::DefaultChain => (String::new(), String::new(), String::new()),
+            Self::Static {
                 access_key_id,
                 secret_access_key: S3SecretKey::Inline(_),
             } => (access_key_id.clone(), REDACTED.to_owned(), String::new()),
-            S3Auth::Static {
+            Self::Static {
                 access_key_id,
                 secret_access_key: S3SecretKey::File(path),
             } => (access_key_id.clone(), String::new(), path_text(path)),
-        };
+        }
+    }
+}
+
+impl S3StoreConfig {
+    fn to_raw(&self) -> RawStore {
+        let (access_key_id, secret_access_key, secret_access_key_file) = self.credentials.to_raw();
         RawStore::S3 {
             bucket: self.bucket.clone(),
             region: self.region.clone(),
@@ -568,9 +644,45 @@ impl S3StoreConfig {
 impl KeyConfig {
     fn to_raw(&self) -> RawKey {
         match self {
-            Self::Local { path } => RawKey::Local {
-                path: path_text(path),
-            },
+            Self::Local {
+                path,
+                previous_paths,
+                kms,
+            } => {
+                let (
+                    kms_region,
+                    kms_endpoint,
+                    (access_key_id, secret_access_key, secret_access_key_file),
+                ) = match kms {
+                    Some(kms) => (
+                        kms.region.clone(),
+                        kms.endpoint.clone().unwrap_or_default(),
+                        kms.credentials.to_raw(),
+                    ),
+                    None => (String::new(), String::new(), S3Auth::DefaultChain.to_raw()),
+                };
+                RawKey::Local {
+                    path: path_text(path),
+                    previous_paths: previous_paths.iter().map(|p| path_text(p)).collect(),
+                    kms_region,
+                    kms_endpoint,
+                    access_key_id,
+                    secret_access_key,
+                    secret_access_key_file,
+                }
+            }
+            Self::AwsKms { key_id, kms } => {
+                let (access_key_id, secret_access_key, secret_access_key_file) =
+                    kms.credentials.to_raw();
+                RawKey::AwsKms {
+                    key_id: key_id.clone(),
+                    region: kms.region.clone(),
+                    endpoint: kms.endpoint.clone().unwrap_or_default(),
+                    access_key_id,
+                    secret_access_key,
+                    secret_access_key_file,
+                }
+            }
         }
     }
 }

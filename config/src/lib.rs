@@ -24,14 +24,14 @@ mod validate;
 
 pub use config::{
     AdminConfig, AuthConfig, Config, DatabaseTls, FtpConfig, HttpsConfig, KeepPartial, KeyConfig,
-    KeysConfig, LimitsConfig, LogConfig, LogFormat, METADATA_PASSWORD_ENV, MetadataConfig,
-    REDACTED, S3Auth, S3SecretKey, S3StoreConfig, SftpConfig, StorageConfig, StoreConfig,
-    TlsCertificate, TlsConfig, UploadsConfig,
+    KeyRotationConfig, KeysConfig, KmsConnectionConfig, LimitsConfig, LogConfig, LogFormat,
+    METADATA_PASSWORD_ENV, MetadataConfig, REDACTED, S3Auth, S3SecretKey, S3StoreConfig,
+    SftpConfig, StorageConfig, StoreConfig, TlsCertificate, TlsConfig, UploadsConfig,
 };
 pub use error::ConfigError;
 pub use raw::{
-    DATA_DIR_PLACEHOLDER, RawAdmin, RawAuth, RawConfig, RawFtp, RawHttps, RawKey, RawKeys,
-    RawLimits, RawLog, RawMetadata, RawSftp, RawStorage, RawStore, RawTls, RawUploads,
+    DATA_DIR_PLACEHOLDER, RawAdmin, RawAuth, RawConfig, RawFtp, RawHttps, RawKey, RawKeyRotation,
+    RawKeys, RawLimits, RawLog, RawMetadata, RawSftp, RawStorage, RawStore, RawTls, RawUploads,
 };
 pub use secret::{Secret, read_secret_file};
 pub use sources::{ENV_PREFIX, IGNORED_ENV_VARS, Sources, TEST_ENV_PREFIXES, load, read_file};

@@ -233,6 +233,25 @@ pub struct RawKeys {
     /// The master key of the replica region.
     #[serde(default = "default_replica_key")]
     pub replica: RawKey,
+    /// Seconds an unwrapped tenant key may stay in memory before it is unwrapped again
+    /// (so a revoked KMS key takes effect within this bound).
+    #[serde(default = "default_key_cache_secs")]
+    pub cache_secs: u64,
+    /// Master and tenant key rotation policy.
+    #[serde(default)]
+    pub rotation: RawKeyRotation,
+}
+
+/// `[keys.rotation]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyRotation {
+    /// A tenant key older than this many days is overdue; `0` means never overdue.
+    #[serde(default = "default_rotation_max_age_days")]
+    pub max_age_days: u32,
+    /// Whether `coffer serve` rotates overdue tenant keys itself.
+    #[serde(default)]
+    pub automatic: bool,
 }
 
 /// A master key provider, chosen by `kind`.
@@ -243,7 +262,63 @@ pub enum RawKey {
     Local {
         /// The key file.
         path: String,
+        /// Older key files, still used to unwrap copies a rotation has not moved yet.
+        #[serde(default)]
+        previous_paths: Vec<String>,
+        /// Region of a KMS reached for customer-managed tenant keys; `""` means none.
+        #[serde(default)]
+        kms_region: String,
+        /// Endpoint URL of that KMS; `""` means AWS's endpoint for `kms_region`.
+        #[serde(default)]
+        kms_endpoint: String,
+        /// Static access key id for that KMS; `""` means the standard AWS credential chain.
+        #[serde(default)]
+        access_key_id: String,
+        /// The secret key of `access_key_id` (prefer `secret_access_key_file`).
+        #[serde(default)]
+        secret_access_key: String,
+        /// A file (mode 0600) holding the secret key of `access_key_id`.
+        #[serde(default)]
+        secret_access_key_file: String,
     },
+    /// A key of AWS KMS or a KMS-compatible server.
+    #[serde(rename = "aws-kms")]
+    AwsKms {
+        /// Key id, key ARN, alias name (`alias/...`) or alias ARN.
+        #[serde(default)]
+        key_id: String,
+        /// The KMS region, e.g. `eu-west-1`.
+        #[serde(default)]
+        region: String,
+        /// Endpoint URL of the KMS; `""` means AWS's endpoint for `region`.
+        #[serde(default)]
+        endpoint: String,
+        /// Static access key id; `""` means the standard AWS credential chain.
+        #[serde(default)]
+        access_key_id: String,
+        /// The secret key of `access_key_id` (prefer `secret_access_key_file`).
+        #[serde(default)]
+        secret_access_key: String,
+        /// A file (mode 0600) holding the secret key of `access_key_id`.
+        #[serde(default)]
+        secret_access_key_file: String,
+    },
+}
+
+impl RawKey {
+    /// A local key file and nothing else.
+    #[must_use]
+    pub fn local(path: impl Into<String>) -> Self {
+        Self::Local {
+            path: path.into(),
+            previous_paths: Vec::new(),
+            kms_region: String::new(),
+            kms_endpoint: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            secret_access_key_file: String::new(),
+        }
+    }
 }
 
 /// `[metadata]`
@@ -427,15 +502,19 @@ fn default_s3_region() -> String {
 }
 
 fn default_primary_key() -> RawKey {
-    RawKey::Local {
-        path: format!("{DATA_DIR_PLACEHOLDER}/keys/primary.key"),
-    }
+    RawKey::local(format!("{DATA_DIR_PLACEHOLDER}/keys/primary.key"))
 }
 
 fn default_replica_key() -> RawKey {
-    RawKey::Local {
-        path: format!("{DATA_DIR_PLACEHOLDER}/keys/replica.key"),
-    }
+    RawKey::local(format!("{DATA_DIR_PLACEHOLDER}/keys/replica.key"))
+}
+
+fn default_key_cache_secs() -> u64 {
+    300
+}
+
+fn default_rotation_max_age_days() -> u32 {
+    365
 }
 
 fn default_metadata_url() -> String {
@@ -581,6 +660,17 @@ impl Default for RawKeys {
         Self {
             primary: default_primary_key(),
             replica: default_replica_key(),
+            cache_secs: default_key_cache_secs(),
+            rotation: RawKeyRotation::default(),
+        }
+    }
+}
+
+impl Default for RawKeyRotation {
+    fn default() -> Self {
+        Self {
+            max_age_days: default_rotation_max_age_days(),
+            automatic: false,
         }
     }
 }

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use crate::config::{
     AdminConfig, AuthConfig, Config, DatabaseTls, FtpConfig, HttpsConfig, KeepPartial, KeyConfig,
-    KeysConfig, LimitsConfig, LogConfig, LogFormat, MetadataConfig, S3Auth, S3SecretKey,
-    S3StoreConfig, SftpConfig, StorageConfig, StoreConfig, TlsCertificate, TlsConfig,
-    UploadsConfig,
+    KeyRotationConfig, KeysConfig, KmsConnectionConfig, LimitsConfig, LogConfig, LogFormat,
+    MetadataConfig, S3Auth, S3SecretKey, S3StoreConfig, SftpConfig, StorageConfig, StoreConfig,
+    TlsCertificate, TlsConfig, UploadsConfig,
 };
 use crate::error::ConfigError;
 use crate::raw::{
@@ -439,6 +439,20 @@ impl StoreValidator<'_> {
         secret: &str,
         secret_file: &str,
     ) -> Result<S3Auth, ConfigError> {
+        aws_credentials(self.paths, table, access_key_id, secret, secret_file)
+    }
+}
+
+/// The credentials of an AWS client (an S3 store or a KMS) from the fields `access_key_id`,
+/// `secret_access_key` and `secret_access_key_file` of `table`: none means the standard chain.
+fn aws_credentials(
+    paths: &PathResolver<'_>,
+    table: &str,
+    access_key_id: &str,
+    secret: &str,
+    secret_file: &str,
+) -> Result<S3Auth, ConfigError> {
+    {
         let secret_access_key = match (access_key_id.is_empty(), secret, secret_file) {
             (true, "", "") => return Ok(S3Auth::DefaultChain),
             (true, _, _) => {
@@ -455,10 +469,9 @@ impl StoreValidator<'_> {
                 ));
             }
             (false, inline, "") => S3SecretKey::Inline(Arc::new(Secret::new(inline.to_owned()))),
-            (false, "", file) => S3SecretKey::File(
-                self.paths
-                    .resolve(&format!("{table}.secret_access_key_file"), file)?,
-            ),
+            (false, "", file) => {
+                S3SecretKey::File(paths.resolve(&format!("{table}.secret_access_key_file"), file)?)
+            }
             (false, _, _) => {
                 return Err(ConfigError::invalid(
                     &format!("{table}.secret_access_key"),
@@ -573,20 +586,85 @@ fn refuse_overlap(
     Ok(())
 }
 
+/// The longest `keys.cache_secs`: a day.
+const MAX_KEY_CACHE_SECS: u64 = 86_400;
+/// The longest `keys.rotation.max_age_days`: a hundred years.
+const MAX_KEY_AGE_DAYS: u32 = 36_500;
+
 fn validate_keys(raw: &RawKeys, paths: &PathResolver<'_>) -> Result<KeysConfig, ConfigError> {
     let primary = validate_key("keys.primary", &raw.primary, paths)?;
     let replica = validate_key("keys.replica", &raw.replica, paths)?;
-    let (KeyConfig::Local { path: primary_path }, KeyConfig::Local { path }) = (&primary, &replica);
-    if path == primary_path {
+    match (&primary, &replica) {
+        (
+            KeyConfig::Local {
+                path: primary_path, ..
+            },
+            KeyConfig::Local { path, .. },
+        ) if path == primary_path => {
+            return Err(ConfigError::invalid(
+                "keys.replica.path",
+                format!(
+                    "{} is also keys.primary.path; each region needs its own master key file",
+                    path.display()
+                ),
+            ));
+        }
+        (
+            KeyConfig::AwsKms {
+                key_id: primary_key,
+                kms: primary_kms,
+            },
+            KeyConfig::AwsKms { key_id, kms },
+        ) if key_id == primary_key
+            && kms.region == primary_kms.region
+            && kms.endpoint == primary_kms.endpoint =>
+        {
+            return Err(ConfigError::invalid(
+                "keys.replica.key_id",
+                format!(
+                    "{key_id:?} is also keys.primary.key_id in the same KMS; each region needs \
+                     its own master key"
+                ),
+            ));
+        }
+        _ => {}
+    }
+    if !(1..=MAX_KEY_CACHE_SECS).contains(&raw.cache_secs) {
         return Err(ConfigError::invalid(
-            "keys.replica.path",
+            "keys.cache_secs",
             format!(
-                "{} is also keys.primary.path; each region needs its own master key file",
-                path.display()
+                "{} is out of range; unwrapped tenant keys stay in memory 1 to \
+                 {MAX_KEY_CACHE_SECS} seconds (default 300)",
+                raw.cache_secs
             ),
         ));
     }
-    Ok(KeysConfig { primary, replica })
+    if raw.rotation.max_age_days > MAX_KEY_AGE_DAYS {
+        return Err(ConfigError::invalid(
+            "keys.rotation.max_age_days",
+            format!(
+                "{} is out of range; use 1 to {MAX_KEY_AGE_DAYS} days, or 0 for never overdue",
+                raw.rotation.max_age_days
+            ),
+        ));
+    }
+    if raw.rotation.automatic {
+        return Err(ConfigError::invalid(
+            "keys.rotation.automatic",
+            "automatic rotation needs tenant-key version rotation, which this build does not \
+             have yet; overdue keys are reported by `coffer keys status` and the server log \
+             (set it to false)",
+        ));
+    }
+    Ok(KeysConfig {
+        primary,
+        replica,
+        cache_secs: raw.cache_secs,
+        rotation: KeyRotationConfig {
+            max_age_days: raw.rotation.max_age_days,
+            automatic: raw.rotation.automatic,
+        },
+    })
 }
 
 fn validate_key(
@@ -595,9 +673,114 @@ fn validate_key(
     paths: &PathResolver<'_>,
 ) -> Result<KeyConfig, ConfigError> {
     match raw {
-        RawKey::Local { path } => Ok(KeyConfig::Local {
-            path: paths.resolve(&format!("{table}.path"), path)?,
-        }),
+        RawKey::Local {
+            path,
+            previous_paths,
+            kms_region,
+            kms_endpoint,
+            access_key_id,
+            secret_access_key,
+            secret_access_key_file,
+        } => {
+            let path = paths.resolve(&format!("{table}.path"), path)?;
+            let mut previous = Vec::with_capacity(previous_paths.len());
+            for (n, old) in previous_paths.iter().enumerate() {
+                let field = format!("{table}.previous_paths[{n}]");
+                let old = paths.resolve(&field, old)?;
+                if old == path || previous.contains(&old) {
+                    return Err(ConfigError::invalid(
+                        &field,
+                        format!(
+                            "{} is listed twice; previous_paths holds only older key files, \
+                             not {table}.path",
+                            old.display()
+                        ),
+                    ));
+                }
+                previous.push(old);
+            }
+            let kms = if kms_region.trim().is_empty() {
+                let stray = [
+                    ("kms_endpoint", kms_endpoint),
+                    ("access_key_id", access_key_id),
+                    ("secret_access_key", secret_access_key),
+                    ("secret_access_key_file", secret_access_key_file),
+                ];
+                if let Some((name, _)) = stray.iter().find(|(_, v)| !v.trim().is_empty()) {
+                    return Err(ConfigError::invalid(
+                        &format!("{table}.kms_region"),
+                        format!(
+                            "is empty but {table}.{name} is set; name the KMS region for \
+                             customer-managed tenant keys, or remove {name}"
+                        ),
+                    ));
+                }
+                None
+            } else {
+                Some(KmsConnectionConfig {
+                    region: validate_region(&format!("{table}.kms_region"), kms_region)?,
+                    endpoint: validate_endpoint(&format!("{table}.kms_endpoint"), kms_endpoint)?,
+                    credentials: aws_credentials(
+                        paths,
+                        table,
+                        access_key_id,
+                        secret_access_key,
+                        secret_access_key_file,
+                    )?,
+                })
+            };
+            Ok(KeyConfig::Local {
+                path,
+                previous_paths: previous,
+                kms,
+            })
+        }
+        RawKey::AwsKms {
+            key_id,
+            region,
+            endpoint,
+            access_key_id,
+            secret_access_key,
+            secret_access_key_file,
+        } => {
+            let key_id = key_id.trim();
+            if key_id.is_empty() {
+                return Err(ConfigError::invalid(
+                    &format!("{table}.key_id"),
+                    "required for kind = \"aws-kms\": a key id, key ARN or alias \
+                     (e.g. \"alias/coffer-primary\")",
+                ));
+            }
+            if key_id.contains(char::is_whitespace) || key_id.starts_with("aws-kms:") {
+                return Err(ConfigError::invalid(
+                    &format!("{table}.key_id"),
+                    format!(
+                        "{key_id:?} is not a KMS key id; give the key id, key ARN or alias \
+                         exactly as KMS names it (e.g. \"alias/coffer-primary\")"
+                    ),
+                ));
+            }
+            if region.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    &format!("{table}.region"),
+                    "required for kind = \"aws-kms\": the KMS region, e.g. \"eu-west-1\"",
+                ));
+            }
+            Ok(KeyConfig::AwsKms {
+                key_id: key_id.to_owned(),
+                kms: KmsConnectionConfig {
+                    region: validate_region(&format!("{table}.region"), region)?,
+                    endpoint: validate_endpoint(&format!("{table}.endpoint"), endpoint)?,
+                    credentials: aws_credentials(
+                        paths,
+                        table,
+                        access_key_id,
+                        secret_access_key,
+                        secret_access_key_file,
+                    )?,
+                },
+            })
+        }
     }
 }
 

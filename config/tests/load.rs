@@ -38,8 +38,18 @@ fn data_paths(config: &Config) -> Vec<(&'static str, PathBuf)> {
     let Some(StoreConfig::Local { path: replica }) = &config.storage.replica else {
         panic!("default replica should be a local store");
     };
-    let KeyConfig::Local { path: primary_key } = &config.keys.primary;
-    let KeyConfig::Local { path: replica_key } = &config.keys.replica;
+    let KeyConfig::Local {
+        path: primary_key, ..
+    } = &config.keys.primary
+    else {
+        panic!("default primary key should be a local file");
+    };
+    let KeyConfig::Local {
+        path: replica_key, ..
+    } = &config.keys.replica
+    else {
+        panic!("default replica key should be a local file");
+    };
     let TlsCertificate::SelfSigned { dir: tls_dir } = &config.tls.certificate else {
         panic!("default TLS should be self-signed");
     };

@@ -267,9 +267,7 @@ fn log_format_must_be_text_or_json() {
 #[test]
 fn both_regions_sharing_a_master_key_file_is_refused() {
     refused("keys.replica.path", |raw| {
-        raw.keys.replica = RawKey::Local {
-            path: "<data_dir>/keys/primary.key".into(),
-        };
+        raw.keys.replica = RawKey::local("<data_dir>/keys/primary.key");
     });
 }
 

@@ -76,8 +76,8 @@ pub async fn tenant(vault: &Vault, cmd: TenantCmd) -> anyhow::Result<()> {
 }
 
 /// Days after which a tenant key version is reported overdue for rotation.
-pub fn rotation_max_age_days(_cfg: &coffer_config::Config) -> u32 {
-    365
+pub fn rotation_max_age_days(cfg: &coffer_config::Config) -> u32 {
+    cfg.keys.rotation.max_age_days
 }
 
 pub async fn keys(vault: &Vault, cfg: &coffer_config::Config, cmd: KeysCmd) -> anyhow::Result<()> {

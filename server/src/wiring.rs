@@ -5,10 +5,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use coffer_config::{
-    Config, DatabaseTls, KeyConfig, MetadataConfig, S3Auth, S3SecretKey, S3StoreConfig,
-    StoreConfig, read_secret_file,
+    Config, DatabaseTls, KeyConfig, KmsConnectionConfig, MetadataConfig, S3Auth, S3SecretKey,
+    S3StoreConfig, StoreConfig, read_secret_file,
 };
-use coffer_keys::{KeyProvider, KeyRing, LocalKeyProvider};
+use coffer_keys::{
+    AwsKms, AwsKmsSettings, KeyMetrics, KeyProvider, KeyRing, KmsConnector, KmsCredentials,
+    LocalKeyProvider, RegionKeys,
+};
 use coffer_meta::{MetadataStore, MySqlOptions, MySqlStore, MySqlTls, SqliteStore};
 use coffer_object::{LocalDirStore, ObjectStore, S3Credentials, S3Settings, S3Store};
 use coffer_storage::{Backends, LockoutPolicy, PartialUploads, Vault, VaultOptions};
@@ -79,13 +82,114 @@ pub async fn open_s3_store(cfg: &S3StoreConfig, field: &str) -> anyhow::Result<S
         .with_context(|| format!("{field}: cannot set up the S3 client"))
 }
 
-fn open_key(cfg: &KeyConfig, field: &str) -> anyhow::Result<Arc<dyn KeyProvider>> {
-    match cfg {
-        KeyConfig::Local { path } => Ok(Arc::new(
-            LocalKeyProvider::load_or_create(path)
-                .with_context(|| format!("{field}: master key {}", path.display()))?,
-        )),
+/// Connects to the KMS of `kms` (no request is made), counting its calls in `metrics`.
+async fn connect_kms(
+    kms: &KmsConnectionConfig,
+    field: &str,
+    metrics: &Arc<KeyMetrics>,
+) -> anyhow::Result<Arc<AwsKms>> {
+    let credentials = match &kms.credentials {
+        S3Auth::DefaultChain => KmsCredentials::DefaultChain,
+        S3Auth::Static {
+            access_key_id,
+            secret_access_key,
+        } => match secret_access_key {
+            S3SecretKey::Inline(secret) => {
+                KmsCredentials::static_keys(access_key_id, secret.expose())
+            }
+            S3SecretKey::File(path) => {
+                let field = format!("{field}.secret_access_key_file");
+                let secret = read_secret_file(&field, path)?;
+                KmsCredentials::static_keys(access_key_id, secret.expose())
+            }
+        },
+    };
+    let settings = AwsKmsSettings {
+        region: kms.region.clone(),
+        endpoint: kms.endpoint.clone(),
+        credentials,
+    };
+    Ok(Arc::new(AwsKms::connect(settings, metrics.clone()).await))
+}
+
+/// The master keys of one region (`field` is `keys.primary` or `keys.replica`): the current
+/// key, older local key files still accepted for unwrapping, and the region's KMS if any.
+async fn open_region_keys(
+    cfg: &KeyConfig,
+    field: &str,
+    metrics: &Arc<KeyMetrics>,
+) -> anyhow::Result<RegionKeys> {
+    let keys = match cfg {
+        KeyConfig::Local {
+            path,
+            previous_paths,
+            kms,
+        } => {
+            let current: Arc<dyn KeyProvider> = Arc::new(
+                LocalKeyProvider::load_or_create(path)
+                    .with_context(|| format!("{field}.path: master key {}", path.display()))?,
+            );
+            let mut previous: Vec<Arc<dyn KeyProvider>> = Vec::with_capacity(previous_paths.len());
+            for (n, old) in previous_paths.iter().enumerate() {
+                previous.push(Arc::new(LocalKeyProvider::load(old).with_context(
+                    || format!("{field}.previous_paths[{n}]: master key {}", old.display()),
+                )?));
+            }
+            let kms: Option<Arc<dyn KmsConnector>> = match kms {
+                Some(kms) => Some(connect_kms(kms, field, metrics).await?),
+                None => None,
+            };
+            RegionKeys {
+                current,
+                previous,
+                kms,
+            }
+        }
+        KeyConfig::AwsKms { key_id, kms } => {
+            let kms = connect_kms(kms, field, metrics).await?;
+            RegionKeys {
+                current: kms.key(key_id),
+                previous: Vec::new(),
+                kms: Some(kms),
+            }
+        }
+    };
+    Ok(keys)
+}
+
+/// Logs a region's provider kind, key id, older key ids and KMS (never a secret).
+fn log_region_keys(field: &str, cfg: &KeyConfig, keys: &RegionKeys) {
+    let previous: Vec<String> = keys.previous.iter().map(|p| p.key_id()).collect();
+    let kms = cfg.kms().map(|k| {
+        k.endpoint
+            .clone()
+            .unwrap_or_else(|| format!("AWS KMS {}", k.region))
+    });
+    tracing::info!(
+        keys = field,
+        kind = keys.current.kind(),
+        key_id = %keys.current.key_id(),
+        previous = ?previous,
+        kms = ?kms,
+        "master key"
+    );
+}
+
+/// Both regions' master keys as one ring, every KMS counting its calls in the ring's metrics.
+pub async fn open_key_ring(cfg: &Config) -> anyhow::Result<KeyRing> {
+    let metrics = Arc::new(KeyMetrics::default());
+    let primary = open_region_keys(&cfg.keys.primary, "keys.primary", &metrics).await?;
+    let replica = open_region_keys(&cfg.keys.replica, "keys.replica", &metrics).await?;
+    // Logged once both regions opened, so a refused key file stays the only line on stderr.
+    for (field, cfg, keys) in [
+        ("keys.primary", &cfg.keys.primary, &primary),
+        ("keys.replica", &cfg.keys.replica, &replica),
+    ] {
+        log_region_keys(field, cfg, keys);
     }
+    let mut ring = KeyRing::of_regions(primary, Some(replica));
+    ring.metrics = metrics;
+    Ok(ring)
 }
 
 /// Removes crash leftovers from the temp directories of local object stores. Only `serve`
@@ -193,10 +297,7 @@ pub async fn open_vault(cfg: &Config, role: Role) -> anyhow::Result<Vault> {
         Some(r) => Some(open_store(r, "storage.replica").await?),
         None => None,
     };
-    let keys = KeyRing::new(
-        open_key(&cfg.keys.primary, "keys.primary")?,
-        Some(open_key(&cfg.keys.replica, "keys.replica")?),
-    );
+    let keys = open_key_ring(cfg).await?;
     let (spool_dir, node_name) = match role {
         Role::Server => (cfg.storage.spool_dir.clone(), cfg.node_name.clone()),
         Role::Operator => coffer_storage::operator_spool(&cfg.storage.spool_dir, &cfg.node_name),
@@ -215,8 +316,7 @@ pub async fn open_vault(cfg: &Config, role: Role) -> anyhow::Result<Vault> {
             coffer_config::KeepPartial::NewFiles => PartialUploads::KeepNewFiles,
             coffer_config::KeepPartial::Never => PartialUploads::Discard,
         },
-        // `keys.cache_secs` comes with the KMS configuration; until then the default.
-        key_cache: coffer_storage::DEFAULT_KEY_CACHE,
+        key_cache: cfg.keys.cache_ttl(),
     };
     let vault = Vault::open(
         Backends {

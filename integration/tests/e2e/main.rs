@@ -9,6 +9,7 @@ mod cli;
 mod ftp;
 mod https;
 mod keys;
+mod kms;
 mod nodes;
 mod s3;
 mod seams;

@@ -18,6 +18,7 @@
     )
 )]
 
+mod aws_kms;
 mod error;
 mod kdf;
 mod key_file;
@@ -30,6 +31,9 @@ mod sealed_blob;
 mod tenant_key;
 mod tenant_keys;
 
+pub use aws_kms::{
+    AwsKms, AwsKmsKey, AwsKmsSettings, KMS_CONNECT_TIMEOUT, KMS_OPERATION_TIMEOUT, KmsCredentials,
+};
 pub use error::KeyError;
 pub use key_file::MASTER_KEY_LEN;
 pub use local::LocalKeyProvider;

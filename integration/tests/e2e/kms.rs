@@ -1,0 +1,259 @@
+//! KMS master keys end to end: `coffer serve` with both regions on `aws-kms` keys held by the
+//! KMS test server (moto, the real KMS wire protocol; `integration/start-kms`), driven by the
+//! CLI, OpenSSH's sftp and curl.
+
+use std::path::Path;
+use std::process::Command;
+
+use coffer_integration::kms::{
+    self, KMS_ACCESS_KEY, KMS_SECRET_KEY, PRIMARY_KMS_REGION, REPLICA_KMS_REGION,
+};
+
+use crate::harness::{Env, assert_no_canary, bytes, contains, marker, sftp_password_batch, sha256};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn kms_key_toml(region: &str, key_id: &str, kms_region: &str, endpoint: &str) -> String {
+    format!(
+        "[keys.{region}]\nkind = \"aws-kms\"\nkey_id = \"{key_id}\"\nregion = \"{kms_region}\"\n\
+         endpoint = \"{endpoint}\"\naccess_key_id = \"{KMS_ACCESS_KEY}\"\n\
+         secret_access_key = \"{KMS_SECRET_KEY}\"\n"
+    )
+}
+
+/// Downloads `remote` of alice over HTTPS with curl into `out`; the HTTP status.
+fn https_get(env: &Env, remote: &str, out: &Path) -> String {
+    let result = Command::new("curl")
+        .args(["-sS", "-k", "--max-time", "120", "-o"])
+        .arg(out)
+        .args(["-w", "%{http_code}", "-u", &format!("alice:{PASSWORD}")])
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/files/{remote}",
+            env.ports.https
+        ))
+        .output()
+        .expect("curl is required for the KMS end-to-end test: apt-get install curl");
+    String::from_utf8_lossy(&result.stdout).trim().to_owned()
+}
+
+#[test]
+fn both_regions_on_kms_keys_sftp_up_https_down_and_no_plaintext_at_rest() {
+    let Some(endpoint) = kms::kms_endpoint() else {
+        return;
+    };
+    let (_, primary_arn) = kms::create_key_blocking(&endpoint, PRIMARY_KMS_REGION).unwrap();
+    let (replica_key, _) = kms::create_key_blocking(&endpoint, REPLICA_KMS_REGION).unwrap();
+    let alias = format!("alias/coffer-e2e-replica-{}", &replica_key[..8]);
+    kms::create_alias_blocking(&endpoint, REPLICA_KMS_REGION, &alias, &replica_key).unwrap();
+    // The primary by ARN, the replica by alias: both forms a deployment uses.
+    let extra = kms_key_toml("primary", &primary_arn, PRIMARY_KMS_REGION, &endpoint)
+        + &kms_key_toml("replica", &alias, REPLICA_KMS_REGION, &endpoint);
+    let env = Env::new(&extra);
+    let m = marker();
+    // Tenant names are deployment identifiers, kept in the clear; the canary goes into what
+    // the tenant's user stores: a file name and its content.
+    env.add_user("acme", "alice", PASSWORD);
+    let server = env.serve();
+
+    let mut data = bytes(1024 * 1024 + 77, 11);
+    data[5000..5000 + m.len()].copy_from_slice(m.as_bytes());
+    let name = format!("report-{m}.bin");
+    let local = env.dir.path().join("upload.bin");
+    std::fs::write(&local, &data).unwrap();
+    let up = sftp_password_batch(
+        env.ports.sftp,
+        "alice",
+        PASSWORD,
+        &format!("put upload.bin {name}\n"),
+        env.dir.path(),
+    );
+    assert!(
+        up.status.success(),
+        "sftp put failed: {}\n{}",
+        String::from_utf8_lossy(&up.stderr),
+        server.logs()
+    );
+    let out = env.dir.path().join("download.bin");
+    assert_eq!(https_get(&env, &name, &out), "200", "{}", server.logs());
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(sha256(&got), sha256(&data), "HTTPS returns the SFTP upload");
+    std::fs::remove_file(&out).unwrap();
+    std::fs::remove_file(&local).unwrap();
+
+    let (stopped, log) = server.stop();
+    assert!(stopped, "{log}");
+    // At start the server names each region's provider and key id, and no secret.
+    let start_lines: Vec<&str> = log.lines().filter(|l| l.contains("master key")).collect();
+    assert!(
+        start_lines
+            .iter()
+            .any(|l| l.contains("aws-kms") && l.contains(&primary_arn)),
+        "{start_lines:?}"
+    );
+    assert!(
+        start_lines
+            .iter()
+            .any(|l| l.contains("aws-kms") && l.contains(&alias)),
+        "{start_lines:?}"
+    );
+    assert!(
+        !log.contains(KMS_SECRET_KEY),
+        "the KMS secret key is logged"
+    );
+
+    // The tenant key's copies are labelled with the KMS keys that wrapped them, and no local
+    // master key file was created.
+    let files = env.all_files();
+    let labelled = |key: &str| {
+        let needle = format!("aws-kms:{key}");
+        files.iter().any(|f| {
+            std::fs::read(f)
+                .map(|b| contains(&b, needle.as_bytes()))
+                .unwrap_or(false)
+        })
+    };
+    assert!(labelled(&primary_arn), "no copy under the primary KMS key");
+    assert!(labelled(&alias), "no copy under the replica KMS key");
+    assert!(
+        !env.data_dir().join("keys/primary.key").exists()
+            && !env.data_dir().join("keys/replica.key").exists(),
+        "a KMS deployment must not create local master key files"
+    );
+    // The SQLite database and both store directories hold no plaintext name or content.
+    assert!(
+        files.iter().any(|f| f.ends_with("meta.db")),
+        "the database file is scanned: {files:?}"
+    );
+    assert_no_canary(&env.data_dir(), &[("server log", log.as_bytes())], &m);
+
+    // A restart unwraps the tenant key from KMS again and serves the same bytes.
+    let server = env.serve();
+    assert_eq!(https_get(&env, &name, &out), "200", "{}", server.logs());
+    assert_eq!(sha256(&std::fs::read(&out).unwrap()), sha256(&data));
+    drop(server);
+}
+
+#[test]
+fn an_unknown_kms_key_fails_the_command_naming_the_key() {
+    let Some(endpoint) = kms::kms_endpoint() else {
+        return;
+    };
+    let missing = "11111111-2222-4333-8444-555555555555";
+    let (replica_key, _) = kms::create_key_blocking(&endpoint, REPLICA_KMS_REGION).unwrap();
+    let extra = kms_key_toml("primary", missing, PRIMARY_KMS_REGION, &endpoint)
+        + &kms_key_toml("replica", &replica_key, REPLICA_KMS_REGION, &endpoint);
+    let env = Env::new(&extra);
+    let out = env.coffer(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--tenant",
+            "acme",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the tenant must not be created");
+    assert!(stderr.contains(missing), "names the key: {stderr}");
+    assert!(stderr.contains("NotFound"), "names the KMS error: {stderr}");
+    assert!(!stderr.contains(KMS_SECRET_KEY));
+}
+
+#[test]
+fn a_local_key_data_dir_in_the_old_config_form_opens_unchanged() {
+    // The configuration form from before KMS (`kind` and `path` only), and a data dir whose
+    // tenant keys are wrapped by local key files: it opens and reads back after a restart.
+    let env = Env::new("");
+    let data = env.data_dir();
+    let mut toml = std::fs::read_to_string(&env.config).unwrap();
+    toml.push_str(&format!(
+        "[keys.primary]\nkind = \"local\"\npath = \"{}\"\n[keys.replica]\nkind = \"local\"\npath = \"{}\"\n",
+        data.join("keys/primary.key").display(),
+        data.join("keys/replica.key").display()
+    ));
+    std::fs::write(&env.config, toml).unwrap();
+    env.add_user("acme", "alice", PASSWORD);
+    let payload = bytes(200_000, 12);
+    let local = env.dir.path().join("old.bin");
+    std::fs::write(&local, &payload).unwrap();
+    env.ok(
+        &[
+            "files",
+            "put",
+            local.to_str().unwrap(),
+            "/old.bin",
+            "--user",
+            "alice",
+        ],
+        "",
+    );
+    let server = env.serve();
+    let out = env.dir.path().join("old-back.bin");
+    assert_eq!(https_get(&env, "old.bin", &out), "200", "{}", server.logs());
+    assert_eq!(std::fs::read(&out).unwrap(), payload);
+    let (_, log) = server.stop();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("master key") && l.contains("local:")),
+        "the start log names the local key ids: {log}"
+    );
+}
+
+#[test]
+fn a_hung_kms_fails_downloads_cleanly_and_they_work_again_when_it_answers() {
+    let Some(kms_server) = kms::KmsServer::start() else {
+        return;
+    };
+    let endpoint = kms_server.endpoint();
+    let (primary_key, _) = kms::create_key_blocking(&endpoint, PRIMARY_KMS_REGION).unwrap();
+    let (replica_key, _) = kms::create_key_blocking(&endpoint, REPLICA_KMS_REGION).unwrap();
+    let extra = kms_key_toml("primary", &primary_key, PRIMARY_KMS_REGION, &endpoint)
+        + &kms_key_toml("replica", &replica_key, REPLICA_KMS_REGION, &endpoint);
+    let env = Env::new(&extra);
+    env.add_user("acme", "alice", PASSWORD);
+    let payload = bytes(300_000, 13);
+    let local = env.dir.path().join("f.bin");
+    std::fs::write(&local, &payload).unwrap();
+    env.ok(
+        &[
+            "files",
+            "put",
+            local.to_str().unwrap(),
+            "/f.bin",
+            "--user",
+            "alice",
+        ],
+        "",
+    );
+
+    // A fresh server holds no unwrapped tenant key; the KMS hangs.
+    kms_server.freeze(true);
+    let server = env.serve();
+    let out = env.dir.path().join("back.bin");
+    let status = https_get(&env, "f.bin", &out);
+    println!("HTTPS status while the KMS hangs: {status}");
+    assert_ne!(status, "200", "the file cannot be read without its key");
+    assert_eq!(
+        status, "503",
+        "a retryable 'unavailable', not another error"
+    );
+    assert_eq!(
+        crate::harness::http_get(server.admin, "/healthz").map(|(code, _)| code),
+        Some(200),
+        "the server keeps running"
+    );
+    assert!(
+        server.logs().contains(&primary_key),
+        "the log names the KMS key: {}",
+        server.logs()
+    );
+
+    // The KMS answers again: the same server reads the file, without a restart.
+    kms_server.freeze(false);
+    let _ = std::fs::remove_file(&out);
+    assert_eq!(https_get(&env, "f.bin", &out), "200", "{}", server.logs());
+    assert_eq!(std::fs::read(&out).unwrap(), payload);
+    drop(server);
+}
