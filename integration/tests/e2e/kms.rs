@@ -250,10 +250,140 @@ fn a_hung_kms_fails_downloads_cleanly_and_they_work_again_when_it_answers() {
         server.logs()
     );
 
-    // The KMS answers again: the same server reads the file, without a restart.
+    // The KMS answers again: the same server reads the file, without a restart. For 5 s
+    // after a failure the server gives the same answer without asking the KMS again (no
+    // stampede), so a client retrying on 503 gets the file within a few seconds.
     kms_server.freeze(false);
     let _ = std::fs::remove_file(&out);
-    assert_eq!(https_get(&env, "f.bin", &out), "200", "{}", server.logs());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut status = https_get(&env, "f.bin", &out);
+    while status == "503" && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        status = https_get(&env, "f.bin", &out);
+    }
+    assert_eq!(status, "200", "{}", server.logs());
     assert_eq!(std::fs::read(&out).unwrap(), payload);
     drop(server);
+}
+
+/// A local deployment key with a KMS reached for tenants' own keys.
+fn local_with_kms_toml(env_data: &str, region: &str, kms_region: &str, endpoint: &str) -> String {
+    format!(
+        "[keys.{region}]\nkind = \"local\"\npath = \"{env_data}/keys/{region}.key\"\n\
+         kms_region = \"{kms_region}\"\nkms_endpoint = \"{endpoint}\"\n\
+         access_key_id = \"{KMS_ACCESS_KEY}\"\nsecret_access_key = \"{KMS_SECRET_KEY}\"\n"
+    )
+}
+
+fn curl_status(env: &Env, user: &str, remote: &str, out: &Path) -> String {
+    let result = Command::new("curl")
+        .args(["-sS", "-k", "--max-time", "60", "-o"])
+        .arg(out)
+        .args(["-w", "%{http_code}", "-u", &format!("{user}:{PASSWORD}")])
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/files/{remote}",
+            env.ports.https
+        ))
+        .output()
+        .expect("curl is required: apt-get install curl");
+    String::from_utf8_lossy(&result.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_tenant_on_its_own_kms_keys_is_cut_off_when_they_go_and_other_tenants_are_not() {
+    let Some(mut kms_server) = kms::KmsServer::start() else {
+        return;
+    };
+    let endpoint = kms_server.endpoint();
+    let (_, customer_eu) = kms::create_key_blocking(&endpoint, PRIMARY_KMS_REGION).unwrap();
+    let (_, customer_de) = kms::create_key_blocking(&endpoint, REPLICA_KMS_REGION).unwrap();
+    // The deployment's own keys stay local files; its regions reach the KMS for the customer's.
+    let env = Env::new("");
+    let data = env.data_dir().display().to_string();
+    let extra = format!(
+        "[keys]\ncache_secs = 2\n{}{}",
+        local_with_kms_toml(&data, "primary", PRIMARY_KMS_REGION, &endpoint),
+        local_with_kms_toml(&data, "replica", REPLICA_KMS_REGION, &endpoint)
+    );
+    let mut toml = std::fs::read_to_string(&env.config).unwrap();
+    toml.push_str(&extra);
+    std::fs::write(&env.config, toml).unwrap();
+
+    env.ok(
+        &[
+            "tenant",
+            "add",
+            "acme",
+            "--kms-key",
+            &format!("primary={customer_eu}"),
+            "--kms-key",
+            &format!("replica={customer_de}"),
+        ],
+        "",
+    );
+    env.add_user("acme", "alice", PASSWORD);
+    env.add_user("other", "bob", PASSWORD);
+    let server = env.serve();
+    let m = marker();
+    let mut payload = bytes(200_000, 21);
+    payload[1000..1000 + m.len()].copy_from_slice(m.as_bytes());
+    std::fs::write(env.dir.path().join("up.bin"), &payload).unwrap();
+    for user in ["alice", "bob"] {
+        let up = sftp_password_batch(
+            env.ports.sftp,
+            user,
+            PASSWORD,
+            &format!("put up.bin {m}.bin\n"),
+            env.dir.path(),
+        );
+        assert!(
+            up.status.success(),
+            "{}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+    }
+    let out = env.dir.path().join("down.bin");
+    assert_eq!(curl_status(&env, "alice", &format!("{m}.bin"), &out), "200");
+    assert_eq!(std::fs::read(&out).unwrap(), payload);
+    // acme's copies are wrapped under the customer's keys only.
+    let copies = Command::new("sqlite3")
+        .arg(env.data_dir().join("meta.db"))
+        .arg("SELECT master_key_id FROM tenant_keys JOIN tenants ON tenants.id = tenant_id WHERE tenants.name = 'acme' ORDER BY region")
+        .output()
+        .expect("sqlite3 is required: apt-get install sqlite3");
+    assert_eq!(
+        String::from_utf8_lossy(&copies.stdout),
+        format!("aws-kms:{customer_eu}\naws-kms:{customer_de}\n")
+    );
+    let status = env.ok(&["keys", "status"], "");
+    assert!(status.contains("acme\tkey v1\tok"), "{status}");
+    assert!(
+        status.contains(&format!("own key primary: {customer_eu}")),
+        "{status}"
+    );
+
+    // The customer's keys are gone (the KMS test server restarts empty): after the cache bound
+    // acme's files are unreadable with a clean 503; bob is unaffected; the log and
+    // `keys status` name the tenant.
+    kms_server.restart();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(curl_status(&env, "alice", &format!("{m}.bin"), &out), "503");
+    assert_eq!(curl_status(&env, "bob", &format!("{m}.bin"), &out), "200");
+    assert_eq!(std::fs::read(&out).unwrap(), payload);
+    let logs = server.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("tenant key unavailable") && l.contains("acme")),
+        "{logs}"
+    );
+    let status = env.coffer(&["keys", "status"], "");
+    assert!(
+        !status.status.success(),
+        "keys status fails while a tenant key is unavailable"
+    );
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("acme\tkey v1\tUNAVAILABLE"), "{text}");
+    assert!(text.contains("other\tkey v1\tok"), "{text}");
+    let (_, logs) = server.stop();
+    assert_no_canary(&env.data_dir(), &[("server log", logs.as_bytes())], &m);
 }
