@@ -387,3 +387,122 @@ fn a_tenant_on_its_own_kms_keys_is_cut_off_when_they_go_and_other_tenants_are_no
     let (_, logs) = server.stop();
     assert_no_canary(&env.data_dir(), &[("server log", logs.as_bytes())], &m);
 }
+
+#[test]
+fn rotating_the_master_keys_while_clients_upload_and_download_fails_no_request() {
+    let Some(endpoint) = kms::kms_endpoint() else {
+        return;
+    };
+    let (old_primary, _) = kms::create_key_blocking(&endpoint, PRIMARY_KMS_REGION).unwrap();
+    let (old_replica, _) = kms::create_key_blocking(&endpoint, REPLICA_KMS_REGION).unwrap();
+    let (new_primary, _) = kms::create_key_blocking(&endpoint, PRIMARY_KMS_REGION).unwrap();
+    let (new_replica, _) = kms::create_key_blocking(&endpoint, REPLICA_KMS_REGION).unwrap();
+    let toml = |p: &str, r: &str| {
+        kms_key_toml("primary", p, PRIMARY_KMS_REGION, &endpoint)
+            + &kms_key_toml("replica", r, REPLICA_KMS_REGION, &endpoint)
+    };
+    let env = Env::new(&format!(
+        "[keys]\ncache_secs = 1\n{}",
+        toml(&old_primary, &old_replica)
+    ));
+    for t in ["t1", "t2", "t3"] {
+        env.add_user(t, &format!("{t}-user"), PASSWORD);
+    }
+    env.add_user("acme", "alice", PASSWORD);
+    let server = env.serve();
+    let payload = bytes(150_000, 5);
+    let local = env.dir.path().join("p.bin");
+    std::fs::write(&local, &payload).unwrap();
+
+    // A client uploads and downloads without pause while both regions rotate. The 1 s cache
+    // bound makes the server unwrap the tenant key again (from rewrapped copies) meanwhile.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        let port = env.ports.https;
+        let local = local.clone();
+        let dir = env.dir.path().to_path_buf();
+        let payload = payload.clone();
+        std::thread::spawn(move || {
+            let mut results = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || i < 4 {
+                let url = format!("https://127.0.0.1:{port}/api/v1/files/f{i}.bin");
+                let put = Command::new("curl")
+                    .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-T"])
+                    .arg(&local)
+                    .args(["-u", &format!("alice:{PASSWORD}"), &url])
+                    .output()
+                    .unwrap();
+                let out = dir.join(format!("back{i}.bin"));
+                let get = Command::new("curl")
+                    .args(["-sk", "-w", "%{http_code}", "-o"])
+                    .arg(&out)
+                    .args(["-u", &format!("alice:{PASSWORD}"), &url])
+                    .output()
+                    .unwrap();
+                let same = std::fs::read(&out).ok().as_deref() == Some(&payload[..]);
+                results.push((
+                    String::from_utf8_lossy(&put.stdout).into_owned(),
+                    String::from_utf8_lossy(&get.stdout).into_owned(),
+                    same,
+                ));
+                i += 1;
+            }
+            results
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let primary = env.ok(
+        &["keys", "rotate-master", "primary", "--to", &new_primary],
+        "",
+    );
+    assert!(primary.contains("4 copies rewrapped"), "{primary}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let replica = env.ok(
+        &["keys", "rotate-master", "replica", "--to", &new_replica],
+        "",
+    );
+    assert!(replica.contains("4 copies rewrapped"), "{replica}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let results = client.join().unwrap();
+    assert!(results.len() >= 4, "{results:?}");
+    for (put, get, same) in &results {
+        assert!(
+            put == "201" || put == "204",
+            "upload during rotation: {results:?}"
+        );
+        assert!(
+            get == "200" && *same,
+            "download during rotation: {results:?}"
+        );
+    }
+    // Run again (a resumed rotation): nothing left to move.
+    let again = env.ok(
+        &["keys", "rotate-master", "primary", "--to", &new_primary],
+        "",
+    );
+    assert!(
+        again.contains("0 copies rewrapped") && again.contains("4 already"),
+        "{again}"
+    );
+    drop(server);
+
+    // The configuration now names the new keys; the old ones are no longer used: a
+    // restarted server reads every file, and no copy is left under an older key.
+    let mut cfg = std::fs::read_to_string(&env.config).unwrap();
+    cfg = cfg
+        .replace(&old_primary, &new_primary)
+        .replace(&old_replica, &new_replica);
+    std::fs::write(&env.config, cfg).unwrap();
+    let server = env.serve();
+    let out = env.dir.path().join("after.bin");
+    assert_eq!(https_get(&env, "f0.bin", &out), "200", "{}", server.logs());
+    assert_eq!(std::fs::read(&out).unwrap(), payload);
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&["keys", "status", "--json"], "")).unwrap();
+    for region in status["regions"].as_array().unwrap() {
+        assert_eq!(region["copies_under_older_keys"], 0, "{status}");
+    }
+}
