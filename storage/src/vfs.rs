@@ -334,6 +334,22 @@ impl Vfs {
         Ok((info, hash))
     }
 
+    /// Like [`stat`](Self::stat), with a file's SHA-256 beside it when the user may read it
+    /// (`None` for folders and for users without the read permission): for headers that
+    /// describe a file (HTTP `Repr-Digest`), from one lookup.
+    pub async fn stat_with_sha256(&self, path: &str) -> VfsResult<(FileInfo, Option<[u8; 32]>)> {
+        self.require(Permissions::LIST, "list or stat")?;
+        let path = VPath::parse(path)?;
+        let node = self.resolve(&path).await?;
+        let hash = if self.perms.contains(Permissions::READ) {
+            self.content_sha256(&node)?
+        } else {
+            None
+        };
+        let name = path.file_name().unwrap_or("").to_owned();
+        Ok((self.info(&node, name), hash))
+    }
+
     /// Like [`list`](Self::list), with each file's SHA-256 beside it. Hashes are given only to
     /// a user who may read the files; for others (and for folders) they are `None`.
     pub async fn list_with_sha256(

@@ -324,7 +324,7 @@ async fn serve_download(
         HandleOp::Fsync { id } | HandleOp::Close { id } => Reply::ok(id),
         HandleOp::CheckFile { id, data } => {
             check_file(&ctx.vfs, id, path, Some(reader.info().version), data).await?
-        },
+        }
         HandleOp::Write { id, .. } => Reply::status(
             id,
             SftpStatus::PermissionDenied,
