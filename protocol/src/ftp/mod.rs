@@ -394,7 +394,7 @@ fn build_server(
         // Stored SHA-256 hashes (patched libunftp routes HASH, XSHA256, OPTS HASH here).
         .site_command("HASH", hash::Hash)
         .site_command("XSHA256", hash::XSha256)
-        .site_command("OPTS HASH", hash::OptsHash)
+        .site_command("OPTS_HASH", hash::OptsHash)
         .shutdown_indicator(async move {
             stop.cancelled().await;
             Shutdown::new().grace_period(SHUTDOWN_GRACE)

@@ -102,7 +102,10 @@ impl HandleOp {
                     Err(_) => return Err(Request::Extended { id, name, data }),
                 }
             }
-            Request::Extended { id, name, data } if name.as_ref() == b"check-file-handle" => {
+            // paramiko's `SFTPFile.check` sends the handle form under the name `check-file`.
+            Request::Extended { id, name, data }
+                if matches!(name.as_ref(), b"check-file-handle" | b"check-file") =>
+            {
                 let mut rest = data.clone();
                 match get_string(&mut rest) {
                     Ok(handle) => (handle, Self::CheckFile { id, data: rest }),

@@ -228,9 +228,9 @@ where
                     option: Opt::Utf8 { on: false },
                 },
                 // Coffer patch: `OPTS HASH [algorithm]` (draft-bryan-ftpext-hash) goes to the
-                // SITE handler named `OPTS HASH`, registered with the HASH command.
+                // SITE handler named `OPTS_HASH`, registered with the HASH command.
                 p if p.get(..4).is_some_and(|h| h.eq_ignore_ascii_case(b"HASH")) && matches!(p.get(4), None | Some(b' ')) => Command::Site {
-                    command: "OPTS HASH".to_string(),
+                    command: "OPTS_HASH".to_string(),
                     arguments: String::from_utf8_lossy(p.get(4..).unwrap_or_default()).trim().to_string(),
                 },
                 _ => return Err(ParseErrorKind::InvalidCommand.into()),
