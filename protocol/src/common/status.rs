@@ -93,6 +93,18 @@ pub fn ftp_error_kind(kind: ErrorKind) -> unftp_core::storage::ErrorKind {
     }
 }
 
+/// `true` for the failures of a login that say "not now" rather than "no": the hashing pool
+/// (or this address's share of it) is full, or a store or key provider does not answer. FTP
+/// answers them `421` and closes (clients retry), never `530` (which clients take for a wrong
+/// password and give up on); HTTPS answers `503`, SSH refuses the attempt and the client may
+/// try again.
+pub fn login_retry_later(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Busy | ErrorKind::Unavailable | ErrorKind::KeyUnavailable
+    )
+}
+
 /// The three-digit FTP reply code libunftp sends for `kind`.
 pub fn ftp_reply_code(kind: ErrorKind) -> u16 {
     let shown = ftp_error_kind(kind).to_string();
