@@ -41,13 +41,11 @@ const CIPHERS: &[cipher::Name] = &[
     cipher::AES_256_CTR,
     cipher::AES_128_CTR,
 ];
-/// SHA-2 MACs only (used with the CTR ciphers).
-const MACS: &[mac::Name] = &[
-    mac::HMAC_SHA256_ETM,
-    mac::HMAC_SHA512_ETM,
-    mac::HMAC_SHA256,
-    mac::HMAC_SHA512,
-];
+/// MACs, used only with the CTR ciphers (AEAD ciphers carry their own tag): the
+/// encrypt-then-MAC SHA-2 ones, and plain `hmac-sha2-256` last, for libssh2 before 1.11 (curl
+/// on Debian 12), which has no ETM MAC and cannot connect without it. `hmac-sha2-512` (not ETM)
+/// is not offered: no tested client needs it (docs/SFTP.md, "MACs").
+const MACS: &[mac::Name] = &[mac::HMAC_SHA256_ETM, mac::HMAC_SHA512_ETM, mac::HMAC_SHA256];
 /// Host key signature algorithms: Ed25519 and RSA with SHA-2 (no `ssh-rsa` SHA-1, no DSA).
 const HOST_KEY_ALGORITHMS: &[Algorithm] = &[
     Algorithm::Ed25519,
