@@ -238,11 +238,24 @@ fn openssh_sha256sum_answers_like_coreutils_from_the_stored_hash() {
     assert!(!out.status.success());
     assert!(!text(&out).0.contains("root:"));
 
-    // Audited like a read.
-    let logs = site.logs();
-    assert!(
-        logs.contains("checksum"),
-        "no checksum audit record:\n{logs}"
+    // Audited like a read: the five hashes alice was given (a.bin twice, the odd name twice,
+    // empty.bin once), with the node id; refusals and standard input are not file reads.
+    let mut site = site;
+    let _ = site.server.take().unwrap().stop();
+    let out = Command::new("sqlite3")
+        .arg(site.env.data_dir().join("meta.db"))
+        .arg(
+            "SELECT user_name, protocol, outcome, node_id IS NOT NULL FROM audit \
+             WHERE action = 'checksum' ORDER BY id",
+        )
+        .output()
+        .expect("sqlite3 is required (apt-get install sqlite3)");
+    let rows = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        rows.lines().collect::<Vec<_>>(),
+        vec!["alice|sftp|ok|1"; 5],
+        "checksum audit records: {rows}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
