@@ -882,7 +882,7 @@ fn bad_or_unknown_arguments_get_501_and_the_session_stays_usable() {
     site.python_ok(
         r#"
 f = login()
-for cmd in ["OPTS MLST type;size;", "OPTS HASH", "OPTS", "REST abc", "PBSZ abc", "PROT X", "MODE Z"]:
+for cmd in ["OPTS MLST type;size;", "OPTS HASHX", "OPTS", "REST abc", "PBSZ abc", "PROT X", "MODE Z"]:
     expect("501", f.sendcmd, cmd)
     assert f.sendcmd("NOOP").startswith("200"), cmd
 assert f.pwd() == "/"
