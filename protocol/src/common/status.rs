@@ -248,6 +248,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_not_now_failures_make_a_login_retry_later() {
+        let later: Vec<_> = ALL_KINDS
+            .iter()
+            .copied()
+            .filter(|k| login_retry_later(*k))
+            .collect();
+        assert_eq!(
+            later,
+            [
+                ErrorKind::Unavailable,
+                ErrorKind::KeyUnavailable,
+                ErrorKind::Busy
+            ]
+        );
+        // A wrong password, an unknown or locked user stay "no" (FTP 530).
+        assert!(!login_retry_later(ErrorKind::AuthFailed));
+        assert!(!login_retry_later(ErrorKind::LockedOut));
+    }
+
+    #[test]
     fn ftp_missing_file_and_permission_failures_are_550() {
         for k in [
             ErrorKind::NotFound,
