@@ -323,13 +323,35 @@ impl Vfs {
     /// The SHA-256 of a file's content, read from its encrypted row (never by reading the file
     /// back): for checksum commands of sync tools (SFTP `check-file-name`, `sha256sum`, FTP
     /// `HASH`, HTTP `Repr-Digest`). Needs the read permission, like a download.
-    pub async fn sha256(&self, path: &str) -> VfsResult<[u8; 32]> {
+    /// Returns the file's information (its size is the range the hash covers) with the hash;
+    /// audited as `checksum`, like a download.
+    pub async fn sha256(&self, path: &str) -> VfsResult<(FileInfo, [u8; 32])> {
         self.require(Permissions::READ, "read checksums")?;
         let path = VPath::parse(path)?;
         let node = self.resolve(&path).await?;
-        self.content_sha256(&node)
+        let hash = self
+            .content_sha256(&node)
             .await?
-            .ok_or_else(|| VfsError::new(ErrorKind::IsADirectory, "is a directory"))
+            .ok_or_else(|| VfsError::new(ErrorKind::IsADirectory, "is a directory"))?;
+        let info = self.info(&node, path.file_name().unwrap_or("").to_owned());
+        self.audit("checksum", Some(node.id), "ok", None);
+        Ok((info, hash))
+    }
+
+    /// Like [`stat`](Self::stat), with a file's SHA-256 beside it when the user may read it
+    /// (`None` for folders and for users without the read permission): for headers that
+    /// describe a file (HTTP `Repr-Digest`), from one lookup.
+    pub async fn stat_with_sha256(&self, path: &str) -> VfsResult<(FileInfo, Option<[u8; 32]>)> {
+        self.require(Permissions::LIST, "list or stat")?;
+        let path = VPath::parse(path)?;
+        let node = self.resolve(&path).await?;
+        let hash = if self.perms.contains(Permissions::READ) {
+            self.content_sha256(&node).await?
+        } else {
+            None
+        };
+        let name = path.file_name().unwrap_or("").to_owned();
+        Ok((self.info(&node, name), hash))
     }
 
     /// Like [`list`](Self::list), with each file's SHA-256 beside it. Hashes are given only to

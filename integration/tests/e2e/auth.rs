@@ -340,9 +340,11 @@ fn ftpes_burst_of_failed_logins_is_answered_and_the_owner_gets_in() {
     let url = site.ftp_url();
     let (codes, owner) = burst_with_owner(&site, &url, 50, 226);
     assert_eq!(codes.len(), 50, "every attempt is answered");
+    // A checked wrong password is 530; one beyond this address's share of the hashing pool is
+    // 421 "try again in a moment" (docs/FTPES.md "Logins under load"), never anything else.
     assert!(
-        codes.iter().all(|c| *c == 530),
-        "every attempt gets 530: {codes:?}"
+        codes.iter().all(|c| *c == 530 || *c == 421) && codes.contains(&530),
+        "every attempt gets 530 or 421: {codes:?}"
     );
     assert!(owner < Duration::from_secs(2), "owner waited {owner:?}");
     let (_, peak) = rss_kb(pid);

@@ -7,6 +7,7 @@ mod harness;
 mod auth;
 mod cli;
 mod ftp;
+mod hashes;
 mod https;
 mod keys;
 mod kms;

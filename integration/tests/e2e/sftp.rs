@@ -245,7 +245,7 @@ fn every_modern_cipher_clients_negotiate_works() {
     ] {
         let out = site.batch(
             &format!("put c c-{cipher}\nget c-{cipher} back-{cipher}\n"),
-            &["-c", cipher, "-o", "MACs=hmac-sha2-256"],
+            &["-c", cipher, "-o", "MACs=hmac-sha2-256-etm@openssh.com"],
         );
         assert!(
             out.status.success(),
@@ -1065,4 +1065,135 @@ fn host_keys_survive_a_restart() {
     wait_for_port(site.env.ports.sftp);
     assert_eq!(std::fs::read(&key).unwrap(), before);
     site.sftp_ok("ls\n");
+}
+
+const PARAMIKO_MACS: &str = r#"
+import sys, paramiko
+port, user, pw = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def negotiated(**kw):
+    t = paramiko.Transport(("127.0.0.1", port), **kw)
+    t.connect(username=user, password=pw)
+    paramiko.SFTPClient.from_transport(t).listdir("/")
+    got = (t.remote_cipher, t.remote_mac, t.local_mac)
+    t.close()
+    return got
+print("default", *negotiated())
+print("etm-only", *negotiated(disabled_algorithms={"macs": ["hmac-sha2-256", "hmac-sha2-512"]}))
+try:
+    negotiated(disabled_algorithms={"macs": ["hmac-sha2-256", "hmac-sha2-256-etm@openssh.com",
+                                             "hmac-sha2-512-etm@openssh.com"]})
+    print("hmac-sha2-512 accepted")
+except paramiko.SSHException as e:
+    print("hmac-sha2-512 refused")
+"#;
+
+/// Issue 13 item 13: the MACs offered are the encrypt-then-MAC SHA-2 ones and, last,
+/// `hmac-sha2-256` for libssh2 before 1.11 (curl on Debian 12 cannot connect without it:
+/// `curl_libssh2_works_both_ways`); `hmac-sha2-512`, SHA-1 and UMAC are not. What each
+/// client negotiates is in docs/SFTP.md ("MACs").
+#[test]
+fn macs_offered_are_etm_and_hmac_sha2_256_only() {
+    let site = Site::new("");
+    for (mac, ok) in [
+        ("hmac-sha2-256-etm@openssh.com", true),
+        ("hmac-sha2-512-etm@openssh.com", true),
+        ("hmac-sha2-256", true),
+        ("hmac-sha2-512", false),
+        ("hmac-sha1-etm@openssh.com", false),
+        ("umac-128-etm@openssh.com", false),
+    ] {
+        let out = site.batch("ls\n", &["-c", "aes256-ctr", "-o", &format!("MACs={mac}")]);
+        assert_eq!(
+            out.status.success(),
+            ok,
+            "{mac}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // OpenSSH by default: an AEAD cipher, so no separate MAC.
+    let out = site.batch("ls\n", &["-vv"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let kex: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("kex: server->client cipher") || l.contains("kex: client->server cipher")
+        })
+        .collect();
+    println!("OpenSSH: {kex:?}");
+    assert_eq!(kex.len(), 2, "{log}");
+    assert!(kex.iter().all(|l| l.contains("MAC: <implicit>")), "{kex:?}");
+    // PuTTY psftp: prints its choice with -v.
+    if have("psftp", &["-V"], "PSFTP", "apt-get install putty-tools") {
+        let out = Command::new("psftp")
+            .current_dir(&site.local)
+            .args(["-batch", "-v", "-P", &site.port(), "-pw", PASSWORD])
+            .args(["-hostkey", &host_fingerprint(&site), "-b"])
+            .arg(site.write_local(".psftp", b"ls\n"))
+            .arg("alice@127.0.0.1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "psftp: {log}");
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with("Initialised"))
+            .collect();
+        println!("PuTTY psftp: {lines:?}");
+        // PuTTY 0.78 picks aes256-ctr and, preferring it, plain hmac-sha2-256.
+        let macs: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.contains("MAC algorithm"))
+            .collect();
+        assert_eq!(macs.len(), 2, "{log}");
+        assert!(macs.iter().all(|l| l.contains("HMAC-SHA-256")), "{lines:?}");
+    }
+    // paramiko: CTR with a MAC; limited to ETM MACs it still connects.
+    if let Some(python) = paramiko_python() {
+        let file = site.write_local(".macs.py", PARAMIKO_MACS.as_bytes());
+        let out = Command::new(python)
+            .arg(&file)
+            .args([&site.port(), "alice", PASSWORD])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        println!("paramiko: {text}");
+        let offered = [
+            "hmac-sha2-256-etm@openssh.com",
+            "hmac-sha2-512-etm@openssh.com",
+            "hmac-sha2-256",
+        ];
+        let default = text
+            .lines()
+            .find(|l| l.starts_with("default "))
+            .unwrap_or("");
+        assert!(
+            default
+                .split(' ')
+                .nth(2)
+                .is_some_and(|m| offered.contains(&m)),
+            "paramiko: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("etm-only aes128-ctr hmac-sha2-256-etm@openssh.com"),
+            "{text}"
+        );
+        assert!(text.contains("hmac-sha2-512 refused"), "{text}");
+    } else {
+        harness::missing_client("PARAMIKO", "paramiko", "python3 -m pip install paramiko");
+    }
+}
+
+fn host_fingerprint(site: &Site) -> String {
+    let fp = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(site.env.data_dir().join("ssh/ssh_host_ed25519_key"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&fp.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned()
 }

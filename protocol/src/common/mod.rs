@@ -8,5 +8,5 @@ pub mod tls;
 
 pub use status::{
     ALL_KINDS, HttpError, HttpStatus, SftpStatus, ftp_error_kind, ftp_reply_code, http_status,
-    sftp_status,
+    login_retry_later, sftp_status,
 };

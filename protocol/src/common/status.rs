@@ -93,6 +93,18 @@ pub fn ftp_error_kind(kind: ErrorKind) -> unftp_core::storage::ErrorKind {
     }
 }
 
+/// `true` for the failures of a login that say "not now" rather than "no": the hashing pool
+/// (or this address's share of it) is full, or a store or key provider does not answer. FTP
+/// answers them `421` and closes (clients retry), never `530` (which clients take for a wrong
+/// password and give up on); HTTPS answers `503`, SSH refuses the attempt and the client may
+/// try again.
+pub fn login_retry_later(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Busy | ErrorKind::Unavailable | ErrorKind::KeyUnavailable
+    )
+}
+
 /// The three-digit FTP reply code libunftp sends for `kind`.
 pub fn ftp_reply_code(kind: ErrorKind) -> u16 {
     let shown = ftp_error_kind(kind).to_string();
@@ -234,6 +246,26 @@ pub const ALL_KINDS: [ErrorKind; 17] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_not_now_failures_make_a_login_retry_later() {
+        let later: Vec<_> = ALL_KINDS
+            .iter()
+            .copied()
+            .filter(|k| login_retry_later(*k))
+            .collect();
+        assert_eq!(
+            later,
+            [
+                ErrorKind::Unavailable,
+                ErrorKind::KeyUnavailable,
+                ErrorKind::Busy
+            ]
+        );
+        // A wrong password, an unknown or locked user stay "no" (FTP 530).
+        assert!(!login_retry_later(ErrorKind::AuthFailed));
+        assert!(!login_retry_later(ErrorKind::LockedOut));
+    }
 
     #[test]
     fn ftp_missing_file_and_permission_failures_are_550() {

@@ -119,6 +119,12 @@ impl Authenticator for VaultAuthenticator {
                     username: self.handoff.put(p),
                 })
             }
+            Err(e) if crate::common::login_retry_later(e.kind()) => {
+                // 421 and close (patched libunftp): the client retries; 530 would read as a
+                // wrong password.
+                info!(remote = %remote, kind = e.kind().code(), "ftp login deferred: try later");
+                Err(AuthenticationError::new(libunftp::auth::TRY_LATER))
+            }
             Err(e) => {
                 info!(remote = %remote, kind = e.kind().code(), "ftp login refused");
                 Err(AuthenticationError::BadPassword)

@@ -15,6 +15,7 @@
 
 mod auth;
 mod backend;
+mod hash;
 mod proxy;
 mod site;
 
@@ -390,6 +391,10 @@ fn build_server(
         // Connections not logged in by then get 421 and are closed (patched libunftp).
         .login_grace(session.login_grace)
         .site_command("MFMT", site::Mfmt)
+        // Stored SHA-256 hashes (patched libunftp routes HASH, XSHA256, OPTS HASH here).
+        .site_command("HASH", hash::Hash)
+        .site_command("XSHA256", hash::XSha256)
+        .site_command("OPTS_HASH", hash::OptsHash)
         .shutdown_indicator(async move {
             stop.cancelled().await;
             Shutdown::new().grace_period(SHUTDOWN_GRACE)

@@ -212,6 +212,26 @@ fn entry_json(info: &FileInfo, path: &str) -> serde_json::Value {
     })
 }
 
+/// `Repr-Digest` (RFC 9530).
+const REPR_DIGEST: header::HeaderName = header::HeaderName::from_static("repr-digest");
+
+/// The `Repr-Digest` value for a SHA-256: `sha-256=:<base64>:` (an RFC 8941 byte sequence).
+fn repr_digest(hash: &[u8; 32]) -> String {
+    use base64::Engine as _;
+    format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(hash)
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(64), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
 fn set(resp: &mut Response, name: header::HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         resp.headers_mut().insert(name, v);
@@ -227,7 +247,7 @@ pub(crate) async fn download(
     Path(path): Path<String>,
 ) -> ApiResult<Response> {
     let vfs = api_vfs(&state, peer, &method, &headers).await?;
-    let info = vfs.stat(&path).await?;
+    let (info, sha256) = vfs.stat_with_sha256(&path).await?;
     if info.is_dir() {
         return Err(VfsError::new(
             ErrorKind::IsADirectory,
@@ -238,6 +258,11 @@ pub(crate) async fn download(
     let etag = etag_value(&info);
     let mut resp = Response::new(Body::empty());
     set(&mut resp, header::ETAG, &etag);
+    // RFC 9530: the digest of the whole representation, also on a range reply; from the
+    // stored hash, for users who may read the file.
+    if let Some(hash) = sha256 {
+        set(&mut resp, REPR_DIGEST, &repr_digest(&hash));
+    }
     set(&mut resp, header::LAST_MODIFIED, &http_date(info.mtime));
     set(&mut resp, header::ACCEPT_RANGES, "bytes");
     if header_str(&headers, header::IF_NONE_MATCH).is_some_and(|v| none_match(v, &etag)) {
@@ -540,15 +565,20 @@ pub(crate) async fn list(
     let path = path.map(|Path(p)| p).unwrap_or_default();
     let vfs = api_vfs(&state, peer, &method, &headers).await?;
     let clean = VPath::parse(&path)?;
-    let entries = vfs.list(&path).await?;
+    let entries = vfs.list_with_sha256(&path).await?;
     let items: Vec<_> = entries
         .iter()
-        .map(|e| {
+        .map(|(e, hash)| {
             let child = clean
                 .join(&e.name)
                 .map(|p| p.to_string())
                 .unwrap_or_default();
-            entry_json(e, &child)
+            let mut item = entry_json(e, &child);
+            // Files only, and only for users who may read them (from the stored row hash).
+            if let (Some(hash), Some(obj)) = (hash, item.as_object_mut()) {
+                obj.insert("sha256".to_owned(), hex(hash).into());
+            }
+            item
         })
         .collect();
     Ok(Json(json!({"path": clean.to_string(), "entries": items})).into_response())

@@ -86,7 +86,7 @@ pub(crate) const ENDPOINTS: &[Endpoint] = &[
         method: "get",
         path: "/api/v1/list/{path}",
         op: Op::List,
-        summary: "List a folder: `{\"path\", \"entries\": [{\"name\", \"path\", \"type\", \"size\", \"modified\", \"etag\"}]}`.",
+        summary: "List a folder: `{\"path\", \"entries\": [{\"name\", \"path\", \"type\", \"size\", \"modified\", \"etag\", \"sha256\"}]}` (`sha256`: files, for users who may read them).",
         body: None,
         responses: &[(200, "the entries as JSON")],
     },

@@ -14,7 +14,7 @@ use coffer_storage::{FileInfo, FileReader, FileWriter, VfsError, WriteOptions};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::debug;
 
-use super::namespace::{attrs_of, error_reply, long_name};
+use super::namespace::{attrs_of, check_file, error_reply, long_name};
 use super::session::SessionCtx;
 use super::wire::{Attrs, MAX_READ_LEN, MAX_WRITE_LEN, Reply, Request, get_string};
 use crate::common::SftpStatus;
@@ -49,6 +49,11 @@ pub(crate) enum HandleOp {
     },
     Fsync {
         id: u32,
+    },
+    /// `check-file-handle`: the rest of the request after the handle.
+    CheckFile {
+        id: u32,
+        data: Bytes,
     },
     Close {
         id: u32,
@@ -97,6 +102,16 @@ impl HandleOp {
                     Err(_) => return Err(Request::Extended { id, name, data }),
                 }
             }
+            // paramiko's `SFTPFile.check` sends the handle form under the name `check-file`.
+            Request::Extended { id, name, data }
+                if matches!(name.as_ref(), b"check-file-handle" | b"check-file") =>
+            {
+                let mut rest = data.clone();
+                match get_string(&mut rest) {
+                    Ok(handle) => (handle, Self::CheckFile { id, data: rest }),
+                    Err(_) => return Err(Request::Extended { id, name, data }),
+                }
+            }
             other => return Err(other),
         })
     }
@@ -110,6 +125,7 @@ impl HandleOp {
             | Self::Fsetstat { id, .. }
             | Self::Readdir { id }
             | Self::Fsync { id }
+            | Self::CheckFile { id, .. }
             | Self::Close { id }
             | Self::Refused { id } => *id,
         }
@@ -309,6 +325,9 @@ async fn serve_download(
             Reply::ok(id)
         }
         HandleOp::Fsync { id } | HandleOp::Close { id } => Reply::ok(id),
+        HandleOp::CheckFile { id, data } => {
+            check_file(&ctx.vfs, id, path, Some(reader.info().version), data).await?
+        }
         HandleOp::Write { id, .. } => Reply::status(
             id,
             SftpStatus::PermissionDenied,
@@ -389,6 +408,11 @@ async fn serve_upload(ctx: &SessionCtx, up: &mut Upload, op: HandleOp) -> Result
             SftpStatus::PermissionDenied,
             "the file was opened for writing",
         ),
+        HandleOp::CheckFile { id, .. } => Reply::status(
+            id,
+            SftpStatus::Failure,
+            "check-file needs a file opened for reading; this upload is not committed yet",
+        ),
         HandleOp::Readdir { id } => {
             Reply::status(id, SftpStatus::Failure, "not a directory handle")
         }
@@ -446,7 +470,10 @@ fn serve_dir(
             };
             Reply::attrs(id, &attrs_of(&info))
         }
-        HandleOp::Read { id, .. } | HandleOp::Write { id, .. } | HandleOp::Fsetstat { id, .. } => {
+        HandleOp::Read { id, .. }
+        | HandleOp::Write { id, .. }
+        | HandleOp::Fsetstat { id, .. }
+        | HandleOp::CheckFile { id, .. } => {
             Reply::status(id, SftpStatus::Failure, "this is a directory handle")
         }
         HandleOp::Refused { id } => refused_write(id),

@@ -14,6 +14,7 @@
 )]
 
 mod error;
+mod exec;
 mod handles;
 mod host_keys;
 mod namespace;

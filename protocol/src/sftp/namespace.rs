@@ -13,7 +13,8 @@ use tracing::debug;
 use super::handles::{OpenHandle, Upload};
 use super::session::{MAX_OPEN_HANDLES, NamespaceOp, SessionCtx};
 use super::wire::{
-    Attrs, MAX_PACKET_LEN, MAX_READ_LEN, MAX_WRITE_LEN, Reply, Request, get_string, open_flags,
+    Attrs, MAX_PACKET_LEN, MAX_READ_LEN, MAX_WRITE_LEN, Reply, Request, get_string, get_u32,
+    get_u64, open_flags,
 };
 use crate::common::{SftpStatus, sftp_status};
 
@@ -25,6 +26,8 @@ const EXTENSIONS: &[(&str, &str)] = &[
     ("fsync@openssh.com", "1"),
     ("limits@openssh.com", "1"),
     ("expand-path@openssh.com", "1"),
+    // draft-ietf-secsh-filexfer-extensions-00: the stored whole-file SHA-256 only.
+    ("check-file", "sha256"),
 ];
 
 /// Block size reported by `statvfs@openssh.com`.
@@ -210,6 +213,10 @@ async fn extended(
             let path = path.strip_prefix('~').unwrap_or(path);
             name_reply(id, resolve(path)?)
         }
+        b"check-file-name" => {
+            let path = get_string(&mut data).map_err(|_| malformed())?;
+            check_file(vfs, id, text(&path)?, None, data).await?
+        }
         b"hardlink@openssh.com" => Reply::status(
             id,
             SftpStatus::OpUnsupported,
@@ -217,6 +224,54 @@ async fn extended(
         ),
         _ => Reply::status(id, SftpStatus::OpUnsupported, "extension not supported"),
     })
+}
+
+/// Answers `check-file-name` (and `check-file-handle`, with the handle's path) from the
+/// SHA-256 stored in the file's row. `data` holds the rest of the request: the algorithm list,
+/// start offset, length and block size. Only the stored hash can be given: `sha256` over the
+/// whole file as one block (offset 0; length 0 or up to the end; block size 0 or at least the
+/// file's size); any other request is `SSH_FX_OP_UNSUPPORTED`.
+pub(crate) async fn check_file(
+    vfs: &coffer_storage::Vfs,
+    id: u32,
+    path: &str,
+    opened_version: Option<i64>,
+    mut data: Bytes,
+) -> Result<Reply, VfsError> {
+    let malformed = || VfsError::new(ErrorKind::InvalidPath, "malformed check-file request");
+    let algorithms = get_string(&mut data).map_err(|_| malformed())?;
+    let start = get_u64(&mut data).map_err(|_| malformed())?;
+    let length = get_u64(&mut data).map_err(|_| malformed())?;
+    let block = get_u32(&mut data).map_err(|_| malformed())?;
+    let wants_sha256 = text(&algorithms)?
+        .split(',')
+        .any(|a| a.trim().eq_ignore_ascii_case("sha256"));
+    if !wants_sha256 {
+        return Ok(Reply::status(
+            id,
+            SftpStatus::OpUnsupported,
+            "only sha256 is available: the server stores the SHA-256 of each file",
+        ));
+    }
+    let (info, hash) = vfs.sha256(&resolve(path)?).await?;
+    if opened_version.is_some_and(|v| v != info.version) {
+        return Ok(Reply::status(
+            id,
+            SftpStatus::Failure,
+            "the file was replaced since this handle was opened; open it again",
+        ));
+    }
+    let whole = start == 0
+        && (length == 0 || length >= info.size)
+        && (block == 0 || u64::from(block) >= info.size);
+    if !whole {
+        return Ok(Reply::status(
+            id,
+            SftpStatus::OpUnsupported,
+            "only the SHA-256 of the whole file is stored: use offset 0, length 0, block size 0",
+        ));
+    }
+    Ok(Reply::check_file(id, "sha256", &hash))
 }
 
 /// statvfs fields: bsize, frsize, blocks, bfree, bavail, files, ffree, favail, fsid, flag, namemax.

@@ -319,14 +319,16 @@ fn get_u8(b: &mut Bytes) -> Result<u8, Malformed> {
     Ok(b.get_u8())
 }
 
-fn get_u32(b: &mut Bytes) -> Result<u32, Malformed> {
+/// An SSH `uint32`.
+pub fn get_u32(b: &mut Bytes) -> Result<u32, Malformed> {
     if b.remaining() < 4 {
         return Err(Malformed);
     }
     Ok(b.get_u32())
 }
 
-fn get_u64(b: &mut Bytes) -> Result<u64, Malformed> {
+/// An SSH `uint64`.
+pub fn get_u64(b: &mut Bytes) -> Result<u64, Malformed> {
     if b.remaining() < 8 {
         return Err(Malformed);
     }
@@ -474,6 +476,17 @@ impl Reply {
             for v in values {
                 o.put_u64(*v);
             }
+        }))
+    }
+
+    /// `SSH_FXP_EXTENDED_REPLY` to `check-file-name`/`check-file-handle`
+    /// (draft-ietf-secsh-filexfer-extensions-00, section 3): `"check-file"`, the algorithm
+    /// used, then the hash bytes to the end of the packet.
+    pub fn check_file(id: u32, algorithm: &str, hash: &[u8]) -> Self {
+        Self::single(packet(fxp::EXTENDED_REPLY, Some(id), 0, |o| {
+            put_string(o, b"check-file");
+            put_string(o, algorithm.as_bytes());
+            o.put_slice(hash);
         }))
     }
 

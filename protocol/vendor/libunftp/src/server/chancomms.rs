@@ -127,6 +127,8 @@ pub enum ControlChanMsg {
     AuthSuccess { username: String, trace_id: TraceId },
     /// Authentication failed
     AuthFailed,
+    /// Coffer patch: the password could not be checked now (`auth::TRY_LATER`): `421`, close.
+    AuthTryLater,
     /// Sent to switch the control channel to TLS/SSL mode.
     SecureControlChannel,
     /// Sent to switch the control channel from TLS/SSL mode back to plaintext.

@@ -269,7 +269,12 @@ where
                         }
                     },
                     Some(msg) = control_msg_rx.recv() => {
-                        incoming = Some(Ok(Event::InternalMsg(msg)));
+                        // Coffer patch: a login that could not be checked now ends the
+                        // connection with 421 (handle_control_channel_error).
+                        incoming = match msg {
+                            ControlChanMsg::AuthTryLater => Some(Err(ControlChanError::new(ControlChanErrorKind::LoginTryLater))),
+                            msg => Some(Ok(Event::InternalMsg(msg))),
+                        };
                     },
                     _ = &mut timeout_delay => {
                         let session = shared_session.lock().await;
@@ -387,6 +392,13 @@ fn handle_control_channel_error(logger: slog::Logger, error: ControlChanError) -
                 true,
             )
         }
+        ControlChanErrorKind::LoginTryLater => (
+            Reply::new(
+                ReplyCode::ServiceNotAvailable,
+                "Too many logins are being checked; try again in a moment. Closing control connection",
+            ),
+            true,
+        ),
         _ => (Reply::new(ReplyCode::LocalError, "Unknown internal server error, please try again later"), true),
     }
 }
@@ -497,6 +509,8 @@ where
                 session.state = WaitCmd;
                 Ok(Reply::new(ReplyCode::UserLoggedIn, "User logged in, proceed"))
             }
+            // Coffer patch: never reaches here (the loop turns it into LoginTryLater).
+            AuthTryLater => Ok(Reply::new(ReplyCode::ServiceNotAvailable, "Try again in a moment")),
             AuthFailed => {
                 let mut session = self.session.lock().await;
                 session.state = New; // According to RFC 959, a PASS command MUST precede a USER command

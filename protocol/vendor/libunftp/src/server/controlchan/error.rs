@@ -58,6 +58,9 @@ pub enum ControlChanErrorKind {
     /// Coffer patch: the client did not log in within the login grace time.
     #[display("Login grace time exceeded")]
     LoginGraceExceeded,
+    /// Coffer patch: the login could not be checked now (`auth::TRY_LATER`); `421`.
+    #[display("Login could not be checked now")]
+    LoginTryLater,
     /// The control channel is out of sync e.g. expecting username in session after USER command but found none.
     #[display("Control channel in illegal state")]
     IllegalState,

@@ -42,6 +42,13 @@ where
         if args.site_handlers.contains_key("MFMT") {
             feat_text.push(" MFMT");
         }
+        // Coffer patch: HASH (with its one algorithm, selected) and XSHA256 likewise.
+        if args.site_handlers.contains_key("HASH") {
+            feat_text.push(" HASH SHA-256*");
+        }
+        if args.site_handlers.contains_key("XSHA256") {
+            feat_text.push(" XSHA256");
+        }
         if args.sitemd5 != SiteMd5::None && args.storage_features & FEATURE_SITEMD5 > 0 {
             feat_text.push(" SITE MD5");
         }

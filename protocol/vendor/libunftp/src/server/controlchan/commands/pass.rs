@@ -132,6 +132,11 @@ where
                                 ControlChanMsg::AuthFailed
                             }
                         }
+                        // Coffer patch: "busy" is not a wrong password (auth::TRY_LATER).
+                        Err(unftp_core::auth::AuthenticationError::ImplPropagated(ref msg, _)) if msg == crate::auth::TRY_LATER => {
+                            slog::info!(logger, "PASS: login could not be checked now; 421");
+                            ControlChanMsg::AuthTryLater
+                        }
                         Err(unftp_core::auth::AuthenticationError::BadUser) => {
                             slog::warn!(logger, "PASS: Login attempt for unknown user {}", username);
                             ControlChanMsg::AuthFailed

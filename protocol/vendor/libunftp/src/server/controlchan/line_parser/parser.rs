@@ -227,6 +227,12 @@ where
                 b"UTF8 OFF" | b"utf8 off" => Command::Opts {
                     option: Opt::Utf8 { on: false },
                 },
+                // Coffer patch: `OPTS HASH [algorithm]` (draft-bryan-ftpext-hash) goes to the
+                // SITE handler named `OPTS_HASH`, registered with the HASH command.
+                p if p.get(..4).is_some_and(|h| h.eq_ignore_ascii_case(b"HASH")) && matches!(p.get(4), None | Some(b' ')) => Command::Site {
+                    command: "OPTS_HASH".to_string(),
+                    arguments: String::from_utf8_lossy(p.get(4..).unwrap_or_default()).trim().to_string(),
+                },
                 _ => return Err(ParseErrorKind::InvalidCommand.into()),
             }
         }
@@ -389,6 +395,18 @@ where
             }
             Command::Site {
                 command: "MFMT".to_string(),
+                arguments: String::from_utf8_lossy(&params).to_string(),
+            }
+        }
+        // Coffer patch: `HASH path` (draft-bryan-ftpext-hash) and `XSHA256 path` go to the
+        // SITE handlers of those names, which the server registers when it has stored hashes.
+        "HASH" | "XSHA256" => {
+            let params = parse_to_eol(cmd_params)?;
+            if params.is_empty() {
+                return Err(ParseErrorKind::InvalidCommand.into());
+            }
+            Command::Site {
+                command: cmd_token.to_string(),
                 arguments: String::from_utf8_lossy(&params).to_string(),
             }
         }
