@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use aws_sdk_kms::Client;
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 
@@ -194,7 +195,10 @@ pub async fn create_key(endpoint: &str, region: &str) -> anyhow::Result<(String,
         .create_key()
         .description("coffer test key")
         .send()
-        .await?;
+        .await
+        .with_context(|| {
+            format!("CreateKey at the KMS test server {endpoint} failed (is it running? {INSTALL})")
+        })?;
     let meta = out
         .key_metadata
         .ok_or_else(|| anyhow::anyhow!("CreateKey returned no key metadata"))?;
@@ -217,7 +221,8 @@ pub async fn create_alias(
         .alias_name(alias)
         .target_key_id(key_id)
         .send()
-        .await?;
+        .await
+        .with_context(|| format!("CreateAlias {alias} at the KMS test server {endpoint} failed"))?;
     Ok(())
 }
 

@@ -506,3 +506,77 @@ fn rotating_the_master_keys_while_clients_upload_and_download_fails_no_request()
         assert_eq!(region["copies_under_older_keys"], 0, "{status}");
     }
 }
+
+#[test]
+fn older_local_key_files_in_previous_paths_still_open_existing_copies() {
+    let env = Env::new("");
+    env.add_user("acme", "alice", PASSWORD);
+    let payload = bytes(70_000, 14);
+    let local = env.dir.path().join("kept.bin");
+    std::fs::write(&local, &payload).unwrap();
+    env.ok(
+        &[
+            "files",
+            "put",
+            local.to_str().unwrap(),
+            "/kept.bin",
+            "--user",
+            "alice",
+        ],
+        "",
+    );
+    let base = std::fs::read_to_string(&env.config).unwrap();
+    let keys = env.data_dir().join("keys");
+    let moved = |previous: bool| {
+        let mut toml = base.clone();
+        for region in ["primary", "replica"] {
+            toml.push_str(&format!(
+                "[keys.{region}]\nkind = \"local\"\npath = \"{}\"\n",
+                keys.join(format!("{region}-2.key")).display()
+            ));
+            if previous {
+                toml.push_str(&format!(
+                    "previous_paths = [\"{}\"]\n",
+                    keys.join(format!("{region}.key")).display()
+                ));
+            }
+        }
+        std::fs::write(&env.config, toml).unwrap();
+    };
+    let out = env.dir.path().join("kept-back.bin");
+    let get = || {
+        let _ = std::fs::remove_file(&out);
+        env.coffer(
+            &[
+                "files",
+                "get",
+                "/kept.bin",
+                out.to_str().unwrap(),
+                "--user",
+                "alice",
+            ],
+            "",
+        )
+    };
+
+    // New key files in both regions and the old ones forgotten: the tenant key does not open.
+    moved(false);
+    let refused = get();
+    assert!(
+        !refused.status.success(),
+        "a tenant key wrapped by forgotten master keys must not open"
+    );
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("could not be unwrapped"), "{why}");
+    // The old files listed as previous keys: the copies open again; new keys wrap new tenants.
+    moved(true);
+    let opened = get();
+    assert!(
+        opened.status.success(),
+        "{}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), payload);
+    env.add_user("globex", "bob", PASSWORD);
+    assert!(keys.join("primary-2.key").exists() && keys.join("replica-2.key").exists());
+}

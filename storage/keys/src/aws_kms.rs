@@ -299,3 +299,60 @@ impl KeyProvider for AwsKmsKey {
         Ok(TenantKey::from_bytes(raw))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_kms::config::http::HttpResponse;
+    use aws_sdk_kms::error::{ErrorMetadata, SdkError};
+    use aws_sdk_kms::operation::decrypt::DecryptError;
+    use aws_smithy_types::body::SdkBody;
+
+    use super::map_error;
+    use crate::KeyError;
+
+    fn answer(code: &str, status: u16) -> SdkError<DecryptError> {
+        let err = DecryptError::generic(
+            ErrorMetadata::builder()
+                .code(code)
+                .message("the service's own words")
+                .build(),
+        );
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        SdkError::service_error(err, raw)
+    }
+
+    #[test]
+    fn copies_that_do_not_authenticate_are_unwrap_failed() {
+        for code in ["InvalidCiphertextException", "IncorrectKeyException"] {
+            assert_eq!(
+                map_error("Decrypt", "alias/k", &answer(code, 400)),
+                KeyError::UnwrapFailed,
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_and_faults_are_unavailable_naming_key_call_and_code() {
+        for (code, status) in [
+            ("NotFoundException", 400),
+            ("DisabledException", 400),
+            ("KMSInvalidStateException", 400),
+            ("AccessDeniedException", 400),
+            ("KeyUnavailableException", 500),
+            ("ThrottlingException", 400),
+            ("KMSInternalException", 500),
+        ] {
+            match map_error("Decrypt", "alias/k", &answer(code, status)) {
+                KeyError::Unavailable(message) => {
+                    assert!(message.contains("alias/k"), "{message}");
+                    assert!(message.contains("Decrypt"), "{message}");
+                    assert!(message.contains(code), "{message}");
+                    assert!(message.contains(&format!("HTTP {status}")), "{message}");
+                    assert!(message.contains("the service's own words"), "{message}");
+                }
+                other => panic!("{code}: expected Unavailable, got {other:?}"),
+            }
+        }
+    }
+}
