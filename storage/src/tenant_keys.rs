@@ -403,7 +403,7 @@ impl Vault {
                         })
                         .await?;
                         report.rewrapped += 1;
-                        if report.rewrapped % 100 == 0 {
+                        if report.rewrapped.is_multiple_of(100) {
                             info!(region, rewrapped = report.rewrapped, "master key rotation");
                         }
                     }
