@@ -14,7 +14,8 @@ use crate::auth::Password;
 use crate::error::{ErrorKind, VfsError, VfsResult};
 use crate::path::VPath;
 use crate::perms::Permissions;
-use crate::vault::{Vault, now_ms};
+use crate::clock::now_ms;
+use crate::vault::Vault;
 
 /// Operator changes (recorded in the audit log as `protocol = "cli"`).
 #[derive(Debug, Clone, Copy)]

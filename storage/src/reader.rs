@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::error::{ErrorKind, VfsError, VfsResult};
-use crate::vault::now_ms;
+use crate::clock::now_ms;
 use crate::vfs::{FileInfo, Vfs};
 
 /// Chunks fetched per ranged GET at first (1 MiB at 64 KiB chunks).

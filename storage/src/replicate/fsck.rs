@@ -11,7 +11,8 @@ use coffer_meta::{FileContent, Node, NodeKind};
 use coffer_object::{ObjectError, ObjectKey, ObjectStore};
 
 use crate::error::{ErrorKind, VfsError, VfsResult};
-use crate::vault::{Vault, now_ms};
+use crate::clock::now_ms;
+use crate::vault::Vault;
 
 /// Chunks opened per ranged read by `fsck --deep`.
 const DEEP_CHECK_CHUNKS: u64 = 16;
