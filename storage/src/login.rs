@@ -27,8 +27,8 @@ use coffer_meta::{AccountStore, User};
 use tracing::{debug, info, warn};
 
 use crate::auth::{LockoutPolicy, Password};
-use crate::error::{ErrorKind, VfsError, VfsResult};
 use crate::clock::now_ms;
+use crate::error::{ErrorKind, VfsError, VfsResult};
 use crate::vault::{Principal, Vault};
 
 /// Where a login attempt comes from, as the limits count it: an IPv4 address, or the /64

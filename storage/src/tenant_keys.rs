@@ -13,8 +13,8 @@ use coffer_keys::{KeyError, KeyMetricsSnapshot, TenantKey, TenantKeys, TenantMas
 use coffer_meta::{Tenant, TenantMasterKey, WrappedTenantKey};
 use tracing::{info, warn};
 
-use crate::error::{VfsError, VfsResult};
 use crate::clock::now_ms;
+use crate::error::{VfsError, VfsResult};
 use crate::vault::Vault;
 
 /// After a failed unwrap, later uses of that key version get the same answer for this long

@@ -13,10 +13,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use coffer_meta::{AccountStore, ApiToken, MetaError};
 use subtle::ConstantTimeEq;
 
-use crate::error::{ErrorKind, VfsError, VfsResult};
-use crate::login::{Attempt, Source};
 use crate::clock::now_ms;
+use crate::error::{ErrorKind, VfsError, VfsResult};
 use crate::ids::random_bytes;
+use crate::login::{Attempt, Source};
 use crate::vault::{Principal, Vault};
 
 /// Every token starts with this, so secret scanners and people recognise it.

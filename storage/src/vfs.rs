@@ -11,12 +11,12 @@ use coffer_keys::TenantKeys;
 use coffer_meta::{AuditRecord, MetaError, NewDir, Node, NodeKind, RenameNode, Tenant};
 use tracing::debug;
 
+use crate::clock::{ms_to_time, now_ms, time_to_ms};
 use crate::error::{ErrorKind, VfsError, VfsResult};
+use crate::ids::random_id;
 use crate::path::VPath;
 use crate::perms::Permissions;
 use crate::reader::FileReader;
-use crate::clock::{ms_to_time, now_ms, time_to_ms};
-use crate::ids::random_id;
 use crate::vault::{Principal, Vault};
 use crate::writer::{FileWriter, WriteTarget};
 

@@ -10,8 +10,8 @@ use coffer_format::{ChunkCipher, ContentId, HEADER_LEN, Layout};
 use coffer_meta::{FileContent, Node, NodeKind};
 use coffer_object::{ObjectError, ObjectKey, ObjectStore};
 
-use crate::error::{ErrorKind, VfsError, VfsResult};
 use crate::clock::now_ms;
+use crate::error::{ErrorKind, VfsError, VfsResult};
 use crate::vault::Vault;
 
 /// Chunks opened per ranged read by `fsck --deep`.

@@ -248,10 +248,7 @@ impl FileWriter {
     async fn commit_inner(&mut self) -> VfsResult<FileInfo> {
         let size = self.reorder.end();
         self.fill_holes(size).await?;
-        if self.reorder.frontier() != size
-            || self.reorder.has_held()
-            || self.sealer.len() != size
-        {
+        if self.reorder.frontier() != size || self.reorder.has_held() || self.sealer.len() != size {
             return Err(VfsError::new(
                 ErrorKind::Internal,
                 "upload bookkeeping is inconsistent",

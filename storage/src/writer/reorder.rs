@@ -210,7 +210,9 @@ mod tests {
     }
 
     fn bytes(n: usize, seed: u8) -> Vec<u8> {
-        (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
     }
 
     #[test]
@@ -284,7 +286,10 @@ mod tests {
     #[test]
     fn a_write_over_the_frontier_is_split_into_rewrite_and_append() {
         let mut rb = ReorderBuffer::new(0, LIMIT);
-        assert!(matches!(rb.place(0, &[1; 10]), Ok(Placement::InOrder { .. })));
+        assert!(matches!(
+            rb.place(0, &[1; 10]),
+            Ok(Placement::InOrder { .. })
+        ));
         let placed = rb.place(6, &[2; 8]).unwrap();
         assert_eq!(
             placed,
@@ -353,7 +358,11 @@ mod tests {
         rb.filled(10, true);
         assert_eq!(rb.next_ready().as_deref(), Some(&[1u8; 5][..]));
         assert_eq!(rb.frontier(), 25);
-        assert_eq!(rb.contiguous_len(), 10, "zeros filled in are not received bytes");
+        assert_eq!(
+            rb.contiguous_len(),
+            10,
+            "zeros filled in are not received bytes"
+        );
     }
 
     #[test]

@@ -206,7 +206,11 @@ mod tests {
         let mut sealer = Sealer::new(MIN_CHUNK_SIZE).unwrap();
         let mut object = seal_all(&mut sealer, &plain);
         let layout = coffer_format::Layout::new(MIN_CHUNK_SIZE).unwrap();
-        assert_eq!(object.len() as u64, layout.object_len(len as u64), "{len} bytes");
+        assert_eq!(
+            object.len() as u64,
+            layout.object_len(len as u64),
+            "{len} bytes"
+        );
         assert_eq!(open(&sealer, &mut object, len as u64), plain, "{len} bytes");
         let want = digest::digest(&digest::SHA256, &plain);
         assert_eq!(sealer.content_hash().as_ref(), want.as_ref(), "{len} bytes");

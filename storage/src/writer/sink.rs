@@ -88,7 +88,11 @@ impl Sink {
     /// Starts writing the upload row in the background and opens the store's streaming
     /// upload, if it takes one. `header` starts the object; no chunk pushed is longer than
     /// `max_chunk`.
-    pub(super) async fn start(target: SinkTarget, header: &[u8], max_chunk: usize) -> VfsResult<Self> {
+    pub(super) async fn start(
+        target: SinkTarget,
+        header: &[u8],
+        max_chunk: usize,
+    ) -> VfsResult<Self> {
         let SinkTarget {
             primary,
             uploads,
@@ -106,7 +110,9 @@ impl Sink {
         };
         let row_store = uploads.clone();
         let upload_row =
-            UploadRow::Pending(tokio::spawn(async move { row_store.begin_upload(&row).await }));
+            UploadRow::Pending(tokio::spawn(
+                async move { row_store.begin_upload(&row).await },
+            ));
         let streaming = primary
             .begin_streaming_upload(&object_key, &spool_path)
             .await?;
@@ -236,7 +242,7 @@ impl Drop for Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coffer_meta::{NewTenant, SchemaStore, SqliteStore, TenantStore, WrappedTenantKey};
+    use coffer_meta::{NewTenant, SqliteStore, TenantStore, WrappedTenantKey};
     use coffer_object::LocalDirStore;
 
     struct Fixture {
@@ -310,11 +316,7 @@ mod tests {
         async fn stored(&self, sink: &Sink) -> Vec<u8> {
             let key = sink.object_key();
             let len = self.primary.head(key).await.unwrap().size;
-            self.primary
-                .get_range(key, 0, len)
-                .await
-                .unwrap()
-                .to_vec()
+            self.primary.get_range(key, 0, len).await.unwrap().to_vec()
         }
     }
 

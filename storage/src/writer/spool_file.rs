@@ -179,7 +179,10 @@ mod tests {
         let mut want = vec![1u8; 10];
         want.extend([2; 5]);
         assert_eq!(std::fs::read(spool.path()).unwrap(), want);
-        let mode = std::fs::metadata(spool.path()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(spool.path())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         spool.remove().await;
         assert!(!dir.path().join("up").exists());
