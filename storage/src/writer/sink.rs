@@ -313,10 +313,15 @@ mod tests {
             self.meta.uploads().await.unwrap().len()
         }
 
-        async fn stored(&self, sink: &Sink) -> Vec<u8> {
+        /// Stores the object and checks it holds `want`, byte for byte, with no spool file left.
+        async fn store_and_check(&self, mut sink: Sink, want: &[u8]) {
+            sink.store().await.unwrap();
             let key = sink.object_key();
             let len = self.primary.head(key).await.unwrap().size;
-            self.primary.get_range(key, 0, len).await.unwrap().to_vec()
+            let stored = self.primary.get_range(key, 0, len).await.unwrap();
+            assert_eq!(stored, want);
+            assert_eq!(self.spool_files(), 0, "no spool file is left behind");
+            sink.committed();
         }
     }
 
@@ -338,10 +343,7 @@ mod tests {
         let id = sink.upload_id().await.unwrap();
         assert!(id > 0);
         assert_eq!(f.upload_rows().await, 1, "the row exists before commit");
-        sink.store().await.unwrap();
-        assert_eq!(f.stored(&sink).await, b"HEADER");
-        assert_eq!(f.spool_files(), 0, "a small object never touches the spool");
-        sink.committed();
+        f.store_and_check(sink, b"HEADER").await;
     }
 
     #[tokio::test]
@@ -349,11 +351,8 @@ mod tests {
         let f = fixture().await;
         let mut sink = f.sink().await;
         let want = push(&mut sink, SPOOL_BATCH - 7, 4096).await;
-        assert_eq!(f.spool_files(), 0);
-        sink.store().await.unwrap();
-        assert_eq!(f.stored(&sink).await, want);
-        assert_eq!(f.spool_files(), 0);
-        sink.committed();
+        assert_eq!(f.spool_files(), 0, "it never left memory");
+        f.store_and_check(sink, &want).await;
     }
 
     #[tokio::test]
@@ -365,10 +364,7 @@ mod tests {
         sink.push(&[9]).await.unwrap();
         let mut want = want;
         want.push(9);
-        sink.store().await.unwrap();
-        assert_eq!(f.stored(&sink).await, want);
-        assert_eq!(f.spool_files(), 0, "the spool file became the object");
-        sink.committed();
+        f.store_and_check(sink, &want).await;
     }
 
     #[tokio::test]
@@ -376,9 +372,7 @@ mod tests {
         let f = fixture().await;
         let mut sink = f.sink().await;
         let want = push(&mut sink, 5 * SPOOL_BATCH + 12_345, 65_564).await;
-        sink.store().await.unwrap();
-        assert_eq!(f.stored(&sink).await, want);
-        sink.committed();
+        f.store_and_check(sink, &want).await;
     }
 
     #[tokio::test]
