@@ -195,7 +195,7 @@ impl Sink {
     }
 
     /// The object was stored but its row could not be committed: delete it again.
-    pub(super) async fn unstore(&self) {
+    pub(super) async fn unstore(&mut self) {
         if let Err(del) = self.primary.delete(&self.object_key).await {
             warn!(object = %self.object_key, error = %del, "could not delete the object of a failed commit");
         }
