@@ -11,10 +11,11 @@ use coffer_object::ObjectKey;
 use tracing::info;
 
 use crate::auth::Password;
+use crate::clock::now_ms;
 use crate::error::{ErrorKind, VfsError, VfsResult};
 use crate::path::VPath;
 use crate::perms::Permissions;
-use crate::vault::{Vault, now_ms};
+use crate::vault::Vault;
 
 /// Operator changes (recorded in the audit log as `protocol = "cli"`).
 #[derive(Debug, Clone, Copy)]

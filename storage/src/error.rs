@@ -211,6 +211,12 @@ impl From<coffer_keys::KeyError> for VfsError {
     }
 }
 
+impl From<crate::ids::RandomFailed> for VfsError {
+    fn from(e: crate::ids::RandomFailed) -> Self {
+        VfsError::new(ErrorKind::Internal, "the OS random generator failed").with_source(e)
+    }
+}
+
 /// Shorthand for an internal error with a cause.
 pub(crate) fn internal(msg: &str, e: impl std::error::Error + Send + Sync + 'static) -> VfsError {
     VfsError::new(ErrorKind::Internal, msg).with_source(e)

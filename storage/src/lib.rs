@@ -14,7 +14,9 @@
 mod admin;
 mod audit;
 pub mod auth;
+mod clock;
 pub mod error;
+mod ids;
 mod inflight;
 mod login;
 mod lookups;
@@ -31,6 +33,7 @@ mod writer;
 
 pub use admin::{Admin, NewUserRequest, Readiness, UserSummary};
 pub use auth::{HashLimits, LockoutPolicy, Password};
+pub use clock::now_ms;
 pub use error::{ErrorKind, VfsError, VfsResult};
 pub use login::{
     ADDRESS_FACTOR, Check, KNOWN_SOURCE_TTL, LocalLimiter, LoginLimiter, Refusal, Source,
@@ -42,8 +45,7 @@ pub use replicate::{FsckProblem, FsckReport, ReplicationReport, ReplicationStatu
 pub use tenant_keys::{KeyStatus, MasterRotation, RegionStatus, TenantKeyStatus, VersionStatus};
 pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
 pub use vault::{
-    Backends, DEFAULT_KEY_CACHE, Principal, Vault, VaultOptions, check_user_name, now_ms,
-    operator_spool,
+    Backends, DEFAULT_KEY_CACHE, Principal, Vault, VaultOptions, check_user_name, operator_spool,
 };
 pub use vfs::{EntryKind, FileInfo, QuotaInfo, Vfs, WriteOptions};
 pub use writer::{FileWriter, Interrupted, PartialUploads};

@@ -23,12 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use coffer_meta::User;
+use coffer_meta::{AccountStore, User};
 use tracing::{debug, info, warn};
 
 use crate::auth::{LockoutPolicy, Password};
+use crate::clock::now_ms;
 use crate::error::{ErrorKind, VfsError, VfsResult};
-use crate::vault::{Principal, Vault, now_ms};
+use crate::vault::{Principal, Vault};
 
 /// Where a login attempt comes from, as the limits count it: an IPv4 address, or the /64
 /// network of an IPv6 address (one host commonly holds a whole /64). `Local` when the front
@@ -464,7 +465,7 @@ impl Vault {
     /// sees it). Done after the answer, so an existing account's failure takes no longer than
     /// an unknown name's.
     fn count_account_failure(&self, user: &User, protocol: &'static str, remote: &Option<String>) {
-        let meta = self.inner.b.meta.clone();
+        let meta: Arc<dyn AccountStore> = self.inner.b.meta.clone();
         let p = self.inner.opts.lockout;
         let (id, name, remote) = (user.id, user.name.clone(), remote.clone());
         self.inner.background.spawn(async move {

@@ -11,8 +11,8 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
+use crate::clock::now_ms;
 use crate::error::{ErrorKind, VfsError, VfsResult};
-use crate::vault::now_ms;
 use crate::vfs::{FileInfo, Vfs};
 
 /// Chunks fetched per ranged GET at first (1 MiB at 64 KiB chunks).

@@ -12,8 +12,9 @@ use coffer_meta::ReplicationOp;
 use coffer_object::{ObjectError, ObjectKey, ObjectStore};
 use tracing::{debug, warn};
 
+use crate::clock::now_ms;
 use crate::error::{ErrorKind, VfsError, VfsResult, internal};
-use crate::vault::{Vault, now_ms};
+use crate::vault::Vault;
 
 pub use fsck::{FsckProblem, FsckReport, ReplicationStatus, ResyncReport};
 

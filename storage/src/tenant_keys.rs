@@ -13,8 +13,9 @@ use coffer_keys::{KeyError, KeyMetricsSnapshot, TenantKey, TenantKeys, TenantMas
 use coffer_meta::{Tenant, TenantMasterKey, WrappedTenantKey};
 use tracing::{info, warn};
 
+use crate::clock::now_ms;
 use crate::error::{VfsError, VfsResult};
-use crate::vault::{Vault, now_ms};
+use crate::vault::Vault;
 
 /// After a failed unwrap, later uses of that key version get the same answer for this long
 /// without asking the key service again (no stampede on a KMS that is down, one log line).

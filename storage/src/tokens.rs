@@ -10,12 +10,14 @@
 use aws_lc_rs::digest;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use coffer_meta::{ApiToken, MetaError};
+use coffer_meta::{AccountStore, ApiToken, MetaError};
 use subtle::ConstantTimeEq;
 
+use crate::clock::now_ms;
 use crate::error::{ErrorKind, VfsError, VfsResult};
+use crate::ids::random_bytes;
 use crate::login::{Attempt, Source};
-use crate::vault::{Principal, Vault, now_ms};
+use crate::vault::{Principal, Vault};
 
 /// Every token starts with this, so secret scanners and people recognise it.
 pub const TOKEN_PREFIX: &str = "cft_";
@@ -64,13 +66,6 @@ fn secret_hash(secret: &str) -> Vec<u8> {
         .to_vec()
 }
 
-fn random(n: usize) -> VfsResult<Vec<u8>> {
-    let mut b = vec![0u8; n];
-    aws_lc_rs::rand::fill(&mut b)
-        .map_err(|_| VfsError::new(ErrorKind::Internal, "the system random source failed"))?;
-    Ok(b)
-}
-
 /// `(id, secret)` of a well-formed token.
 fn parse(token: &str) -> Option<(&str, &str)> {
     let rest = token.strip_prefix(TOKEN_PREFIX)?;
@@ -85,6 +80,11 @@ fn parse(token: &str) -> Option<(&str, &str)> {
 }
 
 impl Vault {
+    /// Tokens are account credentials: the one part of the store they need.
+    fn accounts(&self) -> &dyn AccountStore {
+        &*self.backends().meta
+    }
+
     async fn user_named(&self, user_name: &str) -> VfsResult<coffer_meta::User> {
         self.find_user(user_name)
             .await?
@@ -98,12 +98,11 @@ impl Vault {
         valid_ms: Option<i64>,
     ) -> VfsResult<NewToken> {
         let user = self.user_named(user_name).await?;
-        let id = hex::encode(random(12)?);
-        let secret = zeroize::Zeroizing::new(URL_SAFE_NO_PAD.encode(random(32)?));
+        let id = hex::encode(random_bytes(12)?);
+        let secret = zeroize::Zeroizing::new(URL_SAFE_NO_PAD.encode(random_bytes(32)?));
         let now = now_ms();
         let stored = self
-            .backends()
-            .meta
+            .accounts()
             .add_api_token(&ApiToken {
                 id: 0,
                 user_id: user.id,
@@ -123,7 +122,7 @@ impl Vault {
     /// The tokens of `user_name`, oldest first.
     pub async fn list_tokens(&self, user_name: &str) -> VfsResult<Vec<TokenInfo>> {
         let user = self.user_named(user_name).await?;
-        let tokens = self.backends().meta.api_tokens(user.id).await?;
+        let tokens = self.accounts().api_tokens(user.id).await?;
         Ok(tokens.into_iter().map(TokenInfo::from).collect())
     }
 
@@ -131,7 +130,7 @@ impl Vault {
     pub async fn revoke_token(&self, user_name: &str, id_or_token: &str) -> VfsResult<()> {
         let user = self.user_named(user_name).await?;
         let id = parse(id_or_token).map_or(id_or_token, |(id, _)| id);
-        match self.backends().meta.delete_api_token(user.id, id).await {
+        match self.accounts().delete_api_token(user.id, id).await {
             Err(MetaError::NotFound) => Err(VfsError::new(
                 ErrorKind::NotFound,
                 "the user has no token with this id",
@@ -162,8 +161,8 @@ impl Vault {
         };
         let label = format!("token:{id}");
         // An unknown token and one whose user is gone get the same answer.
-        let found = match self.backends().meta.api_token(id).await {
-            Ok(t) => self.backends().meta.user(t.user_id).await.map(|u| (t, u)),
+        let found = match self.accounts().api_token(id).await {
+            Ok(t) => self.accounts().user(t.user_id).await.map(|u| (t, u)),
             Err(e) => Err(e),
         };
         let (stored, user) = match found {

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use coffer_keys::{KeyRing, TenantKey, TenantKeys};
 use coffer_meta::{MetadataStore, NewTenant, NewUser, Tenant, TenantMasterKey, User};
@@ -11,7 +10,9 @@ use tracing::info;
 
 use crate::audit::AuditSink;
 use crate::auth::{HashLimits, Hasher, LockoutPolicy, Password};
+use crate::clock::now_ms;
 use crate::error::{ErrorKind, VfsError, VfsResult};
+use crate::ids::random_id;
 use crate::login::LoginLimiter;
 use crate::path::VPath;
 use crate::perms::Permissions;
@@ -122,22 +123,6 @@ fn operator_pid(me: &str, owner: &str) -> Option<u32> {
 
 fn process_alive(pid: u32) -> bool {
     std::path::Path::new("/proc").join(pid.to_string()).exists()
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// A random positive 63-bit id.
-pub(crate) fn random_id() -> VfsResult<i64> {
-    let mut b = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut b)
-        .map_err(|_| VfsError::new(ErrorKind::Internal, "the OS random generator failed"))?;
-    Ok((u64::from_be_bytes(b) >> 1).max(1) as i64)
 }
 
 impl Vault {

@@ -5,17 +5,19 @@
 //! ever sees ciphertext and blind indexes.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use coffer_keys::TenantKeys;
 use coffer_meta::{AuditRecord, MetaError, NewDir, Node, NodeKind, RenameNode, Tenant};
 use tracing::debug;
 
+use crate::clock::{ms_to_time, now_ms, time_to_ms};
 use crate::error::{ErrorKind, VfsError, VfsResult};
+use crate::ids::random_id;
 use crate::path::VPath;
 use crate::perms::Permissions;
 use crate::reader::FileReader;
-use crate::vault::{Principal, Vault, now_ms, random_id};
+use crate::vault::{Principal, Vault};
 use crate::writer::{FileWriter, WriteTarget};
 
 /// Folder or file.
@@ -86,21 +88,6 @@ pub struct Vfs {
     pub(crate) principal: Arc<Principal>,
     pub(crate) tenant: Arc<Tenant>,
     perms: Permissions,
-}
-
-pub(crate) fn ms_to_time(ms: i64) -> SystemTime {
-    if ms >= 0 {
-        UNIX_EPOCH + Duration::from_millis(ms as u64)
-    } else {
-        UNIX_EPOCH
-    }
-}
-
-pub(crate) fn time_to_ms(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis().min(i64::MAX as u128) as i64,
-        Err(_) => 0,
-    }
 }
 
 impl Vfs {

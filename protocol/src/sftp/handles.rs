@@ -5,7 +5,6 @@
 //! a listing taken at OPENDIR. When the session ends with an upload still open, the lane
 //! applies the partial-upload policy (see `docs/SFTP.md`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -154,60 +153,22 @@ pub(crate) struct Upload {
     writer: Option<FileWriter>,
     append: bool,
     mtime: Option<SystemTime>,
-    coverage: Coverage,
+    /// The length `fstat` reports while no writer is open: what the last commit stored, or
+    /// what a writer given up had received contiguously. An open writer is asked instead.
+    closed_len: u64,
     /// A write was refused as too large: the upload can no longer complete as sent.
     refused: bool,
-}
-
-/// Which bytes of an upload have arrived: a contiguous prefix and ranges beyond holes.
-#[derive(Debug, Default)]
-struct Coverage {
-    /// Everything below this offset has been written (or was already stored).
-    contiguous_end: u64,
-    /// Written ranges beyond a hole: start -> end.
-    ahead: BTreeMap<u64, u64>,
-}
-
-impl Coverage {
-    fn starting_at(len: u64) -> Self {
-        Self {
-            contiguous_end: len,
-            ahead: BTreeMap::new(),
-        }
-    }
-
-    fn note(&mut self, start: u64, end: u64) {
-        if start > self.contiguous_end {
-            let e = self.ahead.entry(start).or_insert(end);
-            *e = (*e).max(end);
-            return;
-        }
-        self.contiguous_end = self.contiguous_end.max(end);
-        while let Some(entry) = self.ahead.first_entry() {
-            if *entry.key() > self.contiguous_end {
-                break;
-            }
-            let end = entry.remove();
-            self.contiguous_end = self.contiguous_end.max(end);
-        }
-    }
-
-    #[cfg(test)]
-    fn has_holes(&self) -> bool {
-        !self.ahead.is_empty()
-    }
 }
 
 impl Upload {
     /// An upload on a freshly created writer.
     pub(crate) fn new(path: String, writer: FileWriter, append: bool) -> Self {
-        let coverage = Coverage::starting_at(writer.len());
         Self {
+            closed_len: writer.contiguous_len(),
             path,
             writer: Some(writer),
             append,
             mtime: None,
-            coverage,
             refused: false,
         }
     }
@@ -215,7 +176,7 @@ impl Upload {
     fn len(&self) -> u64 {
         self.writer
             .as_ref()
-            .map_or(self.coverage.contiguous_end, FileWriter::len)
+            .map_or(self.closed_len, FileWriter::len)
     }
 
     async fn writer(&mut self, ctx: &SessionCtx) -> Result<&mut FileWriter, VfsError> {
@@ -240,9 +201,7 @@ impl Upload {
         let append = self.append;
         let w = self.writer(ctx).await?;
         let at = if append { w.len() } else { offset };
-        w.write_at(at, data).await?;
-        self.coverage.note(at, at.saturating_add(data.len() as u64));
-        Ok(())
+        w.write_at(at, data).await
     }
 
     /// Commits what was written; the file becomes visible and durable.
@@ -253,8 +212,7 @@ impl Upload {
         if let Some(t) = self.mtime {
             w.set_mtime(t);
         }
-        let info = w.commit().await?;
-        self.coverage = Coverage::starting_at(info.size);
+        self.closed_len = w.commit().await?.size;
         Ok(())
     }
 
@@ -388,6 +346,7 @@ async fn serve_upload(ctx: &SessionCtx, up: &mut Upload, op: HandleOp) -> Result
         HandleOp::Fsync { id } | HandleOp::Close { id } if up.refused => {
             // What arrived has a hole where the refused write was: never the file as sent.
             if let Some(w) = up.writer.take() {
+                up.closed_len = w.contiguous_len();
                 w.interrupted().await;
             }
             Reply::status(
@@ -478,29 +437,4 @@ fn serve_dir(
         }
         HandleOp::Refused { id } => refused_write(id),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn out_of_order_writes_become_contiguous_once_the_hole_is_filled() {
-        let mut c = Coverage::starting_at(0);
-        c.note(0, 10);
-        c.note(20, 30);
-        assert_eq!(c.contiguous_end, 10);
-        assert!(c.has_holes(), "the hole at 10..20 must be remembered");
-        c.note(10, 20);
-        assert_eq!(c.contiguous_end, 30);
-        assert!(!c.has_holes());
-    }
-
-    #[test]
-    fn resumed_upload_counts_the_stored_prefix_as_received() {
-        let mut c = Coverage::starting_at(1000);
-        c.note(1000, 1500);
-        assert_eq!(c.contiguous_end, 1500);
-        assert!(!c.has_holes());
-    }
 }

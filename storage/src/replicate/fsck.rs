@@ -10,8 +10,9 @@ use coffer_format::{ChunkCipher, ContentId, HEADER_LEN, Layout};
 use coffer_meta::{FileContent, Node, NodeKind};
 use coffer_object::{ObjectError, ObjectKey, ObjectStore};
 
+use crate::clock::now_ms;
 use crate::error::{ErrorKind, VfsError, VfsResult};
-use crate::vault::{Vault, now_ms};
+use crate::vault::Vault;
 
 /// Chunks opened per ranged read by `fsck --deep`.
 const DEEP_CHECK_CHUNKS: u64 = 16;
