@@ -502,7 +502,9 @@ pub fn rss_kib(pid: u32) -> (u64, u64) {
 
 /// How many file descriptors a process holds open.
 pub fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// Raises this process's soft open-file limit to its hard limit (tests that hold thousands of

@@ -208,7 +208,8 @@ async fn hold(
 
 /// Half the SSH flood says its banner and then nothing, the other half says nothing at all.
 fn ssh_banner_or_nothing(i: usize) -> Option<&'static [u8]> {
-    i.is_multiple_of(2).then_some(b"SSH-2.0-OpenSSH_9.2 banner-only\r\n".as_slice())
+    i.is_multiple_of(2)
+        .then_some(b"SSH-2.0-OpenSSH_9.2 banner-only\r\n".as_slice())
 }
 
 fn silent(_: usize) -> Option<&'static [u8]> {
@@ -323,7 +324,11 @@ fn banner_only_ssh_and_idle_ftp_floods_keep_no_user_out_and_are_closed_after_the
         "one address holds pre_auth_per_address places"
     );
     for h in ssh.iter().filter(|h| !h.starts_with("SSH-2.0-Coffer")) {
-        assert!(h.got.is_empty(), "a refused SSH connection got {:?}", h.text());
+        assert!(
+            h.got.is_empty(),
+            "a refused SSH connection got {:?}",
+            h.text()
+        );
     }
     assert_eq!(
         admitted_and_refused("ftp", &ftp, "220"),
@@ -331,7 +336,11 @@ fn banner_only_ssh_and_idle_ftp_floods_keep_no_user_out_and_are_closed_after_the
     );
     for h in &ftp {
         if h.starts_with("220") {
-            assert!(h.text().contains("421 Login time exceeded"), "{:?}", h.text());
+            assert!(
+                h.text().contains("421 Login time exceeded"),
+                "{:?}",
+                h.text()
+            );
         } else {
             assert!(h.starts_with("421 Too many"), "{:?}", h.text());
         }
@@ -532,7 +541,13 @@ fn two_hundred_concurrent_sftp_sessions_move_1_mib_each_intact_within_the_memory
         "{} of {SESSIONS} sessions failed: {:?}\n{}",
         failures.len(),
         &failures[..failures.len().min(5)],
-        site.server.logs().lines().rev().take(40).collect::<Vec<_>>().join("\n")
+        site.server
+            .logs()
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     for (i, want) in data.iter().enumerate() {
         let got = std::fs::read(site.local.join(format!("down{i}"))).unwrap();
