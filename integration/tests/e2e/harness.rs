@@ -203,9 +203,16 @@ lockout_secs = 600
 
     /// Starts `coffer serve` and waits until /healthz answers.
     pub fn serve(&self) -> Server {
+        self.serve_with_env(&[])
+    }
+
+    /// As [`Env::serve`], with extra environment variables for the server process (for
+    /// example glibc's `MALLOC_ARENA_MAX`, as the Dockerfile sets it).
+    pub fn serve_with_env(&self, vars: &[(&str, &str)]) -> Server {
         let log = self.dir.path().join("server.log");
         let err = std::fs::File::create(&log).unwrap();
         let child = coffer_command()
+            .envs(vars.iter().copied())
             .arg("--config")
             .arg(&self.config)
             .arg("serve")
@@ -410,6 +417,19 @@ pub fn sftp_password_batch(
     script: &str,
     cwd: &Path,
 ) -> Output {
+    sftp_password_batch_from(port, user, password, script, cwd, None)
+}
+
+/// As [`sftp_password_batch`], with the client bound to the source address `bind` (OpenSSH
+/// `BindAddress`), e.g. `127.0.0.9` for a user apart from a flood coming from 127.0.0.1.
+pub fn sftp_password_batch_from(
+    port: u16,
+    user: &str,
+    password: &str,
+    script: &str,
+    cwd: &Path,
+    bind: Option<&str>,
+) -> Output {
     use std::os::unix::fs::PermissionsExt;
     let askpass = cwd.join(".askpass.sh");
     std::fs::write(&askpass, format!("#!/bin/sh\necho '{password}'\n")).unwrap();
@@ -438,6 +458,8 @@ pub fn sftp_password_batch(
         .args([
             "-o",
             "NumberOfPasswordPrompts=1",
+            "-o",
+            &format!("BindAddress={}", bind.unwrap_or("127.0.0.1")),
             "-P",
             &port.to_string(),
             "-b",
@@ -462,4 +484,55 @@ pub fn missing_client(skip_name: &str, what: &str, install: &str) -> bool {
         return true;
     }
     panic!("{what} is missing: {install} (or set {var}=1 to skip this test on purpose)");
+}
+
+/// `(VmRSS, VmHWM)` of a process in KiB: its resident memory now and at its peak.
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// How many file descriptors a process holds open.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Raises this process's soft open-file limit to its hard limit (tests that hold thousands of
+/// sockets); fails when the hard limit is below `needed`, naming the fix.
+pub fn raise_nofile_limit(needed: u64) -> u64 {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    assert!(
+        limit >= needed,
+        "this test holds {needed} sockets but the open-file limit is {limit}: raise the hard limit (ulimit -Hn)"
+    );
+    limit
+}
+
+/// Waits (at most 30 s) until 127.0.0.1:`port` accepts connections.
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} did not open");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Generates an unencrypted Ed25519 key pair at `path` (and `path.pub`) with OpenSSH.
+pub fn ssh_keygen(path: &Path) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("OpenSSH (ssh-keygen) is required: apt-get install openssh-client");
+    assert!(st.success(), "ssh-keygen failed");
 }

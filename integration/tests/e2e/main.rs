@@ -11,6 +11,7 @@ mod hashes;
 mod https;
 mod keys;
 mod kms;
+mod limits;
 mod nodes;
 mod s3;
 mod seams;

@@ -5,7 +5,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use coffer_config::{LimitsConfig, SftpConfig};
@@ -13,9 +15,10 @@ use coffer_storage::{Password, Principal, Vault};
 use russh::keys::{Algorithm, HashAlg};
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet, Preferred, cipher, kex, mac};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, info, warn};
 
 use super::error::SftpError;
@@ -63,6 +66,9 @@ const WINDOW_SIZE: u32 = 16 * 1024 * 1024;
 const MAX_SSH_PACKET: u32 = 256 * 1024;
 /// Shell sessions and other channels per connection.
 const MAX_CHANNELS: usize = 8;
+/// How long a session asked to disconnect (grace time over, shutdown) may take before its
+/// socket is cut.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(1);
 
 /// A bound SFTP listener, ready to serve.
 pub struct SftpListener {
@@ -203,6 +209,8 @@ async fn serve_connection(
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "set_nodelay failed");
     }
+    let cut = CancellationToken::new();
+    let stream = Cuttable::new(stream, cut.clone());
     let deadline = tokio::time::Instant::now() + grace;
     let started =
         tokio::time::timeout_at(deadline, russh::server::run_stream(config, stream, conn));
@@ -236,18 +244,104 @@ async fn serve_connection(
             let _ = handle
                 .disconnect(russh::Disconnect::ByApplication, "login grace time over".into(), "en".into())
                 .await;
-            session.await
+            end_within(session, &cut).await
         }
         _ = stop.cancelled() => {
             let _ = handle
                 .disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), "en".into())
                 .await;
-            session.await
+            end_within(session, &cut).await
         }
     };
     match result {
         Ok(()) => debug!(remote, "ssh connection closed"),
         Err(e) => debug!(remote, error = %e, "ssh connection ended with an error"),
+    }
+}
+
+/// Waits [`DISCONNECT_WAIT`] for a session asked to disconnect to end, then cuts its socket.
+/// A peer in the middle of a key exchange (it sent its banner and nothing more) never lets
+/// russh send the disconnect, and its session would wait for it until the idle timeout.
+async fn end_within<F: std::future::Future<Output = Result<(), russh::Error>>>(
+    mut session: Pin<&mut F>,
+    cut: &CancellationToken,
+) -> Result<(), russh::Error> {
+    if let Ok(r) = tokio::time::timeout(DISCONNECT_WAIT, session.as_mut()).await {
+        return r;
+    }
+    cut.cancel();
+    session.await
+}
+
+/// A TCP stream the server can cut: once `cut` is cancelled every read and write fails, so
+/// russh's session task (which owns the stream) ends and the socket is closed.
+struct Cuttable {
+    stream: TcpStream,
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
+    is_cut: bool,
+}
+
+impl Cuttable {
+    fn new(stream: TcpStream, cut: CancellationToken) -> Self {
+        Self {
+            stream,
+            cut: Box::pin(cut.cancelled_owned()),
+            is_cut: false,
+        }
+    }
+
+    /// `Err` once cut; registers the task to be woken when it is.
+    fn check(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        if !self.is_cut && self.cut.as_mut().poll(cx).is_ready() {
+            self.is_cut = true;
+        }
+        if self.is_cut {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "connection cut by the server",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for Cuttable {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Err(e) = this.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Cuttable {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if let Err(e) = this.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Err(e) = this.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 
