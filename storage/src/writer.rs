@@ -311,6 +311,8 @@ impl FileWriter {
     /// Writes the batch of sealed chunks to the spool file (created on the first call) on a
     /// blocking thread.
     async fn flush_batch(&mut self) -> VfsResult<()> {
+        // Before anything changes, so a refused batch stays in memory and the writer usable.
+        (self.vfs.vault.inner.free_space).check(crate::spool::Admit::Growth)?;
         if !self.in_spool {
             self.upload_row.settle().await?;
         }

@@ -856,14 +856,14 @@ impl UploadStore for SqlStore<D> {
             || {
                 sqlx::query(
                     "SELECT g.id, g.object_key, g.created_ms FROM garbage g \
-                     WHERE g.id > ? AND g.created_ms <= ? \
-                     AND (g.created_ms <= ? OR NOT EXISTS (SELECT 1 FROM open_readers r \
-                          WHERE r.object_key = g.object_key AND r.seen_ms >= ?)) \
+                     WHERE g.id > ? AND (g.created_ms <= ? OR (g.created_ms <= ? \
+                     AND NOT EXISTS (SELECT 1 FROM open_readers r \
+                          WHERE r.object_key = g.object_key AND r.seen_ms >= ?))) \
                      ORDER BY g.id LIMIT ?",
                 )
                 .bind(after_id)
-                .bind(cut.settled_ms)
                 .bind(cut.abandoned_ms)
+                .bind(cut.settled_ms)
                 .bind(cut.readers_seen_ms)
                 .bind(i64::from(limit))
             },

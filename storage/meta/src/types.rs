@@ -383,10 +383,10 @@ pub struct Garbage {
     pub created_ms: i64,
 }
 
-/// Which garbage the collector may delete (times in ms since the epoch): an entry that became
-/// garbage at or before `settled_ms` and that no published reader row seen at or after
-/// `readers_seen_ms` names, or any entry that became garbage at or before `abandoned_ms`,
-/// whatever holds it.
+/// Which garbage the collector may delete (times in ms since the epoch): any entry that became
+/// garbage at or before `abandoned_ms`, whatever holds it, and an entry that became garbage at
+/// or before `settled_ms` that no published reader row seen at or after `readers_seen_ms`
+/// names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GarbageCut {
     /// Garbage younger than this is kept: a reader that looked the old row up just before the
