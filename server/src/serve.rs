@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use coffer_config::Config;
-use coffer_storage::Vault;
+use coffer_storage::{GarbageAges, READER_PUBLISH_AFTER, Vault};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};

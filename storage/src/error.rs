@@ -172,6 +172,12 @@ impl From<coffer_object::ObjectError> for VfsError {
                 ErrorKind::Unavailable,
                 "object store unavailable; retry later",
             ),
+            // The free-space floor should have refused the upload first; if the disk filled
+            // anyway (another process wrote to it), say so rather than "internal".
+            O::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => (
+                ErrorKind::InsufficientStorage,
+                "insufficient storage: the server's object store disk is full; retry later",
+            ),
             _ => (ErrorKind::Internal, "object store error"),
         };
         VfsError::new(kind, msg).with_source(e)
