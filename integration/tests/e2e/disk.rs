@@ -56,11 +56,15 @@ fn uploads_below_the_free_space_floor_are_refused_507_over_https_and_452_over_ft
         "{reply}"
     );
 
+    // FTP refuses the upload once the data connection is open (after `150`): a small file is
+    // sent whole before the server closes it, so curl reads the final reply.
+    let small = env.dir.path().join("small.txt");
+    std::fs::write(&small, b"hello").unwrap();
     let out = Command::new("curl")
         .args(["-sS", "-v", "--ssl-reqd", "-k", "--max-time", "60", "--user"])
         .arg(format!("alice:{PASSWORD}"))
         .arg("-T")
-        .arg(&local)
+        .arg(&small)
         .arg(format!("ftp://127.0.0.1:{}/report.bin", env.ports.ftp))
         .output()
         .expect("curl is required (apt-get install curl)");
