@@ -90,7 +90,8 @@ impl Vault {
     pub async fn collect_garbage(&self, limit: u32, ages: GarbageAges) -> VfsResult<usize> {
         let b = &self.inner.b;
         let now = now_ms();
-        let ago = |d: Duration| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let ago =
+            |d: Duration| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let cut = GarbageCut {
             settled_ms: ago(ages.grace),
             readers_seen_ms: ago(ages.reader_ttl),

@@ -775,7 +775,10 @@ async fn a_reader_past_the_hard_bound_does_not_keep_garbage() {
         max_age: Duration::ZERO,
         ..NO_GRACE
     };
-    assert_eq!(tv.vault.collect_garbage(100, bound_passed).await.unwrap(), 1);
+    assert_eq!(
+        tv.vault.collect_garbage(100, bound_passed).await.unwrap(),
+        1
+    );
     assert_eq!(tv.primary_objects().len(), 1);
 }
 
@@ -800,10 +803,7 @@ async fn garbage_read_on_another_node_is_kept_until_that_nodes_row_is_stale() {
         0
     );
     assert!(tv.meta.open_readers("other-node").await.unwrap().is_empty());
-    assert_eq!(
-        other.publish_open_readers(Duration::ZERO).await.unwrap(),
-        1
-    );
+    assert_eq!(other.publish_open_readers(Duration::ZERO).await.unwrap(), 1);
 
     assert_eq!(tv.vault.collect_garbage(100, NO_GRACE).await.unwrap(), 0);
     assert_eq!(tv.primary_objects().len(), 2);

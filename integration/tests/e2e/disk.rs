@@ -61,7 +61,15 @@ fn uploads_below_the_free_space_floor_are_refused_507_over_https_and_452_over_ft
     let small = env.dir.path().join("small.txt");
     std::fs::write(&small, b"hello").unwrap();
     let out = Command::new("curl")
-        .args(["-sS", "-v", "--ssl-reqd", "-k", "--max-time", "60", "--user"])
+        .args([
+            "-sS",
+            "-v",
+            "--ssl-reqd",
+            "-k",
+            "--max-time",
+            "60",
+            "--user",
+        ])
         .arg(format!("alice:{PASSWORD}"))
         .arg("-T")
         .arg(&small)

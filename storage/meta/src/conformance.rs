@@ -25,9 +25,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{
     ApiToken, AuditRecord, CommitFile, CommitOutcome, FileContent, GarbageCut, MetaError,
-    MetadataStore,
-    NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, NodeKind, RenameNode, ReplicationJob,
-    ReplicationOp, Tenant, TenantMasterKey, Usage, WrappedTenantKey,
+    MetadataStore, NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, NodeKind, RenameNode,
+    ReplicationJob, ReplicationOp, Tenant, TenantMasterKey, Usage, WrappedTenantKey,
 };
 
 /// Large enough to see every queued row a check made, whatever earlier runs left behind.
@@ -1182,7 +1181,10 @@ pub async fn garbage_held_by_open_readers(store: &dyn MetadataStore) {
         .publish_open_readers(&node, &[held_key.clone(), held_key.clone()], became)
         .await
         .unwrap();
-    assert_eq!(store.open_readers(&node).await.unwrap(), vec![held_key.clone()]);
+    assert_eq!(
+        store.open_readers(&node).await.unwrap(),
+        vec![held_key.clone()]
+    );
 
     let ours = |found: Vec<crate::Garbage>| -> Vec<String> {
         let mut keys: Vec<String> = found
@@ -1204,7 +1206,10 @@ pub async fn garbage_held_by_open_readers(store: &dyn MetadataStore) {
         abandoned_ms: became - 3_600_000,
     };
     let collectable = |cut| async move { store.collectable_garbage(0, SCAN_ALL, cut).await };
-    assert_eq!(ours(collectable(fresh).await.unwrap()), vec![free_key.clone()]);
+    assert_eq!(
+        ours(collectable(fresh).await.unwrap()),
+        vec![free_key.clone()]
+    );
     // Too young: nothing of ours, held or not.
     let young = GarbageCut {
         settled_ms: became - 60_000,
@@ -1232,21 +1237,38 @@ pub async fn garbage_held_by_open_readers(store: &dyn MetadataStore) {
         .map(|g| g.id)
         .max()
         .unwrap();
-    assert!(ours(store.collectable_garbage(last, SCAN_ALL, stale).await.unwrap()).is_empty());
+    assert!(
+        ours(
+            store
+                .collectable_garbage(last, SCAN_ALL, stale)
+                .await
+                .unwrap()
+        )
+        .is_empty()
+    );
 
     // A node's set is replaced whole; more keys than one statement holds; empty clears it.
     let many: Vec<String> = (0..300).map(|_| object_key()).collect();
-    store.publish_open_readers(&node, &many, became + 1).await.unwrap();
+    store
+        .publish_open_readers(&node, &many, became + 1)
+        .await
+        .unwrap();
     let mut sorted = many.clone();
     sorted.sort();
     assert_eq!(store.open_readers(&node).await.unwrap(), sorted);
     assert_eq!(ours(collectable(fresh).await.unwrap()), both);
-    store.publish_open_readers(&node, &[], became + 2).await.unwrap();
+    store
+        .publish_open_readers(&node, &[], became + 2)
+        .await
+        .unwrap();
     assert!(store.open_readers(&node).await.unwrap().is_empty());
 
     // Rows of a node that stopped are expired by age, whichever node asks.
     let gone = format!("conformance-{:016x}", random_u64());
-    store.publish_open_readers(&gone, &[held_key.clone()], 1).await.unwrap();
+    store
+        .publish_open_readers(&gone, &[held_key.clone()], 1)
+        .await
+        .unwrap();
     assert!(store.expire_open_readers(2).await.unwrap() >= 1);
     assert!(store.open_readers(&gone).await.unwrap().is_empty());
 
@@ -1255,7 +1277,12 @@ pub async fn garbage_held_by_open_readers(store: &dyn MetadataStore) {
             store.garbage_done(g.id).await.unwrap();
         }
     }
-    for key in [held_key, free_key, &replace_held.content.object_key, &replace_free.content.object_key] {
+    for key in [
+        held_key,
+        free_key,
+        &replace_held.content.object_key,
+        &replace_free.content.object_key,
+    ] {
         for job in jobs_for(store, key).await {
             store.replication_done(job.id).await.unwrap();
         }

@@ -32,11 +32,10 @@ use crate::lockout::LockoutPolicy;
 use crate::outbox::wall_clock_ms;
 use crate::rows;
 use crate::{
-    AccountStore, ApiToken, AuditRecord, AuditStore, CommitFile, CommitOutcome, Garbage, GarbageCut,
-    MetaError,
-    MetaResult, NamespaceStore, NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, RenameNode,
-    ReplicationJob, SshKey, Tenant, TenantMasterKey, TenantStore, Upload, UploadStore, Usage, User,
-    WrappedTenantKey,
+    AccountStore, ApiToken, AuditRecord, AuditStore, CommitFile, CommitOutcome, Garbage,
+    GarbageCut, MetaError, MetaResult, NamespaceStore, NewDir, NewSshKey, NewTenant, NewUpload,
+    NewUser, Node, RenameNode, ReplicationJob, SshKey, Tenant, TenantMasterKey, TenantStore,
+    Upload, UploadStore, Usage, User, WrappedTenantKey,
 };
 
 /// What one database engine brings to the shared store: the differences, and nothing else.

@@ -8,8 +8,8 @@ use coffer_keys::{KeyRing, LocalKeyProvider};
 use coffer_meta::{MetadataStore, SqliteStore};
 use coffer_object::LocalDirStore;
 use coffer_storage::{
-    Backends, FreeSpaceFloor, LockoutPolicy, Password, Permissions, VPath, Vault, VaultOptions, Vfs,
-    WriteOptions,
+    Backends, FreeSpaceFloor, LockoutPolicy, Password, Permissions, VPath, Vault, VaultOptions,
+    Vfs, WriteOptions,
 };
 
 pub struct TestVault {
