@@ -1266,7 +1266,7 @@ pub async fn garbage_held_by_open_readers(store: &dyn MetadataStore) {
     // Rows of a node that stopped are expired by age, whichever node asks.
     let gone = format!("conformance-{:016x}", random_u64());
     store
-        .publish_open_readers(&gone, &[held_key.clone()], 1)
+        .publish_open_readers(&gone, std::slice::from_ref(held_key), 1)
         .await
         .unwrap();
     assert!(store.expire_open_readers(2).await.unwrap() >= 1);
