@@ -853,8 +853,7 @@ async fn upload_is_refused_below_the_free_space_floor_and_leaves_nothing() {
                 },
             )
             .await
-            .err()
-            .expect("the upload must be refused");
+            .expect_err("the upload must be refused");
         assert_eq!(e.kind(), ErrorKind::InsufficientStorage, "{path}");
         assert_eq!(e.kind().code(), "insufficient_storage");
         assert!(e.message().contains("spool"), "{}", e.message());
