@@ -71,6 +71,10 @@ impl KeepPartial {
 pub struct UploadsConfig {
     /// What an interrupted upload leaves; it never replaces a complete version.
     pub keep_partial: KeepPartial,
+    /// Bytes the spool's disk and a local object store's keep free: uploads are refused below.
+    pub min_free_bytes: u64,
+    /// Percent of those disks kept free (the larger of the two floors applies).
+    pub min_free_percent: u8,
 }
 
 /// `[limits]`, validated.
@@ -498,6 +502,8 @@ impl Config {
             metadata: self.metadata.to_raw(),
             uploads: RawUploads {
                 keep_partial: self.uploads.keep_partial.as_str().to_owned(),
+                min_free_bytes: self.uploads.min_free_bytes,
+                min_free_percent: self.uploads.min_free_percent,
             },
             limits: RawLimits {
                 pre_auth_connections: self.limits.pre_auth_connections,

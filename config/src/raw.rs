@@ -376,6 +376,15 @@ pub struct RawUploads {
     /// An interrupted upload never replaces a complete existing version, whatever this says.
     #[serde(default = "default_keep_partial")]
     pub keep_partial: String,
+    /// Bytes that must stay free on the spool's disk and on a local object store's disk: below
+    /// this a new upload is refused (`insufficient_storage`: FTP 452, HTTP 507, an SFTP failure
+    /// naming it), and an upload in flight fails once less than half of it is left. The larger
+    /// of this and `min_free_percent` applies; 0 and 0 turn the check off.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
+    /// Percent of those disks' size that must stay free (0 to 90).
+    #[serde(default = "default_min_free_percent")]
+    pub min_free_percent: u8,
 }
 
 /// `[limits]`
@@ -397,6 +406,14 @@ pub struct RawLimits {
 
 fn default_keep_partial() -> String {
     "new-files".to_owned()
+}
+
+fn default_min_free_bytes() -> u64 {
+    1024 * 1024 * 1024
+}
+
+fn default_min_free_percent() -> u8 {
+    1
 }
 
 fn default_pre_auth_connections() -> u32 {
@@ -574,6 +591,8 @@ impl Default for RawUploads {
     fn default() -> Self {
         Self {
             keep_partial: default_keep_partial(),
+            min_free_bytes: default_min_free_bytes(),
+            min_free_percent: default_min_free_percent(),
         }
     }
 }

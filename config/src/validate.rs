@@ -933,8 +933,25 @@ fn validate_uploads(raw: &RawUploads, sftp: &RawSftp) -> Result<UploadsConfig, C
     } else {
         KeepPartial::Never
     };
-    Ok(UploadsConfig { keep_partial })
+    if raw.min_free_percent > MAX_MIN_FREE_PERCENT {
+        return Err(ConfigError::invalid(
+            "uploads.min_free_percent",
+            format!(
+                "{} is not a percentage of the disk uploads may leave free: use 0 to \
+                 {MAX_MIN_FREE_PERCENT} (e.g. 5), or set uploads.min_free_bytes instead",
+                raw.min_free_percent
+            ),
+        ));
+    }
+    Ok(UploadsConfig {
+        keep_partial,
+        min_free_bytes: raw.min_free_bytes,
+        min_free_percent: raw.min_free_percent,
+    })
 }
+
+/// Largest `uploads.min_free_percent`: a floor above it would refuse nearly every upload.
+const MAX_MIN_FREE_PERCENT: u8 = 90;
 
 fn validate_limits(raw: &RawLimits) -> Result<LimitsConfig, ConfigError> {
     let total = positive_count("limits.pre_auth_connections", raw.pre_auth_connections)?;

@@ -378,6 +378,22 @@ fn upload_policy_and_pre_auth_limits_are_checked() {
     refused("limits.login_grace_secs", |raw| {
         raw.limits.login_grace_secs = 0
     });
+    let message = refused("uploads.min_free_percent", |raw| {
+        raw.uploads.min_free_percent = 100
+    });
+    assert!(message.contains("0 to 90"), "{message}");
+}
+
+#[test]
+fn the_free_space_floor_defaults_to_a_gibibyte_or_one_percent() {
+    let config = RawConfig::default().validate().expect("valid");
+    assert_eq!(config.uploads.min_free_bytes, 1024 * 1024 * 1024);
+    assert_eq!(config.uploads.min_free_percent, 1);
+    let mut raw = RawConfig::default();
+    raw.uploads.min_free_bytes = 0;
+    raw.uploads.min_free_percent = 0;
+    let config = raw.validate().expect("0 and 0 turn the check off");
+    assert_eq!(config.uploads.min_free_bytes, 0);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use coffer_config::{Config, StoreConfig};
-use coffer_storage::Vault;
+use coffer_storage::{GarbageAges, Vault};
 
 use crate::wiring::open_s3_store;
 
@@ -23,10 +23,11 @@ pub struct GcArgs {
     /// Abort S3 multipart uploads started more than this many hours ago.
     #[arg(long, default_value_t = 24)]
     pub stale_upload_hours: u64,
-    /// Keep objects that became garbage less than this many minutes ago (a download that
-    /// opened the old version of a replaced file may still be reading it).
-    #[arg(long, default_value_t = 60)]
-    pub min_age_minutes: u64,
+    /// Delete objects that became garbage more than this many minutes ago even if a download
+    /// still holds them (one that crashed, or never ends). Younger garbage goes as soon as no
+    /// server publishes a reader of it, after a minute's grace.
+    #[arg(long, alias = "min-age-minutes", default_value_t = 60)]
+    pub max_age_minutes: u64,
 }
 
 /// `coffer replication ...`
@@ -58,7 +59,10 @@ pub async fn gc(vault: &Vault, cfg: &Config, args: &GcArgs) -> anyhow::Result<()
         let n = vault
             .collect_garbage(
                 GC_BATCH,
-                Duration::from_secs(args.min_age_minutes.saturating_mul(60)),
+                GarbageAges {
+                    max_age: Duration::from_secs(args.max_age_minutes.saturating_mul(60)),
+                    ..GarbageAges::DEFAULT
+                },
             )
             .await
             .context("garbage collection")?;

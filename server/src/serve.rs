@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use coffer_config::Config;
-use coffer_storage::Vault;
+use coffer_storage::{GarbageAges, READER_PUBLISH_AFTER, Vault};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -187,9 +187,11 @@ async fn readyz(State(vault): State<Vault>) -> impl IntoResponse {
     (code, axum::Json(body))
 }
 
-/// How long an object stays after its file was replaced or removed before `serve` deletes it:
-/// a download that opened the old version keeps reading it meanwhile.
-const GARBAGE_MIN_AGE: Duration = Duration::from_secs(3600);
+/// Ticks of the background loop (2 s each) between two publications of this node's open
+/// readers (10 s): well inside `GarbageAges::DEFAULT`'s grace and reader lifetime.
+const PUBLISH_READERS_EVERY: u64 = 5;
+/// Ticks between two garbage collections (a minute).
+const COLLECT_GARBAGE_EVERY: u64 = 30;
 
 /// How often `serve` checks every tenant's key and logs the key counters.
 const KEY_CHECK_EVERY: Duration = Duration::from_secs(3600);
@@ -250,9 +252,10 @@ async fn watch_keys(
     }
 }
 
-/// Replication every few seconds and, when `collect_garbage` (`storage.gc_in_serve`),
-/// garbage collection every minute, until shutdown. With S3 the server's credentials need
-/// not allow deletes: `coffer gc` collects garbage with its own.
+/// Replication every few seconds, this node's long downloads published every 10 s (so the
+/// garbage collector of any node keeps what they read) and, when `collect_garbage`
+/// (`storage.gc_in_serve`), garbage collection every minute, until shutdown. With S3 the
+/// server's credentials need not allow deletes: `coffer gc` collects garbage with its own.
 async fn background(
     vault: Vault,
     collect_garbage: bool,
@@ -278,8 +281,13 @@ async fn background(
             Err(e) => warn!(error = %e, "replication pass failed"),
         }
         n += 1;
-        if collect_garbage && n.is_multiple_of(30) {
-            match vault.collect_garbage(256, GARBAGE_MIN_AGE).await {
+        if n.is_multiple_of(PUBLISH_READERS_EVERY)
+            && let Err(e) = vault.publish_open_readers(READER_PUBLISH_AFTER).await
+        {
+            warn!(error = %e, "publishing open readers failed");
+        }
+        if collect_garbage && n.is_multiple_of(COLLECT_GARBAGE_EVERY) {
+            match vault.collect_garbage(256, GarbageAges::DEFAULT).await {
                 Ok(0) => {}
                 Ok(k) => info!(objects = k, "garbage collected"),
                 Err(e) => warn!(error = %e, "garbage collection failed"),

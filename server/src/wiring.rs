@@ -14,7 +14,9 @@ use coffer_keys::{
 };
 use coffer_meta::{MetadataStore, MySqlOptions, MySqlStore, MySqlTls, SqliteStore};
 use coffer_object::{LocalDirStore, ObjectStore, S3Credentials, S3Settings, S3Store};
-use coffer_storage::{Backends, LockoutPolicy, PartialUploads, Vault, VaultOptions};
+use coffer_storage::{
+    Backends, FreeSpaceFloor, LockoutPolicy, PartialUploads, Vault, VaultOptions,
+};
 
 /// Who opens the vault: the server, or an operator command running beside it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,6 +319,14 @@ pub async fn open_vault(cfg: &Config, role: Role) -> anyhow::Result<Vault> {
             coffer_config::KeepPartial::Never => PartialUploads::Discard,
         },
         key_cache: cfg.keys.cache_ttl(),
+        free_space_floor: FreeSpaceFloor {
+            min_free_bytes: cfg.uploads.min_free_bytes,
+            min_free_percent: cfg.uploads.min_free_percent,
+        },
+        local_store_dir: match &cfg.storage.primary {
+            StoreConfig::Local { path } => Some(path.clone()),
+            StoreConfig::S3(_) => None,
+        },
     };
     let vault = Vault::open(
         Backends {

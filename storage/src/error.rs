@@ -25,6 +25,9 @@ pub enum ErrorKind {
     InvalidPath,
     /// The tenant's quota would be exceeded.
     QuotaExceeded,
+    /// The server's own disk (spool, local object store) is nearly full: it refuses uploads
+    /// before it runs out of space. Not the client's fault; retry later.
+    InsufficientStorage,
     /// Stored data failed authentication: tampered, truncated, swapped or read with the wrong key.
     Integrity,
     /// A backend (database, object store) is unreachable; the client may retry later.
@@ -59,6 +62,7 @@ impl ErrorKind {
             Self::PermissionDenied => "permission_denied",
             Self::InvalidPath => "invalid_path",
             Self::QuotaExceeded => "quota_exceeded",
+            Self::InsufficientStorage => "insufficient_storage",
             Self::Integrity => "integrity_error",
             Self::Unavailable => "unavailable",
             Self::KeyUnavailable => "key_unavailable",
@@ -167,6 +171,12 @@ impl From<coffer_object::ObjectError> for VfsError {
             O::Unavailable(_) => (
                 ErrorKind::Unavailable,
                 "object store unavailable; retry later",
+            ),
+            // The free-space floor should have refused the upload first; if the disk filled
+            // anyway (another process wrote to it), say so rather than "internal".
+            O::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => (
+                ErrorKind::InsufficientStorage,
+                "insufficient storage: the server's object store disk is full; retry later",
             ),
             _ => (ErrorKind::Internal, "object store error"),
         };

@@ -41,7 +41,11 @@ pub use login::{
 pub use path::VPath;
 pub use perms::Permissions;
 pub use reader::{FileReader, failover_reads, repaired_reads};
-pub use replicate::{FsckProblem, FsckReport, ReplicationReport, ReplicationStatus, ResyncReport};
+pub use replicate::{
+    FsckProblem, FsckReport, GarbageAges, READER_PUBLISH_AFTER, ReplicationReport,
+    ReplicationStatus, ResyncReport,
+};
+pub use spool::FreeSpaceFloor;
 pub use tenant_keys::{KeyStatus, MasterRotation, RegionStatus, TenantKeyStatus, VersionStatus};
 pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
 pub use vault::{

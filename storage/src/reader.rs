@@ -1,7 +1,8 @@
 //! Reading a committed file: ranged reads of just the chunks needed, each verified before use.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 
 use bytes::Bytes;
 use coffer_format::{ChunkCipher, ContentId, HEADER_LEN, Layout};
@@ -37,6 +38,9 @@ struct ReaderCore {
     size: u64,
     /// Reads go to the replica first until this time (ms since the epoch).
     skip_primary_until: AtomicI64,
+    /// This reader's place in the vault's [`OpenReaders`]: the garbage collector keeps the
+    /// object while it is held (by the reader or a read-ahead still running).
+    _hold: ReaderHold,
 }
 
 /// A window being fetched in the background, starting at plaintext offset `start`.
@@ -83,6 +87,8 @@ impl FileReader {
             .as_ref()
             .ok_or_else(|| VfsError::new(ErrorKind::IsADirectory, "is a directory"))?;
         let key = ObjectKey::parse(&content.object_key)?;
+        // Held before the first byte is read, so a collection that starts now keeps it.
+        let hold = vfs.vault.inner.open_readers.hold(&content.object_key);
         let cid: [u8; 16] =
             content.content_id.as_slice().try_into().map_err(|_| {
                 VfsError::new(ErrorKind::Integrity, "stored content id is malformed")
@@ -151,6 +157,7 @@ impl FileReader {
             cipher,
             size,
             skip_primary_until,
+            _hold: hold,
         };
         let window = if whole {
             match core.open_window(0, chunks, head) {
@@ -344,6 +351,81 @@ impl ReaderCore {
             len,
         )
         .await
+    }
+}
+
+/// The objects this process's readers hold open: object key → how many readers and since
+/// when the oldest of them. The garbage collector of this process never deletes a held object
+/// (short of the hard bound); `Vault::publish_open_readers` tells the other nodes about the
+/// ones held for more than a few seconds. In memory only: opening a file writes nothing.
+#[derive(Debug, Default)]
+pub(crate) struct OpenReaders {
+    held: Arc<std::sync::Mutex<HashMap<String, Holders>>>,
+    /// Whether the last publication named any object, so an idle node stops writing once it
+    /// has cleared its rows.
+    published_any: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Holders {
+    count: u32,
+    /// When the first reader of the current run opened it (ms since the epoch).
+    since_ms: i64,
+}
+
+/// One reader's hold on its object; released when the reader (and its read-ahead) is gone.
+#[derive(Debug)]
+pub(crate) struct ReaderHold {
+    held: Arc<std::sync::Mutex<HashMap<String, Holders>>>,
+    key: String,
+}
+
+impl OpenReaders {
+    /// Registers a reader of `object_key`.
+    pub(crate) fn hold(&self, object_key: &str) -> ReaderHold {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.entry(object_key.to_owned())
+            .and_modify(|h| h.count += 1)
+            .or_insert(Holders {
+                count: 1,
+                since_ms: now_ms(),
+            });
+        ReaderHold {
+            held: self.held.clone(),
+            key: object_key.to_owned(),
+        }
+    }
+
+    /// Whether a reader of this process holds `object_key`.
+    pub(crate) fn holds(&self, object_key: &str) -> bool {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.contains_key(object_key)
+    }
+
+    /// The objects held since `since_ms` or earlier.
+    pub(crate) fn held_since(&self, since_ms: i64) -> Vec<String> {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.iter()
+            .filter(|(_, h)| h.since_ms <= since_ms)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Records whether a publication named any object; returns the previous value.
+    pub(crate) fn swap_published_any(&self, any: bool) -> bool {
+        self.published_any.swap(any, Ordering::Relaxed)
+    }
+}
+
+impl Drop for ReaderHold {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(h) = held.get_mut(&self.key) {
+            h.count = h.count.saturating_sub(1);
+            if h.count == 0 {
+                held.remove(&self.key);
+            }
+        }
     }
 }
 

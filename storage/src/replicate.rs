@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use aws_lc_rs::digest;
-use coffer_meta::ReplicationOp;
+use coffer_meta::{GarbageCut, ReplicationOp};
 use coffer_object::{ObjectError, ObjectKey, ObjectStore};
 use tracing::{debug, warn};
 
@@ -83,28 +83,116 @@ impl Vault {
         copy_verified(self.inner.b.primary.as_ref(), replica, key, &tmp).await
     }
 
-    /// Deletes from the primary store up to `limit` objects no committed row refers to and
-    /// that became garbage at least `min_age` ago: a download that opened the old version of a
-    /// replaced or removed file keeps reading it meanwhile. (Replica copies are deleted by the
-    /// replicator through the outbox.)
-    pub async fn collect_garbage(&self, limit: u32, min_age: Duration) -> VfsResult<usize> {
+    /// Deletes from the primary store up to `limit` objects no committed row refers to, under
+    /// `ages`: an object goes once it has been garbage for `ages.grace` and no reader holds it
+    /// — neither one of this process nor one another node published within `ages.reader_ttl`
+    /// — and after `ages.max_age` whatever holds it (a reader that crashed or never ends).
+    /// (Replica copies are deleted by the replicator through the outbox.)
+    pub async fn collect_garbage(&self, limit: u32, ages: GarbageAges) -> VfsResult<usize> {
         let b = &self.inner.b;
-        let cutoff =
-            now_ms().saturating_sub(i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX));
-        let mut n = 0;
-        for g in b.meta.garbage(limit).await? {
-            // Oldest first: the rest is younger still.
-            if g.created_ms > cutoff {
+        let now = now_ms();
+        let ago =
+            |d: Duration| now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let cut = GarbageCut {
+            settled_ms: ago(ages.grace),
+            readers_seen_ms: ago(ages.reader_ttl),
+            abandoned_ms: ago(ages.max_age),
+        };
+        if let Err(e) = b.meta.expire_open_readers(cut.readers_seen_ms).await {
+            warn!(error = %e, "could not expire stale reader rows");
+        }
+        let (mut deleted, mut kept, mut after_id) = (0, 0, 0);
+        loop {
+            let page = b.meta.collectable_garbage(after_id, limit, cut).await?;
+            let last_page = page.len() < limit as usize;
+            for g in page {
+                after_id = g.id;
+                if g.created_ms > cut.abandoned_ms && self.inner.open_readers.holds(&g.object_key) {
+                    kept += 1;
+                    continue;
+                }
+                if let Ok(key) = ObjectKey::parse(&g.object_key) {
+                    b.primary.delete(&key).await?;
+                }
+                b.meta.garbage_done(g.id).await?;
+                deleted += 1;
+                if deleted >= limit as usize {
+                    return Ok(deleted);
+                }
+            }
+            if last_page {
                 break;
             }
-            if let Ok(key) = ObjectKey::parse(&g.object_key) {
-                b.primary.delete(&key).await?;
-            }
-            b.meta.garbage_done(g.id).await?;
-            n += 1;
         }
-        Ok(n)
+        if kept > 0 {
+            debug!(objects = kept, "garbage kept for readers of this process");
+        }
+        Ok(deleted)
     }
+
+    /// Publishes the objects this process's readers have held since at least
+    /// `open_longer_than` ago, replacing what it published before, so the garbage collector of
+    /// every node keeps them. Shorter reads are covered by the collector's grace and are never
+    /// written: a small download costs no database write. Writes nothing while this process
+    /// has nothing to publish and published nothing last time. Returns how many it published.
+    pub async fn publish_open_readers(&self, open_longer_than: Duration) -> VfsResult<usize> {
+        let now = now_ms();
+        let since =
+            now.saturating_sub(i64::try_from(open_longer_than.as_millis()).unwrap_or(i64::MAX));
+        let readers = &self.inner.open_readers;
+        let keys = readers.held_since(since);
+        if !readers.swap_published_any(!keys.is_empty()) && keys.is_empty() {
+            return Ok(0);
+        }
+        let published = self
+            .inner
+            .b
+            .meta
+            .publish_open_readers(&self.inner.opts.node_name, &keys, now)
+            .await;
+        if published.is_err() {
+            // Try again next time, even if nothing is held then.
+            readers.swap_published_any(true);
+        }
+        published?;
+        Ok(keys.len())
+    }
+}
+
+/// How long garbage waits; see [`Vault::collect_garbage`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GarbageAges {
+    /// Garbage younger than this is kept, held or not: a reader on another node that looked
+    /// the old row up just before the replace has not published itself yet. Longer than
+    /// [`READER_PUBLISH_AFTER`] plus the publication interval.
+    pub grace: Duration,
+    /// A reader row another node published counts this long after it was last refreshed;
+    /// then its node is taken to have stopped (crashed, cut off).
+    pub reader_ttl: Duration,
+    /// Garbage older than this goes whatever holds it: a download open this long is taken to
+    /// be stuck, and a crashed reader must not keep an object forever.
+    pub max_age: Duration,
+}
+
+/// A download is published to the other nodes once it has been open this long: most are over
+/// sooner, and cost no database write.
+pub const READER_PUBLISH_AFTER: Duration = Duration::from_secs(5);
+
+impl GarbageAges {
+    /// What `coffer serve` and `coffer gc` use: a minute of grace, reader rows valid for a
+    /// minute after their last refresh (`serve` refreshes them every 10 s), an hour at most.
+    pub const DEFAULT: Self = Self {
+        grace: Duration::from_secs(60),
+        reader_ttl: Duration::from_secs(60),
+        max_age: Duration::from_secs(3600),
+    };
+
+    /// Everything now, whatever holds it (tests; an operator who needs the space at once).
+    pub const NOW: Self = Self {
+        grace: Duration::ZERO,
+        reader_ttl: Duration::ZERO,
+        max_age: Duration::ZERO,
+    };
 }
 
 /// SHA-256 of a stored object of `size` bytes, read in [`COPY_STEP`] ranges.

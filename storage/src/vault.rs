@@ -16,7 +16,7 @@ use crate::ids::random_id;
 use crate::login::LoginLimiter;
 use crate::path::VPath;
 use crate::perms::Permissions;
-use crate::spool::Spool;
+use crate::spool::{FreeSpace, FreeSpaceFloor, Spool};
 use crate::vfs::Vfs;
 use crate::writer::PartialUploads;
 
@@ -38,6 +38,11 @@ pub struct VaultOptions {
     /// How long an unwrapped tenant key stays in memory before the key service is asked
     /// again (`keys.cache_secs`): the bound on how long a revoked customer key still works.
     pub key_cache: std::time::Duration,
+    /// Free space the spool's disk and the local object store's keep (`uploads.min_free_*`):
+    /// uploads are refused below it.
+    pub free_space_floor: FreeSpaceFloor,
+    /// The local primary store's directory, watched with the spool; `None` for S3.
+    pub local_store_dir: Option<PathBuf>,
 }
 
 /// Default of [`VaultOptions::key_cache`] (`keys.cache_secs`): five minutes.
@@ -89,6 +94,10 @@ pub(crate) struct Inner {
     pub(crate) lookups: crate::lookups::Lookups,
     /// Uploads in flight to new names (exclusive creates fail at open).
     pub(crate) new_names: crate::inflight::NewNames,
+    /// Objects this process's downloads hold open (the garbage collector keeps them).
+    pub(crate) open_readers: crate::reader::OpenReaders,
+    /// The free-space floor uploads are checked against.
+    pub(crate) free_space: FreeSpace,
 }
 
 /// The vault handle: cheap to clone, shared by every front end.
@@ -144,6 +153,11 @@ impl Vault {
         let hasher = Hasher::start(hash_limits)?;
         let (dummy_hash, hash_cost) = hasher.measure().await?;
         let key_cache = crate::tenant_keys::KeyCache::new(opts.key_cache);
+        let mut watched = vec![("spool", opts.spool_dir.clone())];
+        if let Some(dir) = &opts.local_store_dir {
+            watched.push(("object store", dir.clone()));
+        }
+        let free_space = FreeSpace::new(opts.free_space_floor, watched);
         let vault = Self {
             inner: Arc::new(Inner {
                 b,
@@ -158,6 +172,8 @@ impl Vault {
                 background: tokio_util::task::TaskTracker::new(),
                 lookups: Default::default(),
                 new_names: Default::default(),
+                open_readers: Default::default(),
+                free_space,
             }),
         };
         Ok(vault)

@@ -17,6 +17,7 @@ use crate::ids::random_id;
 use crate::path::VPath;
 use crate::perms::Permissions;
 use crate::reader::FileReader;
+use crate::spool::Admit;
 use crate::vault::{Principal, Vault};
 use crate::writer::{FileWriter, WriteTarget};
 
@@ -415,6 +416,7 @@ impl Vfs {
     /// readers see the old version or the new one, never a half-written one.
     pub async fn create(&self, path: &str, opts: WriteOptions) -> VfsResult<FileWriter> {
         self.require(Permissions::WRITE, "upload")?;
+        self.vault.inner.free_space.check(Admit::NewUpload)?;
         let path = VPath::parse(path)?;
         let (dir, name) = self.resolve_parent(&path).await?;
         let existing = match self.child(&dir, name).await {

@@ -56,6 +56,8 @@ async fn node(shared: &Path, url: &str, name: &str, lockout: LockoutPolicy) -> V
         lockout,
         partial_uploads: coffer_storage::PartialUploads::KeepNewFiles,
         key_cache: coffer_storage::DEFAULT_KEY_CACHE,
+        free_space_floor: coffer_storage::FreeSpaceFloor::NONE,
+        local_store_dir: None,
     };
     Vault::open(backends, options).await.unwrap()
 }

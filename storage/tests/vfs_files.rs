@@ -3,7 +3,9 @@
 
 mod common;
 
-use coffer_storage::{ErrorKind, Permissions, WriteOptions};
+use std::time::Duration;
+
+use coffer_storage::{ErrorKind, GarbageAges, Permissions, WriteOptions};
 use common::{CHUNK, bytes, get, put, vault};
 
 const OVERLAY: WriteOptions = WriteOptions {
@@ -541,7 +543,7 @@ async fn replication_copies_committed_objects_and_deletes_removed_ones() {
     assert_eq!(replica_files(&tv), 0);
     assert_eq!(
         tv.vault
-            .collect_garbage(100, std::time::Duration::ZERO)
+            .collect_garbage(100, coffer_storage::GarbageAges::NOW)
             .await
             .unwrap(),
         1
@@ -713,10 +715,28 @@ async fn assert_gone(vfs: &coffer_storage::Vfs, path: &str) {
     );
 }
 
-/// The object of a replaced file stays until it has been garbage for the minimum age: a
-/// download that opened the old version reads it to the end.
+/// Collection rules for the tests: no grace (so a test need not wait a minute), reader rows
+/// and the hard bound as in production.
+const NO_GRACE: GarbageAges = GarbageAges {
+    grace: Duration::ZERO,
+    ..GarbageAges::DEFAULT
+};
+
+/// Reads `reader` from start to end in SFTP-sized pieces.
+async fn read_all(reader: &coffer_storage::FileReader) -> Vec<u8> {
+    let mut got = Vec::new();
+    while (got.len() as u64) < reader.size() {
+        let part = reader.read_at(got.len() as u64, 64_000).await.unwrap();
+        assert!(!part.is_empty());
+        got.extend_from_slice(&part);
+    }
+    got
+}
+
+/// A replaced file's old object stays while a download of this process reads it, and goes at
+/// the first collection after that download closed — not an hour later.
 #[tokio::test]
-async fn garbage_younger_than_the_minimum_age_is_kept_for_open_readers() {
+async fn replaced_object_is_kept_while_read_and_collected_once_its_reader_closed() {
     let tv = vault().await;
     let vfs = tv.user("acme", "alice").await;
     // Larger than one read window, so the reader fetches more of it after the collection.
@@ -724,23 +744,126 @@ async fn garbage_younger_than_the_minimum_age_is_kept_for_open_readers() {
     put(&vfs, "/report", &old).await;
     let reader = vfs.open_read("/report").await.unwrap();
     put(&vfs, "/report", b"the new version").await;
-    let hour = std::time::Duration::from_secs(3600);
-    assert_eq!(tv.vault.collect_garbage(100, hour).await.unwrap(), 0);
+
+    assert_eq!(tv.vault.collect_garbage(100, NO_GRACE).await.unwrap(), 0);
     assert_eq!(tv.primary_objects().len(), 2);
-    let mut got = Vec::new();
-    while got.len() < old.len() {
-        let part = reader.read_at(got.len() as u64, 64_000).await.unwrap();
-        assert!(!part.is_empty());
-        got.extend_from_slice(&part);
-    }
-    assert_eq!(got, old);
+    assert_eq!(read_all(&reader).await, old);
+    // Within the grace, nothing goes even once the reader has closed.
+    drop(reader);
     assert_eq!(
         tv.vault
-            .collect_garbage(100, std::time::Duration::ZERO)
+            .collect_garbage(100, GarbageAges::DEFAULT)
             .await
             .unwrap(),
+        0
+    );
+    assert_eq!(tv.vault.collect_garbage(100, NO_GRACE).await.unwrap(), 1);
+    assert_eq!(tv.primary_objects().len(), 1);
+    assert_eq!(get(&vfs, "/report").await.unwrap(), b"the new version");
+}
+
+/// A download that never ends (a crashed client whose session lingers) keeps its object only
+/// up to the hard bound.
+#[tokio::test]
+async fn a_reader_past_the_hard_bound_does_not_keep_garbage() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    put(&vfs, "/report", b"old").await;
+    let _reader = vfs.open_read("/report").await.unwrap();
+    put(&vfs, "/report", b"new").await;
+    let bound_passed = GarbageAges {
+        max_age: Duration::ZERO,
+        ..NO_GRACE
+    };
+    assert_eq!(
+        tv.vault.collect_garbage(100, bound_passed).await.unwrap(),
         1
     );
     assert_eq!(tv.primary_objects().len(), 1);
-    assert_eq!(get(&vfs, "/report").await.unwrap(), b"the new version");
+}
+
+/// Another node on the same database publishes its long download; the collector keeps the
+/// object while that row is fresh, and deletes it once the row is stale (the node stopped).
+#[tokio::test]
+async fn garbage_read_on_another_node_is_kept_until_that_nodes_row_is_stale() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    let old = bytes(400 * CHUNK as usize + 9, 32);
+    put(&vfs, "/report", &old).await;
+    let other = tv.other_process().await;
+    let other_vfs = other.operator_session("alice").await.unwrap();
+    let reader = other_vfs.open_read("/report").await.unwrap();
+    put(&vfs, "/report", b"the new version").await;
+    // Reads shorter than the publication threshold are never written to the database.
+    assert_eq!(
+        other
+            .publish_open_readers(coffer_storage::READER_PUBLISH_AFTER)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(tv.meta.open_readers("other-node").await.unwrap().is_empty());
+    assert_eq!(other.publish_open_readers(Duration::ZERO).await.unwrap(), 1);
+
+    assert_eq!(tv.vault.collect_garbage(100, NO_GRACE).await.unwrap(), 0);
+    assert_eq!(tv.primary_objects().len(), 2);
+    assert_eq!(read_all(&reader).await, old);
+
+    // The other node stops refreshing its row: once it is older than the reader lifetime,
+    // the object goes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let row_stale = GarbageAges {
+        reader_ttl: Duration::from_millis(20),
+        ..NO_GRACE
+    };
+    assert_eq!(tv.vault.collect_garbage(100, row_stale).await.unwrap(), 1);
+    assert_eq!(tv.primary_objects().len(), 1);
+
+    // A node whose readers closed clears its rows at the next publication.
+    other.publish_open_readers(Duration::ZERO).await.unwrap();
+    drop(reader);
+    other.publish_open_readers(Duration::ZERO).await.unwrap();
+    assert!(tv.meta.open_readers("other-node").await.unwrap().is_empty());
+}
+
+/// With the free-space floor above what the disk has, an upload is refused at open with
+/// `InsufficientStorage`, naming the disk; nothing of it is left, the file that was there
+/// stays readable, and a download still works.
+#[tokio::test]
+async fn upload_is_refused_below_the_free_space_floor_and_leaves_nothing() {
+    let tv = common::vault_with_free_space_floor(coffer_storage::FreeSpaceFloor {
+        min_free_bytes: u64::MAX,
+        min_free_percent: 0,
+    })
+    .await;
+    let vfs = tv.user("acme", "alice").await;
+    // Another process without a floor (an operator command) wrote the current version.
+    let other = tv.other_process().await;
+    let other_vfs = other.operator_session("alice").await.unwrap();
+    put(&other_vfs, "/report", b"current version").await;
+    let before = tv.all_files().len();
+
+    for path in ["/report", "/new-file"] {
+        let e = vfs
+            .create(
+                path,
+                WriteOptions {
+                    truncate: true,
+                    exclusive: false,
+                },
+            )
+            .await
+            .expect_err("the upload must be refused");
+        assert_eq!(e.kind(), ErrorKind::InsufficientStorage, "{path}");
+        assert_eq!(e.kind().code(), "insufficient_storage");
+        assert!(e.message().contains("spool"), "{}", e.message());
+    }
+
+    assert_eq!(get(&vfs, "/report").await.unwrap(), b"current version");
+    assert_eq!(
+        vfs.stat("/new-file").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(tv.all_files().len(), before, "no spool file, no object");
+    assert!(tv.meta.uploads().await.unwrap().is_empty());
 }

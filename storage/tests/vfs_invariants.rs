@@ -248,7 +248,7 @@ async fn tenants_are_isolated_by_tree_and_by_key() {
         "bob's replaced object is garbage, not yet collected"
     );
     tv.vault
-        .collect_garbage(10, std::time::Duration::ZERO)
+        .collect_garbage(10, coffer_storage::GarbageAges::NOW)
         .await
         .unwrap();
     let objs = tv.primary_objects();

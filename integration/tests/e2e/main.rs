@@ -6,6 +6,7 @@ mod harness;
 
 mod auth;
 mod cli;
+mod disk;
 mod ftp;
 mod hashes;
 mod https;

@@ -46,6 +46,7 @@ pub fn sftp_status(kind: ErrorKind) -> SftpStatus {
         | ErrorKind::NotEmpty
         | ErrorKind::InvalidPath
         | ErrorKind::QuotaExceeded
+        | ErrorKind::InsufficientStorage
         | ErrorKind::Integrity
         | ErrorKind::Unavailable
         | ErrorKind::Conflict
@@ -68,6 +69,7 @@ pub fn sftp_status(kind: ErrorKind) -> SftpStatus {
 /// The reply text is the error's own message (never a name), e.g. `550 an entry with that
 /// name already exists` for `MKD` of a folder that exists, as vsftpd and ProFTPD answer it.
 /// | `QuotaExceeded` | 552 exceeded storage allocation |
+/// | `InsufficientStorage` | 452 insufficient storage space (the server's disk; retry later) |
 /// | `Unsupported` | 502 not implemented |
 /// | `Unavailable`, `Conflict`, `KeyUnavailable`, `Busy` | 450 file busy: retry later |
 /// | `Integrity`, `Internal` | 451 local error |
@@ -84,6 +86,7 @@ pub fn ftp_error_kind(kind: ErrorKind) -> unftp_core::storage::ErrorKind {
         }
         ErrorKind::InvalidPath => F::FileNameNotAllowedError,
         ErrorKind::QuotaExceeded => F::ExceededStorageAllocationError,
+        ErrorKind::InsufficientStorage => F::InsufficientStorageSpaceError,
         ErrorKind::Unsupported => F::CommandNotImplemented,
         ErrorKind::Unavailable
         | ErrorKind::Conflict
@@ -132,7 +135,7 @@ pub fn http_status(kind: ErrorKind) -> HttpStatus {
         | ErrorKind::Conflict => 409,
         ErrorKind::PermissionDenied => 403,
         ErrorKind::InvalidPath => 400,
-        ErrorKind::QuotaExceeded => 507,
+        ErrorKind::QuotaExceeded | ErrorKind::InsufficientStorage => 507,
         ErrorKind::Unavailable | ErrorKind::KeyUnavailable | ErrorKind::Busy => 503,
         ErrorKind::Unsupported => 501,
         ErrorKind::AuthFailed => 401,
@@ -223,7 +226,7 @@ impl HttpError {
 }
 
 /// Every storage kind, for tables and tests (a `match` in [`http_status`] keeps it complete).
-pub const ALL_KINDS: [ErrorKind; 17] = [
+pub const ALL_KINDS: [ErrorKind; 18] = [
     ErrorKind::NotFound,
     ErrorKind::AlreadyExists,
     ErrorKind::NotADirectory,
@@ -232,6 +235,7 @@ pub const ALL_KINDS: [ErrorKind; 17] = [
     ErrorKind::PermissionDenied,
     ErrorKind::InvalidPath,
     ErrorKind::QuotaExceeded,
+    ErrorKind::InsufficientStorage,
     ErrorKind::Integrity,
     ErrorKind::Unavailable,
     ErrorKind::KeyUnavailable,
@@ -296,6 +300,22 @@ mod tests {
         assert_eq!(ftp_reply_code(ErrorKind::Integrity), 451);
         assert_eq!(ftp_reply_code(ErrorKind::Internal), 451);
         assert_eq!(ftp_reply_code(ErrorKind::Unsupported), 502);
+    }
+
+    #[test]
+    fn a_full_server_disk_is_452_507_and_a_failure_naming_it() {
+        assert_eq!(ftp_reply_code(ErrorKind::InsufficientStorage), 452);
+        assert_eq!(
+            http_status(ErrorKind::InsufficientStorage),
+            HttpStatus {
+                status: 507,
+                code: "insufficient_storage"
+            }
+        );
+        assert_eq!(
+            sftp_status(ErrorKind::InsufficientStorage),
+            SftpStatus::Failure
+        );
     }
 
     #[test]

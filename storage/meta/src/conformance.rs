@@ -24,9 +24,9 @@ use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{
-    ApiToken, AuditRecord, CommitFile, CommitOutcome, FileContent, MetaError, MetadataStore,
-    NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, NodeKind, RenameNode, ReplicationJob,
-    ReplicationOp, Tenant, TenantMasterKey, Usage, WrappedTenantKey,
+    ApiToken, AuditRecord, CommitFile, CommitOutcome, FileContent, GarbageCut, MetaError,
+    MetadataStore, NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, NodeKind, RenameNode,
+    ReplicationJob, ReplicationOp, Tenant, TenantMasterKey, Usage, WrappedTenantKey,
 };
 
 /// Large enough to see every queued row a check made, whatever earlier runs left behind.
@@ -70,6 +70,7 @@ macro_rules! for_each_check {
             rename_folder_with_many_children_is_one_update,
             uploads,
             replication_and_garbage,
+            garbage_held_by_open_readers,
             audit,
             quota,
             concurrent_commits_same_name,
@@ -95,6 +96,7 @@ pub async fn run_all(store: &dyn MetadataStore) {
     rename_folder_with_many_children_is_one_update(store).await;
     uploads(store).await;
     replication_and_garbage(store).await;
+    garbage_held_by_open_readers(store).await;
     audit(store).await;
     quota(store).await;
     concurrent_commits_same_name(store).await;
@@ -1156,6 +1158,134 @@ fn audit_record(at_ms: i64, action: &str) -> AuditRecord {
         node_id: Some(random_id()),
         outcome: "ok".into(),
         bytes: Some(1 << 40),
+    }
+}
+
+/// A published reader keeps its object out of the collectable garbage while its row is fresh;
+/// a stale row, or garbage past the hard bound, does not; a node's set is replaced whole.
+pub async fn garbage_held_by_open_readers(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let (held_index, free_index) = (name_index(), name_index());
+    let held = new_file(&t, t.root_node_id, &held_index, 5);
+    let free = new_file(&t, t.root_node_id, &free_index, 5);
+    store.commit_file(&held).await.unwrap();
+    store.commit_file(&free).await.unwrap();
+    let replace_held = new_file(&t, t.root_node_id, &held_index, 6);
+    let replace_free = new_file(&t, t.root_node_id, &free_index, 6);
+    store.commit_file(&replace_held).await.unwrap();
+    store.commit_file(&replace_free).await.unwrap();
+    let (held_key, free_key) = (&held.content.object_key, &free.content.object_key);
+    let became = replace_held.now_ms.max(replace_free.now_ms);
+    let node = format!("conformance-{:016x}", random_u64());
+    store
+        .publish_open_readers(&node, &[held_key.clone(), held_key.clone()], became)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.open_readers(&node).await.unwrap(),
+        vec![held_key.clone()]
+    );
+
+    let ours = |found: Vec<crate::Garbage>| -> Vec<String> {
+        let mut keys: Vec<String> = found
+            .into_iter()
+            .map(|g| g.object_key)
+            .filter(|k| k == held_key || k == free_key)
+            .collect();
+        keys.sort();
+        keys
+    };
+    let both = {
+        let mut keys = vec![held_key.clone(), free_key.clone()];
+        keys.sort();
+        keys
+    };
+    let fresh = GarbageCut {
+        settled_ms: became,
+        readers_seen_ms: became - 30_000,
+        abandoned_ms: became - 3_600_000,
+    };
+    let collectable = |cut| async move { store.collectable_garbage(0, SCAN_ALL, cut).await };
+    assert_eq!(
+        ours(collectable(fresh).await.unwrap()),
+        vec![free_key.clone()]
+    );
+    // Too young: nothing of ours, held or not.
+    let young = GarbageCut {
+        settled_ms: became - 60_000,
+        ..fresh
+    };
+    assert!(ours(collectable(young).await.unwrap()).is_empty());
+    // The reader's row is stale: its node stopped refreshing it.
+    let stale = GarbageCut {
+        readers_seen_ms: became + 1,
+        ..fresh
+    };
+    assert_eq!(ours(collectable(stale).await.unwrap()), both);
+    // Past the hard bound, a fresh reader row does not hold it.
+    let abandoned = GarbageCut {
+        abandoned_ms: became,
+        ..fresh
+    };
+    assert_eq!(ours(collectable(abandoned).await.unwrap()), both);
+    // Paging: nothing at or below the last id is listed again.
+    let last = store
+        .collectable_garbage(0, SCAN_ALL, stale)
+        .await
+        .unwrap()
+        .iter()
+        .map(|g| g.id)
+        .max()
+        .unwrap();
+    assert!(
+        ours(
+            store
+                .collectable_garbage(last, SCAN_ALL, stale)
+                .await
+                .unwrap()
+        )
+        .is_empty()
+    );
+
+    // A node's set is replaced whole; more keys than one statement holds; empty clears it.
+    let many: Vec<String> = (0..300).map(|_| object_key()).collect();
+    store
+        .publish_open_readers(&node, &many, became + 1)
+        .await
+        .unwrap();
+    let mut sorted = many.clone();
+    sorted.sort();
+    assert_eq!(store.open_readers(&node).await.unwrap(), sorted);
+    assert_eq!(ours(collectable(fresh).await.unwrap()), both);
+    store
+        .publish_open_readers(&node, &[], became + 2)
+        .await
+        .unwrap();
+    assert!(store.open_readers(&node).await.unwrap().is_empty());
+
+    // Rows of a node that stopped are expired by age, whichever node asks.
+    let gone = format!("conformance-{:016x}", random_u64());
+    store
+        .publish_open_readers(&gone, std::slice::from_ref(held_key), 1)
+        .await
+        .unwrap();
+    assert!(store.expire_open_readers(2).await.unwrap() >= 1);
+    assert!(store.open_readers(&gone).await.unwrap().is_empty());
+
+    for g in store.garbage(SCAN_ALL).await.unwrap() {
+        if g.object_key == *held_key || g.object_key == *free_key {
+            store.garbage_done(g.id).await.unwrap();
+        }
+    }
+    for key in [
+        held_key,
+        free_key,
+        &replace_held.content.object_key,
+        &replace_free.content.object_key,
+    ] {
+        for job in jobs_for(store, key).await {
+            store.replication_done(job.id).await.unwrap();
+        }
     }
 }
 

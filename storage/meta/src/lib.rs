@@ -259,6 +259,29 @@ pub trait UploadStore: Send + Sync + Debug {
     async fn garbage(&self, limit: u32) -> MetaResult<Vec<Garbage>>;
     /// Forgets a garbage entry once its object is deleted from every store.
     async fn garbage_done(&self, id: i64) -> MetaResult<()>;
+    /// Garbage the collector may delete under `cut`, ids above `after_id`, oldest first, at
+    /// most `limit`: one indexed query, the reader rows checked in it.
+    async fn collectable_garbage(
+        &self,
+        after_id: i64,
+        limit: u32,
+        cut: GarbageCut,
+    ) -> MetaResult<Vec<Garbage>>;
+
+    /// Replaces the objects node `node_name` publishes as open for reading with
+    /// `object_keys`, seen at `now_ms`, in one transaction; an empty list clears them.
+    /// Bookkeeping, durable lazily like `begin_upload`.
+    async fn publish_open_readers(
+        &self,
+        node_name: &str,
+        object_keys: &[String],
+        now_ms: i64,
+    ) -> MetaResult<()>;
+    /// Deletes reader rows of any node last seen before `before_ms` (nodes that stopped);
+    /// returns how many.
+    async fn expire_open_readers(&self, before_ms: i64) -> MetaResult<u64>;
+    /// The objects node `node_name` publishes as open, sorted.
+    async fn open_readers(&self, node_name: &str) -> MetaResult<Vec<String>>;
 }
 
 /// The audit log.

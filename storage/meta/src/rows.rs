@@ -251,6 +251,11 @@ pub(crate) fn garbage<R: Columns>(row: &R) -> MetaResult<Garbage> {
     })
 }
 
+/// The `object_key` column alone (`open_readers`).
+pub(crate) fn object_key<R: Columns>(row: &R) -> MetaResult<String> {
+    row.ident("object_key")
+}
+
 /// An `audit` row.
 pub(crate) fn audit<R: Columns>(row: &R) -> MetaResult<AuditRecord> {
     Ok(AuditRecord {

@@ -32,10 +32,10 @@ use crate::lockout::LockoutPolicy;
 use crate::outbox::wall_clock_ms;
 use crate::rows;
 use crate::{
-    AccountStore, ApiToken, AuditRecord, AuditStore, CommitFile, CommitOutcome, Garbage, MetaError,
-    MetaResult, NamespaceStore, NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, RenameNode,
-    ReplicationJob, SshKey, Tenant, TenantMasterKey, TenantStore, Upload, UploadStore, Usage, User,
-    WrappedTenantKey,
+    AccountStore, ApiToken, AuditRecord, AuditStore, CommitFile, CommitOutcome, Garbage,
+    GarbageCut, MetaError, MetaResult, NamespaceStore, NewDir, NewSshKey, NewTenant, NewUpload,
+    NewUser, Node, RenameNode, ReplicationJob, SshKey, Tenant, TenantMasterKey, TenantStore,
+    Upload, UploadStore, Usage, User, WrappedTenantKey,
 };
 
 /// What one database engine brings to the shared store: the differences, and nothing else.
@@ -211,6 +211,10 @@ impl TxError {
         }
     }
 }
+
+/// Rows per `INSERT` when a node publishes its open readers (well under every engine's limit
+/// on bound values).
+const PUBLISH_ROWS_PER_STATEMENT: usize = 256;
 
 /// First delay before retrying a transient failure; doubles with each retry.
 const RETRY_BASE_DELAY: Duration = Duration::from_millis(20);
@@ -839,6 +843,81 @@ impl UploadStore for SqlStore<D> {
         })
         .await?;
         Ok(())
+    }
+
+    async fn collectable_garbage(
+        &self,
+        after_id: i64,
+        limit: u32,
+        cut: GarbageCut,
+    ) -> MetaResult<Vec<Garbage>> {
+        self.read_all(
+            || {
+                sqlx::query(
+                    "SELECT g.id, g.object_key, g.created_ms FROM garbage g \
+                     WHERE g.id > ? AND (g.created_ms <= ? OR (g.created_ms <= ? \
+                     AND NOT EXISTS (SELECT 1 FROM open_readers r \
+                          WHERE r.object_key = g.object_key AND r.seen_ms >= ?))) \
+                     ORDER BY g.id LIMIT ?",
+                )
+                .bind(after_id)
+                .bind(cut.abandoned_ms)
+                .bind(cut.settled_ms)
+                .bind(cut.readers_seen_ms)
+                .bind(i64::from(limit))
+            },
+            rows::garbage,
+        )
+        .await
+    }
+
+    async fn publish_open_readers(
+        &self,
+        node_name: &str,
+        object_keys: &[String],
+        now_ms: i64,
+    ) -> MetaResult<()> {
+        let mut keys: Vec<&str> = object_keys.iter().map(String::as_str).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        transaction!(self, Target::Bookkeeping, |conn| async {
+            sqlx::query("DELETE FROM open_readers WHERE node_name = ?")
+                .bind(node_name)
+                .execute(&mut *conn)
+                .await?;
+            for part in keys.chunks(PUBLISH_ROWS_PER_STATEMENT) {
+                let mut insert = sqlx::QueryBuilder::<D::Db>::new(
+                    "INSERT INTO open_readers (node_name, object_key, seen_ms) ",
+                );
+                insert.push_values(part, |mut row, key| {
+                    row.push_bind(node_name).push_bind(*key).push_bind(now_ms);
+                });
+                insert.build().execute(&mut *conn).await?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn expire_open_readers(&self, before_ms: i64) -> MetaResult<u64> {
+        let done = self
+            .write_one(Target::Bookkeeping, false, || {
+                sqlx::query("DELETE FROM open_readers WHERE seen_ms < ?").bind(before_ms)
+            })
+            .await?;
+        Ok(D::rows_affected(&done))
+    }
+
+    async fn open_readers(&self, node_name: &str) -> MetaResult<Vec<String>> {
+        self.read_all(
+            || {
+                sqlx::query(
+                    "SELECT object_key FROM open_readers WHERE node_name = ? ORDER BY object_key",
+                )
+                .bind(node_name)
+            },
+            rows::object_key,
+        )
+        .await
     }
 }
 }

@@ -383,6 +383,21 @@ pub struct Garbage {
     pub created_ms: i64,
 }
 
+/// Which garbage the collector may delete (times in ms since the epoch): any entry that became
+/// garbage at or before `abandoned_ms`, whatever holds it, and an entry that became garbage at
+/// or before `settled_ms` that no published reader row seen at or after `readers_seen_ms`
+/// names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GarbageCut {
+    /// Garbage younger than this is kept: a reader that looked the old row up just before the
+    /// replace may not have published itself yet.
+    pub settled_ms: i64,
+    /// Reader rows last seen before this are stale (their node stopped refreshing them).
+    pub readers_seen_ms: i64,
+    /// Garbage older than this goes regardless of readers (a reader that never ends).
+    pub abandoned_ms: i64,
+}
+
 /// One audit record. Holds ids, never names: the path of a file is not written here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRecord {

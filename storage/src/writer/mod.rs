@@ -183,6 +183,8 @@ impl FileWriter {
     async fn pass_on(&mut self, mut rest: &[u8]) -> VfsResult<()> {
         while !rest.is_empty() {
             if self.sealer.is_full() {
+                // Before the chunk leaves the sealer, so a refused upload stays consistent.
+                (self.vfs.vault.inner.free_space).check(crate::spool::Admit::Growth)?;
                 self.sink.push(self.sealer.seal(false)?).await?;
                 continue;
             }

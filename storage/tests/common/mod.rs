@@ -8,7 +8,8 @@ use coffer_keys::{KeyRing, LocalKeyProvider};
 use coffer_meta::{MetadataStore, SqliteStore};
 use coffer_object::LocalDirStore;
 use coffer_storage::{
-    Backends, LockoutPolicy, Password, Permissions, VPath, Vault, VaultOptions, Vfs, WriteOptions,
+    Backends, FreeSpaceFloor, LockoutPolicy, Password, Permissions, VPath, Vault, VaultOptions,
+    Vfs, WriteOptions,
 };
 
 pub struct TestVault {
@@ -74,6 +75,37 @@ pub async fn open_vault(
     lockout: LockoutPolicy,
     kms: Option<&TestKms>,
 ) -> (Vault, Arc<LocalDirStore>, Arc<dyn MetadataStore>) {
+    open_vault_with_floor(root, node, spool, lockout, kms, FreeSpaceFloor::NONE).await
+}
+
+/// A vault whose uploads are checked against `floor` on the spool's and the store's disk.
+pub async fn vault_with_free_space_floor(floor: FreeSpaceFloor) -> TestVault {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, primary, meta) = open_vault_with_floor(
+        dir.path(),
+        "test-node",
+        "spool",
+        LockoutPolicy::default(),
+        None,
+        floor,
+    )
+    .await;
+    TestVault {
+        dir,
+        vault,
+        primary,
+        meta,
+    }
+}
+
+pub async fn open_vault_with_floor(
+    root: &Path,
+    node: &str,
+    spool: &str,
+    lockout: LockoutPolicy,
+    kms: Option<&TestKms>,
+    free_space_floor: FreeSpaceFloor,
+) -> (Vault, Arc<LocalDirStore>, Arc<dyn MetadataStore>) {
     let meta = SqliteStore::open(&format!("sqlite://{}", root.join("meta.db").display()))
         .await
         .unwrap();
@@ -110,6 +142,8 @@ pub async fn open_vault(
         lockout,
         partial_uploads: coffer_storage::PartialUploads::KeepNewFiles,
         key_cache: kms.map_or(coffer_storage::DEFAULT_KEY_CACHE, |k| k.key_cache),
+        free_space_floor,
+        local_store_dir: Some(root.join("store/primary")),
     };
     let meta: Arc<dyn MetadataStore> = Arc::new(meta);
     let b = Backends {
