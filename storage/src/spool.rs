@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use tracing::{debug, info, warn};
 
-use crate::error::{ErrorKind, VfsError, VfsResult, internal};
 use crate::clock::now_ms;
+use crate::error::{ErrorKind, VfsError, VfsResult, internal};
 
 /// File-name suffix of spool files.
 const SPOOL_SUFFIX: &str = ".spool";
