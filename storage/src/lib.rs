@@ -22,6 +22,7 @@ pub mod path;
 pub mod perms;
 mod reader;
 mod replicate;
+mod rotation;
 mod spool;
 mod tenant_keys;
 mod tokens;
@@ -39,6 +40,7 @@ pub use path::VPath;
 pub use perms::Permissions;
 pub use reader::{FileReader, failover_reads, repaired_reads};
 pub use replicate::{FsckProblem, FsckReport, ReplicationReport, ReplicationStatus, ResyncReport};
+pub use rotation::{DEFAULT_ROTATION_BATCH, RotateOptions, RotationProgress, TenantRotation};
 pub use tenant_keys::{KeyStatus, MasterRotation, RegionStatus, TenantKeyStatus, VersionStatus};
 pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
 pub use vault::{
