@@ -28,6 +28,15 @@ use common::{bytes, get, put};
 /// Folders the tree is spread over.
 const FOLDERS: usize = 8;
 
+/// Files made before the rotation: `default`, or `COFFER_ROTATION_FILES` (a multiple of
+/// `FOLDERS`) for a measurement.
+fn files_or(default: usize) -> usize {
+    std::env::var("COFFER_ROTATION_FILES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(default, |n| n.div_ceil(FOLDERS) * FOLDERS)
+}
+
 /// A vault on MariaDB with its stores and keys under `root`.
 async fn mariadb_vault(root: &Path, url: &str, node: &str) -> (Vault, Arc<dyn MetadataStore>) {
     let meta = MySqlStore::open(&MySqlOptions {
@@ -233,8 +242,11 @@ async fn rotates_online(vault: Vault, meta: Arc<dyn MetadataStore>, files: usize
     // Let the client get going under version 1 first.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let mut batches = 0u64;
-    let mut on_batch = |_: &coffer_storage::RotationProgress| batches += 1;
+    // (when, rows rewritten) after every batch: the rate is measured up to the batch that
+    // rewrote the last row, without the grace period before the old version is destroyed.
+    let mut marks: Vec<(Instant, i64)> = Vec::new();
+    let mut on_batch =
+        |p: &coffer_storage::RotationProgress| marks.push((Instant::now(), p.rewritten));
     let began = Instant::now();
     let report = vault
         .admin()
@@ -251,12 +263,16 @@ async fn rotates_online(vault: Vault, meta: Arc<dyn MetadataStore>, files: usize
     let took = began.elapsed();
     stop.store(true, Ordering::Relaxed);
     let wrote = task.await.unwrap();
+    let last = marks.last().map_or(0, |m| m.1);
+    let full = marks.iter().find(|m| m.1 == last).map_or(began, |m| m.0);
+    let scan = full.duration_since(began);
     eprintln!(
-        "{engine}: rotated {} rows in {took:?} ({:.0} rows/s, {} passes, {batches} batches, \
-         the 5 s grace before the old version goes included) while the client did {} rounds",
+        "{engine}: rotated {} rows in {scan:?} ({:.0} rows/s; {took:?} with the grace before \
+         the old version is destroyed; {} passes, {} batches) while the client did {} rounds",
         report.rewritten_now,
-        report.rewritten_now as f64 / took.as_secs_f64(),
+        report.rewritten_now as f64 / scan.as_secs_f64().max(0.001),
         report.progress.pass,
+        marks.len(),
         traffic.ops.load(Ordering::Relaxed),
     );
     assert_eq!(traffic.failures.load(Ordering::Relaxed), 0, "no client operation failed");
@@ -280,7 +296,7 @@ async fn rotates_online(vault: Vault, meta: Arc<dyn MetadataStore>, files: usize
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_rotation_of_thousands_of_files_while_a_client_uploads_and_lists() {
     let tv = common::vault().await;
-    rotates_online(tv.vault.clone(), tv.meta.clone(), 3_000, "sqlite").await;
+    rotates_online(tv.vault.clone(), tv.meta.clone(), files_or(3_000), "sqlite").await;
     // A second process, with nothing cached, reads under the new version alone.
     let fresh = tv.other_process().await;
     let vfs = fresh.operator_session("rot-user").await.unwrap();
@@ -295,7 +311,7 @@ async fn mariadb_rotation_of_thousands_of_files_while_a_client_uploads_and_lists
     let url = server.fresh_database().await;
     let dir = tempfile::tempdir().unwrap();
     let (vault, meta) = mariadb_vault(dir.path(), &url, "rot-node").await;
-    rotates_online(vault, meta, 2_000, "mariadb").await;
+    rotates_online(vault, meta, files_or(2_000), "mariadb").await;
 }
 
 /// A rotation stopped after two batches is visible in the status, leaves every file

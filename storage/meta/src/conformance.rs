@@ -1573,12 +1573,12 @@ pub async fn tenant_key_rotation(store: &dyn MetadataStore) {
     let batch = store.nodes_under_key_version(t.id, 1, 0, 2).await.unwrap();
     assert_eq!(batch.len(), 2);
     assert!(batch[0].id < batch[1].id);
-    let rekeyed: Vec<RekeyedNode> = batch.iter().map(|n| rekeyed(n, 2)).collect();
+    let first: Vec<RekeyedNode> = batch.iter().map(|n| rekeyed(n, 2)).collect();
     let cursor = RotationCursor {
         after_id: batch[1].id,
         pass: 1,
     };
-    let done = store.rekey_nodes(t.id, &rekeyed, cursor, now_ms()).await.unwrap();
+    let done = store.rekey_nodes(t.id, &first, cursor, now_ms()).await.unwrap();
     assert_eq!((done.rewritten, done.missed), (2, 0));
     let rotation = store.key_rotation(t.id).await.unwrap().unwrap();
     assert_eq!((rotation.after_id, rotation.rewritten), (batch[1].id, 2));
@@ -1627,13 +1627,16 @@ pub async fn tenant_key_rotation(store: &dyn MetadataStore) {
         .is_empty());
     // Rewritten rows keep their row version (no plaintext changed) and are found by their new
     // index.
-    let c_now = store.node(t.id, c.id).await.unwrap();
-    assert_eq!(c_now.version, c.version);
-    assert_eq!(c_now.name_key_version, 2);
+    let dir_now = store.node(t.id, dir.id).await.unwrap();
+    assert_eq!(dir_now.version, dir.version);
+    assert_eq!(dir_now.name_key_version, 2);
+    assert_ne!(dir_now.name_index, dir.name_index);
     assert_eq!(
-        store.child(t.id, root, &c_now.name_index).await.unwrap().id,
-        c.id
+        store.child(t.id, root, &dir_now.name_index).await.unwrap().id,
+        dir.id
     );
+    let c_now = store.node(t.id, c.id).await.unwrap();
+    assert_eq!(c_now.content.unwrap().key_version, 2);
 
     assert_eq!(store.finish_key_rotation(t.id).await.unwrap(), Some(2));
     let versions: Vec<u32> = store

@@ -17,7 +17,8 @@ const INSERT_TENANT_KEY: &str = "INSERT INTO tenant_keys (tenant_id, version, re
      master_key_id, wrapped, created_ms) VALUES (?, ?, ?, ?, ?, ?)";
 
 /// Rows under a version after the cursor, by either index (`nodes_by_name_key`,
-/// `nodes_by_data_key`), each side bounded; the caller drops a row both sides return.
+/// `nodes_by_data_key`), each side bounded; the caller drops a row both sides return and keeps
+/// the first `limit`.
 pub(crate) const UNDER_VERSION: &str = concat!(
     "SELECT * FROM (SELECT ",
     node_columns!(),
@@ -150,11 +151,13 @@ impl Sql<D> {
             .bind(v)
             .bind(after_id)
             .bind(limit)
-            .bind(limit)
+            // A row under the version on both sides comes twice.
+            .bind(limit.saturating_mul(2))
             .fetch_all(conn)
             .await?;
         let mut nodes: Vec<Node> = found.iter().map(rows::node).collect::<Result<_, _>>()?;
         nodes.dedup_by_key(|n| n.id);
+        nodes.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(nodes)
     }
 
