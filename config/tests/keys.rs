@@ -107,7 +107,8 @@ fn both_regions_on_aws_kms() {
 
 #[test]
 fn automatic_rotation_loads_with_a_policy_and_is_refused_without_one() {
-    let config = load_toml("[keys.rotation]\nautomatic = true\nmax_age_days = 30\n").expect("loads");
+    let config =
+        load_toml("[keys.rotation]\nautomatic = true\nmax_age_days = 30\n").expect("loads");
     assert!(config.keys.rotation.automatic);
     assert_eq!(config.keys.rotation.max_age_days, 30);
     let (field, message) = refused("[keys.rotation]\nautomatic = true\nmax_age_days = 0\n");

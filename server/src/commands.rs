@@ -137,7 +137,9 @@ async fn rotate_tenant(vault: &Vault, tenant: &str, batch: u32) -> anyhow::Resul
         .admin()
         .rotate_tenant_key(tenant, opts, &mut print)
         .await
-        .with_context(|| format!("rotating the key of tenant {tenant} (run the command again to resume)"))?;
+        .with_context(|| {
+            format!("rotating the key of tenant {tenant} (run the command again to resume)")
+        })?;
     let p = &r.progress;
     let secs = began.elapsed().as_secs_f64();
     println!(

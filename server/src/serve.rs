@@ -284,11 +284,8 @@ async fn rotate_keys(
         info!(tenant, why, "tenant key rotation by the server");
         let mut noop = |_: &coffer_storage::RotationProgress| {};
         let admin = vault.admin();
-        let run = admin.rotate_tenant_key(
-            &tenant,
-            coffer_storage::RotateOptions::default(),
-            &mut noop,
-        );
+        let run =
+            admin.rotate_tenant_key(&tenant, coffer_storage::RotateOptions::default(), &mut noop);
         tokio::select! {
             _ = shutdown.cancelled() => {
                 info!(tenant, "tenant key rotation paused for shutdown; the next start resumes it");

@@ -198,7 +198,8 @@ impl Admin<'_> {
                 .await;
         }
         if report.finished {
-            self.audit(Some(t.id), None, name, "tenant_key_rotated").await;
+            self.audit(Some(t.id), None, name, "tenant_key_rotated")
+                .await;
         }
         Ok(report)
     }
@@ -212,7 +213,10 @@ impl Admin<'_> {
 
     /// Names of tenants whose key rotation has made no progress for `stalled_for`: a process
     /// running it stopped, so `serve` resumes it.
-    pub async fn stalled_rotations(&self, stalled_for: std::time::Duration) -> VfsResult<Vec<String>> {
+    pub async fn stalled_rotations(
+        &self,
+        stalled_for: std::time::Duration,
+    ) -> VfsResult<Vec<String>> {
         let ms = i64::try_from(stalled_for.as_millis()).unwrap_or(i64::MAX);
         let tenants = self.vault.stalled_rotations(ms).await?;
         Ok(tenants.into_iter().map(|t| t.name).collect())

@@ -168,7 +168,13 @@ impl Vault {
         let meta = &self.inner.b.meta;
         let stored = meta.tenant_keys(tenant.id).await?;
         let from = tenant.key_version;
-        let to = stored.iter().map(|k| k.version).max().unwrap_or(from).max(from) + 1;
+        let to = stored
+            .iter()
+            .map(|k| k.version)
+            .max()
+            .unwrap_or(from)
+            .max(from)
+            + 1;
         let own = meta.tenant_master_keys(tenant.id).await?;
         let key = TenantKey::generate()?;
         let copies = self
@@ -194,9 +200,11 @@ impl Vault {
                 ),
                 e => e.into(),
             })?;
-        self.inner
-            .key_cache
-            .insert(tenant.id, to, Arc::new(TenantKeys::derive(&key, tenant.id, to)));
+        self.inner.key_cache.insert(
+            tenant.id,
+            to,
+            Arc::new(TenantKeys::derive(&key, tenant.id, to)),
+        );
         self.inner.key_versions.set(
             tenant.id,
             KeyVersions {
@@ -255,7 +263,10 @@ impl Run<'_> {
 
     /// The new names and keys of a batch of rows.
     async fn rekey(&mut self, rows: &[Node]) -> VfsResult<Vec<RekeyedNode>> {
-        let to = self.vault.tenant_keys(self.tenant.id, self.rotation.to_version).await?;
+        let to = self
+            .vault
+            .tenant_keys(self.tenant.id, self.rotation.to_version)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for node in rows {
             out.push(self.rekey_node(node, &to).await?);

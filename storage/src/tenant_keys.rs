@@ -588,7 +588,12 @@ impl Vault {
         }
         let meta = &self.inner.b.meta;
         let max_age_ms = i64::from(max_age_days) * 86_400_000;
-        let rotating: Vec<i64> = meta.key_rotations().await?.iter().map(|r| r.tenant_id).collect();
+        let rotating: Vec<i64> = meta
+            .key_rotations()
+            .await?
+            .iter()
+            .map(|r| r.tenant_id)
+            .collect();
         let now = now_ms();
         let mut overdue = Vec::new();
         for tenant in meta.list_tenants().await? {
@@ -600,7 +605,13 @@ impl Vault {
                 .await?
                 .iter()
                 .filter(|k| k.version == tenant.key_version)
-                .map(|k| if k.created_ms > 0 { k.created_ms } else { tenant.created_ms })
+                .map(|k| {
+                    if k.created_ms > 0 {
+                        k.created_ms
+                    } else {
+                        tenant.created_ms
+                    }
+                })
                 .max()
                 .unwrap_or(tenant.created_ms);
             if now - made > max_age_ms {

@@ -121,7 +121,9 @@ impl Vfs {
     /// session that outlives the start of a key rotation writes under the new version too.
     pub(crate) async fn keys(&self) -> VfsResult<Arc<TenantKeys>> {
         let versions = self.vault.key_versions(self.tenant.id).await?;
-        self.vault.tenant_keys(self.tenant.id, versions.current).await
+        self.vault
+            .tenant_keys(self.tenant.id, versions.current)
+            .await
     }
 
     /// The keys of the tenant's key version `version` (a row's name may be under an older
@@ -223,7 +225,10 @@ impl Vfs {
     /// current key version, or, during a rotation, under the version rows move from.
     async fn child_of(&self, parent_id: i64, name: &str) -> VfsResult<Node> {
         let idx = self.name_indexes(parent_id, name).await?;
-        match (self.child_by_index(parent_id, &idx.current).await, idx.previous) {
+        match (
+            self.child_by_index(parent_id, &idx.current).await,
+            idx.previous,
+        ) {
             (Err(e), Some(previous)) if e.kind() == ErrorKind::NotFound => {
                 self.child_by_index(parent_id, &previous).await
             }
@@ -251,7 +256,10 @@ impl Vfs {
             Ok(node) => return Ok(node),
             Err(ticket) => ticket,
         };
-        let node = match (self.child_by_index(parent_id, &idx.current).await, idx.previous) {
+        let node = match (
+            self.child_by_index(parent_id, &idx.current).await,
+            idx.previous,
+        ) {
             (Err(e), Some(previous)) if e.kind() == ErrorKind::NotFound => {
                 // Not remembered: the rotation gives this row its new index any moment.
                 return self.child_by_index(parent_id, &previous).await;

@@ -158,8 +158,12 @@ async fn client(
             }
         }
         match vfs.list(&format!("/d{} ü", n % FOLDERS)).await {
-            Ok(entries) if entries.iter().any(|e| e.name == name(i)) || i % FOLDERS != n % FOLDERS => {}
-            Ok(_) => fail("list", coffer_storage::VfsError::new(ErrorKind::NotFound, "a name is missing")),
+            Ok(entries)
+                if entries.iter().any(|e| e.name == name(i)) || i % FOLDERS != n % FOLDERS => {}
+            Ok(_) => fail(
+                "list",
+                coffer_storage::VfsError::new(ErrorKind::NotFound, "a name is missing"),
+            ),
             Err(e) => fail("list", e),
         }
         if let Err(e) = get(&vfs, &path(i)).await {
@@ -214,7 +218,10 @@ async fn check_tree(vfs: &Vfs, expected: &BTreeMap<String, Vec<u8>>) {
 
 /// No row under `old`, only `new`'s wrapped copies left.
 async fn assert_fully_rotated(meta: &dyn MetadataStore, tenant_id: i64, old: u32, new: u32) {
-    assert_eq!(meta.count_under_key_version(tenant_id, old).await.unwrap(), 0);
+    assert_eq!(
+        meta.count_under_key_version(tenant_id, old).await.unwrap(),
+        0
+    );
     let versions: Vec<u32> = meta
         .tenant_keys(tenant_id)
         .await
@@ -222,7 +229,11 @@ async fn assert_fully_rotated(meta: &dyn MetadataStore, tenant_id: i64, old: u32
         .iter()
         .map(|k| k.version)
         .collect();
-    assert_eq!(versions, [new, new], "only the new version's two copies are left");
+    assert_eq!(
+        versions,
+        [new, new],
+        "only the new version's two copies are left"
+    );
     assert_eq!(meta.key_rotation(tenant_id).await.unwrap(), None);
 }
 
@@ -275,10 +286,17 @@ async fn rotates_online(vault: Vault, meta: Arc<dyn MetadataStore>, files: usize
         marks.len(),
         traffic.ops.load(Ordering::Relaxed),
     );
-    assert_eq!(traffic.failures.load(Ordering::Relaxed), 0, "no client operation failed");
+    assert_eq!(
+        traffic.failures.load(Ordering::Relaxed),
+        0,
+        "no client operation failed"
+    );
     assert!(traffic.ops.load(Ordering::Relaxed) > 0);
     assert!(report.started && report.finished);
-    assert_eq!((report.progress.from_version, report.progress.to_version), (1, 2));
+    assert_eq!(
+        (report.progress.from_version, report.progress.to_version),
+        (1, 2)
+    );
     assert_eq!(report.destroyed_copies, 2);
     assert!(report.rewritten_now >= files as u64);
     expected.extend(wrote);
@@ -290,7 +308,10 @@ async fn rotates_online(vault: Vault, meta: Arc<dyn MetadataStore>, files: usize
     let t = status.tenants.iter().find(|t| t.tenant == "rot").unwrap();
     assert_eq!(t.current_version, 2);
     assert!(t.rotation.is_none());
-    assert_eq!(t.versions.iter().map(|v| v.version).collect::<Vec<_>>(), [2]);
+    assert_eq!(
+        t.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [2]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,7 +350,10 @@ async fn an_interrupted_rotation_resumes_and_finishes() {
         batch: 50,
         max_batches: Some(2),
     };
-    let stopped = admin.rotate_tenant_key("halt", two, &mut |_| {}).await.unwrap();
+    let stopped = admin
+        .rotate_tenant_key("halt", two, &mut |_| {})
+        .await
+        .unwrap();
     assert!(stopped.started && !stopped.finished);
     assert_eq!(stopped.progress.rewritten, 100);
 
@@ -348,19 +372,27 @@ async fn an_interrupted_rotation_resumes_and_finishes() {
     for i in 0..files {
         versions.push(name_version(&tv.meta, t.id, &vfs, &path(i)).await);
     }
-    let old_i = versions.iter().position(|v| *v == 1).expect("a row under version 1");
-    let new_i = versions.iter().position(|v| *v == 2).expect("a row under version 2");
+    let old_i = versions
+        .iter()
+        .position(|v| *v == 1)
+        .expect("a row under version 1");
+    let new_i = versions
+        .iter()
+        .position(|v| *v == 2)
+        .expect("a row under version 2");
     // Overwrite an old-version file: replaced in place, no second entry of that name.
     put(&vfs, &path(old_i), b"replaced while half rotated").await;
     expected.insert(path(old_i), b"replaced while half rotated".to_vec());
     // A folder of a name still under the old version cannot be made twice.
     let dir_of = format!("/d{} ü", old_i % FOLDERS);
-    let again = vfs.mkdir(&format!("{dir_of}/{}", name(old_i))).await.unwrap_err();
+    let again = vfs
+        .mkdir(&format!("{dir_of}/{}", name(old_i)))
+        .await
+        .unwrap_err();
     assert_eq!(again.kind(), ErrorKind::AlreadyExists, "{again}");
     // Rename a new-version file onto an old-version one: it replaces it.
-    let target = (0..files).find(|&i| {
-        i != old_i && i % FOLDERS == new_i % FOLDERS && versions[i] == 1
-    });
+    let target =
+        (0..files).find(|&i| i != old_i && i % FOLDERS == new_i % FOLDERS && versions[i] == 1);
     let target = target.expect("an old-version file in the same folder");
     vfs.rename(&path(new_i), &path(target), true).await.unwrap();
     let moved = expected.remove(&path(new_i)).unwrap();
@@ -401,7 +433,10 @@ async fn an_interrupted_rotation_resumes_and_finishes() {
         .rotate_tenant_key("halt", RotateOptions::default(), &mut |_| {})
         .await
         .unwrap();
-    assert_eq!((again.progress.from_version, again.progress.to_version), (2, 3));
+    assert_eq!(
+        (again.progress.from_version, again.progress.to_version),
+        (2, 3)
+    );
     assert_fully_rotated(&*tv.meta, t.id, 2, 3).await;
     check_tree(&vfs, &expected).await;
 }
@@ -409,5 +444,8 @@ async fn an_interrupted_rotation_resumes_and_finishes() {
 /// The name key version of the row at `path`.
 async fn name_version(meta: &Arc<dyn MetadataStore>, tenant_id: i64, vfs: &Vfs, path: &str) -> u32 {
     let info = vfs.stat(path).await.unwrap();
-    meta.node(tenant_id, info.id).await.unwrap().name_key_version
+    meta.node(tenant_id, info.id)
+        .await
+        .unwrap()
+        .name_key_version
 }

@@ -189,7 +189,10 @@ fn curl_put(env: &Env, user: &str, path: &str, local: &std::path::Path) -> u16 {
         ))
         .output()
         .expect("curl is required (apt-get install curl)");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -216,8 +219,15 @@ fn rotate_tenant_while_curl_uploads_and_lists_survives_sigkill_and_leaves_no_old
         "mkdir box\ncd box\nlcd src\nput *\n",
         env.dir.path(),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    println!("{files} files uploaded over one SFTP session in {:?}", began.elapsed());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "{files} files uploaded over one SFTP session in {:?}",
+        began.elapsed()
+    );
     let total = sqlite_count(&env, "SELECT COUNT(*) FROM nodes");
     assert!(total >= files as i64 + 2, "{total} rows");
 
@@ -240,7 +250,9 @@ fn rotate_tenant_while_curl_uploads_and_lists_survives_sigkill_and_leaves_no_old
                     .arg(&local)
                     .arg("-u")
                     .arg(format!("alice:{PW}"))
-                    .arg(format!("https://127.0.0.1:{https}/api/v1/files/live/{n}.bin"))
+                    .arg(format!(
+                        "https://127.0.0.1:{https}/api/v1/files/live/{n}.bin"
+                    ))
                     .output()
                     .unwrap();
                 let code = String::from_utf8_lossy(&put.stdout).trim().to_owned();
@@ -278,14 +290,20 @@ fn rotate_tenant_while_curl_uploads_and_lists_survives_sigkill_and_leaves_no_old
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut killed_at = None;
     while std::time::Instant::now() < deadline {
-        let done = sqlite_count(&env, "SELECT COALESCE(MAX(rewritten), -1) FROM key_rotations");
+        let done = sqlite_count(
+            &env,
+            "SELECT COALESCE(MAX(rewritten), -1) FROM key_rotations",
+        );
         if done > 0 && done < total - 20 {
             rotate.kill().unwrap();
             rotate.wait().unwrap();
             killed_at = Some(done);
             break;
         }
-        assert!(rotate.try_wait().unwrap().is_none(), "the rotation ended before the kill");
+        assert!(
+            rotate.try_wait().unwrap().is_none(),
+            "the rotation ended before the kill"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let killed_at = killed_at.expect("the rotation made progress");
@@ -304,17 +322,32 @@ fn rotate_tenant_while_curl_uploads_and_lists_survives_sigkill_and_leaves_no_old
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (live, failures) = traffic.join().unwrap();
-    assert!(failures.is_empty(), "requests failed during the rotation: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "requests failed during the rotation: {failures:?}"
+    );
     assert!(!live.is_empty());
-    println!("{} uploads and listings over HTTPS during the rotation, none failed", live.len());
+    println!(
+        "{} uploads and listings over HTTPS during the rotation, none failed",
+        live.len()
+    );
 
     // Nothing is under version 1; only version 2's copies are left.
     assert_eq!(
-        sqlite_count(&env, "SELECT COUNT(*) FROM nodes WHERE name_key_version <> 2 OR key_version <> 2"),
+        sqlite_count(
+            &env,
+            "SELECT COUNT(*) FROM nodes WHERE name_key_version <> 2 OR key_version <> 2"
+        ),
         0
     );
-    assert_eq!(sqlite_count(&env, "SELECT COUNT(*) FROM tenant_keys WHERE version <> 2"), 0);
-    assert_eq!(sqlite_count(&env, "SELECT COUNT(*) FROM tenant_keys WHERE version = 2"), 2);
+    assert_eq!(
+        sqlite_count(&env, "SELECT COUNT(*) FROM tenant_keys WHERE version <> 2"),
+        0
+    );
+    assert_eq!(
+        sqlite_count(&env, "SELECT COUNT(*) FROM tenant_keys WHERE version = 2"),
+        2
+    );
     assert_eq!(sqlite_count(&env, "SELECT COUNT(*) FROM key_rotations"), 0);
     let json: serde_json::Value =
         serde_json::from_str(&env.ok(&["keys", "status", "--json"], "")).unwrap();
@@ -331,13 +364,25 @@ fn rotate_tenant_while_curl_uploads_and_lists_survives_sigkill_and_leaves_no_old
         "lcd out\ncd box\nget *\n",
         env.dir.path(),
     );
-    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
     for i in 0..files {
-        assert_eq!(std::fs::read(out_dir.join(name(i))).unwrap(), content(i), "{}", name(i));
+        assert_eq!(
+            std::fs::read(out_dir.join(name(i))).unwrap(),
+            content(i),
+            "{}",
+            name(i)
+        );
     }
     assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), files);
     for (n, data) in live.iter().step_by(7) {
-        assert_eq!(curl_get(&env, "alice", &format!("live/{n}.bin")), (200, data.clone()));
+        assert_eq!(
+            curl_get(&env, "alice", &format!("live/{n}.bin")),
+            (200, data.clone())
+        );
     }
     // And writes after the rotation work as before.
     let after = env.dir.path().join("after.bin");
@@ -347,7 +392,10 @@ fn rotate_tenant_while_curl_uploads_and_lists_survives_sigkill_and_leaves_no_old
     let (_, logs) = server.stop();
     assert_no_canary(
         &env.data_dir(),
-        &[("server log", logs.as_bytes()), ("rotate output", resumed.as_bytes())],
+        &[
+            ("server log", logs.as_bytes()),
+            ("rotate output", resumed.as_bytes()),
+        ],
         &canary,
     );
 }

@@ -1526,9 +1526,14 @@ pub async fn tenant_key_rotation(store: &dyn MetadataStore) {
     assert_eq!(store.key_rotation(t.id).await.unwrap(), None);
     assert_fails!(store.finish_key_rotation(t.id).await, MetaError::NotFound);
 
-    let copies = [wrapped_key(t.id, 2, "primary"), wrapped_key(t.id, 2, "replica")];
+    let copies = [
+        wrapped_key(t.id, 2, "primary"),
+        wrapped_key(t.id, 2, "replica"),
+    ];
     assert_fails!(
-        store.start_key_rotation(t.id, 2, 3, &copies, now_ms()).await,
+        store
+            .start_key_rotation(t.id, 2, 3, &copies, now_ms())
+            .await,
         MetaError::Conflict
     );
     let started = store
@@ -1536,14 +1541,28 @@ pub async fn tenant_key_rotation(store: &dyn MetadataStore) {
         .await
         .unwrap();
     assert_eq!(
-        (started.from_version, started.to_version, started.total, started.pass),
+        (
+            started.from_version,
+            started.to_version,
+            started.total,
+            started.pass
+        ),
         (1, 2, 5, 1)
     );
     assert_eq!(store.tenant(t.id).await.unwrap().key_version, 2);
     assert_eq!(store.tenant_keys(t.id).await.unwrap().len(), 4);
-    assert!(store.key_rotations().await.unwrap().iter().any(|r| r.tenant_id == t.id));
+    assert!(
+        store
+            .key_rotations()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.tenant_id == t.id)
+    );
     assert_fails!(
-        store.start_key_rotation(t.id, 2, 3, &copies, now_ms()).await,
+        store
+            .start_key_rotation(t.id, 2, 3, &copies, now_ms())
+            .await,
         MetaError::Conflict
     );
 
@@ -1578,7 +1597,10 @@ pub async fn tenant_key_rotation(store: &dyn MetadataStore) {
         after_id: batch[1].id,
         pass: 1,
     };
-    let done = store.rekey_nodes(t.id, &first, cursor, now_ms()).await.unwrap();
+    let done = store
+        .rekey_nodes(t.id, &first, cursor, now_ms())
+        .await
+        .unwrap();
     assert_eq!((done.rewritten, done.missed), (2, 0));
     let rotation = store.key_rotation(t.id).await.unwrap().unwrap();
     assert_eq!((rotation.after_id, rotation.rewritten), (batch[1].id, 2));
@@ -1606,7 +1628,10 @@ pub async fn tenant_key_rotation(store: &dyn MetadataStore) {
         after_id: i64::MAX,
         pass: 1,
     };
-    let done = store.rekey_nodes(t.id, &stale, cursor, now_ms()).await.unwrap();
+    let done = store
+        .rekey_nodes(t.id, &stale, cursor, now_ms())
+        .await
+        .unwrap();
     assert_eq!(done.rewritten + done.missed, stale.len() as u64);
     // Second pass: whatever is left, read afresh.
     let left = store
@@ -1618,13 +1643,18 @@ pub async fn tenant_key_rotation(store: &dyn MetadataStore) {
         after_id: i64::MAX,
         pass: 2,
     };
-    store.rekey_nodes(t.id, &fresh, cursor, now_ms()).await.unwrap();
-    assert_eq!(store.count_under_key_version(t.id, 1).await.unwrap(), 0);
-    assert!(store
-        .nodes_under_key_version(t.id, 1, 0, SCAN_ALL)
+    store
+        .rekey_nodes(t.id, &fresh, cursor, now_ms())
         .await
-        .unwrap()
-        .is_empty());
+        .unwrap();
+    assert_eq!(store.count_under_key_version(t.id, 1).await.unwrap(), 0);
+    assert!(
+        store
+            .nodes_under_key_version(t.id, 1, 0, SCAN_ALL)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Rewritten rows keep their row version (no plaintext changed) and are found by their new
     // index.
     let dir_now = store.node(t.id, dir.id).await.unwrap();
@@ -1632,7 +1662,11 @@ pub async fn tenant_key_rotation(store: &dyn MetadataStore) {
     assert_eq!(dir_now.name_key_version, 2);
     assert_ne!(dir_now.name_index, dir.name_index);
     assert_eq!(
-        store.child(t.id, root, &dir_now.name_index).await.unwrap().id,
+        store
+            .child(t.id, root, &dir_now.name_index)
+            .await
+            .unwrap()
+            .id,
         dir.id
     );
     let c_now = store.node(t.id, c.id).await.unwrap();

@@ -3,8 +3,9 @@
 //! row; the shape of every row type is written once, here, and so is the multi-row insert.
 
 use crate::{
-    ApiToken, AuditRecord, FileContent, Garbage, KeyRotation, MetaError, MetaResult, Node, NodeKind,
-    ReplicationJob, ReplicationOp, SshKey, Tenant, TenantMasterKey, Upload, User, WrappedTenantKey,
+    ApiToken, AuditRecord, FileContent, Garbage, KeyRotation, MetaError, MetaResult, Node,
+    NodeKind, ReplicationJob, ReplicationOp, SshKey, Tenant, TenantMasterKey, Upload, User,
+    WrappedTenantKey,
 };
 
 /// How a row hands out one column of each kind the schema uses.

@@ -166,8 +166,8 @@ async fn no_plaintext_columns() {
     for (column, kind) in &columns {
         let lower = column.to_lowercase();
         // `name_key_version` is the number of the key version a name is under, not a name.
-        let names_something = (lower.contains("name") || lower.contains("path"))
-            && column != "name_key_version";
+        let names_something =
+            (lower.contains("name") || lower.contains("path")) && column != "name_key_version";
         if names_something {
             assert_eq!(kind, "BLOB", "nodes.{column} must be an opaque blob");
         }
