@@ -137,7 +137,7 @@ async fn client(
         let i = n % files;
         let new_path = format!("/d{} ü/new {n} é.bin", n % FOLDERS);
         let data = bytes(10 + n % 3000, 1_000_000 + n as u64);
-        let mut fail = |what: &str, e: coffer_storage::VfsError| {
+        let fail = |what: &str, e: coffer_storage::VfsError| {
             traffic.failures.fetch_add(1, Ordering::Relaxed);
             eprintln!("client {what} failed: {e}");
         };
