@@ -648,12 +648,11 @@ fn validate_keys(raw: &RawKeys, paths: &PathResolver<'_>) -> Result<KeysConfig, 
             ),
         ));
     }
-    if raw.rotation.automatic {
+    if raw.rotation.automatic && raw.rotation.max_age_days == 0 {
         return Err(ConfigError::invalid(
             "keys.rotation.automatic",
-            "automatic rotation needs tenant-key version rotation, which this build does not \
-             have yet; overdue keys are reported by `coffer keys status` and the server log \
-             (set it to false)",
+            "automatic rotation rotates keys older than keys.rotation.max_age_days, which is 0 \
+             (never overdue): set max_age_days to 1 or more, or automatic to false",
         ));
     }
     Ok(KeysConfig {

@@ -106,10 +106,14 @@ fn both_regions_on_aws_kms() {
 }
 
 #[test]
-fn automatic_rotation_is_refused_while_tenant_key_rotation_is_not_built() {
-    let (field, message) = refused("[keys.rotation]\nautomatic = true\n");
+fn automatic_rotation_loads_with_a_policy_and_is_refused_without_one() {
+    let config =
+        load_toml("[keys.rotation]\nautomatic = true\nmax_age_days = 30\n").expect("loads");
+    assert!(config.keys.rotation.automatic);
+    assert_eq!(config.keys.rotation.max_age_days, 30);
+    let (field, message) = refused("[keys.rotation]\nautomatic = true\nmax_age_days = 0\n");
     assert_eq!(field, "keys.rotation.automatic");
-    assert!(message.contains("keys status"), "{message}");
+    assert!(message.contains("max_age_days"), "{message}");
 }
 
 #[test]

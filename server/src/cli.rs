@@ -136,6 +136,18 @@ pub enum KeysCmd {
         #[arg(long, value_name = "KEY")]
         to: Option<String>,
     },
+    /// Give TENANT a new key version: new writes use it at once; every file's data key is
+    /// rewrapped and every name and content hash re-encrypted under it, online, in batches;
+    /// then the old version's wrapped copies are destroyed. File contents are not touched.
+    /// Resumable: run it again after a crash (or let `serve` resume it).
+    RotateTenant {
+        /// The tenant.
+        tenant: String,
+        /// Rows rewritten per transaction.
+        #[arg(long, value_name = "ROWS", default_value_t = coffer_storage::DEFAULT_ROTATION_BATCH,
+              value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch: u32,
+    },
 }
 
 /// `coffer user ...`

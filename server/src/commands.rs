@@ -113,8 +113,74 @@ pub async fn keys(vault: &Vault, cfg: &coffer_config::Config, cmd: KeysCmd) -> a
                 );
             }
         }
+        KeysCmd::RotateTenant { tenant, batch } => rotate_tenant(vault, &tenant, batch).await?,
     }
     Ok(())
+}
+
+/// `coffer keys rotate-tenant`: runs (or resumes) the rotation, printing progress at most
+/// once a second.
+async fn rotate_tenant(vault: &Vault, tenant: &str, batch: u32) -> anyhow::Result<()> {
+    let opts = coffer_storage::RotateOptions {
+        batch,
+        max_batches: None,
+    };
+    let began = std::time::Instant::now();
+    let mut last_line = began;
+    let mut print = |p: &coffer_storage::RotationProgress| {
+        if last_line.elapsed() >= std::time::Duration::from_secs(1) {
+            last_line = std::time::Instant::now();
+            println!("{}", progress_line(p));
+        }
+    };
+    let r = vault
+        .admin()
+        .rotate_tenant_key(tenant, opts, &mut print)
+        .await
+        .with_context(|| {
+            format!("rotating the key of tenant {tenant} (run the command again to resume)")
+        })?;
+    let p = &r.progress;
+    let secs = began.elapsed().as_secs_f64();
+    println!(
+        "{tenant}: key v{} -> v{}: {} rows rewritten now ({} in all, {} passes) in {secs:.1} s \
+         ({:.0} rows/s); {}",
+        p.from_version,
+        p.to_version,
+        r.rewritten_now,
+        p.rewritten,
+        p.pass,
+        r.rewritten_now as f64 / secs.max(0.001),
+        if r.started { "started now" } else { "resumed" },
+    );
+    if r.renamed > 0 {
+        println!(
+            "{tenant}: {} entries renamed \"NAME (key rotation ID)\": their name was taken under \
+             the new version",
+            r.renamed
+        );
+    }
+    if r.finished {
+        println!(
+            "{tenant}: no row is under v{} any more; its {} wrapped copies are destroyed",
+            p.from_version, r.destroyed_copies
+        );
+    } else {
+        bail!("the rotation stopped before the end; run the command again to resume it");
+    }
+    Ok(())
+}
+
+fn progress_line(p: &coffer_storage::RotationProgress) -> String {
+    let pct = if p.total > 0 {
+        (p.rewritten as f64 * 100.0 / p.total as f64).min(100.0)
+    } else {
+        100.0
+    };
+    format!(
+        "{}: key v{} -> v{}: {}/{} rows rewritten ({pct:.0}%), pass {}",
+        p.tenant, p.from_version, p.to_version, p.rewritten, p.total, p.pass
+    )
 }
 
 fn age_days(created_ms: i64) -> i64 {
@@ -166,6 +232,13 @@ fn print_key_status(s: &coffer_storage::KeyStatus) {
         for (region, key) in &t.own_keys {
             println!("    own key {region}: {key}");
         }
+        if let Some(p) = &t.rotation {
+            println!(
+                "    ROTATING since {}: {}",
+                format_ms(p.started_ms),
+                progress_line(p)
+            );
+        }
         for v in &t.versions {
             let copies: Vec<String> = v.copies.iter().map(|(r, k)| format!("{r}={k}")).collect();
             println!(
@@ -205,6 +278,15 @@ fn status_json(s: &coffer_storage::KeyStatus) -> serde_json::Value {
             "error": t.error,
             "overdue": t.overdue,
             "own_keys": t.own_keys,
+            "rotation": t.rotation.as_ref().map(|p| serde_json::json!({
+                "from_version": p.from_version,
+                "to_version": p.to_version,
+                "total": p.total,
+                "rewritten": p.rewritten,
+                "pass": p.pass,
+                "started_ms": p.started_ms,
+                "updated_ms": p.updated_ms,
+            })),
             "versions": t.versions.iter().map(|v| serde_json::json!({
                 "version": v.version,
                 "created_ms": v.created_ms,

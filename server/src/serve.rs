@@ -65,6 +65,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         crate::commands::rotation_max_age_days(&cfg),
         shutdown.clone(),
     ));
+    tasks.spawn(rotate_keys(
+        vault.clone(),
+        cfg.keys.rotation,
+        shutdown.clone(),
+    ));
     info!(data_dir = %cfg.data_dir.display(), node = %cfg.node_name, "coffer is serving");
 
     let mut failed = None;
@@ -249,6 +254,87 @@ async fn watch_keys(
             failed_decryptions = m.failed_decryptions,
             "key check"
         );
+    }
+}
+
+/// How often `serve` looks for tenant key rotations to resume or (with
+/// `keys.rotation.automatic`) to begin.
+const ROTATION_CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// A rotation whose row has not moved for this long has lost the process that ran it (a
+/// `coffer keys rotate-tenant` killed, a node stopped): `serve` resumes it.
+const ROTATION_STALLED_AFTER: Duration = Duration::from_secs(30);
+
+/// Every minute: resumes a tenant key rotation left unfinished, then, with
+/// `keys.rotation.automatic`, rotates the tenant whose key is most overdue. One rotation at a
+/// time, each to its end; a shutdown stops it between two batches' commits, and the next
+/// start resumes it (the cursor is in the database).
+async fn rotate_keys(
+    vault: Vault,
+    policy: coffer_config::KeyRotationConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(ROTATION_CHECK_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let Some((tenant, why)) = next_rotation(&vault, policy).await else {
+            continue;
+        };
+        info!(tenant, why, "tenant key rotation by the server");
+        let mut noop = |_: &coffer_storage::RotationProgress| {};
+        let admin = vault.admin();
+        let run =
+            admin.rotate_tenant_key(&tenant, coffer_storage::RotateOptions::default(), &mut noop);
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                info!(tenant, "tenant key rotation paused for shutdown; the next start resumes it");
+                return Ok(());
+            }
+            done = run => match done {
+                Ok(r) => info!(
+                    tenant,
+                    from = r.progress.from_version,
+                    to = r.progress.to_version,
+                    rewritten = r.rewritten_now,
+                    finished = r.finished,
+                    "tenant key rotation by the server ended"
+                ),
+                Err(e) => warn!(tenant, error = %e, "tenant key rotation failed; retried in a minute"),
+            },
+        }
+    }
+}
+
+/// The tenant whose key `serve` rotates next, and why: a stalled rotation first, then (if
+/// automatic) the most overdue key.
+async fn next_rotation(
+    vault: &Vault,
+    policy: coffer_config::KeyRotationConfig,
+) -> Option<(String, &'static str)> {
+    let admin = vault.admin();
+    match admin.stalled_rotations(ROTATION_STALLED_AFTER).await {
+        Ok(stalled) => {
+            if let Some(t) = stalled.into_iter().next() {
+                return Some((t, "resuming an unfinished rotation"));
+            }
+        }
+        Err(e) => warn!(error = %e, "could not look for unfinished key rotations"),
+    }
+    if !policy.automatic {
+        return None;
+    }
+    match admin.overdue_tenants(policy.max_age_days).await {
+        Ok(overdue) => overdue
+            .into_iter()
+            .next()
+            .map(|t| (t, "its key is overdue (keys.rotation.automatic)")),
+        Err(e) => {
+            warn!(error = %e, "could not look for overdue tenant keys");
+            None
+        }
     }
 }
 

@@ -182,6 +182,47 @@ impl Admin<'_> {
         Ok(report)
     }
 
+    /// Rotates the tenant's key (or resumes its rotation under way): a new version for new
+    /// writes at once, then every row rewritten under it in batches, then the old version's
+    /// copies destroyed. `progress` is called after every batch. Audited when it begins and
+    /// when it ends.
+    pub async fn rotate_tenant_key(
+        &self,
+        name: &str,
+        opts: crate::RotateOptions,
+        progress: &mut (dyn FnMut(&crate::RotationProgress) + Send),
+    ) -> VfsResult<crate::TenantRotation> {
+        let t = self.tenant(name).await?;
+        let report = self.vault.rotate_tenant(&t, opts, progress).await?;
+        if report.started {
+            self.audit(Some(t.id), None, name, "tenant_key_rotation_started")
+                .await;
+        }
+        if report.finished {
+            self.audit(Some(t.id), None, name, "tenant_key_rotated")
+                .await;
+        }
+        Ok(report)
+    }
+
+    /// Names of tenants whose current key version is older than `max_age_days` and not
+    /// being rotated, oldest first (no key is unwrapped).
+    pub async fn overdue_tenants(&self, max_age_days: u32) -> VfsResult<Vec<String>> {
+        let tenants = self.vault.overdue_tenants(max_age_days).await?;
+        Ok(tenants.into_iter().map(|t| t.name).collect())
+    }
+
+    /// Names of tenants whose key rotation has made no progress for `stalled_for`: a process
+    /// running it stopped, so `serve` resumes it.
+    pub async fn stalled_rotations(
+        &self,
+        stalled_for: std::time::Duration,
+    ) -> VfsResult<Vec<String>> {
+        let ms = i64::try_from(stalled_for.as_millis()).unwrap_or(i64::MAX);
+        let tenants = self.vault.stalled_rotations(ms).await?;
+        Ok(tenants.into_iter().map(|t| t.name).collect())
+    }
+
     /// Master keys per region and every tenant's key versions, checked now.
     pub async fn key_status(&self, max_age_days: u32) -> VfsResult<crate::KeyStatus> {
         self.vault.key_status(max_age_days).await

@@ -24,6 +24,7 @@ pub mod path;
 pub mod perms;
 mod reader;
 mod replicate;
+mod rotation;
 mod spool;
 mod tenant_keys;
 mod tokens;
@@ -46,6 +47,7 @@ pub use replicate::{
     ReplicationStatus, ResyncReport,
 };
 pub use spool::FreeSpaceFloor;
+pub use rotation::{DEFAULT_ROTATION_BATCH, RotateOptions, RotationProgress, TenantRotation};
 pub use tenant_keys::{KeyStatus, MasterRotation, RegionStatus, TenantKeyStatus, VersionStatus};
 pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
 pub use vault::{

@@ -106,6 +106,7 @@ mod tests {
             kind: NodeKind::Dir,
             name_enc: vec![],
             name_index: vec![index; 32],
+            name_key_version: 1,
             mtime_ms: 0,
             ctime_ms: 0,
             version: 1,

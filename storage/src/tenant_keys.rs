@@ -21,6 +21,57 @@ use crate::vault::Vault;
 /// without asking the key service again (no stampede on a KMS that is down, one log line).
 const FAILURE_HOLD: Duration = Duration::from_secs(5);
 
+/// How long a process goes on using the tenant key versions it read (current, and the one a
+/// rotation moves from) before reading them again. A rotation started by another process
+/// (the `coffer keys rotate-tenant` command, another node) is seen within this bound: new
+/// writes use the new version from then on. A rotation destroys the old version only after
+/// [`crate::rotation::OLD_VERSION_GRACE`], far beyond it.
+pub(crate) const VERSIONS_TTL: Duration = Duration::from_secs(1);
+
+/// The tenant key versions in use: `current` for new writes; during a rotation, `previous`
+/// is the version rows not yet rewritten are still under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeyVersions {
+    pub(crate) current: u32,
+    pub(crate) previous: Option<u32>,
+}
+
+/// [`KeyVersions`] per tenant, each as read at an instant.
+#[derive(Debug, Default)]
+pub(crate) struct VersionCache {
+    entries: Mutex<HashMap<i64, (KeyVersions, Instant)>>,
+}
+
+impl VersionCache {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<i64, (KeyVersions, Instant)>) -> T) -> T {
+        let mut guard = match self.entries.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    fn get(&self, tenant_id: i64) -> Option<KeyVersions> {
+        self.with(|m| match m.get(&tenant_id) {
+            Some((v, at)) if at.elapsed() < VERSIONS_TTL => Some(*v),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn set(&self, tenant_id: i64, versions: KeyVersions) {
+        self.with(|m| {
+            if m.len() > 100_000 {
+                m.retain(|_, (_, at)| at.elapsed() < VERSIONS_TTL);
+            }
+            m.insert(tenant_id, (versions, Instant::now()));
+        });
+    }
+
+    pub(crate) fn forget(&self, tenant_id: i64) {
+        self.with(|m| m.remove(&tenant_id));
+    }
+}
+
 enum Entry {
     Ready {
         keys: Arc<TenantKeys>,
@@ -97,6 +148,11 @@ impl KeyCache {
     pub(crate) fn forget_tenant(&self, tenant_id: i64) {
         self.with(|m| m.retain(|(t, _), _| *t != tenant_id));
     }
+
+    /// Forgets one version of a tenant's key (destroyed by a rotation).
+    pub(crate) fn forget_version(&self, tenant_id: i64, version: u32) {
+        self.with(|m| m.remove(&(tenant_id, version)));
+    }
 }
 
 /// The copies of version `version` among a tenant's stored key rows, for the key ring.
@@ -112,7 +168,7 @@ fn copies_of(rows: &[WrappedTenantKey], version: u32) -> Vec<coffer_keys::Wrappe
 }
 
 /// The key ring's form of a tenant's own master keys.
-fn own_keys(rows: &[TenantMasterKey]) -> TenantMasterKeys {
+pub(crate) fn own_keys(rows: &[TenantMasterKey]) -> TenantMasterKeys {
     TenantMasterKeys {
         keys: rows
             .iter()
@@ -201,6 +257,8 @@ pub struct TenantKeyStatus {
     pub error: Option<String>,
     /// Whether the current version is older than the rotation policy allows.
     pub overdue: bool,
+    /// The rotation of its key under way, if any.
+    pub rotation: Option<crate::RotationProgress>,
 }
 
 /// Everything `coffer keys status` shows.
@@ -217,6 +275,38 @@ pub struct KeyStatus {
 }
 
 impl Vault {
+    /// The tenant's key versions in use, read again after [`VERSIONS_TTL`].
+    pub(crate) async fn key_versions(&self, tenant_id: i64) -> VfsResult<KeyVersions> {
+        if let Some(v) = self.inner.key_versions.get(tenant_id) {
+            return Ok(v);
+        }
+        let meta = &self.inner.b.meta;
+        let current = meta.tenant(tenant_id).await?.key_version;
+        let previous = meta
+            .key_rotation(tenant_id)
+            .await?
+            .map(|r| r.from_version)
+            .filter(|v| *v != current);
+        let versions = KeyVersions { current, previous };
+        self.inner.key_versions.set(tenant_id, versions);
+        Ok(versions)
+    }
+
+    /// The keys new writes of a tenant use, and during a rotation the keys of the version it
+    /// moves from (to find names not yet rewritten).
+    pub(crate) async fn lookup_keys(
+        &self,
+        tenant_id: i64,
+    ) -> VfsResult<(Arc<TenantKeys>, Option<Arc<TenantKeys>>)> {
+        let versions = self.key_versions(tenant_id).await?;
+        let current = self.tenant_keys(tenant_id, versions.current).await?;
+        let previous = match versions.previous {
+            Some(v) => Some(self.tenant_keys(tenant_id, v).await?),
+            None => None,
+        };
+        Ok((current, previous))
+    }
+
     /// The derived keys of a tenant's key version: from the cache while it holds them (at
     /// most the configured bound), else unwrapped now with the master key each stored copy
     /// names, primary region first.
@@ -432,6 +522,7 @@ impl Vault {
             })
             .collect();
         let max_age_ms = i64::from(max_age_days) * 86_400_000;
+        let rotations = meta.key_rotations().await?;
         let mut tenants = Vec::new();
         for tenant in meta.list_tenants().await? {
             let own = meta.tenant_master_keys(tenant.id).await?;
@@ -476,6 +567,10 @@ impl Vault {
                 own_keys: own.into_iter().map(|k| (k.region, k.key_id)).collect(),
                 error,
                 overdue: max_age_ms > 0 && current_age > max_age_ms,
+                rotation: rotations
+                    .iter()
+                    .find(|r| r.tenant_id == tenant.id)
+                    .map(|r| crate::RotationProgress::new(&tenant.name, r)),
             });
         }
         Ok(KeyStatus {
@@ -484,6 +579,62 @@ impl Vault {
             metrics: ring.metrics.snapshot(),
             cache_secs: self.inner.key_cache.ttl.as_secs(),
         })
+    }
+
+    /// Tenants whose current key version is older than `max_age_days` (0: none) and whose
+    /// key is not being rotated, oldest first. From the stored ages only: no key is unwrapped.
+    pub(crate) async fn overdue_tenants(&self, max_age_days: u32) -> VfsResult<Vec<Tenant>> {
+        if max_age_days == 0 {
+            return Ok(Vec::new());
+        }
+        let meta = &self.inner.b.meta;
+        let max_age_ms = i64::from(max_age_days) * 86_400_000;
+        let rotating: Vec<i64> = meta
+            .key_rotations()
+            .await?
+            .iter()
+            .map(|r| r.tenant_id)
+            .collect();
+        let now = now_ms();
+        let mut overdue = Vec::new();
+        for tenant in meta.list_tenants().await? {
+            if rotating.contains(&tenant.id) {
+                continue;
+            }
+            let made = meta
+                .tenant_keys(tenant.id)
+                .await?
+                .iter()
+                .filter(|k| k.version == tenant.key_version)
+                .map(|k| {
+                    if k.created_ms > 0 {
+                        k.created_ms
+                    } else {
+                        tenant.created_ms
+                    }
+                })
+                .max()
+                .unwrap_or(tenant.created_ms);
+            if now - made > max_age_ms {
+                overdue.push((made, tenant));
+            }
+        }
+        overdue.sort_by_key(|(made, _)| *made);
+        Ok(overdue.into_iter().map(|(_, t)| t).collect())
+    }
+
+    /// Tenants whose key rotation has made no progress for `stalled_ms` (its process
+    /// stopped), oldest first.
+    pub(crate) async fn stalled_rotations(&self, stalled_ms: i64) -> VfsResult<Vec<Tenant>> {
+        let meta = &self.inner.b.meta;
+        let now = now_ms();
+        let mut out = Vec::new();
+        for r in meta.key_rotations().await? {
+            if now - r.updated_ms >= stalled_ms {
+                out.push(meta.tenant(r.tenant_id).await?);
+            }
+        }
+        Ok(out)
     }
 
     /// Crypto-shreds a tenant: every wrapped copy of its key is destroyed first (from then on

@@ -80,6 +80,8 @@ pub(crate) struct Inner {
     pub(crate) spool: Spool,
     pub(crate) audit: AuditSink,
     pub(crate) key_cache: crate::tenant_keys::KeyCache,
+    /// Each tenant's key versions in use, as read a moment ago.
+    pub(crate) key_versions: crate::tenant_keys::VersionCache,
     /// A hash of no password: unknown users are checked against it (same cost).
     pub(crate) dummy_hash: String,
     /// How long one hash took at start: refusals without a hash wait this long.
@@ -165,6 +167,7 @@ impl Vault {
                 spool,
                 audit,
                 key_cache,
+                key_versions: Default::default(),
                 dummy_hash,
                 hash_cost,
                 hasher,

@@ -105,10 +105,39 @@ impl Vfs {
     /// The tenant's current keys (names, blind indexes, new data keys), from the Vault's
     /// bounded cache: asked for at each use, so a key that becomes unavailable stops a
     /// session that is already open.
+    /// The version is the tenant's current one as read a moment ago, not at login, so a
+    /// session that outlives the start of a key rotation writes under the new version too.
     pub(crate) async fn keys(&self) -> VfsResult<Arc<TenantKeys>> {
+        let versions = self.vault.key_versions(self.tenant.id).await?;
         self.vault
-            .tenant_keys(self.tenant.id, self.tenant.key_version)
+            .tenant_keys(self.tenant.id, versions.current)
             .await
+    }
+
+    /// The keys of the tenant's key version `version` (a row's name may be under an older
+    /// version than the current one while a rotation rewrites it).
+    async fn keys_of(&self, version: u32) -> VfsResult<Arc<TenantKeys>> {
+        self.vault.tenant_keys(self.tenant.id, version).await
+    }
+
+    /// Blind indexes of `name` in `parent_id`: under the current version, and during a
+    /// rotation under the version it moves from (rows not yet rewritten carry that one).
+    async fn name_indexes(&self, parent_id: i64, name: &str) -> VfsResult<NameIndexes> {
+        let (current, previous) = self.vault.lookup_keys(self.tenant.id).await?;
+        Ok(NameIndexes {
+            current: current.blind_index(parent_id, name),
+            previous: previous.map(|k| k.blind_index(parent_id, name)),
+            keys: current,
+        })
+    }
+
+    /// Decrypts a row's name with the keys of the version it is under.
+    async fn name_of(&self, node: &Node) -> VfsResult<String> {
+        let keys = self.keys_of(node.name_key_version).await?;
+        keys.decrypt_name(node.id, &node.name_enc).map_err(|e| {
+            self.vault.inner.b.keys.metrics.failed_decryption();
+            e.into()
+        })
     }
 
     /// Forgets the remembered lookups of these names (blind indexes): called by every change
@@ -180,10 +209,19 @@ impl Vfs {
         self.child_of(parent.id, name).await
     }
 
-    /// The child `name` of the folder `parent_id`, read now.
+    /// The child `name` of the folder `parent_id`, read now: by its blind index under the
+    /// current key version, or, during a rotation, under the version rows move from.
     async fn child_of(&self, parent_id: i64, name: &str) -> VfsResult<Node> {
-        self.child_by_index(parent_id, &self.keys().await?.blind_index(parent_id, name))
-            .await
+        let idx = self.name_indexes(parent_id, name).await?;
+        match (
+            self.child_by_index(parent_id, &idx.current).await,
+            idx.previous,
+        ) {
+            (Err(e), Some(previous)) if e.kind() == ErrorKind::NotFound => {
+                self.child_by_index(parent_id, &previous).await
+            }
+            (found, _) => found,
+        }
     }
 
     /// The child with blind index `idx` of the folder `parent_id`, read now.
@@ -200,13 +238,22 @@ impl Vfs {
     /// The child `name` of the folder `parent_id`, as a lookup of this process found it in
     /// the last moment (see `crate::lookups`), or read now.
     async fn recent_child_of(&self, parent_id: i64, name: &str) -> VfsResult<Node> {
-        let idx = self.keys().await?.blind_index(parent_id, name);
+        let idx = self.name_indexes(parent_id, name).await?;
         let lookups = &self.vault.inner.lookups;
-        let ticket = match lookups.recall(self.tenant.id, &idx) {
+        let ticket = match lookups.recall(self.tenant.id, &idx.current) {
             Ok(node) => return Ok(node),
             Err(ticket) => ticket,
         };
-        let node = self.child_by_index(parent_id, &idx).await?;
+        let node = match (
+            self.child_by_index(parent_id, &idx.current).await,
+            idx.previous,
+        ) {
+            (Err(e), Some(previous)) if e.kind() == ErrorKind::NotFound => {
+                // Not remembered: the rotation gives this row its new index any moment.
+                return self.child_by_index(parent_id, &previous).await;
+            }
+            (found, _) => found?,
+        };
         lookups.remember(ticket, &node);
         Ok(node)
     }
@@ -269,10 +316,6 @@ impl Vfs {
         }
     }
 
-    fn decrypt_name(keys: &TenantKeys, node: &Node) -> VfsResult<String> {
-        Ok(keys.decrypt_name(node.id, &node.name_enc)?)
-    }
-
     // ---- the API ----
 
     /// Information about one entry.
@@ -299,10 +342,9 @@ impl Vfs {
             .meta
             .children(self.tenant.id, dir.id)
             .await?;
-        let keys = self.keys().await?;
         let mut out = Vec::with_capacity(children.len());
         for c in &children {
-            out.push(self.info(c, Self::decrypt_name(&keys, c)?));
+            out.push(self.info(c, self.name_of(c).await?));
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -362,7 +404,6 @@ impl Vfs {
             .meta
             .children(self.tenant.id, dir.id)
             .await?;
-        let keys = self.keys().await?;
         let mut out = Vec::with_capacity(children.len());
         for c in &children {
             let hash = if may_read {
@@ -370,7 +411,7 @@ impl Vfs {
             } else {
                 None
             };
-            out.push((self.info(c, Self::decrypt_name(&keys, c)?), hash));
+            out.push((self.info(c, self.name_of(c).await?), hash));
         }
         out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         Ok(out)
@@ -445,7 +486,12 @@ impl Vfs {
             }
             _ => None,
         };
-        let name_index = self.keys().await?.blind_index(dir.id, name).to_vec();
+        // An existing file keeps the index it has (it may still be under the version a
+        // rotation moves from); a new one gets the current version's.
+        let name_index = match &existing {
+            Some(n) => n.name_index.clone(),
+            None => self.keys().await?.blind_index(dir.id, name).to_vec(),
+        };
         let claim = match &existing {
             None => Some(self.vault.inner.new_names.claim(
                 self.tenant.id,
@@ -477,8 +523,15 @@ impl Vfs {
     async fn create_dir_in(&self, dir: &Node, name: &str) -> VfsResult<Node> {
         let id = random_id()?;
         let now = now_ms();
-        let keys = self.keys().await?;
-        let index = keys.blind_index(dir.id, name);
+        let idx = self.name_indexes(dir.id, name).await?;
+        if let Some(previous) = &idx.previous
+            && self.child_by_index(dir.id, previous).await.is_ok()
+        {
+            // The name is taken by an entry a rotation has not rewritten yet.
+            return Err(MetaError::AlreadyExists.into());
+        }
+        let keys = idx.keys;
+        let index = idx.current;
         let created = self
             .vault
             .inner
@@ -490,6 +543,7 @@ impl Vfs {
                 parent_id: dir.id,
                 name_enc: keys.encrypt_name(id, name)?,
                 name_index: index.to_vec(),
+                name_key_version: keys.key_version(),
                 now_ms: now,
             })
             .await;
@@ -592,8 +646,9 @@ impl Vfs {
         let (src_dir, src_name) = self.resolve_parent(&from).await?;
         let node = self.child(&src_dir, src_name).await?;
         let (dst_dir, dst_name) = self.resolve_parent(&to).await?;
-        let keys = self.keys().await?;
-        let new_index = keys.blind_index(dst_dir.id, dst_name);
+        let idx = self.name_indexes(dst_dir.id, dst_name).await?;
+        let keys = idx.keys;
+        let new_index = idx.current;
         let renamed = self
             .vault
             .inner
@@ -605,11 +660,16 @@ impl Vfs {
                 new_parent_id: dst_dir.id,
                 new_name_enc: keys.encrypt_name(node.id, dst_name)?,
                 new_name_index: new_index.to_vec(),
+                name_key_version: keys.key_version(),
+                other_name_index: idx.previous.map(|p| p.to_vec()),
                 replace,
                 now_ms: now_ms(),
             })
             .await;
-        self.forget_lookups(&[&node.name_index, &new_index]);
+        match &idx.previous {
+            Some(previous) => self.forget_lookups(&[&node.name_index, &new_index, previous]),
+            None => self.forget_lookups(&[&node.name_index, &new_index]),
+        }
         renamed?;
         debug!(node = node.id, "renamed");
         self.audit("rename", Some(node.id), "ok", None);
@@ -641,6 +701,13 @@ impl Vfs {
             limit_bytes: self.tenant.quota_bytes.map(|q| q.max(0) as u64),
         })
     }
+}
+
+/// A name's blind indexes in one folder, and the keys that made the current one.
+struct NameIndexes {
+    current: [u8; 32],
+    previous: Option<[u8; 32]>,
+    keys: Arc<TenantKeys>,
 }
 
 fn not_a_directory() -> VfsError {

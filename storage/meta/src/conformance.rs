@@ -25,8 +25,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{
     ApiToken, AuditRecord, CommitFile, CommitOutcome, FileContent, GarbageCut, MetaError,
-    MetadataStore, NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, NodeKind, RenameNode,
-    ReplicationJob, ReplicationOp, Tenant, TenantMasterKey, Usage, WrappedTenantKey,
+    MetadataStore, NewDir, NewSshKey, NewTenant, NewUpload, NewUser, Node, NodeKind,
+    RekeyedContent, RekeyedNode, RenameNode, ReplicationJob, ReplicationOp, RotationCursor, Tenant,
+    TenantMasterKey, Usage, WrappedTenantKey,
 };
 
 /// Large enough to see every queued row a check made, whatever earlier runs left behind.
@@ -78,6 +79,7 @@ macro_rules! for_each_check {
             concurrent_cross_moves_never_make_a_cycle,
             commit_expecting_absent_loses_to_a_racing_file,
             tenant_master_keys_and_shredding,
+            tenant_key_rotation,
         );
     };
 }
@@ -104,6 +106,7 @@ pub async fn run_all(store: &dyn MetadataStore) {
     concurrent_cross_moves_never_make_a_cycle(store).await;
     commit_expecting_absent_loses_to_a_racing_file(store).await;
     tenant_master_keys_and_shredding(store).await;
+    tenant_key_rotation(store).await;
 }
 
 // ---- helpers ----
@@ -199,6 +202,7 @@ fn new_dir(tenant: &Tenant, parent_id: i64) -> NewDir {
         parent_id,
         name_enc: name_enc(),
         name_index: name_index(),
+        name_key_version: 1,
         now_ms: now_ms(),
     }
 }
@@ -288,6 +292,8 @@ fn rename_to(tenant: &Tenant, node: &Node, new_parent_id: i64, replace: bool) ->
         new_parent_id,
         new_name_enc: name_enc(),
         new_name_index: name_index(),
+        name_key_version: 1,
+        other_name_index: None,
         replace,
         now_ms: now_ms(),
     }
@@ -1632,4 +1638,200 @@ pub async fn tenant_master_keys_and_shredding(store: &dyn MetadataStore) {
         other_file
     );
     assert!(!is_garbage(store, object_of(&other_file)).await);
+}
+
+/// A tenant key rotation: the new version is current at once, rows move batch by batch under
+/// a cursor (only rows unchanged since read), a rename during the rotation finds a target not
+/// yet rotated by its old index, and the old version's copies go only when no row is under it.
+pub async fn tenant_key_rotation(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let root = t.root_node_id;
+    let dir = mkdir(store, &t, root).await;
+    let files = [
+        put_file(store, &t, dir.id, 5).await,
+        put_file(store, &t, dir.id, 6).await,
+        put_file(store, &t, root, 7).await,
+    ];
+    assert_eq!(store.count_under_key_version(t.id, 1).await.unwrap(), 5);
+    assert_eq!(store.key_rotation(t.id).await.unwrap(), None);
+    assert_fails!(store.finish_key_rotation(t.id).await, MetaError::NotFound);
+
+    let copies = [
+        wrapped_key(t.id, 2, "primary"),
+        wrapped_key(t.id, 2, "replica"),
+    ];
+    assert_fails!(
+        store
+            .start_key_rotation(t.id, 2, 3, &copies, now_ms())
+            .await,
+        MetaError::Conflict
+    );
+    let started = store
+        .start_key_rotation(t.id, 1, 2, &copies, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            started.from_version,
+            started.to_version,
+            started.total,
+            started.pass
+        ),
+        (1, 2, 5, 1)
+    );
+    assert_eq!(store.tenant(t.id).await.unwrap().key_version, 2);
+    assert_eq!(store.tenant_keys(t.id).await.unwrap().len(), 4);
+    assert!(
+        store
+            .key_rotations()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.tenant_id == t.id)
+    );
+    assert_fails!(
+        store
+            .start_key_rotation(t.id, 2, 3, &copies, now_ms())
+            .await,
+        MetaError::Conflict
+    );
+
+    // A rename during the rotation onto a name still under the old index is refused, or
+    // replaces the old-index file when asked to.
+    let [a, b, c] = files.clone();
+    let onto_b = RenameNode {
+        new_name_index: name_index(),
+        other_name_index: Some(b.name_index.clone()),
+        name_key_version: 2,
+        ..rename_to(&t, &a, dir.id, false)
+    };
+    assert_fails!(store.rename(&onto_b).await, MetaError::AlreadyExists);
+    store
+        .rename(&RenameNode {
+            replace: true,
+            ..onto_b.clone()
+        })
+        .await
+        .unwrap();
+    assert_fails!(store.node(t.id, b.id).await, MetaError::NotFound);
+    let a = store.node(t.id, a.id).await.unwrap();
+    assert_eq!(a.name_key_version, 2);
+    assert_eq!(a.content.as_ref().unwrap().key_version, 1);
+
+    // First batch: two rows, in id order; the cursor moves past them.
+    let batch = store.nodes_under_key_version(t.id, 1, 0, 2).await.unwrap();
+    assert_eq!(batch.len(), 2);
+    assert!(batch[0].id < batch[1].id);
+    let first: Vec<RekeyedNode> = batch.iter().map(|n| rekeyed(n, 2)).collect();
+    let cursor = RotationCursor {
+        after_id: batch[1].id,
+        pass: 1,
+    };
+    let done = store
+        .rekey_nodes(t.id, &first, cursor, now_ms())
+        .await
+        .unwrap();
+    assert_eq!((done.rewritten, done.missed), (2, 0));
+    let rotation = store.key_rotation(t.id).await.unwrap().unwrap();
+    assert_eq!((rotation.after_id, rotation.rewritten), (batch[1].id, 2));
+    assert_eq!(store.finish_key_rotation(t.id).await.unwrap(), None);
+    assert_eq!(store.tenant_keys(t.id).await.unwrap().len(), 4);
+
+    // A row changed after it was read is left for the next pass.
+    let rest = store
+        .nodes_under_key_version(t.id, 1, 0, SCAN_ALL)
+        .await
+        .unwrap();
+    assert!(rest.iter().all(|n| batch.iter().all(|b| b.id != n.id)));
+    let stale: Vec<RekeyedNode> = rest.iter().map(|n| rekeyed(n, 2)).collect();
+    if let Some(file) = rest.iter().find(|n| n.content.is_some()) {
+        store
+            .commit_file(&CommitFile {
+                expect_node: Some((file.id, file.version)),
+                name_index: file.name_index.clone(),
+                ..new_file(&t, file.parent_id.unwrap(), &file.name_index, 9)
+            })
+            .await
+            .unwrap();
+    }
+    let cursor = RotationCursor {
+        after_id: i64::MAX,
+        pass: 1,
+    };
+    let done = store
+        .rekey_nodes(t.id, &stale, cursor, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(done.rewritten + done.missed, stale.len() as u64);
+    // Second pass: whatever is left, read afresh.
+    let left = store
+        .nodes_under_key_version(t.id, 1, 0, SCAN_ALL)
+        .await
+        .unwrap();
+    let fresh: Vec<RekeyedNode> = left.iter().map(|n| rekeyed(n, 2)).collect();
+    let cursor = RotationCursor {
+        after_id: i64::MAX,
+        pass: 2,
+    };
+    store
+        .rekey_nodes(t.id, &fresh, cursor, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(store.count_under_key_version(t.id, 1).await.unwrap(), 0);
+    assert!(
+        store
+            .nodes_under_key_version(t.id, 1, 0, SCAN_ALL)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Rewritten rows keep their row version (no plaintext changed) and are found by their new
+    // index.
+    let dir_now = store.node(t.id, dir.id).await.unwrap();
+    assert_eq!(dir_now.version, dir.version);
+    assert_eq!(dir_now.name_key_version, 2);
+    assert_ne!(dir_now.name_index, dir.name_index);
+    assert_eq!(
+        store
+            .child(t.id, root, &dir_now.name_index)
+            .await
+            .unwrap()
+            .id,
+        dir.id
+    );
+    let c_now = store.node(t.id, c.id).await.unwrap();
+    assert_eq!(c_now.content.unwrap().key_version, 2);
+
+    assert_eq!(store.finish_key_rotation(t.id).await.unwrap(), Some(2));
+    let versions: Vec<u32> = store
+        .tenant_keys(t.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|k| k.version)
+        .collect();
+    assert_eq!(versions, [2, 2]);
+    assert_eq!(store.key_rotation(t.id).await.unwrap(), None);
+    assert_fails!(
+        store.rekey_nodes(t.id, &[], cursor, now_ms()).await,
+        MetaError::NotFound
+    );
+}
+
+/// Stands in for a node's names and keys rewritten under `version`.
+fn rekeyed(node: &Node, version: u32) -> RekeyedNode {
+    RekeyedNode {
+        id: node.id,
+        expect_version: node.version,
+        expect_name_key_version: node.name_key_version,
+        expect_key_version: node.content.as_ref().map(|c| c.key_version),
+        name_enc: name_enc(),
+        name_index: name_index(),
+        name_key_version: version,
+        content: node.content.as_ref().map(|_| RekeyedContent {
+            wrapped_dek: random_bytes(72),
+            content_hash_enc: random_bytes(60),
+            key_version: version,
+        }),
+    }
 }

@@ -152,6 +152,49 @@ pub trait TenantStore: Send + Sync + Debug {
     /// Deletes a tenant and everything it owns in one transaction; its objects are queued as
     /// garbage (returned: how many). `NotFound` if there is no such tenant.
     async fn delete_tenant(&self, tenant_id: i64, now_ms: i64) -> MetaResult<u64>;
+
+    /// Begins a rotation of the tenant's key from `from_version` (its current version) to
+    /// `to_version`, in one transaction: stores `copies` (the new version's wrapped copies),
+    /// records the rotation and makes `to_version` the tenant's current version, so new
+    /// writes use it from then on. `Conflict` if the tenant's current version is not
+    /// `from_version` or a rotation of it is already under way.
+    async fn start_key_rotation(
+        &self,
+        tenant_id: i64,
+        from_version: u32,
+        to_version: u32,
+        copies: &[WrappedTenantKey],
+        now_ms: i64,
+    ) -> MetaResult<KeyRotation>;
+    /// The tenant's rotation in progress, if any.
+    async fn key_rotation(&self, tenant_id: i64) -> MetaResult<Option<KeyRotation>>;
+    /// Every rotation in progress, oldest first.
+    async fn key_rotations(&self) -> MetaResult<Vec<KeyRotation>>;
+    /// Rows of the tenant whose name or data key is under `version` and whose id is above
+    /// `after_id`, in id order, at most `limit`.
+    async fn nodes_under_key_version(
+        &self,
+        tenant_id: i64,
+        version: u32,
+        after_id: i64,
+        limit: u32,
+    ) -> MetaResult<Vec<Node>>;
+    /// How many rows of the tenant have their name or data key under `version`.
+    async fn count_under_key_version(&self, tenant_id: i64, version: u32) -> MetaResult<i64>;
+    /// Writes one batch of a rotation in one transaction: each node's new names and keys
+    /// (only where the row is still as it was read), and the rotation's cursor and count.
+    async fn rekey_nodes(
+        &self,
+        tenant_id: i64,
+        nodes: &[RekeyedNode],
+        cursor: RotationCursor,
+        now_ms: i64,
+    ) -> MetaResult<RekeyOutcome>;
+    /// Ends a rotation: if no row of the tenant is under the rotation's old version any more,
+    /// destroys that version's wrapped copies and the rotation row in one transaction and
+    /// returns the copies destroyed; `None` (and nothing changed) while rows remain.
+    /// `NotFound` if no rotation is under way.
+    async fn finish_key_rotation(&self, tenant_id: i64) -> MetaResult<Option<u64>>;
 }
 
 /// Users and their credentials: passwords, SSH keys, API tokens and the login lockout.

@@ -3,8 +3,9 @@
 //! row; the shape of every row type is written once, here, and so is the multi-row insert.
 
 use crate::{
-    ApiToken, AuditRecord, FileContent, Garbage, MetaError, MetaResult, Node, NodeKind,
-    ReplicationJob, ReplicationOp, SshKey, Tenant, TenantMasterKey, Upload, User, WrappedTenantKey,
+    ApiToken, AuditRecord, FileContent, Garbage, KeyRotation, MetaError, MetaResult, Node,
+    NodeKind, ReplicationJob, ReplicationOp, SshKey, Tenant, TenantMasterKey, Upload, User,
+    WrappedTenantKey,
 };
 
 /// How a row hands out one column of each kind the schema uses.
@@ -77,8 +78,8 @@ where
 /// The columns every node query selects, in the order [`node`] reads them.
 macro_rules! node_columns {
     () => {
-        "id, tenant_id, parent_id, kind, name_enc, name_index, mtime_ms, ctime_ms, version, \
-         size, object_key, content_id, wrapped_dek, key_version, chunk_size, content_hash_enc"
+        "id, tenant_id, parent_id, kind, name_enc, name_index, name_key_version, mtime_ms, \
+         ctime_ms, version, size, object_key, content_id, wrapped_dek, key_version, chunk_size, content_hash_enc"
     };
 }
 pub(crate) use node_columns;
@@ -122,6 +123,7 @@ pub(crate) fn node<R: Columns>(row: &R) -> MetaResult<Node> {
         kind,
         name_enc: row.blob("name_enc")?,
         name_index: row.blob("name_index")?,
+        name_key_version: row.small("name_key_version")?,
         mtime_ms: row.int("mtime_ms")?,
         ctime_ms: row.int("ctime_ms")?,
         version: row.int("version")?,
@@ -298,4 +300,19 @@ where
             .push_bind(r.bytes);
     });
     insert
+}
+
+/// A `key_rotations` row.
+pub(crate) fn key_rotation<R: Columns>(row: &R) -> MetaResult<KeyRotation> {
+    Ok(KeyRotation {
+        tenant_id: row.int("tenant_id")?,
+        from_version: row.small("from_version")?,
+        to_version: row.small("to_version")?,
+        after_id: row.int("after_id")?,
+        pass: row.small("pass_number")?,
+        total: row.int("total")?,
+        rewritten: row.int("rewritten")?,
+        started_ms: row.int("started_ms")?,
+        updated_ms: row.int("updated_ms")?,
+    })
 }

@@ -15,6 +15,7 @@
 
 mod accounts;
 mod namespace;
+mod rotation;
 
 #[cfg(test)]
 pub(crate) use namespace::CHILDREN;
@@ -33,9 +34,10 @@ use crate::outbox::wall_clock_ms;
 use crate::rows;
 use crate::{
     AccountStore, ApiToken, AuditRecord, AuditStore, CommitFile, CommitOutcome, Garbage,
-    GarbageCut, MetaError, MetaResult, NamespaceStore, NewDir, NewSshKey, NewTenant, NewUpload,
-    NewUser, Node, RenameNode, ReplicationJob, SshKey, Tenant, TenantMasterKey, TenantStore,
-    Upload, UploadStore, Usage, User, WrappedTenantKey,
+    GarbageCut, KeyRotation, MetaError, MetaResult, NamespaceStore, NewDir, NewSshKey, NewTenant,
+    NewUpload, NewUser, Node, RekeyOutcome, RekeyedNode, RenameNode, ReplicationJob, RotationCursor,
+    SshKey, Tenant, TenantMasterKey, TenantStore, Upload, UploadStore, Usage, User,
+    WrappedTenantKey,
 };
 
 /// What one database engine brings to the shared store: the differences, and nothing else.
@@ -525,6 +527,71 @@ impl TenantStore for SqlStore<D> {
         transaction!(self, Target::Main, |conn| Sql::<D>::delete_tenant(
             conn, tenant_id, now_ms
         ))
+    }
+
+    async fn start_key_rotation(
+        &self,
+        tenant_id: i64,
+        from_version: u32,
+        to_version: u32,
+        copies: &[WrappedTenantKey],
+        now_ms: i64,
+    ) -> MetaResult<KeyRotation> {
+        transaction!(self, Target::Main, |conn| Sql::<D>::start_key_rotation(
+            conn, tenant_id, from_version, to_version, copies, now_ms
+        ))
+    }
+
+    async fn key_rotation(&self, tenant_id: i64) -> MetaResult<Option<KeyRotation>> {
+        with_retry!(self, async {
+            let mut conn = self.pool.acquire().await?;
+            Sql::<D>::key_rotation(&mut *conn, tenant_id).await
+        })
+    }
+
+    async fn key_rotations(&self) -> MetaResult<Vec<KeyRotation>> {
+        self.read_all(
+            || sqlx::query("SELECT * FROM key_rotations ORDER BY started_ms, tenant_id"),
+            rows::key_rotation,
+        )
+        .await
+    }
+
+    async fn nodes_under_key_version(
+        &self,
+        tenant_id: i64,
+        version: u32,
+        after_id: i64,
+        limit: u32,
+    ) -> MetaResult<Vec<Node>> {
+        with_retry!(self, async {
+            let mut conn = self.pool.acquire().await?;
+            Sql::<D>::nodes_under_key_version(&mut *conn, tenant_id, version, after_id, limit)
+                .await
+        })
+    }
+
+    async fn count_under_key_version(&self, tenant_id: i64, version: u32) -> MetaResult<i64> {
+        with_retry!(self, async {
+            let mut conn = self.pool.acquire().await?;
+            Sql::<D>::count_under_key_version(&mut *conn, tenant_id, version).await
+        })
+    }
+
+    async fn rekey_nodes(
+        &self,
+        tenant_id: i64,
+        nodes: &[RekeyedNode],
+        cursor: RotationCursor,
+        now_ms: i64,
+    ) -> MetaResult<RekeyOutcome> {
+        transaction!(self, Target::Main, |conn| Sql::<D>::rekey_nodes(
+            conn, tenant_id, nodes, cursor, now_ms
+        ))
+    }
+
+    async fn finish_key_rotation(&self, tenant_id: i64) -> MetaResult<Option<u64>> {
+        transaction!(self, Target::Main, |conn| Sql::<D>::finish_key_rotation(conn, tenant_id))
     }
 }
 }

@@ -201,11 +201,14 @@ pub struct Node {
     pub name_enc: Vec<u8>,
     /// Blind index of the name (opaque here), unique per parent.
     pub name_index: Vec<u8>,
+    /// Tenant key version that encrypted the name and made its blind index.
+    pub name_key_version: u32,
     /// Modification time, ms since the Unix epoch.
     pub mtime_ms: i64,
     /// Creation time, ms since the Unix epoch.
     pub ctime_ms: i64,
-    /// Row version, bumped by every change of content, name or place.
+    /// Row version, bumped by every change of content, name or place (not by a key
+    /// rotation, which changes no plaintext).
     pub version: i64,
     /// Present for files.
     pub content: Option<FileContent>,
@@ -224,6 +227,8 @@ pub struct NewDir {
     pub name_enc: Vec<u8>,
     /// Blind index.
     pub name_index: Vec<u8>,
+    /// Tenant key version of the name and blind index.
+    pub name_key_version: u32,
     /// Times, ms since the Unix epoch.
     pub now_ms: i64,
 }
@@ -269,6 +274,8 @@ impl CommitFile {
             kind: NodeKind::File,
             name_enc: self.name_enc.clone(),
             name_index: self.name_index.clone(),
+            // A new file's name is encrypted with the keys that wrap its data key.
+            name_key_version: self.content.key_version,
             mtime_ms: self.mtime_ms,
             ctime_ms: self.now_ms,
             version: 1,
@@ -299,6 +306,11 @@ pub struct RenameNode {
     pub new_name_enc: Vec<u8>,
     /// New blind index (bound to `new_parent_id`).
     pub new_name_index: Vec<u8>,
+    /// Tenant key version of the new name and blind index.
+    pub name_key_version: u32,
+    /// During a tenant key rotation: the new name's blind index under the other version, so
+    /// an entry of that name not yet rotated is found as the target too.
+    pub other_name_index: Option<Vec<u8>>,
     /// Replace an existing file at the target.
     pub replace: bool,
     /// Current time.
@@ -421,4 +433,85 @@ pub struct AuditRecord {
     pub outcome: String,
     /// Bytes moved, if any.
     pub bytes: Option<i64>,
+}
+
+/// A rotation of a tenant's key in progress (a `key_rotations` row): every row under
+/// `from_version` is being rewritten under `to_version`, in id order, pass after pass, until
+/// none is left; then the old version's copies are destroyed and the row goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRotation {
+    /// The tenant.
+    pub tenant_id: i64,
+    /// The version rows move from (its wrapped copies are destroyed at the end).
+    pub from_version: u32,
+    /// The version rows move to: the tenant's current version.
+    pub to_version: u32,
+    /// The cursor: the highest node id done in this pass (0 at the start of a pass).
+    pub after_id: i64,
+    /// The pass, from 1: a pass that found rows left behind (changed while it read them)
+    /// is followed by another.
+    pub pass: u32,
+    /// Rows under the old version when the rotation began.
+    pub total: i64,
+    /// Rows rewritten so far, every pass together.
+    pub rewritten: i64,
+    /// When the rotation began, ms since the epoch.
+    pub started_ms: i64,
+    /// When it last made progress, ms since the epoch.
+    pub updated_ms: i64,
+}
+
+/// One node's names and keys rewritten under a new tenant key version. The update applies
+/// only if the row is still as it was read (`expect_*`); the rotation finds a row that
+/// changed meanwhile again later.
+#[derive(Clone, Debug)]
+pub struct RekeyedNode {
+    /// The node.
+    pub id: i64,
+    /// Its row version when read.
+    pub expect_version: i64,
+    /// Its name's key version when read.
+    pub expect_name_key_version: u32,
+    /// Its data key's version when read (files only).
+    pub expect_key_version: Option<u32>,
+    /// The name, encrypted under the new version.
+    pub name_enc: Vec<u8>,
+    /// The name's blind index under the new version.
+    pub name_index: Vec<u8>,
+    /// The new version of name and index.
+    pub name_key_version: u32,
+    /// For a file: the data key wrapped, and the content hash sealed, under `key_version`.
+    pub content: Option<RekeyedContent>,
+}
+
+/// A file's data key and content hash under a new tenant key version.
+#[derive(Clone, Debug)]
+pub struct RekeyedContent {
+    /// The data key, wrapped under `key_version`.
+    pub wrapped_dek: Vec<u8>,
+    /// The SHA-256 of the content, sealed under `key_version`.
+    pub content_hash_enc: Vec<u8>,
+    /// The version.
+    pub key_version: u32,
+}
+
+/// What one batch of a rotation did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RekeyOutcome {
+    /// Rows rewritten.
+    pub rewritten: u64,
+    /// Rows that had changed since they were read (left for a later pass).
+    pub missed: u64,
+    /// Rows whose new blind index is already taken in their folder (another entry of the
+    /// same name was written under the new version meanwhile): left as they are.
+    pub name_taken: Vec<i64>,
+}
+
+/// Where a rotation's batch leaves its cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RotationCursor {
+    /// The highest node id done in this pass.
+    pub after_id: i64,
+    /// The pass.
+    pub pass: u32,
 }

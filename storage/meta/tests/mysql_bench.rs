@@ -69,6 +69,7 @@ async fn mkdir(store: &dyn MetadataStore, tenant: &Tenant, parent_id: i64) -> i6
             parent_id,
             name_enc: bytes(id, 40),
             name_index: bytes(id, 32),
+            name_key_version: 1,
             now_ms: 0,
         })
         .await
@@ -156,6 +157,7 @@ async fn workloads(label: &str, store: Arc<dyn MetadataStore>) {
                 parent_id: parent,
                 name_enc: bytes(id, 40),
                 name_index: bytes(id, 32),
+                name_key_version: 1,
                 now_ms: 0,
             })
             .await
@@ -190,6 +192,8 @@ async fn workloads(label: &str, store: Arc<dyn MetadataStore>) {
                         new_parent_id: tenant.root_node_id,
                         new_name_enc: bytes(id, 40),
                         new_name_index: bytes(id, 32),
+                        name_key_version: 1,
+                        other_name_index: None,
                         replace: false,
                         now_ms: 0,
                     })

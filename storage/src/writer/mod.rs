@@ -298,7 +298,14 @@ impl FileWriter {
                 tenant_id: self.vfs.tenant.id,
                 parent_id: self.target.parent_id,
                 name_enc: keys.encrypt_name(new_id, &self.target.name)?,
-                name_index: self.target.name_index.clone(),
+                // A new name is indexed with the keys that encrypt it now: a tenant key
+                // rotation may have begun since the upload opened (docs/KEYS.md).
+                name_index: match self.target.expect {
+                    Some(_) => self.target.name_index.clone(),
+                    None => keys
+                        .blind_index(self.target.parent_id, &self.target.name)
+                        .to_vec(),
+                },
                 content,
                 mtime_ms: self.mtime_ms.unwrap_or(now),
                 now_ms: now,

@@ -49,6 +49,7 @@ impl Sql<D> {
             mtime_ms: new.now_ms,
             ctime_ms: new.now_ms,
             version: 1,
+            name_key_version: tenant.key_version,
             content: None,
         };
         Self::insert_dir(conn, &root).await?;
@@ -164,6 +165,7 @@ impl Sql<D> {
             "UPDATE nodes SET parent_id = NULL WHERE tenant_id = ?",
             "DELETE FROM nodes WHERE tenant_id = ?",
             "DELETE FROM tenant_master_keys WHERE tenant_id = ?",
+            "DELETE FROM key_rotations WHERE tenant_id = ?",
             "DELETE FROM tenant_keys WHERE tenant_id = ?",
             "DELETE FROM tenants WHERE id = ?",
         ] {

@@ -186,6 +186,7 @@ impl Sql<D> {
             kind: NodeKind::Dir,
             name_enc: dir.name_enc.clone(),
             name_index: dir.name_index.clone(),
+            name_key_version: dir.name_key_version,
             mtime_ms: dir.now_ms,
             ctime_ms: dir.now_ms,
             version: 1,
@@ -199,7 +200,7 @@ impl Sql<D> {
     pub(crate) async fn insert_dir(conn: &mut Conn<D>, node: &Node) -> TxResult<()> {
         sqlx::query(
             "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, \
-             mtime_ms, ctime_ms, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             name_key_version, mtime_ms, ctime_ms, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(node.id)
         .bind(node.tenant_id)
@@ -207,6 +208,7 @@ impl Sql<D> {
         .bind(KIND_DIR)
         .bind(node.name_enc.as_slice())
         .bind(node.name_index.as_slice())
+        .bind(i64::from(node.name_key_version))
         .bind(node.mtime_ms)
         .bind(node.ctime_ms)
         .bind(node.version)
@@ -345,8 +347,8 @@ impl Sql<D> {
             sqlx::query(concat!(
                 "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, \
                  mtime_ms, ctime_ms, version, size, object_key, content_id, wrapped_dek, \
-                 key_version, chunk_size, content_hash_enc) \
-                 SELECT ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ? ",
+                 key_version, chunk_size, content_hash_enc, name_key_version) \
+                 SELECT ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ? ",
                 "WHERE EXISTS (SELECT 1 FROM nodes WHERE tenant_id = ? AND id = ? AND kind = ?)"
             )),
             file,
@@ -377,8 +379,8 @@ impl Sql<D> {
             sqlx::query(
                 "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, \
                  mtime_ms, ctime_ms, version, size, object_key, content_id, wrapped_dek, \
-                 key_version, chunk_size, content_hash_enc) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
+                 key_version, chunk_size, content_hash_enc, name_key_version) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
             ),
             file,
         )
@@ -416,6 +418,8 @@ impl Sql<D> {
             .bind(i64::from(c.key_version))
             .bind(i64::from(c.chunk_size))
             .bind(c.content_hash_enc.as_slice())
+            // A new file's name is encrypted with the keys that wrap its data key.
+            .bind(i64::from(c.key_version))
     }
 
     /// Gives an existing file new content, keeping its id and name; the old object becomes
@@ -596,13 +600,16 @@ impl Sql<D> {
         if moving.kind == NodeKind::Dir {
             Self::refuse_cycle(conn, rename.tenant_id, rename.id, rename.new_parent_id).await?;
         }
-        let target = Self::child(
+        let mut target = Self::child(
             &mut *conn,
             rename.tenant_id,
             rename.new_parent_id,
             &rename.new_name_index,
         )
         .await?;
+        if let (None, Some(other)) = (&target, &rename.other_name_index) {
+            target = Self::child(&mut *conn, rename.tenant_id, rename.new_parent_id, other).await?;
+        }
         match target {
             Some(target) if target.id == moving.id => {}
             Some(target)
@@ -672,11 +679,13 @@ impl Sql<D> {
     async fn move_row(conn: &mut Conn<D>, moving: &Node, rename: &RenameNode) -> TxResult<()> {
         let moved = sqlx::query(
             "UPDATE nodes SET parent_id = ?, name_enc = ?, name_index = ?, \
-             version = version + 1 WHERE tenant_id = ? AND id = ? AND version = ?",
+             name_key_version = ?, version = version + 1 \
+             WHERE tenant_id = ? AND id = ? AND version = ?",
         )
         .bind(rename.new_parent_id)
         .bind(rename.new_name_enc.as_slice())
         .bind(rename.new_name_index.as_slice())
+        .bind(i64::from(rename.name_key_version))
         .bind(moving.tenant_id)
         .bind(moving.id)
         .bind(moving.version)
@@ -717,7 +726,7 @@ impl Sql<D> {
 }
 }
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
+pub(super) fn is_unique_violation(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .is_some_and(|db| db.kind() == sqlx::error::ErrorKind::UniqueViolation)
