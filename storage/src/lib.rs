@@ -46,8 +46,8 @@ pub use replicate::{
     FsckProblem, FsckReport, GarbageAges, READER_PUBLISH_AFTER, ReplicationReport,
     ReplicationStatus, ResyncReport,
 };
-pub use spool::FreeSpaceFloor;
 pub use rotation::{DEFAULT_ROTATION_BATCH, RotateOptions, RotationProgress, TenantRotation};
+pub use spool::FreeSpaceFloor;
 pub use tenant_keys::{KeyStatus, MasterRotation, RegionStatus, TenantKeyStatus, VersionStatus};
 pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
 pub use vault::{

@@ -71,6 +71,8 @@ async fn mariadb_vault(root: &Path, url: &str, node: &str) -> (Vault, Arc<dyn Me
         lockout: LockoutPolicy::default(),
         partial_uploads: coffer_storage::PartialUploads::KeepNewFiles,
         key_cache: coffer_storage::DEFAULT_KEY_CACHE,
+        free_space_floor: coffer_storage::FreeSpaceFloor::NONE,
+        local_store_dir: Some(root.join("store/primary")),
     };
     (Vault::open(backends, options).await.unwrap(), meta)
 }
@@ -148,7 +150,7 @@ async fn client(
             }
             Err(e) => fail("upload", e),
         }
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             let replaced = bytes(33 + n % 500, 2_000_000 + n as u64);
             match upload(&vfs, &path(i), &replaced).await {
                 Ok(()) => {

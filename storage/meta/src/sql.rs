@@ -35,8 +35,8 @@ use crate::rows;
 use crate::{
     AccountStore, ApiToken, AuditRecord, AuditStore, CommitFile, CommitOutcome, Garbage,
     GarbageCut, KeyRotation, MetaError, MetaResult, NamespaceStore, NewDir, NewSshKey, NewTenant,
-    NewUpload, NewUser, Node, RekeyOutcome, RekeyedNode, RenameNode, ReplicationJob, RotationCursor,
-    SshKey, Tenant, TenantMasterKey, TenantStore, Upload, UploadStore, Usage, User,
+    NewUpload, NewUser, Node, RekeyOutcome, RekeyedNode, RenameNode, ReplicationJob,
+    RotationCursor, SshKey, Tenant, TenantMasterKey, TenantStore, Upload, UploadStore, Usage, User,
     WrappedTenantKey,
 };
 
