@@ -250,8 +250,11 @@ impl Sql<D> {
             None
         };
         Self::lock_folder(conn, file.tenant_id, file.parent_id).await?;
-        let existing =
+        let mut existing =
             Self::child(&mut *conn, file.tenant_id, file.parent_id, &file.name_index).await?;
+        if let (None, Some((id, version))) = (&existing, file.expect_node) {
+            existing = Self::reindexed_by_rotation(conn, file, id, version).await?;
+        }
         let (outcome, growth) = match (existing, file.expect_node) {
             (Some(old), _) if old.kind == NodeKind::Dir => {
                 return Err(MetaError::WrongKind("a folder holds this name").into());
@@ -266,6 +269,29 @@ impl Sql<D> {
         };
         Self::after_commit(conn, file, growth, locked_quota).await?;
         Ok(outcome)
+    }
+
+    /// A replace whose file is no longer under the blind index it looked it up by: a tenant
+    /// key rotation re-indexes rows without changing their version (a rename or a replace
+    /// bumps it). The same row, same folder, same version is the file the upload expects.
+    async fn reindexed_by_rotation(
+        conn: &mut Conn<D>,
+        file: &CommitFile,
+        id: i64,
+        version: i64,
+    ) -> TxResult<Option<Node>> {
+        match Self::node(conn, file.tenant_id, id).await {
+            Ok(node)
+                if node.parent_id == Some(file.parent_id)
+                    && node.version == version
+                    && node.kind == NodeKind::File =>
+            {
+                Ok(Some(node))
+            }
+            Ok(_) => Ok(None),
+            Err(TxError::Meta(MetaError::NotFound)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// What every commit does after its node is written: queue the object for replication,
