@@ -218,9 +218,27 @@ impl Vfs {
             idx.previous,
         ) {
             (Err(e), Some(previous)) if e.kind() == ErrorKind::NotFound => {
-                self.child_by_index(parent_id, &previous).await
+                self.child_under_previous(parent_id, &previous, &idx.current)
+                    .await
             }
             (found, _) => found,
+        }
+    }
+
+    /// During a rotation, after a miss under the current index: the previous index, and if the
+    /// rotation moved the row between the two reads (rows only ever move from the previous
+    /// index to the current one), the current index once more.
+    async fn child_under_previous(
+        &self,
+        parent_id: i64,
+        previous: &[u8],
+        current: &[u8],
+    ) -> VfsResult<Node> {
+        match self.child_by_index(parent_id, previous).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.child_by_index(parent_id, current).await
+            }
+            found => found,
         }
     }
 
@@ -250,7 +268,9 @@ impl Vfs {
         ) {
             (Err(e), Some(previous)) if e.kind() == ErrorKind::NotFound => {
                 // Not remembered: the rotation gives this row its new index any moment.
-                return self.child_by_index(parent_id, &previous).await;
+                return self
+                    .child_under_previous(parent_id, &previous, &idx.current)
+                    .await;
             }
             (found, _) => found?,
         };
