@@ -34,6 +34,13 @@ pub const DEFAULT_ROTATION_BATCH: u32 = 500;
 /// its way when no row is found under it.
 pub(crate) const OLD_VERSION_GRACE: Duration = Duration::from_secs(5);
 
+/// No row moves to the new version sooner than this after the rotation began: twice the
+/// bound in which every process reads the tenant's key versions again
+/// ([`crate::tenant_keys::VERSIONS_TTL`]). Until a process has read them, it looks names up
+/// under the old version only; a row re-indexed before then would be missing to it (a folder
+/// listed during the first second of a rotation answered 404).
+pub(crate) const FIRST_MOVE_AFTER: Duration = Duration::from_secs(2);
+
 /// How a rotation runs.
 #[derive(Debug, Clone, Copy)]
 pub struct RotateOptions {
@@ -216,6 +223,16 @@ impl Vault {
     }
 }
 
+/// Sleeps until `after` has passed since `started_ms` (ms since the epoch).
+async fn wait_until(started_ms: i64, after: Duration) {
+    let since = crate::now_ms().saturating_sub(started_ms);
+    let after = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    if since < after {
+        let wait = u64::try_from(after - since).unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+}
+
 /// One run of a rotation.
 struct Run<'a> {
     vault: &'a Vault,
@@ -232,6 +249,7 @@ impl Run<'_> {
     async fn run(&mut self, progress: &mut (dyn FnMut(&RotationProgress) + Send)) -> VfsResult<()> {
         let meta = &self.vault.inner.b.meta;
         let tid = self.tenant.id;
+        wait_until(self.rotation.started_ms, FIRST_MOVE_AFTER).await;
         loop {
             if self.opts.max_batches.is_some_and(|max| self.batches >= max) {
                 return Ok(());
@@ -361,12 +379,7 @@ impl Run<'_> {
     /// Destroys the old version if no row is under it (waiting out the grace period first);
     /// `false` if rows are left (then another pass follows).
     async fn try_finish(&mut self) -> VfsResult<bool> {
-        let since = crate::now_ms().saturating_sub(self.rotation.started_ms);
-        let grace = i64::try_from(OLD_VERSION_GRACE.as_millis()).unwrap_or(i64::MAX);
-        if since < grace {
-            let wait = u64::try_from(grace - since).unwrap_or(0);
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-        }
+        wait_until(self.rotation.started_ms, OLD_VERSION_GRACE).await;
         self.finish_now().await
     }
 

@@ -24,8 +24,9 @@ const FAILURE_HOLD: Duration = Duration::from_secs(5);
 /// How long a process goes on using the tenant key versions it read (current, and the one a
 /// rotation moves from) before reading them again. A rotation started by another process
 /// (the `coffer keys rotate-tenant` command, another node) is seen within this bound: new
-/// writes use the new version from then on. A rotation destroys the old version only after
-/// [`crate::rotation::OLD_VERSION_GRACE`], far beyond it.
+/// writes use the new version from then on, and lookups try both. A rotation moves its first
+/// row only after [`crate::rotation::FIRST_MOVE_AFTER`] and destroys the old version only
+/// after [`crate::rotation::OLD_VERSION_GRACE`], both beyond it.
 pub(crate) const VERSIONS_TTL: Duration = Duration::from_secs(1);
 
 /// The tenant key versions in use: `current` for new writes; during a rotation, `previous`
@@ -301,7 +302,18 @@ impl Vault {
         let versions = self.key_versions(tenant_id).await?;
         let current = self.tenant_keys(tenant_id, versions.current).await?;
         let previous = match versions.previous {
-            Some(v) => Some(self.tenant_keys(tenant_id, v).await?),
+            Some(v) => match self.tenant_keys(tenant_id, v).await {
+                Ok(keys) => Some(keys),
+                Err(e) => {
+                    // The rotation may have finished since the versions were read: its old
+                    // version is destroyed, and no row is under it any more.
+                    self.inner.key_versions.forget(tenant_id);
+                    if self.key_versions(tenant_id).await?.previous.is_some() {
+                        return Err(e);
+                    }
+                    None
+                }
+            },
             None => None,
         };
         Ok((current, previous))

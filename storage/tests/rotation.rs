@@ -239,8 +239,16 @@ async fn assert_fully_rotated(meta: &dyn MetadataStore, tenant_id: i64, old: u32
     assert_eq!(meta.key_rotation(tenant_id).await.unwrap(), None);
 }
 
-/// The whole scenario on one engine.
-async fn rotates_online(vault: Vault, meta: Arc<dyn MetadataStore>, files: usize, engine: &str) {
+/// The whole scenario on one engine. The client runs in `client_vault`, another process on
+/// the same stores: it read the tenant's key versions a moment before the rotation began, and
+/// still holds them while the first rows move.
+async fn rotates_online(
+    vault: Vault,
+    client_vault: Vault,
+    meta: Arc<dyn MetadataStore>,
+    files: usize,
+    engine: &str,
+) {
     let vfs = session(&vault, "rot", "rot-user").await;
     let began = Instant::now();
     let mut expected = fill(&vfs, files).await;
@@ -250,7 +258,7 @@ async fn rotates_online(vault: Vault, meta: Arc<dyn MetadataStore>, files: usize
 
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = Arc::new(Traffic::default());
-    let other = vault.operator_session("rot-user").await.unwrap();
+    let other = client_vault.operator_session("rot-user").await.unwrap();
     let task = tokio::spawn(client(other, files, stop.clone(), traffic.clone()));
     // Let the client get going under version 1 first.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -319,7 +327,15 @@ async fn rotates_online(vault: Vault, meta: Arc<dyn MetadataStore>, files: usize
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_rotation_of_thousands_of_files_while_a_client_uploads_and_lists() {
     let tv = common::vault().await;
-    rotates_online(tv.vault.clone(), tv.meta.clone(), files_or(3_000), "sqlite").await;
+    let client_vault = tv.other_process().await;
+    rotates_online(
+        tv.vault.clone(),
+        client_vault,
+        tv.meta.clone(),
+        files_or(3_000),
+        "sqlite",
+    )
+    .await;
     // A second process, with nothing cached, reads under the new version alone.
     let fresh = tv.other_process().await;
     let vfs = fresh.operator_session("rot-user").await.unwrap();
@@ -334,7 +350,8 @@ async fn mariadb_rotation_of_thousands_of_files_while_a_client_uploads_and_lists
     let url = server.fresh_database().await;
     let dir = tempfile::tempdir().unwrap();
     let (vault, meta) = mariadb_vault(dir.path(), &url, "rot-node").await;
-    rotates_online(vault, meta, files_or(2_000), "mariadb").await;
+    let (client_vault, _) = mariadb_vault(dir.path(), &url, "rot-client-node").await;
+    rotates_online(vault, client_vault, meta, files_or(2_000), "mariadb").await;
 }
 
 /// A rotation stopped after two batches is visible in the status, leaves every file

@@ -196,7 +196,6 @@ fn curl_put(env: &Env, user: &str, path: &str, local: &std::path::Path) -> u16 {
 }
 
 #[test]
-#[ignore = "known defect, issue 15 open: an HTTPS listing during rotate-tenant can answer 404 (run with --ignored)"]
 fn rotate_tenant_while_curl_uploads_and_lists_survives_sigkill_and_leaves_no_old_version() {
     let env = Env::new("");
     env.add_user("acme", "alice", PW);
