@@ -9,9 +9,13 @@ release `coffer serve` processes (HTTPS only) on loopback, the same in all but `
 - `kms`:   both regions' master keys are keys of a KMS test server (moto's server mode, started
            with integration/start-kms; it speaks the real KMS wire protocol to aws-sdk-kms).
 
-Each row runs RUNS times alternating the two servers (curl, HTTP/2, one file of SIZE MiB) and
-prints the median wall time, throughput, the server's CPU-seconds for the transfer, and the
-ratio kms / local (throughput; >= 0.98 is the target).
+Each row runs RUNS pairs alternating the two servers (curl, HTTP/2, one file of SIZE MiB; the
+first of a pair alternates too) and prints the median wall time, throughput, the server's
+CPU-seconds for the transfer including the replication it caused (measured from quiet to
+quiet; without that, background replication of the previous upload landed in random rows and
+the CPU figures swung by 50 %), the ratio of the medians kms / local (throughput; >= 0.98 is the
+target), and the median and range of the per-pair ratios: on a noisy machine a pair shares the
+minute's disk and CPU, so its ratio is steadier than either server's own figure.
 
 Usage (from the repository root; needs curl, python3 with boto3 — moto[server] brings it):
     cargo build --release -p coffer
@@ -21,7 +25,6 @@ Usage (from the repository root; needs curl, python3 with boto3 — moto[server]
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,30 +32,10 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "benches"))
+from common import clean_env, cpu_seconds, free_port, wait_port  # noqa: E402
 USER, PASSWORD = "bench", "bench password 1"
 ACCESS, SECRET = "coffer-bench", "coffer-bench-secret"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"nothing listens on port {port}")
-
-
-def clean_env():
-    """The environment without COFFER_* variables (coffer refuses unknown ones)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("COFFER_")}
 
 
 def start_kms(state):
@@ -104,23 +87,35 @@ def start_coffer(work, name, keys_toml):
     return proc, f"https://127.0.0.1:{port}"
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def settled_cpu(pid, quiet=0.02, step=0.3, limit=120):
+    """The process's CPU-seconds once it has gone quiet (under `quiet` CPU-s per `step` s):
+    an upload's replication to the replica store runs in the background after the client is
+    answered, and belongs to that upload's cost, not to whichever transfer runs next."""
+    before = cpu_seconds(pid)
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        time.sleep(step)
+        now = cpu_seconds(pid)
+        if now - before < quiet:
+            return now
+        before = now
+    return before
 
 
 def timed(proc, args):
-    """Wall seconds and server CPU-seconds of one curl transfer."""
-    cpu0, start = cpu_seconds(proc.pid), time.perf_counter()
+    """Wall seconds of one curl transfer, and the server's CPU-seconds for it including the
+    background work it caused (replication), measured from quiet to quiet."""
+    cpu0 = settled_cpu(proc.pid)
+    start = time.perf_counter()
     subprocess.run(["curl", "-sS", "-k", "--fail", "--http2", "-u", f"{USER}:{PASSWORD}",
                     "-o", "/dev/null", *args], check=True)
-    return time.perf_counter() - start, cpu_seconds(proc.pid) - cpu0
+    wall = time.perf_counter() - start
+    return wall, settled_cpu(proc.pid) - cpu0
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--size-mib", type=int, default=256)
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="coffer-kms-bench-")
@@ -137,9 +132,9 @@ def main():
             servers[name] = (proc, base)
             # The download source, and the first use of the tenant key (the one KMS call).
             timed(proc, ["-T", big, f"{base}/api/v1/files/big"])
-        print(f"{args.runs} runs per row, alternating; medians; ratio = kms throughput / local")
+        print(f"{args.runs} pairs per row, alternating; medians; ratio = kms throughput / local")
         print(f"{'row':22} {'local s':>8} {'MB/s':>6} {'cpu s':>6} {'kms s':>8} {'MB/s':>6} "
-              f"{'cpu s':>6} {'ratio':>6}")
+              f"{'cpu s':>6} {'ratio':>6} {'pairs: median':>14} {'range':>11}")
         mb = args.size_mib * 1048576 / 1e6
         rows = [("upload", lambda b: ["-T", big, f"{b}/api/v1/files/up"]),
                 ("download", lambda b: [f"{b}/api/v1/files/big"])]
@@ -153,8 +148,11 @@ def main():
             (lw, lc), (kw, kc) = [(statistics.median(w for w, _ in results[n]),
                                    statistics.median(c for _, c in results[n]))
                                   for n in ("local", "kms")]
+            pairs = sorted(l_w / k_w for (l_w, _), (k_w, _) in zip(results["local"],
+                                                                     results["kms"]))
             print(f"{label + f' {args.size_mib} MiB h2':22} {lw:8.2f} {mb / lw:6.0f} {lc:6.2f} "
-                  f"{kw:8.2f} {mb / kw:6.0f} {kc:6.2f} {lw / kw:6.2f}", flush=True)
+                  f"{kw:8.2f} {mb / kw:6.0f} {kc:6.2f} {lw / kw:6.2f} "
+                  f"{statistics.median(pairs):14.2f} {pairs[0]:5.2f}-{pairs[-1]:<5.2f}", flush=True)
     finally:
         for p in procs:
             p.terminate()
