@@ -99,6 +99,44 @@ async fn a_hole_left_by_the_client_reads_as_zeros() {
     assert_eq!(&got[10_000..], b"tail");
 }
 
+/// An interrupted new upload keeps its contiguous start for a resume, but not once that
+/// start holds zeros the writer filled into a hole the client left: a resume at the kept size
+/// would continue over bytes the client never sent.
+#[tokio::test]
+async fn an_interrupted_upload_keeps_its_start_but_never_zeros_filled_into_a_hole() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    let data = bytes(300_000, 21);
+
+    // In order, then cut off: the bytes received become the file.
+    let mut w = vfs.create("/kept", OVERLAY).await.unwrap();
+    w.write_at(0, &data[..100_000]).await.unwrap();
+    assert!(matches!(
+        w.interrupted().await,
+        coffer_storage::Interrupted::Kept(_)
+    ));
+    assert_eq!(get(&vfs, "/kept").await.unwrap(), &data[..100_000]);
+
+    // A 100 KB hole, then more than the writer holds (8 MiB) beyond it: the hole is filled
+    // with zeros and sealed. Cut off now, nothing is kept.
+    let mut w = vfs.create("/holed", OVERLAY).await.unwrap();
+    w.write_at(0, &data[..100_000]).await.unwrap();
+    let far = bytes(9 * 1024 * 1024, 22);
+    for (i, piece) in far.chunks(1024 * 1024).enumerate() {
+        w.write_at(200_000 + (i * 1024 * 1024) as u64, piece)
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        w.interrupted().await,
+        coffer_storage::Interrupted::Discarded
+    ));
+    assert_eq!(
+        vfs.stat("/holed").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
 #[tokio::test]
 async fn resume_continues_a_partial_file_at_its_size() {
     let tv = vault().await;

@@ -322,13 +322,17 @@ impl FileWriter {
     /// session with the handle open, an FTPES data connection closed without TLS
     /// `close_notify`, an HTTP body cut short). Applies the deployment's [`PartialUploads`]
     /// policy: the bytes received are kept only for a name that held no file when the upload
-    /// began, and only their contiguous start; otherwise nothing changes. Logged and audited.
+    /// began, and only their contiguous start; otherwise nothing changes. An upload whose
+    /// start already holds zeros filled into a hole is discarded too: a client resuming it at
+    /// its size would continue over bytes it never sent. Logged and audited.
     pub async fn interrupted(mut self) -> Interrupted {
         let policy = self.vfs.vault.inner.opts.partial_uploads;
         let kept_len = self.reorder.frontier();
+        let zeros = self.reorder.zeros_filled();
         let keep = policy == PartialUploads::KeepNewFiles
             && self.target.expect.is_none()
             && self.base.is_none()
+            && !zeros
             && kept_len > 0;
         if !keep {
             let received = self.reorder.end();
@@ -341,7 +345,9 @@ impl FileWriter {
             );
             info!(
                 bytes = received,
-                replacing, "upload interrupted; discarded it (any earlier version is untouched)"
+                replacing,
+                zeros_filled = zeros,
+                "upload interrupted; discarded it (any earlier version is untouched)"
             );
             self.abort().await;
             return Interrupted::Discarded;

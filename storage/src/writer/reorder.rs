@@ -77,6 +77,12 @@ impl ReorderBuffer {
         !self.pending.is_empty()
     }
 
+    /// `true` once zeros were filled into a hole the client left (more than the writer holds
+    /// was written beyond it).
+    pub(super) fn zeros_filled(&self) -> bool {
+        self.zeros_from.is_some()
+    }
+
     /// The length of the file's start that holds only bytes the client sent or the base
     /// version held (never zeros filled into a hole): how far the upload could be resumed.
     pub(super) fn contiguous_len(&self) -> u64 {
