@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Env, Server};
+use crate::harness::{Env, Server, rss_kib, wait_for_port};
 
 const PASSWORD: &str = "correct horse battery";
 /// The documented bound on the server's peak RSS during a burst (docs/OPERATIONS.md).
@@ -16,25 +16,11 @@ const PEAK_RSS_BOUND_KB: u64 = 300 * 1024;
 /// "Near idle" after a burst: within this much of the RSS before it.
 const NEAR_IDLE_KB: u64 = 64 * 1024;
 
-/// `(VmRSS, VmHWM)` of a process, in kB.
-fn rss_kb(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from /proc/{pid}/status"))
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// Waits until the server's RSS is within [`NEAR_IDLE_KB`] of `idle_kb` (at most 30 s).
 fn assert_back_near_idle(server: &Server, idle_kb: u64) -> Duration {
     let start = Instant::now();
     loop {
-        let (rss, _) = rss_kb(server.pid());
+        let (rss, _) = rss_kib(server.pid());
         if rss <= idle_kb + NEAR_IDLE_KB {
             return start.elapsed();
         }
@@ -43,14 +29,6 @@ fn assert_back_near_idle(server: &Server, idle_kb: u64) -> Duration {
             "RSS {rss} kB is not back near idle ({idle_kb} kB) 30 s after the burst"
         );
         std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} did not open");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -245,7 +223,7 @@ fn https_burst_of_failed_logins_is_answered_bounded_and_the_owner_gets_in() {
     let site = Site::new();
     let pid = site.server.pid();
     // 200 unknown names from 127.0.0.1 at once; bob has never logged in from 127.0.0.9.
-    let (idle, _) = rss_kb(pid);
+    let (idle, _) = rss_kib(pid);
     let url = site.https_url();
     let (codes, owner) = burst_with_owner(&site, &url, 200, 200);
     assert_eq!(codes.len(), 200, "every attempt is answered");
@@ -257,7 +235,7 @@ fn https_burst_of_failed_logins_is_answered_bounded_and_the_owner_gets_in() {
         "401 or 503 (try later) only: {codes:?}"
     );
     assert!(owner < Duration::from_secs(2), "owner waited {owner:?}");
-    let (_, peak) = rss_kb(pid);
+    let (_, peak) = rss_kib(pid);
     println!(
         "https burst of 200: idle {idle} kB, peak {peak} kB, {refused} x 401, {busy} x 503, owner {owner:?}"
     );
@@ -273,7 +251,7 @@ fn sftp_password_burst_does_not_keep_the_owner_or_their_key_out() {
     // The owner's own address: bob logged in from it before.
     let first = site.sftp_password("bob", PASSWORD, "127.0.0.9", "prime");
     assert!(first.wait_with_output().unwrap().status.success());
-    let (idle, _) = rss_kb(pid);
+    let (idle, _) = rss_kib(pid);
     // 100 wrong passwords for bob at once from one address (then more from 10 others), far
     // past every limit (5 failures per pair, 15 per address, 5 per account).
     let mut burst: Vec<Child> = (0..100)
@@ -298,7 +276,7 @@ fn sftp_password_burst_does_not_keep_the_owner_or_their_key_out() {
     }
     assert_eq!(answered, 110);
     assert!(start.elapsed() < Duration::from_secs(60));
-    let (_, peak) = rss_kb(pid);
+    let (_, peak) = rss_kib(pid);
     println!(
         "sftp burst of 110: idle {idle} kB, peak {peak} kB in {:?}",
         start.elapsed()
@@ -336,7 +314,7 @@ fn sftp_password_burst_does_not_keep_the_owner_or_their_key_out() {
 fn ftpes_burst_of_failed_logins_is_answered_and_the_owner_gets_in() {
     let site = Site::new();
     let pid = site.server.pid();
-    let (idle, _) = rss_kb(pid);
+    let (idle, _) = rss_kib(pid);
     let url = site.ftp_url();
     let (codes, owner) = burst_with_owner(&site, &url, 50, 226);
     assert_eq!(codes.len(), 50, "every attempt is answered");
@@ -347,7 +325,7 @@ fn ftpes_burst_of_failed_logins_is_answered_and_the_owner_gets_in() {
         "every attempt gets 530 or 421: {codes:?}"
     );
     assert!(owner < Duration::from_secs(2), "owner waited {owner:?}");
-    let (_, peak) = rss_kb(pid);
+    let (_, peak) = rss_kib(pid);
     println!("ftpes burst of 50: idle {idle} kB, peak {peak} kB, owner {owner:?}");
     assert!(peak < PEAK_RSS_BOUND_KB, "peak RSS {peak} kB");
     assert_back_near_idle(&site.server, idle);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use suppaftp::types::FileType;
 use suppaftp::{RustlsConnector, RustlsFtpStream};
 
-use crate::harness::{Env, Server, assert_no_canary, bytes, marker, sha256};
+use crate::harness::{Env, Server, assert_no_canary, bytes, marker, rss_kib, sha256};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse battery";
@@ -1036,15 +1036,6 @@ print("ALL OK")
     );
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// Sends `total` bytes without a line end on `stream` while a thread reads what the server
 /// answers; returns the answer once the server closed the connection (or after 10 s).
 fn flood_without_crlf<S: Read + Write + Send + 'static>(
@@ -1084,7 +1075,7 @@ fn flood_without_crlf<S: Read + Write + Send + 'static>(
 fn a_10_mib_command_line_is_cut_off_before_and_after_tls_without_growing_memory() {
     let site = Site::new();
     let pid = site.server().pid();
-    let before = rss_kib(pid);
+    let (before, _) = rss_kib(pid);
     // Before TLS: a plain control connection.
     let s = TcpStream::connect(("127.0.0.1", site.port())).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
@@ -1122,7 +1113,7 @@ print("ALL OK")
     );
     assert!(text.contains("ALL OK"));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let after = rss_kib(pid);
+    let (after, _) = rss_kib(pid);
     assert!(
         after < before + 8 * 1024,
         "server RSS grew from {before} KiB to {after} KiB"

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{self, Env, Server, assert_no_canary, bytes, marker, sha256};
+use crate::harness::{self, Env, Server, assert_no_canary, bytes, marker, sha256, wait_for_port};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -136,18 +136,6 @@ impl Site {
         let p = self.path(name);
         std::fs::write(&p, data).unwrap();
         p
-    }
-}
-
-/// /healthz answers before the host keys exist on a first start; wait for the SSH port.
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the sftp listener did not come up on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
