@@ -338,7 +338,10 @@ async fn next_rotation(
     }
 }
 
-/// Replication every few seconds, this node's long downloads published every 10 s (so the
+/// Replication jobs taken per pass.
+const REPLICATION_PASS: u32 = 64;
+
+/// Replication every 2 s (and at once again while passes are full), this node's long downloads published every 10 s (so the
 /// garbage collector of any node keeps what they read) and, when `collect_garbage`
 /// (`storage.gc_in_serve`), garbage collection every minute, until shutdown. With S3 the
 /// server's credentials need not allow deletes: `coffer gc` collects garbage with its own.
@@ -354,17 +357,30 @@ async fn background(
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        match vault.replicate_once(64).await {
-            Ok(r) if r.copied + r.deleted + r.failed > 0 => {
-                info!(
-                    copied = r.copied,
-                    deleted = r.deleted,
-                    failed = r.failed,
-                    "replication pass"
-                )
+        // A full pass means more jobs wait: the next pass follows at once, so a burst of
+        // small files reaches the replica at the pace the stores allow, not one pass per tick.
+        loop {
+            match vault.replicate_once(REPLICATION_PASS).await {
+                Ok(r) if r.copied + r.deleted + r.failed > 0 => {
+                    info!(
+                        copied = r.copied,
+                        deleted = r.deleted,
+                        failed = r.failed,
+                        "replication pass"
+                    );
+                    if r.failed > 0 || r.copied + r.deleted < REPLICATION_PASS as usize {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(error = %e, "replication pass failed");
+                    break;
+                }
             }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "replication pass failed"),
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
         }
         n += 1;
         if n.is_multiple_of(PUBLISH_READERS_EVERY)
