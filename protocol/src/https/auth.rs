@@ -388,9 +388,9 @@ mod tests {
         cache.put(slots[4], stamp(4), now);
         assert_eq!(cache.len(), 3);
         assert_eq!(cache.get(&slots[1], now), None);
-        for i in 2..5 {
+        for (i, slot) in slots.iter().enumerate().skip(2) {
             assert_eq!(
-                cache.get(&slots[i], now),
+                cache.get(slot, now),
                 Some(stamp(i as i64)),
                 "entry {i}"
             );
