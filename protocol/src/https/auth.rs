@@ -389,11 +389,7 @@ mod tests {
         assert_eq!(cache.len(), 3);
         assert_eq!(cache.get(&slots[1], now), None);
         for (i, slot) in slots.iter().enumerate().skip(2) {
-            assert_eq!(
-                cache.get(slot, now),
-                Some(stamp(i as i64)),
-                "entry {i}"
-            );
+            assert_eq!(cache.get(slot, now), Some(stamp(i as i64)), "entry {i}");
         }
         cache.forget(&slots[4]);
         assert_eq!(cache.get(&slots[4], now), None);
