@@ -5,12 +5,19 @@ Starts a release `coffer serve` (HTTPS only) and an nginx (Debian package) on sp
 ports with the same certificate (Coffer's self-signed one), TLS 1.3 for both. nginx serves
 the same 1 GiB file from disk and takes uploads in a WebDAV `PUT` location; Coffer decrypts
 on download and encrypts on upload. Each row runs RUNS times alternating the two servers.
-Prints the median wall time, throughput, and the ratio Coffer / nginx (throughput; >= 1.0
-means Coffer is at least as fast) for download and upload over HTTP/1.1 and HTTP/2.
+Prints the median wall time, throughput, server CPU-seconds (user + system of the server's
+processes during the run: Coffer's one process, nginx's master and workers) and the ratio
+Coffer / nginx (throughput; >= 1.0 means Coffer is at least as fast) for:
+
+* `big`: download and upload of one SIZE_MIB file over HTTP/1.1 and HTTP/2;
+* `small`: 1000 x 4 KiB files uploaded (`curl -T 'dir/f[1-1000]' URL/`) and downloaded
+  (`curl 'URL/f[1-1000]'`), curl URL globbing on one connection, HTTP/2 and HTTP/1.1;
+* `list` (Coffer alone): 200 `GET /api/v1/list/` of a near-empty folder on one keep-alive
+  connection, with Basic and with a bearer token: milliseconds per request and CPU-seconds.
 
 Usage (from the repository root; needs nginx and curl; COFFER_BIN overrides the binary):
     cargo build --release -p coffer
-    python3 benches/https/compare.py [--runs 3] [--size-mib 1024]
+    python3 benches/https/compare.py [--runs 5] [--size-mib 1024] [--rows big,small]
 """
 
 import argparse
@@ -102,6 +109,7 @@ http {{
         root {root};
         location /upload/ {{
             dav_methods PUT;
+            create_full_put_path on;
             client_max_body_size 0;
             client_body_buffer_size 1m;
         }}
@@ -114,20 +122,53 @@ http {{
     return proc, root
 
 
-def curl(args):
-    start = time.perf_counter()
-    subprocess.run(["curl", "-sS", "-k", "--fail", "-o", "/dev/null", *args], check=True)
-    return time.perf_counter() - start
+def tree_cpu(pid):
+    """User + system seconds of `pid` and its descendants (nginx workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents, cpu = {}, {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(d)] = int(fields[1])
+        cpu[int(d)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += cpu.get(p, 0.0)
+        todo.extend(c for c, pp in parents.items() if pp == p)
+    return total
+
+
+def curl(args, server):
+    """Wall seconds and the server's CPU-seconds of one curl run."""
+    c0, start = tree_cpu(server.pid), time.perf_counter()
+    subprocess.run(["curl", "-sS", "-k", "--fail", "-o", "/dev/null", *args], check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start, tree_cpu(server.pid) - c0
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--rows", default="big,small,list",
+                    help="any of big, small, list (comma-separated)")
     args = ap.parse_args()
+    kinds = set(args.rows.split(","))
     work = tempfile.mkdtemp(prefix="coffer-https-bench-")
     big = os.path.join(work, "big")
     subprocess.run(f"head -c {args.size_mib}M /dev/urandom > {big}", shell=True, check=True)
+    small_dir = os.path.join(work, "small")
+    os.makedirs(small_dir)
+    for i in range(1, 1001):
+        with open(os.path.join(small_dir, f"f{i}"), "wb") as f:
+            f.write(os.urandom(4096))
+    small_glob = os.path.join(small_dir, "f[1-1000]")
 
     cport, nport = free_port(), free_port()
     coffer, tls_dir = start_coffer(work, cport)
@@ -135,22 +176,53 @@ def main():
     try:
         creds = ["-u", f"{USER}:{PASSWORD}"]
         cbase, nbase = f"https://127.0.0.1:{cport}", f"https://127.0.0.1:{nport}"
-        # The download source: the same bytes on both servers.
-        curl([*creds, "-T", big, f"{cbase}/api/v1/files/big"])
-        shutil.copyfile(big, os.path.join(root, "big"))
-        rows = []
+        rows = []  # (label, bytes moved, coffer run, nginx run)
+        mb = args.size_mib * 1048576
+        if "big" in kinds:
+            # The download source: the same bytes on both servers.
+            curl([*creds, "-T", big, f"{cbase}/api/v1/files/big"], coffer)
+            shutil.copyfile(big, os.path.join(root, "big"))
+        if "small" in kinds:
+            curl([*creds, "-T", small_glob, f"{cbase}/api/v1/files/small/"], coffer)
+            shutil.copytree(small_dir, os.path.join(root, "small"))
         for proto in ["--http1.1", "--http2"]:
             name = "HTTP/1.1" if proto == "--http1.1" else "HTTP/2"
-            rows.append((f"download {args.size_mib} MiB {name}",
-                         lambda p=proto: curl([p, *creds, f"{cbase}/api/v1/files/big"]),
-                         lambda p=proto: curl([p, f"{nbase}/big"])))
-            rows.append((f"upload {args.size_mib} MiB {name}",
-                         lambda p=proto: curl([p, *creds, "-T", big, f"{cbase}/api/v1/files/up"]),
-                         lambda p=proto: curl([p, "-T", big, f"{nbase}/upload/up"])))
-        print(f"{args.runs} runs per row, alternating; medians; ratio = Coffer throughput / nginx")
-        print(f"{'row':28} {'coffer s':>9} {'MB/s':>7} {'nginx s':>9} {'MB/s':>7} {'ratio':>6}")
-        mb = args.size_mib * 1048576 / 1e6
-        for label, run_coffer, run_nginx in rows:
+            if "big" in kinds:
+                rows.append((f"download {args.size_mib} MiB {name}", mb,
+                             lambda p=proto: curl([p, *creds, f"{cbase}/api/v1/files/big"], coffer),
+                             lambda p=proto: curl([p, f"{nbase}/big"], nginx)))
+                rows.append((f"upload {args.size_mib} MiB {name}", mb,
+                             lambda p=proto: curl([p, *creds, "-T", big, f"{cbase}/api/v1/files/up"],
+                                                  coffer),
+                             lambda p=proto: curl([p, "-T", big, f"{nbase}/upload/up"], nginx)))
+            if "small" in kinds:
+                rows.append((f"upload 1000x4KiB {name}", 1000 * 4096,
+                             lambda p=proto: curl([p, *creds, "-T", small_glob,
+                                                   f"{cbase}/api/v1/files/up-small/"], coffer),
+                             lambda p=proto: curl([p, "-T", small_glob, f"{nbase}/upload/small/"],
+                                                  nginx)))
+                rows.append((f"download 1000x4KiB {name}", 1000 * 4096,
+                             lambda p=proto: curl([p, *creds, f"{cbase}/api/v1/files/small/f[1-1000]"],
+                                                  coffer),
+                             lambda p=proto: curl([p, f"{nbase}/small/f[1-1000]"], nginx)))
+        if "list" in kinds:
+            token = subprocess.run(
+                [coffer.args[0], "--config", coffer.args[2], "token", "create", "--user", USER],
+                check=True, capture_output=True, text=True, env=clean_env()).stdout.strip()
+            for folder in ["listed", "listed/one"]:
+                curl([*creds, "-X", "POST", f"{cbase}/api/v1/folders/{folder}"], coffer)
+            url = f"{cbase}/api/v1/list/listed?n=[1-200]"
+            for name, auth in [("Basic", creds), ("bearer", ["-H", f"Authorization: Bearer {token}"])]:
+                runs = [curl([*auth, url], coffer) for _ in range(args.runs)]
+                ms = statistics.median(t for t, _ in runs) / 200 * 1000
+                cpu = statistics.median(u for _, u in runs)
+                print(f"200 x GET /api/v1/list, {name}: {ms:.2f} ms/request, {cpu:.2f} server CPU-s",
+                      flush=True)
+        print(f"{args.runs} runs per row, alternating; medians; ratio = Coffer throughput / nginx;"
+              " CPU = server CPU-seconds per run")
+        print(f"{'row':26} {'coffer s':>8} {'MB/s':>6} {'CPU s':>6} {'nginx s':>8} {'MB/s':>6}"
+              f" {'CPU s':>6} {'ratio':>6} {'CPU x':>6}")
+        for label, size, run_coffer, run_nginx in rows:
             ct, nt = [], []
             for i in range(args.runs):
                 order = [(run_coffer, ct), (run_nginx, nt)]
@@ -158,8 +230,13 @@ def main():
                     order.reverse()
                 for fn, acc in order:
                     acc.append(fn())
-            c, n = statistics.median(ct), statistics.median(nt)
-            print(f"{label:28} {c:9.2f} {mb / c:7.0f} {n:9.2f} {mb / n:7.0f} {n / c:6.2f}", flush=True)
+            c = statistics.median(t for t, _ in ct)
+            n = statistics.median(t for t, _ in nt)
+            cc = statistics.median(u for _, u in ct)
+            nc = statistics.median(u for _, u in nt)
+            print(f"{label:26} {c:8.2f} {size / 1e6 / c:6.1f} {cc:6.2f} {n:8.2f}"
+                  f" {size / 1e6 / n:6.1f} {nc:6.2f} {n / c:6.2f} {cc / max(nc, 0.01):6.2f}",
+                  flush=True)
     except subprocess.CalledProcessError:
         with open(os.path.join(work, "nginx-error.log")) as f:
             print("nginx error log:\n" + f.read()[-2000:], file=sys.stderr)

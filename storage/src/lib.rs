@@ -37,7 +37,8 @@ pub use auth::{HashLimits, LockoutPolicy, Password};
 pub use clock::now_ms;
 pub use error::{ErrorKind, VfsError, VfsResult};
 pub use login::{
-    ADDRESS_FACTOR, Check, KNOWN_SOURCE_TTL, LocalLimiter, LoginLimiter, Refusal, Source,
+    ADDRESS_FACTOR, Check, CredentialStamp, KNOWN_SOURCE_TTL, LocalLimiter, LoginLimiter, Refusal,
+    Source,
 };
 pub use path::VPath;
 pub use perms::Permissions;

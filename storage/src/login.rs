@@ -326,6 +326,117 @@ pub(crate) fn auth_failed() -> VfsError {
     VfsError::new(ErrorKind::AuthFailed, "authentication failed")
 }
 
+/// What a credential was verified against, so a front end may skip the expensive check
+/// (Argon2, or the token hash) on later requests bearing the same credential and still see at
+/// once that it no longer holds: [`Vault::resume`] reads the rows again and accepts only when
+/// nothing that decided the first answer changed. It holds no secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialStamp {
+    /// A password, verified against this stored hash: any password change stores a new hash
+    /// (a fresh salt), so the stamp no longer matches.
+    Password {
+        /// The user row.
+        user_id: i64,
+        /// The PHC string the password was verified against.
+        hash: String,
+    },
+    /// An API token: its row must still exist (revoking deletes it) with the same secret hash.
+    Token {
+        /// The token's public id.
+        token_id: String,
+        /// The owner.
+        user_id: i64,
+        /// SHA-256 of the secret, as stored.
+        secret_hash: Vec<u8>,
+    },
+}
+
+impl Vault {
+    /// Opens a session for a credential verified earlier, if it still holds: the user row (and
+    /// for a token its row) is read again; a changed password, a disabled or deleted user, a
+    /// revoked or expired token, a locked account or a locked-out source give `Ok(None)`, and
+    /// the caller must then run the full check (which counts and audits a refusal). Costs the
+    /// same reads as [`Vault::session`], no hash; a resumed request is not audited as a login
+    /// (the verification it reuses was).
+    pub async fn resume(
+        &self,
+        stamp: &CredentialStamp,
+        protocol: &'static str,
+        remote_addr: Option<String>,
+    ) -> VfsResult<Option<crate::vfs::Vfs>> {
+        let meta = &self.inner.b.meta;
+        let user_id = match stamp {
+            CredentialStamp::Password { user_id, .. } => *user_id,
+            CredentialStamp::Token {
+                token_id,
+                user_id,
+                secret_hash,
+            } => {
+                let t = match meta.api_token(token_id).await {
+                    Ok(t) => t,
+                    Err(coffer_meta::MetaError::NotFound) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                let live = t.expires_ms.is_none_or(|x| x > now_ms());
+                if t.user_id != *user_id || t.secret_hash != *secret_hash || !live {
+                    return Ok(None);
+                }
+                *user_id
+            }
+        };
+        let user = match meta.user(user_id).await {
+            Ok(u) => u,
+            Err(coffer_meta::MetaError::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if user.disabled {
+            return Ok(None);
+        }
+        if let CredentialStamp::Password { hash, .. } = stamp {
+            if user.password_hash.as_deref() != Some(hash.as_str())
+                || user.locked_until_ms.is_some_and(|t| t > now_ms())
+            {
+                return Ok(None);
+            }
+            let source = Source::of(remote_addr.as_deref());
+            if let Check::Refused(_) = self.inner.limiter.check(&user.name, &source).await {
+                return Ok(None);
+            }
+        }
+        // The row was read just now: no second read as `session` would do.
+        self.vfs_for(Principal {
+            user,
+            protocol,
+            remote_addr,
+        })
+        .await
+        .map(Some)
+    }
+
+    /// [`Vault::authenticate_password`], also returning what the password was verified
+    /// against (see [`CredentialStamp`]).
+    pub async fn authenticate_password_stamped(
+        &self,
+        name: &str,
+        password: &Password,
+        protocol: &'static str,
+        remote_addr: Option<String>,
+    ) -> VfsResult<(Principal, Option<CredentialStamp>)> {
+        let p = self
+            .authenticate_password(name, password, protocol, remote_addr)
+            .await?;
+        let stamp = p
+            .user
+            .password_hash
+            .clone()
+            .map(|hash| CredentialStamp::Password {
+                user_id: p.user.id,
+                hash,
+            });
+        Ok((p, stamp))
+    }
+}
+
 impl Vault {
     /// Checks a user name and password. Unknown users, disabled users, locked or throttled
     /// accounts and wrong passwords all get `AuthFailed` after the time of one Argon2 check,

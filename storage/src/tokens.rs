@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 use crate::clock::now_ms;
 use crate::error::{ErrorKind, VfsError, VfsResult};
 use crate::ids::random_bytes;
-use crate::login::{Attempt, Source};
+use crate::login::{Attempt, CredentialStamp, Source};
 use crate::vault::{Principal, Vault};
 
 /// Every token starts with this, so secret scanners and people recognise it.
@@ -149,6 +149,19 @@ impl Vault {
         protocol: &'static str,
         remote_addr: Option<String>,
     ) -> VfsResult<Principal> {
+        self.authenticate_token_stamped(token, protocol, remote_addr)
+            .await
+            .map(|(p, _)| p)
+    }
+
+    /// [`Vault::authenticate_token`], also returning what the token was verified against (see
+    /// [`CredentialStamp`]).
+    pub async fn authenticate_token_stamped(
+        &self,
+        token: &str,
+        protocol: &'static str,
+        remote_addr: Option<String>,
+    ) -> VfsResult<(Principal, CredentialStamp)> {
         let source = Source::of(remote_addr.as_deref());
         let at = Attempt {
             name: "token:malformed",
@@ -182,11 +195,17 @@ impl Vault {
             (true, true, true) => "disabled",
             (true, true, false) => {
                 self.audit_login(Some(&user), &user.name, protocol, &remote_addr, "ok");
-                return Ok(Principal {
+                let stamp = CredentialStamp::Token {
+                    token_id: stored.token_id,
+                    user_id: user.id,
+                    secret_hash: stored.secret_hash,
+                };
+                let principal = Principal {
                     user,
                     protocol,
                     remote_addr,
-                });
+                };
+                return Ok((principal, stamp));
             }
         };
         Err(self

@@ -368,7 +368,7 @@ impl Vault {
         self.vfs_for(principal).await
     }
 
-    async fn vfs_for(&self, principal: Principal) -> VfsResult<Vfs> {
+    pub(crate) async fn vfs_for(&self, principal: Principal) -> VfsResult<Vfs> {
         let tenant = self.inner.b.meta.tenant(principal.user.tenant_id).await?;
         // The key is unwrapped (or found in the cache) now, so a session of a tenant whose
         // key is unavailable is refused at its start with that reason.

@@ -132,3 +132,54 @@ async fn expired_malformed_and_other_users_tokens_do_not_work() {
     let e = tv.vault.create_token("nobody", None).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
 }
+
+/// `Vault::resume` (the HTTPS credential cache's check) accepts a stamp only while nothing it
+/// was verified against changed: a new password, a disable, a revoke each end it at once.
+#[tokio::test]
+async fn a_credential_stamp_resumes_until_its_password_user_or_token_changes() {
+    let tv = vault().await;
+    tv.user("acme", "alice").await;
+    let pw = Password::new("pw-alice-secret".to_owned());
+    let (_, stamp) = tv
+        .vault
+        .authenticate_password_stamped("alice", &pw, "https", Some("127.0.0.9".into()))
+        .await
+        .unwrap();
+    let stamp = stamp.unwrap();
+    let resume = |s| {
+        let v = tv.vault.clone();
+        async move {
+            v.resume(&s, "https", Some("127.0.0.9".into()))
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    assert!(resume(stamp.clone()).await, "a fresh stamp resumes");
+    tv.vault
+        .admin()
+        .set_password("alice", &Password::new("another one!".into()))
+        .await
+        .unwrap();
+    assert!(!resume(stamp.clone()).await, "a stamp of the old password");
+
+    let made = tv.vault.create_token("alice", None).await.unwrap();
+    let (_, token_stamp) = tv
+        .vault
+        .authenticate_token_stamped(&made.token, "https", None)
+        .await
+        .unwrap();
+    assert!(
+        resume(token_stamp.clone()).await,
+        "a fresh token stamp resumes"
+    );
+    tv.vault.admin().set_disabled("alice", true).await.unwrap();
+    assert!(
+        !resume(token_stamp.clone()).await,
+        "a token of a disabled user"
+    );
+    tv.vault.admin().set_disabled("alice", false).await.unwrap();
+    assert!(resume(token_stamp.clone()).await, "enabled again");
+    tv.vault.revoke_token("alice", &made.info.id).await.unwrap();
+    assert!(!resume(token_stamp).await, "a revoked token");
+}

@@ -1311,3 +1311,225 @@ fn idle_strangers_cannot_keep_a_real_user_out_and_are_closed_after_the_grace_tim
     assert!(logs.contains("connection refused before login"), "{logs}");
     assert!(logs.contains("within the login grace time"), "{logs}");
 }
+
+/// One HTTP/1.1 keep-alive connection over TLS (rustls), requests sent one at a time: the
+/// server sees every request of a test on the same connection.
+struct KeepAlive {
+    tls: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+}
+
+impl KeepAlive {
+    fn open(site: &Site) -> Self {
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", site.env.ports.https)).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let conn = rustls::ClientConnection::new(client_tls(site), "localhost".try_into().unwrap())
+            .unwrap();
+        Self {
+            tls: rustls::StreamOwned::new(conn, tcp),
+        }
+    }
+
+    /// `GET path` with `Authorization: authorization`; the status (the body is read and
+    /// dropped). Panics if the server closed the connection.
+    fn get(&mut self, path: &str, authorization: &str) -> u16 {
+        use std::io::{BufRead, Read, Write};
+        write!(
+            self.tls,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {authorization}\r\n\r\n"
+        )
+        .unwrap();
+        self.tls.flush().unwrap();
+        let mut reader = std::io::BufReader::new(&mut self.tls);
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).unwrap();
+            assert!(n > 0, "the server closed the keep-alive connection");
+            if line == "\r\n" {
+                break;
+            }
+            head.push(line.trim_end().to_owned());
+        }
+        let status: u16 = head[0].split(' ').nth(1).unwrap().parse().unwrap();
+        let len: usize = head
+            .iter()
+            .find_map(|h| {
+                let (k, v) = h.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+        let mut body = vec![0u8; len];
+        reader.read_exact(&mut body).unwrap();
+        // The BufReader holds nothing more: the server answers one request at a time.
+        assert!(reader.buffer().is_empty());
+        status
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {b}")
+}
+
+/// Login audit rows of `user` with `outcome`, waiting up to 10 s for `at_least` of them (the
+/// audit is written in the background).
+fn login_audits(site: &Site, user: &str, outcome: &str, at_least: usize) -> usize {
+    let db = site.env.data_dir().join("meta.db");
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = Command::new("sqlite3")
+            .arg(&db)
+            .arg(format!(
+                "SELECT COUNT(*) FROM audit WHERE protocol = 'https' AND user_name = '{user}' \
+                 AND outcome = '{outcome}'"
+            ))
+            .output()
+            .expect("sqlite3 is required (apt-get install sqlite3)");
+        let n: usize = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if n >= at_least || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_password_changed_by_the_cli_refuses_the_old_one_on_the_next_keep_alive_request() {
+    let site = Site::new();
+    let mut conn = KeepAlive::open(&site);
+    let old = basic("alice", PASSWORD);
+    let new = basic("alice", "a brand new passphrase");
+    // Verified once, then served from the cache on the same connection.
+    for i in 0..3 {
+        assert_eq!(conn.get("/api/v1/list/", &old), 200, "request {i}");
+    }
+    site.env.ok(
+        &["user", "passwd", "alice", "--password-stdin"],
+        "a brand new passphrase\n",
+    );
+    assert_eq!(
+        conn.get("/api/v1/list/", &old),
+        401,
+        "the old password still works after the CLI changed it"
+    );
+    assert_eq!(conn.get("/api/v1/list/", &new), 200, "the new password");
+    assert_eq!(
+        conn.get("/api/v1/list/", &new),
+        200,
+        "the new password, cached"
+    );
+    assert_eq!(
+        conn.get("/api/v1/list/", &old),
+        401,
+        "the old password again"
+    );
+    // The refusals were counted and audited like any wrong password.
+    assert!(login_audits(&site, "alice", "bad_credentials", 2) >= 2);
+}
+
+#[test]
+fn a_user_disabled_by_the_cli_is_refused_on_the_next_request_and_enabled_again_works() {
+    let site = Site::new();
+    let token = site
+        .env
+        .ok(&["token", "create", "--user", "alice"], "")
+        .trim()
+        .to_owned();
+    let bearer = format!("Bearer {token}");
+    let pass = basic("alice", PASSWORD);
+    let mut conn = KeepAlive::open(&site);
+    for _ in 0..2 {
+        assert_eq!(conn.get("/api/v1/list/", &pass), 200);
+        assert_eq!(conn.get("/api/v1/list/", &bearer), 200);
+    }
+    site.env.ok(&["user", "disable", "alice"], "");
+    assert_eq!(
+        conn.get("/api/v1/list/", &pass),
+        401,
+        "password of a disabled user"
+    );
+    assert_eq!(
+        conn.get("/api/v1/list/", &bearer),
+        401,
+        "token of a disabled user"
+    );
+    site.env.ok(&["user", "enable", "alice"], "");
+    assert_eq!(conn.get("/api/v1/list/", &pass), 200, "enabled again");
+    assert_eq!(
+        conn.get("/api/v1/list/", &bearer),
+        200,
+        "enabled again, token"
+    );
+    // Both refusals were audited: the password one under the user's name, the token one
+    // under the token's id.
+    assert!(login_audits(&site, "alice", "disabled", 1) >= 1);
+    let label = format!("token:{}", token.split('_').nth(1).unwrap());
+    assert!(login_audits(&site, &label, "disabled", 1) >= 1);
+}
+
+#[test]
+fn a_token_revoked_by_the_cli_is_refused_on_the_next_keep_alive_request() {
+    let site = Site::new();
+    let make = || {
+        site.env
+            .ok(&["token", "create", "--user", "alice"], "")
+            .trim()
+            .to_owned()
+    };
+    let (revoked, kept) = (make(), make());
+    let mut conn = KeepAlive::open(&site);
+    for _ in 0..3 {
+        assert_eq!(conn.get("/api/v1/list/", &format!("Bearer {revoked}")), 200);
+        assert_eq!(conn.get("/api/v1/list/", &format!("Bearer {kept}")), 200);
+    }
+    let id = revoked.split('_').nth(1).unwrap();
+    site.env.ok(&["token", "revoke", "--user", "alice", id], "");
+    assert_eq!(
+        conn.get("/api/v1/list/", &format!("Bearer {revoked}")),
+        401,
+        "a revoked token still works"
+    );
+    assert_eq!(conn.get("/api/v1/list/", &format!("Bearer {kept}")), 200);
+    // A wrong secret under a live token id is refused and audited, cache or not.
+    let forged = format!(
+        "{}{}",
+        &kept[..kept.len() - 1],
+        if kept.ends_with('A') { 'B' } else { 'A' }
+    );
+    assert_eq!(conn.get("/api/v1/list/", &format!("Bearer {forged}")), 401);
+    assert!(
+        login_audits(
+            &site,
+            &format!("token:{}", kept.split('_').nth(1).unwrap()),
+            "bad_token",
+            1
+        ) >= 1
+    );
+}
+
+#[test]
+fn wrong_passwords_beside_a_cached_good_one_are_still_refused_counted_and_audited() {
+    let site = Site::new();
+    let mut conn = KeepAlive::open(&site);
+    let good = basic("alice", PASSWORD);
+    assert_eq!(conn.get("/api/v1/list/", &good), 200);
+    // A wrong password from the same place and connection: refused each time, however warm
+    // the cache of the right one, until the (name, address) lock refuses even the right one.
+    for i in 0..5 {
+        let wrong = basic("alice", &format!("wrong {i}"));
+        assert_eq!(conn.get("/api/v1/list/", &wrong), 401, "wrong password {i}");
+    }
+    assert!(login_audits(&site, "alice", "bad_credentials", 5) >= 5);
+    assert_eq!(
+        conn.get("/api/v1/list/", &good),
+        401,
+        "the locked-out source is refused even with a cached password"
+    );
+    assert!(login_audits(&site, "alice", "throttled_name_address", 1) >= 1);
+}

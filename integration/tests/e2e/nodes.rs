@@ -187,6 +187,27 @@ fn two_nodes_share_one_database_and_survive_a_database_restart() {
     b.add_user("acme", "bob", PASSWORD);
     assert!(a.ok(&["user", "list"], "").contains("bob"));
 
+    // A password changed through A's CLI refuses the old one on B's HTTPS at once, though B
+    // verified (and cached) it a moment ago.
+    a.add_user("acme", "carol", PASSWORD);
+    let list_on_b = |password: &str| -> String {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-u"])
+            .arg(format!("carol:{password}"))
+            .arg(format!("https://127.0.0.1:{}/api/v1/list/", b.ports.https))
+            .output()
+            .expect("curl is required: apt-get install curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(list_on_b(PASSWORD), "200");
+    assert_eq!(list_on_b(PASSWORD), "200");
+    a.ok(
+        &["user", "passwd", "carol", "--password-stdin"],
+        "carol's new passphrase\n",
+    );
+    assert_eq!(list_on_b(PASSWORD), "401", "B still takes the old password");
+    assert_eq!(list_on_b("carol's new passphrase"), "200");
+
     // Through SFTP: names and content carrying a marker go in on A and are listed on B; a
     // full database dump holds none of them.
     let m = marker();

@@ -1,6 +1,13 @@
-//! Who is calling: HTTP Basic (Argon2 through the [`Vault`], then a short-lived cache keyed
-//! by an HMAC of user and password), API bearer tokens, and browser sessions with their CSRF
-//! tokens. Sessions live in this node's memory (see docs/HTTPS.md for load balancers).
+//! Who is calling: HTTP Basic (Argon2 through the [`Vault`]) and API bearer tokens, both
+//! through a verified-credential cache ([`CredentialCache`]), and browser sessions with their
+//! CSRF tokens. Sessions live in this node's memory (see docs/HTTPS.md for load balancers).
+//!
+//! The cache maps an HMAC-SHA256 (under a random key of this process) of the presented
+//! credential to what it was verified against ([`CredentialStamp`]: the user and the password
+//! hash, or the token row), for at most [`CREDENTIAL_TTL`]. A hit skips only the hash check:
+//! [`Vault::resume`] still reads the user (and token) row on that request, so a password
+//! change, a disabled or deleted user or a revoked token — made by any process or node —
+//! refuses the very next request. A failed credential is never cached.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,12 +15,17 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::hmac;
 use base64::Engine;
-use coffer_storage::{ErrorKind, Password, Principal, Vault, VfsError, VfsResult};
+use coffer_storage::{
+    CredentialStamp, ErrorKind, Password, Principal, Vault, Vfs, VfsError, VfsResult,
+};
 use subtle::ConstantTimeEq;
 
-/// How long a verified Basic credential is reused without running Argon2 again.
-const CREDENTIAL_TTL: Duration = Duration::from_secs(60);
-/// Cached credentials and sessions kept at most; beyond it the oldest state is dropped.
+/// How long a verified credential is reused without running its hash check again (its rows
+/// are still read on every request).
+pub(crate) const CREDENTIAL_TTL: Duration = Duration::from_secs(60);
+/// Verified credentials kept at most; a full cache drops expired entries, then the oldest.
+const MAX_CREDENTIALS: usize = 10_000;
+/// Sessions kept at most; beyond it idle ones are dropped.
 const MAX_ENTRIES: usize = 50_000;
 /// Session ids and CSRF tokens: 256 random bits.
 const TOKEN_BYTES: usize = 32;
@@ -35,7 +47,7 @@ pub(crate) struct WebSession {
 pub(crate) struct Gatekeeper {
     vault: Vault,
     key: hmac::Key,
-    credentials: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+    credentials: CredentialCache,
     sessions: Mutex<HashMap<[u8; 32], WebSession>>,
     session_idle: Duration,
 }
@@ -92,6 +104,86 @@ pub(crate) fn cookie<'h>(header: &'h str, name: &str) -> Option<&'h str> {
     })
 }
 
+/// Verified credentials of this process: keyed hash of the credential -> what it was verified
+/// against and when. Holds no secret: the key is random per process and the values are row
+/// ids and stored hashes.
+pub(crate) struct CredentialCache {
+    key: hmac::Key,
+    ttl: Duration,
+    max: usize,
+    map: Mutex<HashMap<[u8; 32], (CredentialStamp, Instant)>>,
+}
+
+impl CredentialCache {
+    pub(crate) fn new(ttl: Duration, max: usize) -> VfsResult<Self> {
+        let key = hmac::Key::generate(hmac::HMAC_SHA256, &aws_lc_rs::rand::SystemRandom::new())
+            .map_err(|_| {
+                VfsError::new(ErrorKind::Internal, "the system random generator failed")
+            })?;
+        Ok(Self {
+            key,
+            ttl,
+            max: max.max(1),
+            map: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// HMAC-SHA256 of the length-prefixed parts under this process's key.
+    pub(crate) fn slot(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        for p in parts {
+            ctx.update(&(p.len() as u64).to_be_bytes());
+            ctx.update(p);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
+    /// The stamp cached under `slot` if younger than the lifetime (an older one is removed).
+    pub(crate) fn get(&self, slot: &[u8; 32], now: Instant) -> Option<CredentialStamp> {
+        let mut map = self.map.lock().ok()?;
+        let (stamp, at) = map.get(slot)?;
+        if now.saturating_duration_since(*at) < self.ttl {
+            return Some(stamp.clone());
+        }
+        map.remove(slot);
+        None
+    }
+
+    /// Caches a verified credential; a full cache first drops expired entries, then the
+    /// oldest one.
+    pub(crate) fn put(&self, slot: [u8; 32], stamp: CredentialStamp, now: Instant) {
+        let Ok(mut map) = self.map.lock() else {
+            return;
+        };
+        if map.len() >= self.max && !map.contains_key(&slot) {
+            let ttl = self.ttl;
+            map.retain(|_, (_, at)| now.saturating_duration_since(*at) < ttl);
+            while map.len() >= self.max {
+                let oldest = map.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| *k);
+                match oldest {
+                    Some(k) => map.remove(&k),
+                    None => break,
+                };
+            }
+        }
+        map.insert(slot, (stamp, now));
+    }
+
+    /// Drops one entry (its credential no longer holds).
+    pub(crate) fn forget(&self, slot: &[u8; 32]) {
+        if let Ok(mut map) = self.map.lock() {
+            map.remove(slot);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
 impl Gatekeeper {
     pub(crate) fn new(vault: Vault, session_idle: Duration) -> VfsResult<Self> {
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &aws_lc_rs::rand::SystemRandom::new())
@@ -101,7 +193,7 @@ impl Gatekeeper {
         Ok(Self {
             vault,
             key,
-            credentials: Mutex::new(HashMap::new()),
+            credentials: CredentialCache::new(CREDENTIAL_TTL, MAX_CREDENTIALS)?,
             sessions: Mutex::new(HashMap::new()),
             session_idle,
         })
@@ -119,45 +211,73 @@ impl Gatekeeper {
         out
     }
 
-    /// Checks a user name and password, reusing a success of the last minute.
-    pub(crate) async fn password(
+    /// Checks a user name and password for a login form: always the full check (audited).
+    pub(crate) async fn login(
         &self,
         user: &str,
         password: &Password,
         remote: &str,
     ) -> VfsResult<Principal> {
-        let slot = self.keyed(&[user.as_bytes(), password.expose().as_bytes()]);
-        if let Some(p) = self.cached(&slot) {
-            return Ok(p);
-        }
-        let principal = self
-            .vault
-            .authenticate_password(user, password, "https", Some(remote.to_owned()))
-            .await?;
-        if let Ok(mut map) = self.credentials.lock() {
-            if map.len() >= MAX_ENTRIES {
-                map.retain(|_, (_, at)| at.elapsed() < CREDENTIAL_TTL);
-                if map.len() >= MAX_ENTRIES {
-                    map.clear();
-                }
-            }
-            map.insert(slot, (principal.clone(), Instant::now()));
-        }
-        Ok(principal)
-    }
-
-    fn cached(&self, slot: &[u8; 32]) -> Option<Principal> {
-        let map = self.credentials.lock().ok()?;
-        let (p, at) = map.get(slot)?;
-        (at.elapsed() < CREDENTIAL_TTL).then(|| p.clone())
-    }
-
-    /// Checks an API token.
-    pub(crate) async fn token(&self, token: &str, remote: &str) -> VfsResult<Principal> {
-        // The Vault compares the secret's hash and counts a wrong secret toward the lockout.
         self.vault
-            .authenticate_token(token, "https", Some(remote.to_owned()))
+            .authenticate_password(user, password, "https", Some(remote.to_owned()))
             .await
+    }
+
+    /// The storage session of an `Authorization: Basic` request: Argon2 once per
+    /// [`CREDENTIAL_TTL`], the user row on every request.
+    pub(crate) async fn basic_session(
+        &self,
+        user: &str,
+        password: &Password,
+        remote: &str,
+    ) -> VfsResult<Vfs> {
+        let slot =
+            self.credentials
+                .slot(&[b"basic", user.as_bytes(), password.expose().as_bytes()]);
+        if let Some(vfs) = self.resume(&slot, remote).await? {
+            return Ok(vfs);
+        }
+        let (principal, stamp) = self
+            .vault
+            .authenticate_password_stamped(user, password, "https", Some(remote.to_owned()))
+            .await?;
+        let vfs = self.vault.session(principal).await?;
+        if let Some(stamp) = stamp {
+            self.credentials.put(slot, stamp, Instant::now());
+        }
+        Ok(vfs)
+    }
+
+    /// The storage session of an `Authorization: Bearer` request: the token's hash check and
+    /// login audit once per [`CREDENTIAL_TTL`], its row and its owner's on every request.
+    pub(crate) async fn token_session(&self, token: &str, remote: &str) -> VfsResult<Vfs> {
+        let slot = self.credentials.slot(&[b"bearer", token.as_bytes()]);
+        if let Some(vfs) = self.resume(&slot, remote).await? {
+            return Ok(vfs);
+        }
+        // The Vault compares the secret's hash and counts a wrong secret toward the lockout.
+        let (principal, stamp) = self
+            .vault
+            .authenticate_token_stamped(token, "https", Some(remote.to_owned()))
+            .await?;
+        let vfs = self.vault.session(principal).await?;
+        self.credentials.put(slot, stamp, Instant::now());
+        Ok(vfs)
+    }
+
+    /// A session from a cached verification that still holds; a stale entry is dropped.
+    async fn resume(&self, slot: &[u8; 32], remote: &str) -> VfsResult<Option<Vfs>> {
+        let Some(stamp) = self.credentials.get(slot, Instant::now()) else {
+            return Ok(None);
+        };
+        let vfs = self
+            .vault
+            .resume(&stamp, "https", Some(remote.to_owned()))
+            .await?;
+        if vfs.is_none() {
+            self.credentials.forget(slot);
+        }
+        Ok(vfs)
     }
 
     /// Starts a browser session; returns its id (the cookie value) and the session.
@@ -226,6 +346,69 @@ mod tests {
             Some("xyz")
         );
         assert_eq!(cookie("coffer_sessionx=1", SESSION_COOKIE), None);
+    }
+
+    fn stamp(user_id: i64) -> CredentialStamp {
+        CredentialStamp::Password {
+            user_id,
+            hash: format!("$argon2id$stored-{user_id}"),
+        }
+    }
+
+    #[test]
+    fn cached_credentials_expire_after_their_lifetime() {
+        let cache = CredentialCache::new(Duration::from_secs(60), 10).unwrap();
+        let t0 = Instant::now();
+        let slot = cache.slot(&[b"basic", b"alice", b"pw"]);
+        cache.put(slot, stamp(1), t0);
+        assert_eq!(
+            cache.get(&slot, t0 + Duration::from_secs(59)),
+            Some(stamp(1))
+        );
+        assert_eq!(cache.get(&slot, t0 + Duration::from_secs(60)), None);
+        // The expired entry is gone, not just hidden.
+        assert_eq!(cache.len(), 0);
+        assert_eq!(cache.get(&slot, t0), None);
+    }
+
+    #[test]
+    fn a_full_cache_drops_expired_then_oldest_entries() {
+        let cache = CredentialCache::new(Duration::from_secs(60), 3).unwrap();
+        let t0 = Instant::now();
+        let slots: Vec<_> = (0..5u8).map(|i| cache.slot(&[b"bearer", &[i]])).collect();
+        cache.put(slots[0], stamp(0), t0);
+        cache.put(slots[1], stamp(1), t0 + Duration::from_secs(70));
+        cache.put(slots[2], stamp(2), t0 + Duration::from_secs(71));
+        // Full: the expired entry 0 goes first.
+        cache.put(slots[3], stamp(3), t0 + Duration::from_secs(72));
+        assert_eq!(cache.len(), 3);
+        let now = t0 + Duration::from_secs(73);
+        assert_eq!(cache.get(&slots[0], now), None);
+        // Full with none expired: the oldest (1) goes.
+        cache.put(slots[4], stamp(4), now);
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.get(&slots[1], now), None);
+        for (i, slot) in slots.iter().enumerate().skip(2) {
+            assert_eq!(cache.get(slot, now), Some(stamp(i as i64)), "entry {i}");
+        }
+        cache.forget(&slots[4]);
+        assert_eq!(cache.get(&slots[4], now), None);
+    }
+
+    #[test]
+    fn slots_are_keyed_per_process_and_separate_fields() {
+        let a = CredentialCache::new(CREDENTIAL_TTL, 10).unwrap();
+        let b = CredentialCache::new(CREDENTIAL_TTL, 10).unwrap();
+        let s = a.slot(&[b"basic", b"alice", b"secret password"]);
+        assert_eq!(s, a.slot(&[b"basic", b"alice", b"secret password"]));
+        // Another key (another process) gives another slot: no table built elsewhere applies.
+        assert_ne!(s, b.slot(&[b"basic", b"alice", b"secret password"]));
+        // Length prefixes: moving a byte between user and password changes the slot.
+        assert_ne!(s, a.slot(&[b"basic", b"alices", b"ecret password"]));
+        assert_ne!(s, a.slot(&[b"bearer", b"alice", b"secret password"]));
+        // Not a plain hash of the secret.
+        let plain = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"secret password");
+        assert_ne!(&s[..], plain.as_ref());
     }
 
     #[test]

@@ -145,7 +145,7 @@ pub(crate) async fn login(
     let password = coffer_storage::Password::new(form.password);
     let principal = match state
         .gate
-        .password(&form.user, &password, &peer.ip().to_string())
+        .login(&form.user, &password, &peer.ip().to_string())
         .await
     {
         Ok(p) => p,
