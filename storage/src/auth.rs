@@ -8,6 +8,7 @@
 //! once with [`ErrorKind::Busy`], and no attempt ever allocates hashing memory of its own.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -112,6 +113,9 @@ pub(crate) struct Hasher {
     tx: SyncSender<Job>,
     limits: HashLimits,
     in_flight: Arc<Mutex<HashMap<Source, usize>>>,
+    /// How long a check takes now, in µs, as a client sees it (queue wait included): a
+    /// moving average over recent checks, so a refusal made without one can take as long.
+    cost_us: AtomicU64,
 }
 
 impl std::fmt::Debug for Hasher {
@@ -178,6 +182,7 @@ impl Hasher {
             tx,
             limits,
             in_flight: Arc::default(),
+            cost_us: AtomicU64::new(0),
         })
     }
 
@@ -243,19 +248,44 @@ impl Hasher {
     ) -> VfsResult<bool> {
         let hash = hash.to_owned();
         let pw = Zeroizing::new(password.expose().as_bytes().to_vec());
-        self.run(permit, move |blocks| phc_verify(&hash, &pw, blocks))
-            .await
+        let start = Instant::now();
+        let ok = self
+            .run(permit, move |blocks| phc_verify(&hash, &pw, blocks))
+            .await;
+        self.observe(start.elapsed());
+        ok
     }
 
-    /// A hash of a throwaway password, and how long one check against it takes on this
-    /// machine (measured once at start, after the worker's buffer exists).
-    pub(crate) async fn measure(&self) -> VfsResult<(String, Duration)> {
+    /// Folds one check's duration into [`Hasher::cost`] (weight 1/4: a few checks follow a
+    /// change of load, one outlier moves it little).
+    fn observe(&self, took: Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let _ = self
+            .cost_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    sample
+                } else {
+                    old.saturating_mul(3).saturating_add(sample) / 4
+                })
+            });
+    }
+
+    /// How long a password check takes on this machine now (measured at start, then kept
+    /// current by every check): what a refusal made without a hash waits, so that neither
+    /// an unloaded start nor a loaded one makes it answer at another speed than a check.
+    pub(crate) fn cost(&self) -> Duration {
+        Duration::from_micros(self.cost_us.load(Ordering::Relaxed))
+    }
+
+    /// A hash of a throwaway password (checked against for unknown users), after one check
+    /// against it has set [`Hasher::cost`] (the worker's buffer exists by then).
+    pub(crate) async fn measure(&self) -> VfsResult<String> {
         let dummy = self.hash(&Password::new("coffer-dummy".into())).await?;
         let permit = self.admit(&Source::Local)?;
-        let start = Instant::now();
         self.verify(&permit, &dummy, &Password::new("x".into()))
             .await?;
-        Ok((dummy, start.elapsed()))
+        Ok(dummy)
     }
 }
 

@@ -463,7 +463,7 @@ impl Vault {
             Check::Refused(why) => {
                 self.audit_login(None, name, protocol, &remote_addr, why.outcome());
                 // No hash is run, but the answer takes as long as one.
-                tokio::time::sleep(self.inner.hash_cost).await;
+                tokio::time::sleep(self.inner.hasher.cost()).await;
                 return Err(auth_failed());
             }
         };

@@ -84,8 +84,6 @@ pub(crate) struct Inner {
     pub(crate) key_versions: crate::tenant_keys::VersionCache,
     /// A hash of no password: unknown users are checked against it (same cost).
     pub(crate) dummy_hash: String,
-    /// How long one hash took at start: refusals without a hash wait this long.
-    pub(crate) hash_cost: std::time::Duration,
     /// The bounded Argon2 pool.
     pub(crate) hasher: Hasher,
     /// Failure counts per (name, address) and per address.
@@ -153,7 +151,7 @@ impl Vault {
         let spool = Spool::open(&opts.spool_dir)?;
         let audit = AuditSink::start(b.meta.clone());
         let hasher = Hasher::start(hash_limits)?;
-        let (dummy_hash, hash_cost) = hasher.measure().await?;
+        let dummy_hash = hasher.measure().await?;
         let key_cache = crate::tenant_keys::KeyCache::new(opts.key_cache);
         let mut watched = vec![("spool", opts.spool_dir.clone())];
         if let Some(dir) = &opts.local_store_dir {
@@ -169,7 +167,6 @@ impl Vault {
                 key_cache,
                 key_versions: Default::default(),
                 dummy_hash,
-                hash_cost,
                 hasher,
                 limiter,
                 background: tokio_util::task::TaskTracker::new(),

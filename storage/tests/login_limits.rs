@@ -213,13 +213,17 @@ async fn unknown_wrong_disabled_locked_and_throttled_all_get_the_same_answer() {
         ),
         ("throttled pair", "zed", "guess", "198.51.100.3:1"),
     ];
-    let mut times = Vec::new();
-    for (what, name, pw, addr) in cases {
-        let t = Instant::now();
-        let e = login(&tv.vault, name, pw, addr).await.unwrap_err();
-        times.push((what, t.elapsed()));
-        assert_eq!(e.kind(), ErrorKind::AuthFailed, "{what}");
-        assert_eq!(e.to_string(), "authentication failed", "{what}");
+    // Each outcome three times, rounds interleaved; its quickest answer counts (what an
+    // attacker timing it would see; one answer slowed by a busy machine says nothing).
+    let mut times: Vec<(&str, Duration)> = cases.iter().map(|c| (c.0, Duration::MAX)).collect();
+    for _ in 0..3 {
+        for (i, (what, name, pw, addr)) in cases.iter().enumerate() {
+            let t = Instant::now();
+            let e = login(&tv.vault, name, pw, addr).await.unwrap_err();
+            times[i].1 = times[i].1.min(t.elapsed());
+            assert_eq!(e.kind(), ErrorKind::AuthFailed, "{what}");
+            assert_eq!(e.to_string(), "authentication failed", "{what}");
+        }
     }
     // A refusal without a hash waits as long as a hash took at start; under load a real hash
     // takes longer, so the bound is loose: no outcome is answered in a fraction of the time.
