@@ -12,6 +12,7 @@ use coffer_object::{ObjectError, ObjectKey, ObjectStore};
 
 use crate::clock::now_ms;
 use crate::error::{ErrorKind, VfsError, VfsResult};
+use crate::inline::{EmptyStore, InlineObject};
 use crate::vault::Vault;
 
 /// Chunks opened per ranged read by `fsck --deep`.
@@ -48,7 +49,7 @@ pub struct FsckProblem {
     pub node_id: i64,
     /// Its object key.
     pub object_key: String,
-    /// `"primary"` or `"replica"`.
+    /// `"primary"`, `"replica"`, or `"inline"` (a small file's object in its metadata row).
     pub store: &'static str,
     /// What is wrong.
     pub problem: String,
@@ -131,8 +132,14 @@ impl Vault {
         for file in self.committed_files().await? {
             report.files += 1;
             for (name, store) in &stores {
+                let (name, store) = match (file.content.inline, *name) {
+                    // A small file's object is in its row, not in the primary store: check
+                    // the row's bytes in its place (the replica's copy as for any object).
+                    (true, "primary") => ("inline", self.inline_source(&file).await),
+                    _ => (*name, store.clone()),
+                };
                 if let Err(problem) = self.check_file(store.as_ref(), &file, deep).await {
-                    let repaired = repair && *name == "primary" && self.repair_primary(&file).await;
+                    let repaired = repair && name == "primary" && self.repair_primary(&file).await;
                     report.problems.push(FsckProblem {
                         node_id: file.node_id,
                         object_key: file.content.object_key.clone(),
@@ -144,6 +151,23 @@ impl Vault {
             }
         }
         Ok(report)
+    }
+
+    /// The row's copy of an inline file's object, as a store; an empty one (every check then
+    /// finds the object missing) if the row no longer holds it.
+    async fn inline_source(&self, file: &CommittedFile) -> Arc<dyn ObjectStore> {
+        let empty = || -> Arc<dyn ObjectStore> { Arc::new(EmptyStore) };
+        let Ok(key) = ObjectKey::parse(&file.content.object_key) else {
+            return empty();
+        };
+        match InlineObject::fetch(self.inner.b.meta.as_ref(), &key).await {
+            Ok(Some(store)) => store,
+            Ok(None) => empty(),
+            Err(e) => {
+                tracing::warn!(object = %key, error = %e, "fsck could not read an inline object");
+                empty()
+            }
+        }
     }
 
     /// Copies `file`'s object from the replica to the primary after authenticating every chunk

@@ -144,6 +144,7 @@ pub async fn open_vault_with_floor(
         key_cache: kms.map_or(coffer_storage::DEFAULT_KEY_CACHE, |k| k.key_cache),
         free_space_floor,
         local_store_dir: Some(root.join("store/primary")),
+        inline_max_bytes: coffer_storage::DEFAULT_INLINE_MAX_BYTES,
     };
     let meta: Arc<dyn MetadataStore> = Arc::new(meta);
     let b = Backends {
