@@ -150,7 +150,10 @@ mod tests {
             Err(ObjectError::RangeOutOfBounds { .. })
         ));
         let other = ObjectKey::generate().unwrap();
-        assert!(matches!(store.head(&other).await, Err(ObjectError::NotFound)));
+        assert!(matches!(
+            store.head(&other).await,
+            Err(ObjectError::NotFound)
+        ));
         assert!(store.put(&key, Bytes::new()).await.is_err());
     }
 }

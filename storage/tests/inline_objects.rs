@@ -252,7 +252,11 @@ async fn shredding_a_tenant_takes_its_inline_objects_and_leaves_nothing_readable
 
     admin.shred_tenant("gone").await.unwrap();
     assert!(get(&g, "/secret").await.is_err());
-    assert_eq!(inline_rows(&tv).await.len(), 1, "the shredded tenant's bytes are gone");
+    assert_eq!(
+        inline_rows(&tv).await.len(),
+        1,
+        "the shredded tenant's bytes are gone"
+    );
     tv.vault.replicate_once(100).await.unwrap();
     assert_eq!(tv.replica_objects().len(), 1, "its replica copy too");
     assert_eq!(get(&s, "/keep").await.unwrap(), b"kept");
@@ -284,4 +288,39 @@ async fn the_database_holds_no_plaintext_name_or_content_of_inline_files() {
         checked += 1;
     }
     assert!(checked > 2);
+}
+
+/// The measurement behind the default of `uploads.inline_max_bytes` (docs/PERFORMANCE.md,
+/// "Small files inline"): per-file upload time and the listing of the folder that holds them,
+/// objects in the row against objects in the local store, at several sizes. Run by hand:
+/// `cargo test --release -p coffer-storage --test inline_objects -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, run by hand"]
+async fn measure_upload_and_listing_cost_by_size() {
+    const FILES: usize = 200;
+    for size in [1_024usize, 4_096, 16_384, 65_536, 262_144] {
+        let mut line = format!("{size:>7} B:");
+        for (label, max) in [("store", 0), ("inline", coffer_storage::MAX_INLINE_BYTES)] {
+            let tv = vault_inlining(max).await;
+            let vfs = tv.user("acme", "alice").await;
+            let data = bytes(size, 9);
+            let t = std::time::Instant::now();
+            for i in 0..FILES {
+                put(&vfs, &format!("/f{i}"), &data).await;
+            }
+            let per_file = t.elapsed() / FILES as u32;
+            let t = std::time::Instant::now();
+            for _ in 0..20 {
+                assert_eq!(vfs.list("/").await.unwrap().len(), FILES);
+            }
+            let listing = t.elapsed() / 20;
+            let db = std::fs::metadata(tv.root().join("meta.db")).unwrap().len()
+                + std::fs::metadata(tv.root().join("meta.db-wal")).map_or(0, |m| m.len());
+            line += &format!(
+                "  {label}: {per_file:>9.2?}/file, list {listing:>8.2?}, db {} KiB;",
+                db / 1024
+            );
+        }
+        println!("{line}");
+    }
 }

@@ -568,8 +568,16 @@ fn small_sftp_uploads_onto_s3_make_no_primary_object_and_are_replicated() {
             .filter(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()))
             .count()
     };
-    assert_eq!(names(&primary.root), 1, "only the large file is in the primary bucket");
-    assert_eq!(names(&replica.root), 11, "every file is in the replica bucket");
+    assert_eq!(
+        names(&primary.root),
+        1,
+        "only the large file is in the primary bucket"
+    );
+    assert_eq!(
+        names(&replica.root),
+        11,
+        "every file is in the replica bucket"
+    );
     let fsck = site.env.ok(&["fsck", "--deep"], "");
     assert!(fsck.contains("11 files, 0 problems"), "{fsck}");
 }

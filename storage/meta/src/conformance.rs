@@ -1859,10 +1859,19 @@ pub async fn inline_objects(store: &dyn MetadataStore) {
     let key = first.content.object_key.clone();
     assert!(outcome.node.content.as_ref().unwrap().inline);
     let looked_up = store.node(t.id, outcome.node.id).await.unwrap();
-    assert_eq!(looked_up, outcome.node, "a lookup says inline, like the commit");
+    assert_eq!(
+        looked_up, outcome.node,
+        "a lookup says inline, like the commit"
+    );
     assert_eq!(store.child(t.id, root, &index).await.unwrap(), outcome.node);
-    assert_eq!(store.children(t.id, root).await.unwrap(), vec![outcome.node.clone()]);
-    assert_eq!(store.inline_object(&key).await.unwrap(), Some(sealed.clone()));
+    assert_eq!(
+        store.children(t.id, root).await.unwrap(),
+        vec![outcome.node.clone()]
+    );
+    assert_eq!(
+        store.inline_object(&key).await.unwrap(),
+        Some(sealed.clone())
+    );
     assert!(
         has_job(store, &key, ReplicationOp::Copy).await,
         "an inline object is still copied to the replica"
@@ -1880,7 +1889,10 @@ pub async fn inline_objects(store: &dyn MetadataStore) {
     let biggest = inline(1_000_000, &big, &name_index());
     store.commit_file(&biggest).await.unwrap();
     assert_eq!(
-        store.inline_object(&biggest.content.object_key).await.unwrap(),
+        store
+            .inline_object(&biggest.content.object_key)
+            .await
+            .unwrap(),
         Some(big)
     );
 
@@ -1900,7 +1912,15 @@ pub async fn inline_objects(store: &dyn MetadataStore) {
     let third = new_file(&t, root, &index, 5_000_000);
     let replaced = store.commit_file(&third).await.unwrap();
     assert!(!replaced.node.content.as_ref().unwrap().inline);
-    assert!(!store.node(t.id, replaced.node.id).await.unwrap().content.unwrap().inline);
+    assert!(
+        !store
+            .node(t.id, replaced.node.id)
+            .await
+            .unwrap()
+            .content
+            .unwrap()
+            .inline
+    );
     assert_eq!(store.inline_object(&key2).await.unwrap(), None);
     assert!(is_garbage(store, &key2).await);
 

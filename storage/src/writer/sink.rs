@@ -198,7 +198,9 @@ impl Sink {
                 self.inlined = true;
                 return Ok(Stored::Inline(body));
             }
-            self.primary.put(&self.object_key, Bytes::from(body)).await?;
+            self.primary
+                .put(&self.object_key, Bytes::from(body))
+                .await?;
             return Ok(Stored::InStore);
         }
         // No fsync here: a local store fsyncs the file it renames into place, and S3 reads the
@@ -452,8 +454,15 @@ mod tests {
         let want = push(&mut sink, 4_097, 1_000).await;
         assert!(matches!(sink.store().await.unwrap(), Stored::InStore));
         let key = sink.object_key();
-        let stored = f.primary.get_range(key, 0, want.len() as u64).await.unwrap();
-        assert_eq!(stored, want, "one byte over the threshold goes to the store");
+        let stored = f
+            .primary
+            .get_range(key, 0, want.len() as u64)
+            .await
+            .unwrap();
+        assert_eq!(
+            stored, want,
+            "one byte over the threshold goes to the store"
+        );
         sink.committed();
     }
 
