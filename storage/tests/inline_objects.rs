@@ -179,6 +179,25 @@ async fn tampered_inline_bytes_are_an_integrity_error_and_nothing_is_served() {
     let before = coffer_storage::repaired_reads();
     assert_eq!(get(&vfs, "/a").await.unwrap(), bytes(4_500, 4));
     assert!(coffer_storage::repaired_reads() > before);
+
+    // fsck --repair puts the replica's verified copy back into the row.
+    let report = tv.vault.fsck(true, true).await.unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert!(report.problems[0].repaired, "{report:?}");
+    let row = inline_rows(&tv)
+        .await
+        .into_iter()
+        .find(|r| r.0 == a_key)
+        .unwrap();
+    assert_eq!(Some(row.1), replica_copy(&tv, &a_key));
+    assert!(
+        tv.vault
+            .fsck(true, false)
+            .await
+            .unwrap()
+            .problems
+            .is_empty()
+    );
 }
 
 #[tokio::test]

@@ -1878,10 +1878,29 @@ pub async fn inline_objects(store: &dyn MetadataStore) {
     );
     assert_eq!(store.usage(t.id).await.unwrap().bytes, 4_096);
 
+    // fsck's repair rewrites the bytes of a row that holds its object, and nothing else.
+    let repaired = random_bytes(4_133);
+    assert!(store.restore_inline_object(&key, &repaired).await.unwrap());
+    assert_eq!(store.inline_object(&key).await.unwrap(), Some(repaired));
+    assert!(
+        !store
+            .restore_inline_object(&object_key(), &sealed)
+            .await
+            .unwrap()
+    );
+    assert!(store.restore_inline_object(&key, &sealed).await.unwrap());
+
     // An object in the store has no bytes in its row; an unknown key has none either.
     let stored = put_file(store, &t, root, 10).await;
     assert!(!stored.content.as_ref().unwrap().inline);
     assert_eq!(store.inline_object(object_of(&stored)).await.unwrap(), None);
+    assert!(
+        !store
+            .restore_inline_object(object_of(&stored), &sealed)
+            .await
+            .unwrap(),
+        "a row whose object is in the store is never given bytes"
+    );
     assert_eq!(store.inline_object(&object_key()).await.unwrap(), None);
 
     // The largest object `uploads.inline_max_bytes` allows (1 MiB) fits a row on every engine.

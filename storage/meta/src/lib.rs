@@ -278,6 +278,9 @@ pub trait NamespaceStore: Send + Sync + Debug {
     /// that key, or its object is in the primary store. Listings and lookups never load these
     /// bytes: only this does.
     async fn inline_object(&self, object_key: &str) -> MetaResult<Option<Vec<u8>>>;
+    /// Replaces the bytes of the row holding `object_key` inline with `sealed` (fsck's repair
+    /// from a verified replica copy); `false` if no row holds that object inline.
+    async fn restore_inline_object(&self, object_key: &str, sealed: &[u8]) -> MetaResult<bool>;
 }
 
 /// Uploads in flight, the replication outbox and the garbage list: the bookkeeping the

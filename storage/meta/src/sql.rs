@@ -828,6 +828,20 @@ impl NamespaceStore for SqlStore<D> {
         })
     }
 
+    async fn restore_inline_object(&self, object_key: &str, sealed: &[u8]) -> MetaResult<bool> {
+        let done = self
+            .write_one(Target::Main, false, || {
+                sqlx::query(
+                    "UPDATE nodes SET inline_object = ? \
+                     WHERE object_key = ? AND inline_object IS NOT NULL",
+                )
+                .bind(sealed)
+                .bind(object_key)
+            })
+            .await?;
+        Ok(D::rows_affected(&done) == 1)
+    }
+
     async fn inline_object(&self, object_key: &str) -> MetaResult<Option<Vec<u8>>> {
         with_retry!(self, async {
             let mut conn = self.pool.acquire().await?;

@@ -53,7 +53,8 @@ pub struct FsckProblem {
     pub store: &'static str,
     /// What is wrong.
     pub problem: String,
-    /// `fsck --repair` replaced the primary's copy with the replica's verified copy.
+    /// `fsck --repair` replaced the primary's (or the row's, for `inline`) copy with the
+    /// replica's verified copy.
     pub repaired: bool,
 }
 
@@ -139,7 +140,12 @@ impl Vault {
                     _ => (*name, store.clone()),
                 };
                 if let Err(problem) = self.check_file(store.as_ref(), &file, deep).await {
-                    let repaired = repair && name == "primary" && self.repair_primary(&file).await;
+                    let repaired = repair
+                        && match name {
+                            "primary" => self.repair_primary(&file).await,
+                            "inline" => self.repair_inline(&file).await,
+                            _ => false,
+                        };
                     report.problems.push(FsckProblem {
                         node_id: file.node_id,
                         object_key: file.content.object_key.clone(),
@@ -166,6 +172,44 @@ impl Vault {
             Err(e) => {
                 tracing::warn!(object = %key, error = %e, "fsck could not read an inline object");
                 empty()
+            }
+        }
+    }
+
+    /// Puts the replica's copy of an inline file's object back into its row, after
+    /// authenticating every chunk of that copy; `true` if the row now holds a good copy.
+    async fn repair_inline(&self, file: &CommittedFile) -> bool {
+        let b = &self.inner.b;
+        let Some(replica) = &b.replica else {
+            return false;
+        };
+        let (Ok(key), Ok(len)) = (
+            ObjectKey::parse(&file.content.object_key),
+            expected_object_len(&file.content),
+        ) else {
+            return false;
+        };
+        if let Err(e) = self.check_file(replica.as_ref(), file, true).await {
+            tracing::warn!(object = %key, node_id = file.node_id, error = %e, "cannot repair an inline object: the replica's copy is bad too");
+            return false;
+        }
+        let restored = match replica.get_range(&key, 0, len).await {
+            Ok(sealed) => b.meta.restore_inline_object(key.as_str(), &sealed).await,
+            Err(e) => {
+                tracing::warn!(object = %key, error = %e, "reading the replica's copy failed");
+                return false;
+            }
+        };
+        match restored {
+            Ok(true) => {
+                tracing::warn!(object = %key, node_id = file.node_id, "repaired an inline object from the verified replica copy");
+                let source = self.inline_source(file).await;
+                self.check_file(source.as_ref(), file, true).await.is_ok()
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(object = %key, error = %e, "writing the repaired inline object failed");
+                false
             }
         }
     }
