@@ -343,3 +343,29 @@ async fn measure_upload_and_listing_cost_by_size() {
         println!("{line}");
     }
 }
+
+#[tokio::test]
+async fn inline_bytes_swapped_between_tenants_open_for_neither() {
+    let tv = vault().await;
+    let alice = tv.user("acme", "alice").await;
+    let bob = tv.user("globex", "bob").await;
+    put(&alice, "/report.pdf", b"acme secret").await;
+    put(&bob, "/report.pdf", b"globex secret").await;
+    let rows = inline_rows(&tv).await;
+    assert_eq!(rows.len(), 2);
+    let mut db = raw_db(&tv).await;
+    for (i, (key, _)) in rows.iter().enumerate() {
+        sqlx::query("UPDATE nodes SET inline_object = ? WHERE object_key = ?")
+            .bind(&rows[1 - i].1)
+            .bind(key)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    for vfs in [&alice, &bob] {
+        assert_eq!(
+            get(vfs, "/report.pdf").await.unwrap_err().kind(),
+            ErrorKind::Integrity
+        );
+    }
+}
