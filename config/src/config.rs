@@ -75,6 +75,8 @@ pub struct UploadsConfig {
     pub min_free_bytes: u64,
     /// Percent of those disks kept free (the larger of the two floors applies).
     pub min_free_percent: u8,
+    /// Sealed objects up to this many bytes are stored in their metadata row (0: never).
+    pub inline_max_bytes: u32,
 }
 
 /// `[limits]`, validated.
@@ -504,6 +506,7 @@ impl Config {
                 keep_partial: self.uploads.keep_partial.as_str().to_owned(),
                 min_free_bytes: self.uploads.min_free_bytes,
                 min_free_percent: self.uploads.min_free_percent,
+                inline_max_bytes: self.uploads.inline_max_bytes,
             },
             limits: RawLimits {
                 pre_auth_connections: self.limits.pre_auth_connections,

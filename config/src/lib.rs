@@ -35,4 +35,4 @@ pub use raw::{
 };
 pub use secret::{Secret, read_secret_file};
 pub use sources::{ENV_PREFIX, IGNORED_ENV_VARS, Sources, TEST_ENV_PREFIXES, load, read_file};
-pub use validate::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+pub use validate::{MAX_CHUNK_SIZE, MAX_INLINE_BYTES, MIN_CHUNK_SIZE};

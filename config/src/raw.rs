@@ -385,6 +385,12 @@ pub struct RawUploads {
     /// Percent of those disks' size that must stay free (0 to 90).
     #[serde(default = "default_min_free_percent")]
     pub min_free_percent: u8,
+    /// A new file whose sealed object (the encrypted bytes, a little over the plaintext) is at
+    /// most this many bytes is stored in its metadata row instead of the primary object store:
+    /// one database commit instead of an object write and its flushes (or an S3 request).
+    /// It is still copied to the replica. 0 turns it off; at most 1048576.
+    #[serde(default = "default_inline_max_bytes")]
+    pub inline_max_bytes: u32,
 }
 
 /// `[limits]`
@@ -410,6 +416,13 @@ fn default_keep_partial() -> String {
 
 fn default_min_free_bytes() -> u64 {
     1024 * 1024 * 1024
+}
+
+/// Default of `uploads.inline_max_bytes` (docs/PERFORMANCE.md, "Small files inline").
+pub const DEFAULT_INLINE_MAX_BYTES: u32 = 16 * 1024;
+
+fn default_inline_max_bytes() -> u32 {
+    DEFAULT_INLINE_MAX_BYTES
 }
 
 fn default_min_free_percent() -> u8 {
@@ -593,6 +606,7 @@ impl Default for RawUploads {
             keep_partial: default_keep_partial(),
             min_free_bytes: default_min_free_bytes(),
             min_free_percent: default_min_free_percent(),
+            inline_max_bytes: default_inline_max_bytes(),
         }
     }
 }

@@ -942,12 +942,28 @@ fn validate_uploads(raw: &RawUploads, sftp: &RawSftp) -> Result<UploadsConfig, C
             ),
         ));
     }
+    if raw.inline_max_bytes > MAX_INLINE_BYTES {
+        return Err(ConfigError::invalid(
+            "uploads.inline_max_bytes",
+            format!(
+                "{} bytes is too large to keep in a metadata row: use 0 (off) to \
+                 {MAX_INLINE_BYTES} (1 MiB); the default is {}",
+                raw.inline_max_bytes,
+                crate::raw::DEFAULT_INLINE_MAX_BYTES
+            ),
+        ));
+    }
     Ok(UploadsConfig {
         keep_partial,
         min_free_bytes: raw.min_free_bytes,
         min_free_percent: raw.min_free_percent,
+        inline_max_bytes: raw.inline_max_bytes,
     })
 }
+
+/// Largest `uploads.inline_max_bytes`: one in-memory batch of the writer, well inside a
+/// MariaDB/MySQL MEDIUMBLOB and their default `max_allowed_packet`.
+pub const MAX_INLINE_BYTES: u32 = 1024 * 1024;
 
 /// Largest `uploads.min_free_percent`: a floor above it would refuse nearly every upload.
 const MAX_MIN_FREE_PERCENT: u8 = 90;

@@ -360,6 +360,19 @@ fn mysql_metadata_settings_survive_the_effective_config_dump() {
 }
 
 #[test]
+fn inline_threshold_is_bounded_and_named() {
+    let message = refused("uploads.inline_max_bytes", |raw| {
+        raw.uploads.inline_max_bytes = 1024 * 1024 + 1
+    });
+    assert!(message.contains("1 MiB"), "{message}");
+    let mut raw = RawConfig::default();
+    raw.uploads.inline_max_bytes = 0;
+    assert_eq!(raw.validate().expect("valid").uploads.inline_max_bytes, 0);
+    let config = RawConfig::default().validate().expect("valid");
+    assert_eq!(config.uploads.inline_max_bytes, 16 * 1024);
+}
+
+#[test]
 fn upload_policy_and_pre_auth_limits_are_checked() {
     let message = refused("uploads.keep_partial", |raw| {
         raw.uploads.keep_partial = "always".into()

@@ -327,6 +327,7 @@ pub async fn open_vault(cfg: &Config, role: Role) -> anyhow::Result<Vault> {
             StoreConfig::Local { path } => Some(path.clone()),
             StoreConfig::S3(_) => None,
         },
+        inline_max_bytes: cfg.uploads.inline_max_bytes,
     };
     let vault = Vault::open(
         Backends {

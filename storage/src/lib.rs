@@ -18,6 +18,7 @@ mod clock;
 pub mod error;
 mod ids;
 mod inflight;
+mod inline;
 mod login;
 mod lookups;
 pub mod path;
@@ -36,6 +37,7 @@ pub use admin::{Admin, NewUserRequest, Readiness, UserSummary};
 pub use auth::{HashLimits, LockoutPolicy, Password};
 pub use clock::now_ms;
 pub use error::{ErrorKind, VfsError, VfsResult};
+pub use inline::{DEFAULT_INLINE_MAX_BYTES, MAX_INLINE_BYTES};
 pub use login::{
     ADDRESS_FACTOR, Check, CredentialStamp, KNOWN_SOURCE_TTL, LocalLimiter, LoginLimiter, Refusal,
     Source,

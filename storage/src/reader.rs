@@ -14,6 +14,7 @@ use tracing::warn;
 
 use crate::clock::now_ms;
 use crate::error::{ErrorKind, VfsError, VfsResult};
+use crate::inline::InlineObject;
 use crate::vfs::{FileInfo, Vfs};
 
 /// Chunks fetched per ranged GET at first (1 MiB at 64 KiB chunks).
@@ -100,6 +101,20 @@ impl FileReader {
             .await?;
         let dek = keys.unwrap_dek(&content.wrapped_dek, &cid)?;
         let b = &vfs.vault.inner.b;
+        // A small object lives in its row: read from there, verified (and repaired from the
+        // replica) exactly like an object of the primary store.
+        let primary: Arc<dyn ObjectStore> = if content.inline {
+            InlineObject::fetch(b.meta.as_ref(), &key)
+                .await?
+                .ok_or_else(|| {
+                    VfsError::new(
+                        ErrorKind::NotFound,
+                        "the file was replaced or removed while it was being opened",
+                    )
+                })?
+        } else {
+            b.primary.clone()
+        };
         let size = content.size.max(0) as u64;
         // A file no larger than the first window is read whole with its header: one request.
         let row_layout = Layout::new(content.chunk_size)
@@ -112,8 +127,8 @@ impl FileReader {
             HEADER_LEN as u64
         };
         let skip_primary_until = AtomicI64::new(0);
-        let primary = match get_with_failover(
-            &b.primary,
+        let opened = match get_with_failover(
+            &primary,
             b.replica.as_ref(),
             &skip_primary_until,
             &key,
@@ -125,7 +140,7 @@ impl FileReader {
             Ok(head) => open_head(&dek, cid, head, content.chunk_size),
             Err(e) => Err(e),
         };
-        let (cipher, head) = match primary {
+        let (cipher, head) = match opened {
             Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::NotFound) => {
                 // Read repair: the replica's copy, if its header verifies.
                 let Some(replica) = &b.replica else {
@@ -151,7 +166,7 @@ impl FileReader {
             other => other?,
         };
         let core = ReaderCore {
-            primary: b.primary.clone(),
+            primary,
             replica: b.replica.clone(),
             key,
             cipher,

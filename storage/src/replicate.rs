@@ -5,6 +5,7 @@ mod fsck;
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::digest;
@@ -14,6 +15,7 @@ use tracing::{debug, warn};
 
 use crate::clock::now_ms;
 use crate::error::{ErrorKind, VfsError, VfsResult, internal};
+use crate::inline::InlineObject;
 use crate::vault::Vault;
 
 pub use fsck::{FsckProblem, FsckReport, ReplicationStatus, ResyncReport};
@@ -95,14 +97,27 @@ impl Vault {
         }
     }
 
-    /// Copies one object to the replica through a spool file; see [`copy_verified`].
+    /// Copies one object to the replica through a spool file; see [`copy_verified`]. An
+    /// object stored in its row (a small file) is copied from there, verified the same way.
     pub(crate) async fn copy_to_replica(
         &self,
         key: &ObjectKey,
         replica: &dyn ObjectStore,
     ) -> VfsResult<()> {
         let tmp = self.inner.spool.path(&format!("{key}.replica"));
-        copy_verified(self.inner.b.primary.as_ref(), replica, key, &tmp).await
+        let source = self.object_source(key).await?;
+        copy_verified(source.as_ref(), replica, key, &tmp).await
+    }
+
+    /// Where `key`'s committed object is read from: its row if the row holds it, else the
+    /// primary store (an object whose row is gone is looked for there, and is not found once
+    /// collected).
+    pub(crate) async fn object_source(&self, key: &ObjectKey) -> VfsResult<Arc<dyn ObjectStore>> {
+        let b = &self.inner.b;
+        Ok(match InlineObject::fetch(b.meta.as_ref(), key).await? {
+            Some(inline) => inline,
+            None => b.primary.clone(),
+        })
     }
 
     /// Deletes from the primary store up to `limit` objects no committed row refers to, under

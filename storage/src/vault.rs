@@ -43,6 +43,10 @@ pub struct VaultOptions {
     pub free_space_floor: FreeSpaceFloor,
     /// The local primary store's directory, watched with the spool; `None` for S3.
     pub local_store_dir: Option<PathBuf>,
+    /// A new file whose sealed object is at most this many bytes is stored in its metadata
+    /// row instead of the primary store (`uploads.inline_max_bytes`; 0: never). At most
+    /// [`crate::MAX_INLINE_BYTES`].
+    pub inline_max_bytes: u32,
 }
 
 /// Default of [`VaultOptions::key_cache`] (`keys.cache_secs`): five minutes.

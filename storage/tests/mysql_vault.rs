@@ -58,6 +58,7 @@ async fn node(shared: &Path, url: &str, name: &str, lockout: LockoutPolicy) -> V
         key_cache: coffer_storage::DEFAULT_KEY_CACHE,
         free_space_floor: coffer_storage::FreeSpaceFloor::NONE,
         local_store_dir: None,
+        inline_max_bytes: coffer_storage::DEFAULT_INLINE_MAX_BYTES,
     };
     Vault::open(backends, options).await.unwrap()
 }

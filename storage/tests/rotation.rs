@@ -73,6 +73,7 @@ async fn mariadb_vault(root: &Path, url: &str, node: &str) -> (Vault, Arc<dyn Me
         key_cache: coffer_storage::DEFAULT_KEY_CACHE,
         free_space_floor: coffer_storage::FreeSpaceFloor::NONE,
         local_store_dir: Some(root.join("store/primary")),
+        inline_max_bytes: coffer_storage::DEFAULT_INLINE_MAX_BYTES,
     };
     (Vault::open(backends, options).await.unwrap(), meta)
 }

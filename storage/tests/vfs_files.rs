@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use coffer_storage::{ErrorKind, GarbageAges, Permissions, WriteOptions};
-use common::{CHUNK, bytes, get, put, vault};
+use common::{CHUNK, bytes, get, put, vault, vault_inlining};
 
 const OVERLAY: WriteOptions = WriteOptions {
     truncate: false,
@@ -775,7 +775,8 @@ async fn read_all(reader: &coffer_storage::FileReader) -> Vec<u8> {
 /// the first collection after that download closed — not an hour later.
 #[tokio::test]
 async fn replaced_object_is_kept_while_read_and_collected_once_its_reader_closed() {
-    let tv = vault().await;
+    // Every object in the store: these count the store's objects.
+    let tv = vault_inlining(0).await;
     let vfs = tv.user("acme", "alice").await;
     // Larger than one read window, so the reader fetches more of it after the collection.
     let old = bytes(400 * CHUNK as usize + 9, 31);
@@ -804,7 +805,8 @@ async fn replaced_object_is_kept_while_read_and_collected_once_its_reader_closed
 /// up to the hard bound.
 #[tokio::test]
 async fn a_reader_past_the_hard_bound_does_not_keep_garbage() {
-    let tv = vault().await;
+    // Every object in the store: these count the store's objects.
+    let tv = vault_inlining(0).await;
     let vfs = tv.user("acme", "alice").await;
     put(&vfs, "/report", b"old").await;
     let _reader = vfs.open_read("/report").await.unwrap();
@@ -824,7 +826,8 @@ async fn a_reader_past_the_hard_bound_does_not_keep_garbage() {
 /// object while that row is fresh, and deletes it once the row is stale (the node stopped).
 #[tokio::test]
 async fn garbage_read_on_another_node_is_kept_until_that_nodes_row_is_stale() {
-    let tv = vault().await;
+    // Every object in the store: these count the store's objects.
+    let tv = vault_inlining(0).await;
     let vfs = tv.user("acme", "alice").await;
     let old = bytes(400 * CHUNK as usize + 9, 32);
     put(&vfs, "/report", &old).await;

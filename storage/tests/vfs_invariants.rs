@@ -229,7 +229,8 @@ async fn swapped_objects_and_reordered_chunks_are_refused() {
 
 #[tokio::test]
 async fn tenants_are_isolated_by_tree_and_by_key() {
-    let tv = vault().await;
+    // Objects in the store, so they can be swapped on disk.
+    let tv = common::vault_inlining(0).await;
     let alice = tv.user("acme", "alice").await;
     let bob = tv.user("globex", "bob").await;
     put(&alice, "/report.pdf", b"acme secret").await;

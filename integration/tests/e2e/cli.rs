@@ -913,7 +913,8 @@ fn tampered_truncated_or_swapped_objects_fail_get_with_integrity_and_no_output()
 
 #[test]
 fn the_running_server_replicates_every_object_to_the_replica_store() {
-    let env = Env::new("");
+    // Every object in the primary store (e2e/inline.rs covers objects kept in their rows).
+    let env = Env::new("[uploads]\ninline_max_bytes = 0\n");
     let server = env.serve();
     env.add_user("acme", "u", PASSWORD);
     for (i, size) in [0usize, 70_000, 300_000].into_iter().enumerate() {
@@ -954,7 +955,8 @@ fn the_running_server_replicates_every_object_to_the_replica_store() {
 
 #[test]
 fn two_tenants_with_the_same_names_see_only_their_own_files() {
-    let env = Env::new("");
+    // Objects in the store, so each file's object can be found and compared on disk.
+    let env = Env::new("[uploads]\ninline_max_bytes = 0\n");
     env.add_user("north", "n", PASSWORD);
     env.add_user("south", "s", PASSWORD);
     let obj_n = new_object(&env, || {

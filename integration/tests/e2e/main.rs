@@ -10,6 +10,7 @@ mod disk;
 mod ftp;
 mod hashes;
 mod https;
+mod inline;
 mod keys;
 mod kms;
 mod limits;

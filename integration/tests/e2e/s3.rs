@@ -513,3 +513,71 @@ fn serve_killed_mid_upload_leaves_no_file_and_restarts_clean() {
     assert!(fsck.contains("0 files, 0 problems"), "{fsck}");
     drop(server);
 }
+
+/// Small files inline in their rows on an S3 deployment: an SFTP upload of a small file makes
+/// no request to the primary bucket, which ends up holding only the large file's object,
+/// while the replica bucket gets a verified copy of every file.
+#[test]
+fn small_sftp_uploads_onto_s3_make_no_primary_object_and_are_replicated() {
+    if std::env::var_os("COFFER_SKIP_S3").is_some() {
+        println!("COFFER_SKIP_S3 is set: skipping");
+        return;
+    }
+    let roots = tempfile::tempdir().unwrap().keep();
+    let primary = S3Server::start(&roots.join("primary"), "coffer-primary", 0);
+    let replica = S3Server::start(&roots.join("replica"), "coffer-replica", 0);
+    let extra = store_toml("primary", "coffer-primary", primary.port)
+        + &store_toml("replica", "coffer-replica", replica.port)
+        + "[uploads]\ninline_max_bytes = 16384\n";
+    let site = crate::sftp::Site::with_config("", &extra);
+    let large = bytes(3 * 1024 * 1024 + 1, 7);
+    site.write_local("large.bin", &large);
+    site.sftp_ok("put large.bin\n");
+    // Writes only: the replicator may still be reading the large file's object.
+    let writes = |ops: Vec<String>| -> Vec<String> {
+        ops.into_iter()
+            .filter(|o| o.starts_with("Put") || o.contains("Multipart"))
+            .collect()
+    };
+    let puts_before = writes(primary.operations()).len();
+    let mut script = String::new();
+    let mut back = String::new();
+    for i in 0..10u64 {
+        site.write_local(&format!("s{i}"), &bytes(4_096, i));
+        script.push_str(&format!("put s{i}\n"));
+        back.push_str(&format!("get s{i} s{i}.back\n"));
+    }
+    site.sftp_ok(&script);
+    let small_ops = writes(primary.operations())[puts_before..].to_vec();
+    assert!(
+        small_ops.is_empty(),
+        "small uploads made requests to the primary bucket: {small_ops:?}"
+    );
+    site.sftp_ok(&back);
+    for i in 0..10u64 {
+        assert_eq!(
+            std::fs::read(site.path(&format!("s{i}.back"))).unwrap(),
+            bytes(4_096, i)
+        );
+    }
+    wait_replicated(&site.env, Duration::from_secs(120));
+    let names = |root: &Path| -> usize {
+        harness::walk(root)
+            .into_iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .filter(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .count()
+    };
+    assert_eq!(
+        names(&primary.root),
+        1,
+        "only the large file is in the primary bucket"
+    );
+    assert_eq!(
+        names(&replica.root),
+        11,
+        "every file is in the replica bucket"
+    );
+    let fsck = site.env.ok(&["fsck", "--deep"], "");
+    assert!(fsck.contains("11 files, 0 problems"), "{fsck}");
+}

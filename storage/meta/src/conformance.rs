@@ -80,6 +80,7 @@ macro_rules! for_each_check {
             commit_expecting_absent_loses_to_a_racing_file,
             tenant_master_keys_and_shredding,
             tenant_key_rotation,
+            inline_objects,
         );
     };
 }
@@ -107,6 +108,7 @@ pub async fn run_all(store: &dyn MetadataStore) {
     commit_expecting_absent_loses_to_a_racing_file(store).await;
     tenant_master_keys_and_shredding(store).await;
     tenant_key_rotation(store).await;
+    inline_objects(store).await;
 }
 
 // ---- helpers ----
@@ -220,6 +222,7 @@ fn content(size: i64) -> FileContent {
         key_version: 1,
         chunk_size: 65_536,
         content_hash_enc: random_bytes(60),
+        inline: false,
     }
 }
 
@@ -233,6 +236,7 @@ fn new_file(tenant: &Tenant, parent_id: i64, name_index: &[u8], size: i64) -> Co
         name_enc: name_enc(),
         name_index: name_index.to_vec(),
         content: content(size),
+        inline_object: None,
         mtime_ms: now - 1_000,
         now_ms: now,
         expect_node: None,
@@ -1834,4 +1838,125 @@ fn rekeyed(node: &Node, version: u32) -> RekeyedNode {
             key_version: version,
         }),
     }
+}
+
+/// Small objects stored in their row (`inline_object`): the bytes round-trip through a
+/// commit; lookups and listings say `inline` without carrying the bytes; a replace, a
+/// removal and a tenant deletion take them along and queue the object key for the garbage
+/// collector and the replica's delete exactly like an object in the store.
+pub async fn inline_objects(store: &dyn MetadataStore) {
+    let t = tenant(store, None).await;
+    let root = t.root_node_id;
+    let index = name_index();
+    let inline = |size: i64, sealed: &[u8], index: &[u8]| CommitFile {
+        inline_object: Some(sealed.to_vec()),
+        ..new_file(&t, root, index, size)
+    };
+    let sealed = random_bytes(4_133);
+    let first = inline(4_096, &sealed, &index);
+    let outcome = store.commit_file(&first).await.unwrap();
+    assert!(outcome.created);
+    let key = first.content.object_key.clone();
+    assert!(outcome.node.content.as_ref().unwrap().inline);
+    let looked_up = store.node(t.id, outcome.node.id).await.unwrap();
+    assert_eq!(
+        looked_up, outcome.node,
+        "a lookup says inline, like the commit"
+    );
+    assert_eq!(store.child(t.id, root, &index).await.unwrap(), outcome.node);
+    assert_eq!(
+        store.children(t.id, root).await.unwrap(),
+        vec![outcome.node.clone()]
+    );
+    assert_eq!(
+        store.inline_object(&key).await.unwrap(),
+        Some(sealed.clone())
+    );
+    assert!(
+        has_job(store, &key, ReplicationOp::Copy).await,
+        "an inline object is still copied to the replica"
+    );
+    assert_eq!(store.usage(t.id).await.unwrap().bytes, 4_096);
+
+    // fsck's repair rewrites the bytes of a row that holds its object, and nothing else.
+    let repaired = random_bytes(4_133);
+    assert!(store.restore_inline_object(&key, &repaired).await.unwrap());
+    assert_eq!(store.inline_object(&key).await.unwrap(), Some(repaired));
+    assert!(
+        !store
+            .restore_inline_object(&object_key(), &sealed)
+            .await
+            .unwrap()
+    );
+    assert!(store.restore_inline_object(&key, &sealed).await.unwrap());
+
+    // An object in the store has no bytes in its row; an unknown key has none either.
+    let stored = put_file(store, &t, root, 10).await;
+    assert!(!stored.content.as_ref().unwrap().inline);
+    assert_eq!(store.inline_object(object_of(&stored)).await.unwrap(), None);
+    assert!(
+        !store
+            .restore_inline_object(object_of(&stored), &sealed)
+            .await
+            .unwrap(),
+        "a row whose object is in the store is never given bytes"
+    );
+    assert_eq!(store.inline_object(&object_key()).await.unwrap(), None);
+
+    // The largest object `uploads.inline_max_bytes` allows (1 MiB) fits a row on every engine.
+    let big = random_bytes(1 << 20);
+    let biggest = inline(1_000_000, &big, &name_index());
+    store.commit_file(&biggest).await.unwrap();
+    assert_eq!(
+        store
+            .inline_object(&biggest.content.object_key)
+            .await
+            .unwrap(),
+        Some(big)
+    );
+
+    // Replaced by another inline object: the new bytes, the old key is garbage.
+    let sealed2 = random_bytes(100);
+    let second = inline(50, &sealed2, &index);
+    let replaced = store.commit_file(&second).await.unwrap();
+    assert!(!replaced.created);
+    assert!(replaced.node.content.as_ref().unwrap().inline);
+    assert_eq!(store.inline_object(&key).await.unwrap(), None);
+    assert!(is_garbage(store, &key).await);
+    assert!(has_job(store, &key, ReplicationOp::Delete).await);
+    let key2 = second.content.object_key.clone();
+    assert_eq!(store.inline_object(&key2).await.unwrap(), Some(sealed2));
+
+    // Replaced by an object in the store: the row holds no bytes any more.
+    let third = new_file(&t, root, &index, 5_000_000);
+    let replaced = store.commit_file(&third).await.unwrap();
+    assert!(!replaced.node.content.as_ref().unwrap().inline);
+    assert!(
+        !store
+            .node(t.id, replaced.node.id)
+            .await
+            .unwrap()
+            .content
+            .unwrap()
+            .inline
+    );
+    assert_eq!(store.inline_object(&key2).await.unwrap(), None);
+    assert!(is_garbage(store, &key2).await);
+
+    // Inline again, then removed: the bytes go with the row.
+    let fourth = inline(4_096, &sealed, &index);
+    let kept = store.commit_file(&fourth).await.unwrap();
+    store.remove(t.id, kept.node.id).await.unwrap();
+    let key4 = fourth.content.object_key.clone();
+    assert_eq!(store.inline_object(&key4).await.unwrap(), None);
+    assert!(is_garbage(store, &key4).await);
+    assert!(has_job(store, &key4, ReplicationOp::Delete).await);
+
+    // A deleted tenant's inline objects go with its rows.
+    let fifth = inline(4_096, &sealed, &name_index());
+    store.commit_file(&fifth).await.unwrap();
+    store.delete_tenant(t.id, now_ms()).await.unwrap();
+    let key5 = fifth.content.object_key.clone();
+    assert_eq!(store.inline_object(&key5).await.unwrap(), None);
+    assert!(is_garbage(store, &key5).await);
 }

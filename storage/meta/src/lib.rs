@@ -273,6 +273,14 @@ pub trait NamespaceStore: Send + Sync + Debug {
     async fn set_mtime(&self, tenant_id: i64, id: i64, mtime_ms: i64) -> MetaResult<()>;
     /// Bytes and files used by a tenant's committed files.
     async fn usage(&self, tenant_id: i64) -> MetaResult<Usage>;
+    /// The sealed object stored in the row of the committed file whose object key is
+    /// `object_key` (a small object, [`FileContent::inline`]); `None` if no committed row has
+    /// that key, or its object is in the primary store. Listings and lookups never load these
+    /// bytes: only this does.
+    async fn inline_object(&self, object_key: &str) -> MetaResult<Option<Vec<u8>>>;
+    /// Replaces the bytes of the row holding `object_key` inline with `sealed` (fsck's repair
+    /// from a verified replica copy); `false` if no row holds that object inline.
+    async fn restore_inline_object(&self, object_key: &str, sealed: &[u8]) -> MetaResult<bool>;
 }
 
 /// Uploads in flight, the replication outbox and the garbage list: the bookkeeping the

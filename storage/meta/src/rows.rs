@@ -18,6 +18,8 @@ pub trait Columns {
     fn flag(&self, name: &'static str) -> MetaResult<bool>;
     /// A binary column (ciphertext, blind indexes, wrapped keys).
     fn blob(&self, name: &'static str) -> MetaResult<Vec<u8>>;
+    /// A nullable binary column.
+    fn opt_blob(&self, name: &'static str) -> MetaResult<Option<Vec<u8>>>;
     /// A text column that holds an identifier or an enum value (stored as bytes on MySQL so
     /// it compares byte for byte).
     fn ident(&self, name: &'static str) -> MetaResult<String>;
@@ -38,6 +40,7 @@ where
     for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     fn int(&self, name: &'static str) -> MetaResult<i64> {
@@ -50,6 +53,9 @@ where
         get(self, name)
     }
     fn blob(&self, name: &'static str) -> MetaResult<Vec<u8>> {
+        get(self, name)
+    }
+    fn opt_blob(&self, name: &'static str) -> MetaResult<Option<Vec<u8>>> {
         get(self, name)
     }
     /// Identifiers are stored as VARBINARY on MySQL (compared byte for byte), which sqlx will
@@ -79,7 +85,8 @@ where
 macro_rules! node_columns {
     () => {
         "id, tenant_id, parent_id, kind, name_enc, name_index, name_key_version, mtime_ms, \
-         ctime_ms, version, size, object_key, content_id, wrapped_dek, key_version, chunk_size, content_hash_enc"
+         ctime_ms, version, size, object_key, content_id, wrapped_dek, key_version, chunk_size, \
+         content_hash_enc, CASE WHEN inline_object IS NULL THEN 0 ELSE 1 END AS inline_flag"
     };
 }
 pub(crate) use node_columns;
@@ -140,6 +147,7 @@ fn file_content<R: Columns>(row: &R) -> MetaResult<FileContent> {
         key_version: row.small("key_version")?,
         chunk_size: row.small("chunk_size")?,
         content_hash_enc: row.blob("content_hash_enc")?,
+        inline: row.int("inline_flag")? != 0,
     })
 }
 

@@ -98,6 +98,7 @@ macro_rules! sql_impl {
             for<'t> &'t str: sqlx::Encode<'t, D::Db> + sqlx::Type<D::Db>,
             for<'t> Option<&'t str>: sqlx::Encode<'t, D::Db> + sqlx::Type<D::Db>,
             for<'t> &'t [u8]: sqlx::Encode<'t, D::Db> + sqlx::Type<D::Db>,
+            for<'t> Option<&'t [u8]>: sqlx::Encode<'t, D::Db> + sqlx::Type<D::Db>,
         {
             $($body)*
         }
@@ -824,6 +825,27 @@ impl NamespaceStore for SqlStore<D> {
         with_retry!(self, async {
             let mut conn = self.pool.acquire().await?;
             Sql::<D>::usage(&mut *conn, tenant_id).await
+        })
+    }
+
+    async fn restore_inline_object(&self, object_key: &str, sealed: &[u8]) -> MetaResult<bool> {
+        let done = self
+            .write_one(Target::Main, false, || {
+                sqlx::query(
+                    "UPDATE nodes SET inline_object = ? \
+                     WHERE object_key = ? AND inline_object IS NOT NULL",
+                )
+                .bind(sealed)
+                .bind(object_key)
+            })
+            .await?;
+        Ok(D::rows_affected(&done) == 1)
+    }
+
+    async fn inline_object(&self, object_key: &str) -> MetaResult<Option<Vec<u8>>> {
+        with_retry!(self, async {
+            let mut conn = self.pool.acquire().await?;
+            Sql::<D>::inline_object(&mut *conn, object_key).await
         })
     }
 }

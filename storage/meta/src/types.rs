@@ -184,6 +184,10 @@ pub struct FileContent {
     pub chunk_size: u32,
     /// SHA-256 of the plaintext, encrypted like a name.
     pub content_hash_enc: Vec<u8>,
+    /// The sealed object is stored in the row itself (`inline_object`), not in the primary
+    /// object store; fetch it with [`crate::NamespaceStore::inline_object`]. Set by the store
+    /// from [`CommitFile::inline_object`]; node queries never load the bytes.
+    pub inline: bool,
 }
 
 /// A folder or file row.
@@ -248,6 +252,9 @@ pub struct CommitFile {
     pub name_index: Vec<u8>,
     /// The new content.
     pub content: FileContent,
+    /// The sealed object's bytes, if they are to be stored in the row instead of the primary
+    /// store (a small object); `None` when the object is in the store.
+    pub inline_object: Option<Vec<u8>>,
     /// Modification time to record.
     pub mtime_ms: i64,
     /// Current time.
@@ -279,7 +286,15 @@ impl CommitFile {
             mtime_ms: self.mtime_ms,
             ctime_ms: self.now_ms,
             version: 1,
-            content: Some(self.content.clone()),
+            content: Some(self.stored_content()),
+        }
+    }
+
+    /// The content as the row holds it: inline if the commit carries the bytes.
+    pub(crate) fn stored_content(&self) -> FileContent {
+        FileContent {
+            inline: self.inline_object.is_some(),
+            ..self.content.clone()
         }
     }
 }

@@ -12,6 +12,7 @@ use coffer_object::{ObjectError, ObjectKey, ObjectStore};
 
 use crate::clock::now_ms;
 use crate::error::{ErrorKind, VfsError, VfsResult};
+use crate::inline::{EmptyStore, InlineObject};
 use crate::vault::Vault;
 
 /// Chunks opened per ranged read by `fsck --deep`.
@@ -48,11 +49,12 @@ pub struct FsckProblem {
     pub node_id: i64,
     /// Its object key.
     pub object_key: String,
-    /// `"primary"` or `"replica"`.
+    /// `"primary"`, `"replica"`, or `"inline"` (a small file's object in its metadata row).
     pub store: &'static str,
     /// What is wrong.
     pub problem: String,
-    /// `fsck --repair` replaced the primary's copy with the replica's verified copy.
+    /// `fsck --repair` replaced the primary's (or the row's, for `inline`) copy with the
+    /// replica's verified copy.
     pub repaired: bool,
 }
 
@@ -131,8 +133,19 @@ impl Vault {
         for file in self.committed_files().await? {
             report.files += 1;
             for (name, store) in &stores {
+                let (name, store) = match (file.content.inline, *name) {
+                    // A small file's object is in its row, not in the primary store: check
+                    // the row's bytes in its place (the replica's copy as for any object).
+                    (true, "primary") => ("inline", self.inline_source(&file).await),
+                    _ => (*name, store.clone()),
+                };
                 if let Err(problem) = self.check_file(store.as_ref(), &file, deep).await {
-                    let repaired = repair && *name == "primary" && self.repair_primary(&file).await;
+                    let repaired = repair
+                        && match name {
+                            "primary" => self.repair_primary(&file).await,
+                            "inline" => self.repair_inline(&file).await,
+                            _ => false,
+                        };
                     report.problems.push(FsckProblem {
                         node_id: file.node_id,
                         object_key: file.content.object_key.clone(),
@@ -144,6 +157,61 @@ impl Vault {
             }
         }
         Ok(report)
+    }
+
+    /// The row's copy of an inline file's object, as a store; an empty one (every check then
+    /// finds the object missing) if the row no longer holds it.
+    async fn inline_source(&self, file: &CommittedFile) -> Arc<dyn ObjectStore> {
+        let empty = || -> Arc<dyn ObjectStore> { Arc::new(EmptyStore) };
+        let Ok(key) = ObjectKey::parse(&file.content.object_key) else {
+            return empty();
+        };
+        match InlineObject::fetch(self.inner.b.meta.as_ref(), &key).await {
+            Ok(Some(store)) => store,
+            Ok(None) => empty(),
+            Err(e) => {
+                tracing::warn!(object = %key, error = %e, "fsck could not read an inline object");
+                empty()
+            }
+        }
+    }
+
+    /// Puts the replica's copy of an inline file's object back into its row, after
+    /// authenticating every chunk of that copy; `true` if the row now holds a good copy.
+    async fn repair_inline(&self, file: &CommittedFile) -> bool {
+        let b = &self.inner.b;
+        let Some(replica) = &b.replica else {
+            return false;
+        };
+        let (Ok(key), Ok(len)) = (
+            ObjectKey::parse(&file.content.object_key),
+            expected_object_len(&file.content),
+        ) else {
+            return false;
+        };
+        if let Err(e) = self.check_file(replica.as_ref(), file, true).await {
+            tracing::warn!(object = %key, node_id = file.node_id, error = %e, "cannot repair an inline object: the replica's copy is bad too");
+            return false;
+        }
+        let restored = match replica.get_range(&key, 0, len).await {
+            Ok(sealed) => b.meta.restore_inline_object(key.as_str(), &sealed).await,
+            Err(e) => {
+                tracing::warn!(object = %key, error = %e, "reading the replica's copy failed");
+                return false;
+            }
+        };
+        match restored {
+            Ok(true) => {
+                tracing::warn!(object = %key, node_id = file.node_id, "repaired an inline object from the verified replica copy");
+                let source = self.inline_source(file).await;
+                self.check_file(source.as_ref(), file, true).await.is_ok()
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(object = %key, error = %e, "writing the repaired inline object failed");
+                false
+            }
+        }
     }
 
     /// Copies `file`'s object from the replica to the primary after authenticating every chunk

@@ -30,7 +30,7 @@ use crate::reader::FileReader;
 use crate::vfs::{FileInfo, Vfs};
 use reorder::{Placement, ReorderBuffer};
 use sealer::Sealer;
-use sink::{Sink, SinkTarget};
+use sink::{Sink, SinkTarget, Stored};
 
 /// A hole in the written data is filled (from the base version, else with zeros) once the
 /// client has written this far beyond it: clients pipeline writes, but never this deep.
@@ -111,6 +111,7 @@ impl FileWriter {
                 object_key,
                 tenant_id: vfs.tenant.id,
                 node_name: inner.opts.node_name.clone(),
+                inline_max: inner.opts.inline_max_bytes as usize,
             },
             &sealer.header(),
             sealer.chunk_size() as usize,
@@ -258,8 +259,11 @@ impl FileWriter {
         }
         self.sink.push(self.sealer.seal_final(size)?).await?;
         let upload_id = self.sink.upload_id().await?;
-        self.sink.store().await?;
-        match self.commit_row(size, upload_id).await {
+        let inline_object = match self.sink.store().await? {
+            Stored::Inline(bytes) => Some(bytes),
+            Stored::InStore => None,
+        };
+        match self.commit_row(size, upload_id, inline_object).await {
             Ok(info) => {
                 self.vfs.audit("upload", Some(info.id), "ok", Some(size));
                 debug!(object = %self.sink.object_key(), node = info.id, size, "upload committed");
@@ -272,7 +276,13 @@ impl FileWriter {
         }
     }
 
-    async fn commit_row(&mut self, size: u64, upload_id: i64) -> VfsResult<FileInfo> {
+    /// Commits the file's row; `inline_object` is the sealed object when the row holds it.
+    async fn commit_row(
+        &mut self,
+        size: u64,
+        upload_id: i64,
+        inline_object: Option<Vec<u8>>,
+    ) -> VfsResult<FileInfo> {
         let keys = self.vfs.keys().await?;
         let hash = self.sealer.content_hash();
         let content_id = self.sealer.content_id();
@@ -284,6 +294,7 @@ impl FileWriter {
             key_version: keys.key_version(),
             chunk_size: self.sealer.chunk_size() as u32,
             content_hash_enc: keys.seal_field("content-sha256", &content_id.0, hash.as_ref())?,
+            inline: inline_object.is_some(),
         };
         let new_id = random_id()?;
         let now = now_ms();
@@ -307,6 +318,7 @@ impl FileWriter {
                         .to_vec(),
                 },
                 content,
+                inline_object,
                 mtime_ms: self.mtime_ms.unwrap_or(now),
                 now_ms: now,
                 expect_node: self.target.expect,

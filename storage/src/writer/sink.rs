@@ -28,6 +28,18 @@ pub(super) struct SinkTarget {
     /// The upload row's tenant and node.
     pub(super) tenant_id: i64,
     pub(super) node_name: String,
+    /// An object of at most this many sealed bytes is kept for the metadata row instead of
+    /// going to the primary store (0: never).
+    pub(super) inline_max: usize,
+}
+
+/// Where [`Sink::store`] put the object.
+#[derive(Debug)]
+pub(super) enum Stored {
+    /// In the primary store, durably.
+    InStore,
+    /// Nowhere yet: these sealed bytes go into the file's row, in the commit transaction.
+    Inline(Vec<u8>),
 }
 
 /// The sealed-bytes → storage stage of one upload.
@@ -43,6 +55,9 @@ pub(super) struct Sink {
     streaming: Option<Box<dyn StreamingUpload>>,
     /// Committed or cleaned up: nothing is left to remove when dropped.
     done: bool,
+    inline_max: usize,
+    /// The object was handed over for the row, not stored: nothing to unstore.
+    inlined: bool,
 }
 
 impl std::fmt::Debug for Sink {
@@ -100,6 +115,7 @@ impl Sink {
             spool_path,
             tenant_id,
             node_name,
+            inline_max,
         } = target;
         let row = NewUpload {
             tenant_id,
@@ -127,6 +143,8 @@ impl Sink {
             spool: SpoolFile::new(spool_path),
             streaming,
             done: false,
+            inline_max: inline_max.min(SPOOL_BATCH),
+            inlined: false,
         })
     }
 
@@ -165,16 +183,25 @@ impl Sink {
     }
 
     /// Stores the complete object under its key, durably. An object that never outgrew one
-    /// in-memory batch is handed to the store's `put` as it is: no spool file, no copy. A
-    /// larger one is in the spool: its streaming upload is finished when the store took one,
-    /// else the spool file goes to `put_file`.
-    pub(super) async fn store(&mut self) -> VfsResult<()> {
+    /// in-memory batch is handed to the store's `put` as it is: no spool file, no copy; if it
+    /// is no larger than the inline threshold it is not stored at all but handed back for the
+    /// commit to put in the file's row (no object write, no flush, no S3 request). A larger
+    /// one is in the spool: its streaming upload is finished when the store took one, else
+    /// the spool file goes to `put_file`.
+    pub(super) async fn store(&mut self) -> VfsResult<Stored> {
         if !self.spool.started() {
             if let Some(upload) = self.streaming.take() {
                 upload.abort().await;
             }
-            let body = Bytes::from(std::mem::take(&mut self.batch));
-            return Ok(self.primary.put(&self.object_key, body).await?);
+            let body = std::mem::take(&mut self.batch);
+            if body.len() <= self.inline_max {
+                self.inlined = true;
+                return Ok(Stored::Inline(body));
+            }
+            self.primary
+                .put(&self.object_key, Bytes::from(body))
+                .await?;
+            return Ok(Stored::InStore);
         }
         // No fsync here: a local store fsyncs the file it renames into place, and S3 reads the
         // rest of the file from the page cache; the spool itself never needs to survive a crash.
@@ -191,11 +218,14 @@ impl Sink {
                     .await?
             }
         }
-        Ok(())
+        Ok(Stored::InStore)
     }
 
     /// The object was stored but its row could not be committed: delete it again.
     pub(super) async fn unstore(&mut self) {
+        if self.inlined {
+            return;
+        }
         if let Err(del) = self.primary.delete(&self.object_key).await {
             warn!(object = %self.object_key, error = %del, "could not delete the object of a failed commit");
         }
@@ -291,6 +321,10 @@ mod tests {
 
     impl Fixture {
         async fn sink(&self) -> Sink {
+            self.sink_inlining(0).await
+        }
+
+        async fn sink_inlining(&self, inline_max: usize) -> Sink {
             let object_key = ObjectKey::generate().unwrap();
             let target = SinkTarget {
                 primary: self.primary.clone(),
@@ -299,6 +333,7 @@ mod tests {
                 object_key,
                 tenant_id: self.tenant_id,
                 node_name: "node-a".into(),
+                inline_max,
             };
             Sink::start(target, b"HEADER", 65_564).await.unwrap()
         }
@@ -398,6 +433,37 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("the spool file or the upload row outlived the dropped upload");
+    }
+
+    #[tokio::test]
+    async fn an_object_up_to_the_inline_threshold_is_handed_back_not_stored() {
+        let f = fixture().await;
+        let mut sink = f.sink_inlining(4_096 + 6).await;
+        let want = push(&mut sink, 4_096, 1_000).await;
+        match sink.store().await.unwrap() {
+            Stored::Inline(bytes) => assert_eq!(bytes, want),
+            Stored::InStore => panic!("a small object must be kept for the row"),
+        }
+        assert!(matches!(
+            f.primary.head(sink.object_key()).await,
+            Err(coffer_object::ObjectError::NotFound)
+        ));
+        sink.committed();
+
+        let mut sink = f.sink_inlining(4_096 + 6).await;
+        let want = push(&mut sink, 4_097, 1_000).await;
+        assert!(matches!(sink.store().await.unwrap(), Stored::InStore));
+        let key = sink.object_key();
+        let stored = f
+            .primary
+            .get_range(key, 0, want.len() as u64)
+            .await
+            .unwrap();
+        assert_eq!(
+            stored, want,
+            "one byte over the threshold goes to the store"
+        );
+        sink.committed();
     }
 
     #[tokio::test]

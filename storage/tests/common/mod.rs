@@ -106,6 +106,49 @@ pub async fn open_vault_with_floor(
     kms: Option<&TestKms>,
     free_space_floor: FreeSpaceFloor,
 ) -> (Vault, Arc<LocalDirStore>, Arc<dyn MetadataStore>) {
+    open_vault_inlining(
+        root,
+        node,
+        spool,
+        lockout,
+        kms,
+        free_space_floor,
+        coffer_storage::DEFAULT_INLINE_MAX_BYTES,
+    )
+    .await
+}
+
+/// A vault (default lockout, no floor) that keeps sealed objects up to `inline_max_bytes` in
+/// their metadata row (0: every object goes to the primary store).
+pub async fn vault_inlining(inline_max_bytes: u32) -> TestVault {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, primary, meta) = open_vault_inlining(
+        dir.path(),
+        "test-node",
+        "spool",
+        LockoutPolicy::default(),
+        None,
+        FreeSpaceFloor::NONE,
+        inline_max_bytes,
+    )
+    .await;
+    TestVault {
+        dir,
+        vault,
+        primary,
+        meta,
+    }
+}
+
+pub async fn open_vault_inlining(
+    root: &Path,
+    node: &str,
+    spool: &str,
+    lockout: LockoutPolicy,
+    kms: Option<&TestKms>,
+    free_space_floor: FreeSpaceFloor,
+    inline_max_bytes: u32,
+) -> (Vault, Arc<LocalDirStore>, Arc<dyn MetadataStore>) {
     let meta = SqliteStore::open(&format!("sqlite://{}", root.join("meta.db").display()))
         .await
         .unwrap();
@@ -144,6 +187,7 @@ pub async fn open_vault_with_floor(
         key_cache: kms.map_or(coffer_storage::DEFAULT_KEY_CACHE, |k| k.key_cache),
         free_space_floor,
         local_store_dir: Some(root.join("store/primary")),
+        inline_max_bytes,
     };
     let meta: Arc<dyn MetadataStore> = Arc::new(meta);
     let b = Backends {
@@ -207,6 +251,17 @@ impl TestVault {
         let mut out = Vec::new();
         walk(self.root(), &mut out);
         out
+    }
+
+    /// Paths of every object in the replica store.
+    pub fn replica_objects(&self) -> Vec<PathBuf> {
+        self.all_files()
+            .into_iter()
+            .filter(|p| {
+                p.starts_with(self.root().join("store/replica"))
+                    && !p.to_string_lossy().contains("/.tmp/")
+            })
+            .collect()
     }
 
     /// Paths of every stored object in the primary store.

@@ -148,6 +148,23 @@ impl Sql<D> {
         Ok(found.iter().map(rows::node).collect::<Result<_, _>>()?)
     }
 
+    /// The sealed bytes stored in the row of the file whose object is `object_key`: `None`
+    /// if no row has that object, or its object is in the primary store. One lookup by the
+    /// unique `nodes_object_key` index.
+    pub(crate) async fn inline_object(
+        conn: &mut Conn<D>,
+        object_key: &str,
+    ) -> TxResult<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT inline_object FROM nodes WHERE object_key = ?")
+            .bind(object_key)
+            .fetch_optional(conn)
+            .await?;
+        Ok(match row {
+            Some(row) => row.opt_blob("inline_object")?,
+            None => None,
+        })
+    }
+
     /// Bytes and files of a tenant's committed files, in one query.
     pub(crate) async fn usage(conn: &mut Conn<D>, tenant_id: i64) -> TxResult<Usage> {
         let row = sqlx::query(D::USAGE).bind(tenant_id).fetch_one(conn).await?;
@@ -373,8 +390,8 @@ impl Sql<D> {
             sqlx::query(concat!(
                 "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, \
                  mtime_ms, ctime_ms, version, size, object_key, content_id, wrapped_dek, \
-                 key_version, chunk_size, content_hash_enc, name_key_version) \
-                 SELECT ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ? ",
+                 key_version, chunk_size, content_hash_enc, name_key_version, inline_object) \
+                 SELECT ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ? ",
                 "WHERE EXISTS (SELECT 1 FROM nodes WHERE tenant_id = ? AND id = ? AND kind = ?)"
             )),
             file,
@@ -405,8 +422,8 @@ impl Sql<D> {
             sqlx::query(
                 "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, \
                  mtime_ms, ctime_ms, version, size, object_key, content_id, wrapped_dek, \
-                 key_version, chunk_size, content_hash_enc, name_key_version) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 key_version, chunk_size, content_hash_enc, name_key_version, inline_object) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             ),
             file,
         )
@@ -446,6 +463,7 @@ impl Sql<D> {
             .bind(c.content_hash_enc.as_slice())
             // A new file's name is encrypted with the keys that wrap its data key.
             .bind(i64::from(c.key_version))
+            .bind(file.inline_object.as_deref())
     }
 
     /// Gives an existing file new content, keeping its id and name; the old object becomes
@@ -458,8 +476,8 @@ impl Sql<D> {
         let c = &file.content;
         let updated = sqlx::query(
             "UPDATE nodes SET size = ?, object_key = ?, content_id = ?, wrapped_dek = ?, \
-             key_version = ?, chunk_size = ?, content_hash_enc = ?, mtime_ms = ?, \
-             version = version + 1 WHERE tenant_id = ? AND id = ? AND version = ?",
+             key_version = ?, chunk_size = ?, content_hash_enc = ?, inline_object = ?, \
+             mtime_ms = ?, version = version + 1 WHERE tenant_id = ? AND id = ? AND version = ?",
         )
         .bind(c.size)
         .bind(c.object_key.as_str())
@@ -468,6 +486,7 @@ impl Sql<D> {
         .bind(i64::from(c.key_version))
         .bind(i64::from(c.chunk_size))
         .bind(c.content_hash_enc.as_slice())
+        .bind(file.inline_object.as_deref())
         .bind(file.mtime_ms)
         .bind(old.tenant_id)
         .bind(old.id)
@@ -484,7 +503,7 @@ impl Sql<D> {
         let node = Node {
             mtime_ms: file.mtime_ms,
             version: old.version + 1,
-            content: Some(c.clone()),
+            content: Some(file.stored_content()),
             ..old
         };
         Ok((
