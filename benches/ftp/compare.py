@@ -31,27 +31,12 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "benches"))
+from common import clean_env, free_port, wait_port  # noqa: E402
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 USER = "coffer-ftpbench"
 PASSWORD = "bench-Passw0rd-ftp"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"nothing listens on port {port}")
 
 
 def tree(pid):
@@ -118,11 +103,6 @@ class PeakRss:
     def __exit__(self, *exc):
         self.stop = True
         self.thread.join()
-
-
-def clean_env():
-    """The environment without COFFER_* variables (coffer refuses unknown ones)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("COFFER_")}
 
 
 def passive_range():

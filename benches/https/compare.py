@@ -24,7 +24,6 @@ import argparse
 import os
 import pwd
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,29 +31,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "benches"))
+from common import clean_env, free_port, wait_port  # noqa: E402
 USER, PASSWORD = "bench", "bench password 1"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"nothing listens on port {port}")
-
-
-def clean_env():
-    """The environment without COFFER_* variables (coffer refuses unknown ones)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("COFFER_")}
 
 
 def start_coffer(work, port):
