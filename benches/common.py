@@ -38,3 +38,18 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settled_cpu(pid, quiet=0.02, step=0.3, limit=120):
+    """The process's CPU-seconds once it has gone quiet (under `quiet` CPU-s per `step` s):
+    work a transfer causes in the background after the client is answered (an upload's
+    replication) belongs to that transfer, not to whichever one runs next."""
+    before = cpu_seconds(pid)
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        time.sleep(step)
+        now = cpu_seconds(pid)
+        if now - before < quiet:
+            return now
+        before = now
+    return before

@@ -33,7 +33,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from common import clean_env, cpu_seconds, free_port, wait_port  # noqa: E402
+from common import clean_env, free_port, settled_cpu, wait_port  # noqa: E402
 USER, PASSWORD = "bench", "bench password 1"
 ACCESS, SECRET = "coffer-bench", "coffer-bench-secret"
 
@@ -85,21 +85,6 @@ def start_coffer(work, name, keys_toml):
                             env=clean_env())
     wait_port(port)
     return proc, f"https://127.0.0.1:{port}"
-
-
-def settled_cpu(pid, quiet=0.02, step=0.3, limit=120):
-    """The process's CPU-seconds once it has gone quiet (under `quiet` CPU-s per `step` s):
-    an upload's replication to the replica store runs in the background after the client is
-    answered, and belongs to that upload's cost, not to whichever transfer runs next."""
-    before = cpu_seconds(pid)
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        time.sleep(step)
-        now = cpu_seconds(pid)
-        if now - before < quiet:
-            return now
-        before = now
-    return before
 
 
 def timed(proc, args):

@@ -29,20 +29,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from common import clean_env, cpu_seconds, free_port, wait_port  # noqa: E402
-
-
-def settled_cpu(pid, quiet=0.02, step=0.3, limit=120):
-    """CPU-seconds of `pid` once it has gone quiet (background replication finished)."""
-    before = cpu_seconds(pid)
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        time.sleep(step)
-        now = cpu_seconds(pid)
-        if now - before < quiet:
-            return now
-        before = now
-    return before
+from common import clean_env, free_port, settled_cpu, wait_port  # noqa: E402
 
 
 def start_s3(state):
