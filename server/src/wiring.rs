@@ -341,3 +341,21 @@ pub async fn open_vault(cfg: &Config, role: Role) -> anyhow::Result<Vault> {
     .await?;
     Ok(vault)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The configuration crate depends on no other Coffer crate, so it keeps its own copy of
+    /// the inline-object limits: a default or ceiling changed on one side only would let the
+    /// configuration accept what the storage refuses, or document another default.
+    #[test]
+    fn the_configuration_and_the_storage_agree_on_inline_limits() {
+        assert_eq!(
+            coffer_config::MAX_INLINE_BYTES,
+            coffer_storage::MAX_INLINE_BYTES
+        );
+        assert_eq!(
+            coffer_config::RawUploads::default().inline_max_bytes,
+            coffer_storage::DEFAULT_INLINE_MAX_BYTES
+        );
+    }
+}
