@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::digest;
+use bytes::Bytes;
 use coffer_meta::{GarbageCut, ReplicationJob, ReplicationOp};
 use coffer_object::{ObjectError, ObjectKey, ObjectStore};
 use tracing::{debug, warn};
@@ -43,7 +44,8 @@ pub struct ReplicationReport {
 impl Vault {
     /// Works through up to `limit` pending replication jobs, [`PARALLEL_JOBS`] at a time. A
     /// job is marked done only after the replica holds an object of the same size and SHA-256
-    /// as the primary's.
+    /// as the primary's; the pass marks its finished jobs in one statement at its end (a crash
+    /// before that repeats them, which is harmless: a copy or delete may run twice).
     pub async fn replicate_once(&self, limit: u32) -> VfsResult<ReplicationReport> {
         let mut report = ReplicationReport::default();
         let b = &self.inner.b;
@@ -52,23 +54,25 @@ impl Vault {
         };
         let mut jobs = b.meta.pending_replication(limit).await?.into_iter();
         let mut running = tokio::task::JoinSet::new();
+        let mut done = Vec::new();
         loop {
             while running.len() < PARALLEL_JOBS {
-                let Some(job) = jobs.next() else { break };
+                let Some(mut job) = jobs.next() else { break };
                 let vault = self.clone();
                 let replica = replica.clone();
                 running.spawn(async move {
-                    let result = vault.run_job(&job, replica.as_ref()).await;
+                    let result = vault.run_job(&mut job, replica.as_ref()).await;
                     (job, result)
                 });
             }
             let Some(joined) = running.join_next().await else {
+                b.meta.replication_done(&done).await?;
                 return Ok(report);
             };
             let (job, result) = joined.map_err(|e| internal("replication task", e))?;
             match result {
                 Ok(()) => {
-                    b.meta.replication_done(job.id).await?;
+                    done.push(job.id);
                     match job.op {
                         ReplicationOp::Copy => report.copied += 1,
                         ReplicationOp::Delete => report.deleted += 1,
@@ -86,13 +90,21 @@ impl Vault {
     }
 
     /// One replication job: a verified copy, or a delete, on the replica. A job whose key is
-    /// malformed has nothing to do.
-    async fn run_job(&self, job: &ReplicationJob, replica: &dyn ObjectStore) -> VfsResult<()> {
+    /// malformed has nothing to do. A copy of an object kept in its row is made from the
+    /// row's bytes the job came with.
+    async fn run_job(&self, job: &mut ReplicationJob, replica: &dyn ObjectStore) -> VfsResult<()> {
         let Ok(key) = ObjectKey::parse(&job.object_key) else {
             return Ok(());
         };
         match job.op {
-            ReplicationOp::Copy => self.copy_to_replica(&key, replica).await,
+            ReplicationOp::Copy => {
+                let source: Arc<dyn ObjectStore> = match job.inline_object.take() {
+                    Some(bytes) => Arc::new(InlineObject::new(key.clone(), Bytes::from(bytes))),
+                    None => self.inner.b.primary.clone(),
+                };
+                let tmp = self.inner.spool.path(&format!("{key}.replica"));
+                copy_verified(source.as_ref(), replica, &key, &tmp).await
+            }
             ReplicationOp::Delete => replica.delete(&key).await.map_err(Into::into),
         }
     }

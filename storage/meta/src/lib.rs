@@ -300,10 +300,12 @@ pub trait UploadStore: Send + Sync + Debug {
     async fn uploads(&self) -> MetaResult<Vec<Upload>>;
 
     /// Pending replication jobs in the order they fall due, at most `limit`: jobs that never
-    /// failed oldest first; a failed job waits out its backoff behind newer ones.
+    /// failed oldest first; a failed job waits out its backoff behind newer ones. A copy of
+    /// an object kept in its row comes with the row's bytes (at most `limit` times
+    /// `uploads.inline_max_bytes` in memory).
     async fn pending_replication(&self, limit: u32) -> MetaResult<Vec<ReplicationJob>>;
-    /// Marks a job done (deletes it).
-    async fn replication_done(&self, job_id: i64) -> MetaResult<()>;
+    /// Marks jobs done (deletes them), in one statement.
+    async fn replication_done(&self, job_ids: &[i64]) -> MetaResult<()>;
     /// Records a failed attempt; the job stays pending.
     async fn replication_failed(&self, job_id: i64, error: &str, now_ms: i64) -> MetaResult<()>;
     /// Object keys no committed row refers to any more, at most `limit`.

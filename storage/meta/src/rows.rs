@@ -249,6 +249,7 @@ pub(crate) fn replication_job<R: Columns>(row: &R) -> MetaResult<ReplicationJob>
         attempts: row.small("attempts")?,
         last_error: row.opt_text("last_error")?,
         created_ms: row.int("created_ms")?,
+        inline_object: row.opt_blob("inline_object")?,
     })
 }
 

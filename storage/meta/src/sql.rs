@@ -31,11 +31,11 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::lockout::LockoutPolicy;
 use crate::outbox::wall_clock_ms;
-use crate::rows;
+use crate::rows::{self, op_column};
 use crate::{
     AccountStore, ApiToken, AuditRecord, AuditStore, CommitFile, CommitOutcome, Garbage,
     GarbageCut, KeyRotation, MetaError, MetaResult, NamespaceStore, NewDir, NewSshKey, NewTenant,
-    NewUpload, NewUser, Node, RekeyOutcome, RekeyedNode, RenameNode, ReplicationJob,
+    NewUpload, NewUser, Node, RekeyOutcome, RekeyedNode, RenameNode, ReplicationJob, ReplicationOp,
     RotationCursor, SshKey, Tenant, TenantMasterKey, TenantStore, Upload, UploadStore, Usage, User,
     WrappedTenantKey,
 };
@@ -894,8 +894,14 @@ impl UploadStore for SqlStore<D> {
     async fn pending_replication(&self, limit: u32) -> MetaResult<Vec<ReplicationJob>> {
         self.read_all(
             || {
-                sqlx::query("SELECT * FROM replication_outbox ORDER BY next_attempt_ms, id LIMIT ?")
-                    .bind(i64::from(limit))
+                sqlx::query(
+                    "SELECT o.id, o.object_key, o.op, o.attempts, o.last_error, o.created_ms, \
+                     n.inline_object FROM replication_outbox o \
+                     LEFT JOIN nodes n ON o.op = ? AND n.object_key = o.object_key \
+                     ORDER BY o.next_attempt_ms, o.id LIMIT ?",
+                )
+                .bind(op_column(ReplicationOp::Copy))
+                .bind(i64::from(limit))
             },
             rows::replication_job,
         )
@@ -903,9 +909,20 @@ impl UploadStore for SqlStore<D> {
     }
 
     /// Idempotent: a job acknowledged twice is simply gone.
-    async fn replication_done(&self, job_id: i64) -> MetaResult<()> {
+    async fn replication_done(&self, job_ids: &[i64]) -> MetaResult<()> {
+        if job_ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "DELETE FROM replication_outbox WHERE id IN ({})",
+            vec!["?"; job_ids.len()].join(", ")
+        );
         self.write_one(Target::Bookkeeping, false, || {
-            sqlx::query("DELETE FROM replication_outbox WHERE id = ?").bind(job_id)
+            job_ids
+                .iter()
+                .fold(sqlx::query(sqlx::AssertSqlSafe(sql.clone())), |query, id| {
+                    query.bind(*id)
+                })
         })
         .await?;
         Ok(())

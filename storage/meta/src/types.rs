@@ -397,6 +397,10 @@ pub struct ReplicationJob {
     pub last_error: Option<String>,
     /// When the job was queued, ms since epoch.
     pub created_ms: i64,
+    /// For a copy of an object kept in its file's row: the row's sealed bytes, read with the
+    /// job (no query per job). `None` for a delete, an object in the primary store, or an
+    /// object whose row is gone.
+    pub inline_object: Option<Vec<u8>>,
 }
 
 /// An object no committed row refers to.

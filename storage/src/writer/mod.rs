@@ -280,7 +280,7 @@ impl FileWriter {
     async fn commit_row(
         &mut self,
         size: u64,
-        upload_id: i64,
+        upload_id: Option<i64>,
         inline_object: Option<Vec<u8>>,
     ) -> VfsResult<FileInfo> {
         let keys = self.vfs.keys().await?;
@@ -323,7 +323,7 @@ impl FileWriter {
                 now_ms: now,
                 expect_node: self.target.expect,
                 expect_absent: self.target.expect.is_none(),
-                upload_id: Some(upload_id),
+                upload_id,
                 enforce_quota: true,
             })
             .await?;

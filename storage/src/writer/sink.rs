@@ -69,11 +69,15 @@ impl std::fmt::Debug for Sink {
     }
 }
 
-/// The upload's row in `uploads` (what recovery and clean-up look for). It is written while
-/// the client sends its first bytes, so opening a file does not wait for it, and awaited
-/// before anything of the upload leaves memory (the spool file, the object): whatever an
-/// upload leaves behind always has its row.
+/// The upload's row in `uploads` (what recovery and clean-up look for). Nothing is written
+/// while the upload could still end up in its file's row (an object within the inline
+/// threshold never leaves memory before the commit, so a crash leaves nothing to find). Once
+/// it outgrows that, the row is written in the background while the client sends on, and
+/// awaited before anything of the upload leaves memory (the spool file, the object):
+/// whatever an upload leaves behind always has its row.
 enum UploadRow {
+    /// Not written yet: what to write.
+    Unwritten(NewUpload),
     Pending(JoinHandle<MetaResult<i64>>),
     Written(i64),
     /// Writing it failed; the error was reported once.
@@ -81,8 +85,20 @@ enum UploadRow {
 }
 
 impl UploadRow {
-    /// The row's id, waiting for it to be written if need be.
-    async fn settle(&mut self) -> VfsResult<i64> {
+    /// Starts writing the row in the background, unless it already was.
+    fn begin(&mut self, uploads: &Arc<dyn UploadStore>) {
+        if let UploadRow::Unwritten(row) = self {
+            let row = row.clone();
+            let uploads = uploads.clone();
+            *self = UploadRow::Pending(tokio::spawn(
+                async move { uploads.begin_upload(&row).await },
+            ));
+        }
+    }
+
+    /// The row's id, writing it or waiting for it to be written if need be.
+    async fn settle(&mut self, uploads: &Arc<dyn UploadStore>) -> VfsResult<i64> {
+        self.begin(uploads);
         if let UploadRow::Pending(handle) = self {
             let written = handle.await;
             *self = UploadRow::Failed;
@@ -97,11 +113,19 @@ impl UploadRow {
             )),
         }
     }
+
+    /// The row's id if it was ever begun (waiting for it), `None` if it never was.
+    async fn begun(&mut self, uploads: &Arc<dyn UploadStore>) -> VfsResult<Option<i64>> {
+        match self {
+            UploadRow::Unwritten(_) => Ok(None),
+            _ => self.settle(uploads).await.map(Some),
+        }
+    }
 }
 
 impl Sink {
-    /// Starts writing the upload row in the background and opens the store's streaming
-    /// upload, if it takes one. `header` starts the object; no chunk pushed is longer than
+    /// Opens the store's streaming upload, if it takes one (the upload row is written once the
+    /// object outgrows the inline threshold, see [`UploadRow`]). `header` starts the object; no chunk pushed is longer than
     /// `max_chunk`.
     pub(super) async fn start(
         target: SinkTarget,
@@ -124,16 +148,17 @@ impl Sink {
             node_name,
             now_ms: crate::clock::now_ms(),
         };
-        let row_store = uploads.clone();
-        let upload_row =
-            UploadRow::Pending(tokio::spawn(
-                async move { row_store.begin_upload(&row).await },
-            ));
+        let upload_row = UploadRow::Unwritten(row);
         let streaming = primary
             .begin_streaming_upload(&object_key, &spool_path)
             .await?;
         let mut batch = Vec::with_capacity(SPOOL_BATCH + max_chunk * 2);
         batch.extend_from_slice(header);
+        let inline_max = inline_max.min(SPOOL_BATCH);
+        let mut upload_row = upload_row;
+        if batch.len() > inline_max {
+            upload_row.begin(&uploads);
+        }
         Ok(Self {
             primary,
             uploads,
@@ -143,7 +168,7 @@ impl Sink {
             spool: SpoolFile::new(spool_path),
             streaming,
             done: false,
-            inline_max: inline_max.min(SPOOL_BATCH),
+            inline_max,
             inlined: false,
         })
     }
@@ -156,6 +181,9 @@ impl Sink {
     /// Takes one sealed chunk; a full batch goes to the spool.
     pub(super) async fn push(&mut self, sealed: &[u8]) -> VfsResult<()> {
         self.batch.extend_from_slice(sealed);
+        if self.batch.len() > self.inline_max {
+            self.upload_row.begin(&self.uploads);
+        }
         if self.batch.len() >= SPOOL_BATCH {
             self.flush().await?;
         }
@@ -166,7 +194,7 @@ impl Sink {
     /// and tells the streaming upload, or starts a background flush, as it grows.
     async fn flush(&mut self) -> VfsResult<()> {
         if !self.spool.started() {
-            self.upload_row.settle().await?;
+            self.upload_row.settle(&self.uploads).await?;
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch = self.spool.append(batch).await?;
@@ -178,8 +206,10 @@ impl Sink {
     }
 
     /// The upload row's id (for the commit transaction, which deletes it), once written.
-    pub(super) async fn upload_id(&mut self) -> VfsResult<i64> {
-        self.upload_row.settle().await
+    /// `None` while nothing of the upload ever needed a row (an object within the inline
+    /// threshold, complete or not).
+    pub(super) async fn upload_id(&mut self) -> VfsResult<Option<i64>> {
+        self.upload_row.begun(&self.uploads).await
     }
 
     /// Stores the complete object under its key, durably. An object that never outgrew one
@@ -198,6 +228,7 @@ impl Sink {
                 self.inlined = true;
                 return Ok(Stored::Inline(body));
             }
+            self.upload_row.settle(&self.uploads).await?;
             self.primary
                 .put(&self.object_key, Bytes::from(body))
                 .await?;
@@ -243,7 +274,7 @@ impl Sink {
             upload.abort().await;
         }
         self.spool.remove().await;
-        if let Ok(id) = self.upload_row.settle().await {
+        if let Ok(Some(id)) = self.upload_row.begun(&self.uploads).await {
             let _ = self.uploads.end_upload(id).await;
         }
     }
@@ -261,7 +292,7 @@ impl Drop for Sink {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let _ = tokio::fs::remove_file(&path).await;
-                if let Ok(id) = row.settle().await {
+                if let Ok(Some(id)) = row.begun(&uploads).await {
                     let _ = uploads.end_upload(id).await;
                 }
             });
@@ -375,7 +406,11 @@ mod tests {
     async fn an_empty_object_is_stored_from_memory_with_its_row() {
         let f = fixture().await;
         let mut sink = f.sink().await;
-        let id = sink.upload_id().await.unwrap();
+        let id = sink
+            .upload_id()
+            .await
+            .unwrap()
+            .expect("not inlining: the row is begun at once");
         assert!(id > 0);
         assert_eq!(f.upload_rows().await, 1, "the row exists before commit");
         f.store_and_check(sink, b"HEADER").await;
@@ -440,6 +475,12 @@ mod tests {
         let f = fixture().await;
         let mut sink = f.sink_inlining(4_096 + 6).await;
         let want = push(&mut sink, 4_096, 1_000).await;
+        assert_eq!(sink.upload_id().await.unwrap(), None);
+        assert_eq!(
+            f.upload_rows().await,
+            0,
+            "an object that never leaves memory needs no row"
+        );
         match sink.store().await.unwrap() {
             Stored::Inline(bytes) => assert_eq!(bytes, want),
             Stored::InStore => panic!("a small object must be kept for the row"),
@@ -452,6 +493,12 @@ mod tests {
 
         let mut sink = f.sink_inlining(4_096 + 6).await;
         let want = push(&mut sink, 4_097, 1_000).await;
+        assert!(sink.upload_id().await.unwrap().is_some());
+        assert_eq!(
+            f.upload_rows().await,
+            1,
+            "past the threshold the row comes first"
+        );
         assert!(matches!(sink.store().await.unwrap(), Stored::InStore));
         let key = sink.object_key();
         let stored = f

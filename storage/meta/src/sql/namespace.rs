@@ -525,13 +525,38 @@ impl Sql<D> {
         if old.object_key == new.object_key {
             return Ok(());
         }
-        Self::discard_object_key(conn, &old.object_key, now_ms).await
+        Self::discard_object_key(conn, &old.object_key, old.inline, now_ms).await
     }
 
     /// Queues an object no row refers to any more: for the garbage collector (both stores)
     /// and for the replicator (so the replica's copy goes too, even if the collector only
-    /// reaches the primary).
-    async fn discard_object_key(conn: &mut Conn<D>, object_key: &str, now_ms: i64) -> TxResult<()> {
+    /// reaches the primary). An object kept in its row (`inline`) was never in the primary
+    /// store and went with the row: only the replica's copy is left to delete. Where the
+    /// engine takes several statements in one query (SQLite), both rows are one round trip.
+    async fn discard_object_key(
+        conn: &mut Conn<D>,
+        object_key: &str,
+        inline: bool,
+        now_ms: i64,
+    ) -> TxResult<()> {
+        if inline {
+            return Self::queue_replication(conn, object_key, ReplicationOp::Delete, now_ms).await;
+        }
+        if D::MULTI_STATEMENT {
+            sqlx::query(concat!(
+                "INSERT INTO garbage (object_key, created_ms) VALUES (?, ?); ",
+                queue_copy!()
+            ))
+            .bind(object_key)
+            .bind(now_ms)
+            .bind(object_key)
+            .bind(op_column(ReplicationOp::Delete))
+            .bind(now_ms)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await?;
+            return Ok(());
+        }
         sqlx::query("INSERT INTO garbage (object_key, created_ms) VALUES (?, ?)")
             .bind(object_key)
             .bind(now_ms)
@@ -614,7 +639,7 @@ impl Sql<D> {
             .execute(&mut *conn)
             .await?;
         if let Some(content) = &target.content {
-            Self::discard_object_key(conn, &content.object_key, now_ms).await?;
+            Self::discard_object_key(conn, &content.object_key, content.inline, now_ms).await?;
         }
         Ok(())
     }
