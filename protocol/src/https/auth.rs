@@ -114,12 +114,16 @@ pub(crate) struct CredentialCache {
     map: Mutex<HashMap<[u8; 32], (CredentialStamp, Instant)>>,
 }
 
+/// A fresh random HMAC-SHA256 key that lives as long as this process (what it keys is never
+/// stored or shared).
+fn process_hmac_key() -> VfsResult<hmac::Key> {
+    hmac::Key::generate(hmac::HMAC_SHA256, &aws_lc_rs::rand::SystemRandom::new())
+        .map_err(|_| VfsError::new(ErrorKind::Internal, "the system random generator failed"))
+}
+
 impl CredentialCache {
     pub(crate) fn new(ttl: Duration, max: usize) -> VfsResult<Self> {
-        let key = hmac::Key::generate(hmac::HMAC_SHA256, &aws_lc_rs::rand::SystemRandom::new())
-            .map_err(|_| {
-                VfsError::new(ErrorKind::Internal, "the system random generator failed")
-            })?;
+        let key = process_hmac_key()?;
         Ok(Self {
             key,
             ttl,
@@ -186,10 +190,7 @@ impl CredentialCache {
 
 impl Gatekeeper {
     pub(crate) fn new(vault: Vault, session_idle: Duration) -> VfsResult<Self> {
-        let key = hmac::Key::generate(hmac::HMAC_SHA256, &aws_lc_rs::rand::SystemRandom::new())
-            .map_err(|_| {
-                VfsError::new(ErrorKind::Internal, "the system random generator failed")
-            })?;
+        let key = process_hmac_key()?;
         Ok(Self {
             vault,
             key,
