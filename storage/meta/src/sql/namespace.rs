@@ -261,6 +261,17 @@ impl Sql<D> {
             Self::after_commit(conn, file, file.content.size, None).await?;
             return Ok(outcome);
         }
+        // Under a single writer, replacing the version the upload read needs that row only:
+        // its folder, name and content are as they were if its version is (a rename or
+        // replace bumps it). Anything else takes the general path, which says what changed.
+        if D::SERIAL_WRITERS
+            && let Some((id, version)) = file.expect_node
+            && let Some(old) = Self::expected_file(conn, file, id, version).await?
+        {
+            let (outcome, growth) = Self::replace_content(conn, old, file).await?;
+            Self::after_commit(conn, file, growth, None).await?;
+            return Ok(outcome);
+        }
         let locked_quota = if file.enforce_quota && !D::SERIAL_WRITERS {
             Some(Self::lock_tenant(conn, file.tenant_id).await?)
         } else {
@@ -270,7 +281,9 @@ impl Sql<D> {
         let mut existing =
             Self::child(&mut *conn, file.tenant_id, file.parent_id, &file.name_index).await?;
         if let (None, Some((id, version))) = (&existing, file.expect_node) {
-            existing = Self::reindexed_by_rotation(conn, file, id, version).await?;
+            // A tenant key rotation re-indexes rows without changing their version: the row
+            // may no longer be under the index the upload looked it up by.
+            existing = Self::expected_file(conn, file, id, version).await?;
         }
         let (outcome, growth) = match (existing, file.expect_node) {
             (Some(old), _) if old.kind == NodeKind::Dir => {
@@ -288,10 +301,9 @@ impl Sql<D> {
         Ok(outcome)
     }
 
-    /// A replace whose file is no longer under the blind index it looked it up by: a tenant
-    /// key rotation re-indexes rows without changing their version (a rename or a replace
-    /// bumps it). The same row, same folder, same version is the file the upload expects.
-    async fn reindexed_by_rotation(
+    /// The file a replace expects, by id: the same row, in the same folder, at the same
+    /// version, still a file (whatever blind index it is under now); `None` otherwise.
+    async fn expected_file(
         conn: &mut Conn<D>,
         file: &CommitFile,
         id: i64,
