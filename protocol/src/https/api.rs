@@ -462,17 +462,6 @@ async fn open_upload(
     create_only: bool,
 ) -> ApiResult<(FileWriter, bool)> {
     let vfs = api_vfs(state, peer, method, headers).await?;
-    let existed = match vfs.stat(path).await {
-        Ok(info) if create_only && !info.is_dir() => {
-            return Err(ApiError::http(
-                HttpError::PreconditionFailed,
-                "a file with that name exists (If-None-Match: *)",
-            ));
-        }
-        Ok(_) => true,
-        Err(e) if e.kind() == ErrorKind::NotFound => false,
-        Err(e) => return Err(e.into()),
-    };
     let opts = WriteOptions {
         truncate: true,
         exclusive: create_only,
@@ -496,6 +485,8 @@ async fn open_upload(
         }
         other => other?,
     };
+    // Whether a file held the name is what the writer found when it looked the name up.
+    let existed = writer.replaces();
     Ok((writer, existed))
 }
 

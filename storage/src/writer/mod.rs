@@ -135,6 +135,12 @@ impl FileWriter {
         self.reorder.end()
     }
 
+    /// `true` if the upload replaces a file that held the name when it began (`false`: it
+    /// creates the name).
+    pub fn replaces(&self) -> bool {
+        self.target.expect.is_some()
+    }
+
     /// `true` if nothing has been written and there is no base content.
     pub fn is_empty(&self) -> bool {
         self.reorder.end() == 0
