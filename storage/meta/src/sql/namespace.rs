@@ -74,6 +74,11 @@ macro_rules! queue_copy {
          VALUES (?, ?, 0, ?, ?);"
     };
 }
+macro_rules! queue_garbage {
+    () => {
+        "INSERT INTO garbage (object_key, created_ms) VALUES (?, ?);"
+    };
+}
 macro_rules! drop_upload {
     () => {
         " DELETE FROM uploads WHERE id = ?;"
@@ -258,7 +263,7 @@ impl Sql<D> {
             && file.expect_absent
             && let Some(outcome) = Self::insert_file_if_free(conn, file).await?
         {
-            Self::after_commit(conn, file, file.content.size, None).await?;
+            Self::after_commit(conn, file, file.content.size, None, None).await?;
             return Ok(outcome);
         }
         // Under a single writer, replacing the version the upload read needs that row only:
@@ -268,8 +273,8 @@ impl Sql<D> {
             && let Some((id, version)) = file.expect_node
             && let Some(old) = Self::expected_file(conn, file, id, version).await?
         {
-            let (outcome, growth) = Self::replace_content(conn, old, file).await?;
-            Self::after_commit(conn, file, growth, None).await?;
+            let (outcome, growth, superseded) = Self::replace_content(conn, old, file).await?;
+            Self::after_commit(conn, file, growth, None, superseded.as_ref()).await?;
             return Ok(outcome);
         }
         let locked_quota = if file.enforce_quota && !D::SERIAL_WRITERS {
@@ -285,7 +290,7 @@ impl Sql<D> {
             // may no longer be under the index the upload looked it up by.
             existing = Self::expected_file(conn, file, id, version).await?;
         }
-        let (outcome, growth) = match (existing, file.expect_node) {
+        let (outcome, growth, superseded) = match (existing, file.expect_node) {
             (Some(old), _) if old.kind == NodeKind::Dir => {
                 return Err(MetaError::WrongKind("a folder holds this name").into());
             }
@@ -295,9 +300,12 @@ impl Sql<D> {
             (None, Some(_)) => return Err(MetaError::Conflict.into()),
             (Some(_), None) if file.expect_absent => return Err(MetaError::Conflict.into()),
             (Some(old), _) => Self::replace_content(conn, old, file).await?,
-            (None, None) => Self::insert_file(conn, file).await?,
+            (None, None) => {
+                let (outcome, growth) = Self::insert_file(conn, file).await?;
+                (outcome, growth, None)
+            }
         };
-        Self::after_commit(conn, file, growth, locked_quota).await?;
+        Self::after_commit(conn, file, growth, locked_quota, superseded.as_ref()).await?;
         Ok(outcome)
     }
 
@@ -323,27 +331,50 @@ impl Sql<D> {
         }
     }
 
-    /// What every commit does after its node is written: queue the object for replication,
-    /// drop the upload's row, and, when the commit grows the tenant's usage under an enforced
-    /// quota, check the quota (`locked_quota` if the tenant's row was locked first, else read
-    /// now). A change that shrinks usage is always allowed, so a tenant over a lowered quota
-    /// can still clean up. Where the engine takes several statements in one query (SQLite),
-    /// queueing, dropping and reading the quota are one round trip.
+    /// What every commit does after its node is written: queue a superseded object (see
+    /// [`Self::discard_object_key`]), queue the new object for replication, drop the upload's
+    /// row, and, when the commit grows the tenant's usage under an enforced quota, check the
+    /// quota (`locked_quota` if the tenant's row was locked first, else read now). A change
+    /// that shrinks usage is always allowed, so a tenant over a lowered quota can still clean
+    /// up. Where the engine takes several statements in one query (SQLite), all of it is one
+    /// round trip.
     async fn after_commit(
         conn: &mut Conn<D>,
         file: &CommitFile,
         growth: i64,
         locked_quota: Option<Option<i64>>,
+        superseded: Option<&FileContent>,
     ) -> TxResult<()> {
         let check = file.enforce_quota && growth > 0;
         if D::MULTI_STATEMENT {
-            let sql = match (file.upload_id.is_some(), check) {
-                (false, false) => queue_copy!(),
-                (true, false) => concat!(queue_copy!(), drop_upload!()),
-                (false, true) => concat!(queue_copy!(), read_quota!()),
-                (true, true) => concat!(queue_copy!(), drop_upload!(), read_quota!()),
-            };
-            let mut query = sqlx::query(sql)
+            // Static fragments only: the statement varies in which parts it has, never in
+            // what a caller supplies.
+            let mut sql = String::new();
+            if let Some(old) = superseded {
+                if !old.inline {
+                    sql.push_str(queue_garbage!());
+                }
+                sql.push_str(queue_copy!());
+            }
+            sql.push_str(queue_copy!());
+            if file.upload_id.is_some() {
+                sql.push_str(drop_upload!());
+            }
+            if check {
+                sql.push_str(read_quota!());
+            }
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            if let Some(old) = superseded {
+                if !old.inline {
+                    query = query.bind(old.object_key.as_str()).bind(file.now_ms);
+                }
+                query = query
+                    .bind(old.object_key.as_str())
+                    .bind(op_column(ReplicationOp::Delete))
+                    .bind(file.now_ms)
+                    .bind(file.now_ms);
+            }
+            query = query
                 .bind(file.content.object_key.as_str())
                 .bind(op_column(ReplicationOp::Copy))
                 .bind(file.now_ms)
@@ -362,6 +393,9 @@ impl Sql<D> {
                 .ok_or(MetaError::NotFound)?;
             let quota = row.opt_int("quota_bytes")?;
             return Self::check_quota(conn, file.tenant_id, quota).await;
+        }
+        if let Some(old) = superseded {
+            Self::discard_object_key(conn, &old.object_key, old.inline, file.now_ms).await?;
         }
         Self::queue_replication(conn, &file.content.object_key, ReplicationOp::Copy, file.now_ms)
             .await?;
@@ -484,7 +518,7 @@ impl Sql<D> {
         conn: &mut Conn<D>,
         old: Node,
         file: &CommitFile,
-    ) -> TxResult<(CommitOutcome, i64)> {
+    ) -> TxResult<(CommitOutcome, i64, Option<FileContent>)> {
         let c = &file.content;
         let updated = sqlx::query(
             "UPDATE nodes SET size = ?, object_key = ?, content_id = ?, wrapped_dek = ?, \
@@ -509,9 +543,11 @@ impl Sql<D> {
             return Err(MetaError::Conflict.into());
         }
         let old_size = old.content.as_ref().map_or(0, |o| o.size);
-        if let Some(old_content) = &old.content {
-            Self::discard_object(conn, old_content, c, file.now_ms).await?;
-        }
+        // The superseded object, unless the new version reuses it.
+        let superseded = old
+            .content
+            .clone()
+            .filter(|o| o.object_key != c.object_key);
         let node = Node {
             mtime_ms: file.mtime_ms,
             version: old.version + 1,
@@ -524,20 +560,8 @@ impl Sql<D> {
                 created: false,
             },
             c.size - old_size,
+            superseded,
         ))
-    }
-
-    /// Queues a superseded object for garbage collection, unless the new version reuses it.
-    async fn discard_object(
-        conn: &mut Conn<D>,
-        old: &FileContent,
-        new: &FileContent,
-        now_ms: i64,
-    ) -> TxResult<()> {
-        if old.object_key == new.object_key {
-            return Ok(());
-        }
-        Self::discard_object_key(conn, &old.object_key, old.inline, now_ms).await
     }
 
     /// Queues an object no row refers to any more: for the garbage collector (both stores)
@@ -555,10 +579,7 @@ impl Sql<D> {
             return Self::queue_replication(conn, object_key, ReplicationOp::Delete, now_ms).await;
         }
         if D::MULTI_STATEMENT {
-            sqlx::query(concat!(
-                "INSERT INTO garbage (object_key, created_ms) VALUES (?, ?); ",
-                queue_copy!()
-            ))
+            sqlx::query(concat!(queue_garbage!(), queue_copy!()))
             .bind(object_key)
             .bind(now_ms)
             .bind(object_key)
@@ -569,7 +590,7 @@ impl Sql<D> {
             .await?;
             return Ok(());
         }
-        sqlx::query("INSERT INTO garbage (object_key, created_ms) VALUES (?, ?)")
+        sqlx::query(queue_garbage!())
             .bind(object_key)
             .bind(now_ms)
             .execute(&mut *conn)
