@@ -3,6 +3,7 @@
 
 mod fsck;
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -52,9 +53,25 @@ impl Vault {
         let Some(replica) = &b.replica else {
             return Ok(report);
         };
-        let mut jobs = b.meta.pending_replication(limit).await?.into_iter();
-        let mut running = tokio::task::JoinSet::new();
+        let pending = b.meta.pending_replication(limit).await?;
+        // A copy of an object this pass also deletes is not made: the object is gone, and a
+        // copy running beside the delete could land after it and stay on the replica.
+        let deleted: HashSet<String> = pending
+            .iter()
+            .filter(|j| j.op == ReplicationOp::Delete)
+            .map(|j| j.object_key.clone())
+            .collect();
         let mut done = Vec::new();
+        let mut todo = Vec::with_capacity(pending.len());
+        for job in pending {
+            if job.op == ReplicationOp::Copy && deleted.contains(&job.object_key) {
+                done.push(job.id);
+            } else {
+                todo.push(job);
+            }
+        }
+        let mut jobs = todo.into_iter();
+        let mut running = tokio::task::JoinSet::new();
         loop {
             while running.len() < PARALLEL_JOBS {
                 let Some(mut job) = jobs.next() else { break };

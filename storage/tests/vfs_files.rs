@@ -590,6 +590,54 @@ async fn replication_copies_committed_objects_and_deletes_removed_ones() {
 }
 
 #[tokio::test]
+async fn files_replaced_before_replication_leave_only_their_current_objects_on_the_replica() {
+    // Each first version's copy and delete wait in the same replication pass, which runs jobs
+    // side by side: a copy that landed after its delete would stay on the replica for good.
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    for i in 0..12u64 {
+        for version in 0..2u64 {
+            put(
+                &vfs,
+                &format!("/f{i}"),
+                &bytes(1_000_000, version * 100 + i),
+            )
+            .await;
+        }
+    }
+    let rep = tv.vault.replicate_once(1_000).await.unwrap();
+    assert_eq!(rep.failed, 0);
+    assert!(tv.meta.pending_replication(1_000).await.unwrap().is_empty());
+    let mut on_replica: Vec<String> = tv
+        .replica_objects()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    on_replica.sort();
+    let mut current: Vec<String> = tv
+        .primary_objects()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    // The primary still holds the replaced versions until the collector runs: collect them.
+    tv.vault
+        .collect_garbage(1_000, GarbageAges::NOW)
+        .await
+        .unwrap();
+    current.retain(|k| {
+        tv.primary_objects()
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == *k))
+    });
+    current.sort();
+    assert_eq!(current.len(), 12);
+    assert_eq!(
+        on_replica, current,
+        "the replica holds exactly the current objects"
+    );
+}
+
+#[tokio::test]
 async fn recovery_removes_uploads_of_a_dead_operator_command_and_keeps_a_live_ones() {
     let tv = vault().await;
     let meta = &tv.meta;
