@@ -123,9 +123,12 @@ def settled_bytes(path, quiet=4, limit=600):
     sys.exit(f"{path} still changes size after {limit} s")
 
 
-def wait_until_at_most(path, limit_bytes, timeout=600):
+def wait_until_at_most(path, limit_bytes, timeout=3600):
     """Seconds spent waiting until `path` takes at most `limit_bytes` on disk (the garbage
-    collector has deleted a replaced object). Exits the script after `timeout` seconds."""
+    collector has deleted a replaced object). Exits the script after `timeout` seconds: Coffer's
+    collector takes at most 256 garbage objects a minute, oldest first, so a backlog the rows
+    left (thousands of replaced small files) can hold the first replaced big object for many
+    minutes."""
     start = time.time()
     while (size := dir_bytes(path)) > limit_bytes:
         if time.time() - start > timeout:
@@ -177,8 +180,9 @@ def apply_history(args, work, targets):
     directory takes at most its size before the history plus 1.5 big files: Coffer's collector
     (`serve`, every minute, garbage at least a minute old; not configurable) deletes the
     replaced object 60-120 s after the replace, so at most one replaced object is on disk at a
-    time (the history's peak: the local file, the live object and its replica copy, the next
-    upload's spool file and, for seconds, the replaced object's replica copy)."""
+    time; then until its data dir has been still for 4 s (the new object's replica copy is
+    made). The history's peak: the local file, the live object and its replica copy, the next
+    upload's spool file and, for seconds, the replaced object's replica copy."""
     big_count, small_count = args.history
     big_bytes = args.history_big_mib << 20
     big, small = make_history_files(work, args.history_big_mib if big_count else 0, small_count)
@@ -205,9 +209,17 @@ def give_history(t, big, small, big_count, big_bytes):
         took = time.perf_counter() - start
         busy += took
         print(f"history {t.name}: big upload {i + 1}/{big_count} {took:.1f} s", end="", flush=True)
-        wait = wait_until_at_most(t.garbage_dir, limit) if limit is not None else 0.0
+        wait = 0.0
+        if limit is not None:
+            start = time.perf_counter()
+            wait_until_at_most(t.garbage_dir, limit)
+            # The replica copy is made before the next upload replaces the object: a copy job
+            # and the delete job of the same object in one replication pass run side by side,
+            # and the delete can finish first, leaving the copy behind for good.
+            settled_bytes(t.data_dir)
+            wait = time.perf_counter() - start
         waited += wait
-        print(f", then {wait:.0f} s until the replaced object was collected" if i and limit else "", flush=True)
+        print(f", then {wait:.0f} s for the collector and the replicator" if limit else "", flush=True)
     start = time.perf_counter()
     t.upload_small(small)
     busy += time.perf_counter() - start

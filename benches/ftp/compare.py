@@ -15,7 +15,17 @@ vsftpd authenticates a local account: the script creates the system user `coffer
 Usage (from the repository root, as root; needs vsftpd, curl, lftp, openssl; COFFER_BIN
 overrides the binary):
     cargo build --release -p coffer
-    python3 benches/ftp/compare.py [--runs 3] [--size-mib 1024] [--small 1000]
+    python3 benches/ftp/compare.py [--runs 3] [--size-mib 1024] [--small 1000] [--only LABEL]
+        [--history BIG_GIB,SMALL_COUNT]
+
+`--history 30,10000` (issue 16): after the selected rows, both servers get the same history over
+FTPES (30 curl `-T` uploads of one 1 GiB file replacing `history/big.bin`, then lftp
+`mirror -R` of 10,000 distinct 4 KiB files into `history/small/`; Coffer first, and each of its
+big uploads waits until the collector has deleted the object it replaced, about 60-120 s, so
+at most one replaced GiB is on disk at a time), a summary line gives each server's time and
+on-disk data size, and the selected small-file rows run again, labelled "(history)". See
+benches/common.py, `apply_history`. For a short check, the undocumented
+`--history-big-mib N` (default 1024) makes the "big" file N MiB.
 """
 
 import argparse
@@ -32,7 +42,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from common import clean_env, free_port, wait_port  # noqa: E402
+from common import (HISTORY_SUFFIX, HistoryTarget, add_history_args, apply_history,  # noqa: E402
+                    clean_env, free_port, wait_port)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 USER = "coffer-ftpbench"
@@ -221,7 +232,10 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--small", type=int, default=1000)
     ap.add_argument("--only", default="", help="run only the rows whose label contains this")
+    add_history_args(ap)
     args = ap.parse_args()
+    if args.history and not any(args.only in label and is_small(label) for label, *_ in build_rows(args, "")):
+        ap.error("--history re-runs the small-file rows, and --only selects none of them")
     work = tempfile.mkdtemp(prefix="coffer-ftp-bench-")
     local = os.path.join(work, "local")
     os.makedirs(os.path.join(local, "small"))
@@ -233,14 +247,14 @@ def main():
 
     cport, vport = free_port(), free_port()
     coffer = start_coffer(work, cport)
-    vsftpd, _home = start_vsftpd(work, vport)
+    vsftpd, home = start_vsftpd(work, vport)
     time.sleep(1)
     idle = {"coffer": rss_bytes(coffer.pid), "vsftpd": rss_bytes(vsftpd.pid)}
     print(f"idle RSS: coffer {idle['coffer'] / 2**20:.0f} MiB, vsftpd {idle['vsftpd'] / 2**20:.0f} MiB")
     SERVERS["coffer"] = (coffer, cport)
     SERVERS["vsftpd"] = (vsftpd, vport)
     try:
-        run_rows(args, local, big)
+        run_rows(args, local, big, work, home)
     finally:
         for proc in (coffer, vsftpd):
             proc.send_signal(signal.SIGTERM)
@@ -248,11 +262,11 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_rows(args, local, big):
-
+def build_rows(args, local):
+    """Every row: (label, run(server name, port) -> seconds, bytes moved)."""
     url = lambda port, path: f"ftp://127.0.0.1:{port}/{path}"
     mib = args.size_mib
-    rows = [
+    return [
         (f"{mib} MiB upload (curl)", lambda n, p: curl(n, p, lambda port: ["-T", "big", url(port, "big")], local), mib << 20),
         (f"{mib} MiB download (curl)", lambda n, p: curl(n, p, lambda port: [url(port, "big"), "-o", "big.back"], local), mib << 20),
         # Each timed upload goes to a folder of its own: `mirror -R` skips files the server
@@ -261,6 +275,16 @@ def run_rows(args, local, big):
         (f"{args.small} x 4 KiB download (lftp mirror)", lambda n, p: lftp(n, p, "mirror small small.back", local), args.small * 4096),
     ]
 
+
+def is_small(label):
+    """Whether a row is one of the small-file rows (run again on the servers with history)."""
+    return " x 4 KiB " in label
+
+
+def run_rows(args, local, big, work, home):
+    """Measures the selected rows (and, with --history, the small ones again after the
+    history) and prints the markdown table."""
+    rows = build_rows(args, local)
     skipped = [r for r in rows if args.only not in r[0]]
     rows = [r for r in rows if args.only in r[0]]
     # The downloads need their files: the big one is uploaded untimed when its row is filtered
@@ -271,30 +295,54 @@ def run_rows(args, local, big):
         for label, run, _ in skipped:
             if "MiB upload" in label:
                 run(name, port)
-    results = []
-    for label, run, nbytes in rows:
-        samples = {"coffer": [], "vsftpd": []}
-        cpu = {"coffer": [], "vsftpd": []}
-        peak = {"coffer": 0, "vsftpd": 0}
-        for _ in range(args.runs):
-            for name in ["coffer", "vsftpd"]:
-                proc, port = SERVERS[name]
-                shutil.rmtree(os.path.join(local, "small.back"), ignore_errors=True)
-                c0 = cpu_seconds(proc.pid)
-                with PeakRss(proc.pid) as pk:
-                    samples[name].append(run(name, port))
-                cpu[name].append(cpu_seconds(proc.pid) - c0)
-                peak[name] = max(peak[name], pk.peak)
-        results.append((label, nbytes, samples, cpu, peak))
-        print_row(label, nbytes, samples, cpu, peak, flush=True)
+    results = [measure_row(args, local, *row) for row in rows]
     back = os.path.join(local, "big.back")
     if os.path.exists(back) and subprocess.run(["cmp", "-s", big, back]).returncode != 0:
         sys.exit("the downloaded file differs from the upload")
+    if args.history:
+        apply_history(args, work, history_targets(local, work, home))
+        results += [measure_row(args, local, label + HISTORY_SUFFIX, *rest)
+                    for label, *rest in rows if is_small(label)]
 
     print(f"\n| Row | Coffer MB/s | vsftpd MB/s | Coffer / vsftpd | CPU s Coffer | CPU s vsftpd | peak RSS Coffer | peak RSS vsftpd |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print_row(*r, table=True)
+
+
+def measure_row(args, local, label, run, nbytes):
+    """Runs one row RUNS times on each server, alternating; prints and returns its figures."""
+    samples = {"coffer": [], "vsftpd": []}
+    cpu = {"coffer": [], "vsftpd": []}
+    peak = {"coffer": 0, "vsftpd": 0}
+    for _ in range(args.runs):
+        for name in ["coffer", "vsftpd"]:
+            proc, port = SERVERS[name]
+            shutil.rmtree(os.path.join(local, "small.back"), ignore_errors=True)
+            c0 = cpu_seconds(proc.pid)
+            with PeakRss(proc.pid) as pk:
+                samples[name].append(run(name, port))
+            cpu[name].append(cpu_seconds(proc.pid) - c0)
+            peak[name] = max(peak[name], pk.peak)
+    print_row(label, nbytes, samples, cpu, peak, flush=True)
+    return label, nbytes, samples, cpu, peak
+
+
+def history_targets(local, work, home):
+    """Coffer and vsftpd as `apply_history` targets: the big file with curl `-T`, the small
+    ones with lftp `mirror -R`, as the rows upload."""
+
+    def target(name, data_dir, garbage_dir=None):
+        port = SERVERS[name][1]
+        lftp(name, port, "mkdir -p history/small", local)
+        return HistoryTarget(
+            name, data_dir,
+            lambda f: curl(name, port, lambda p: ["-T", f, f"ftp://127.0.0.1:{p}/history/big.bin"], local),
+            lambda d: lftp(name, port, f"mirror -R --no-perms {d} history/small", local),
+            garbage_dir)
+
+    data = os.path.join(work, "coffer-data")
+    return [target("coffer", data, os.path.join(data, "store", "primary")), target("vsftpd", home)]
 
 
 def print_row(label, nbytes, samples, cpu, peak, table=False, flush=False):
