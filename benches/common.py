@@ -1,4 +1,5 @@
-"""Helpers shared by the comparison benchmarks under benches/ (ports, environment, CPU time).
+"""Helpers shared by the comparison benchmarks under benches/ (ports, environment, CPU time,
+and the "server with history" option of the three compare.py scripts).
 
 Imported by a script with `sys.path.insert(0, <benches dir>)`; nothing here starts a server.
 """
