@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import sys
+import threading
 import time
 
 
@@ -56,6 +57,78 @@ def settled_cpu(pid, quiet=0.02, step=0.3, limit=120):
             return now
         before = now
     return before
+
+
+# --- Process trees (servers that fork per session: sshd, vsftpd) ---------------------------------
+
+
+def process_tree(pid):
+    """pid and all its descendants."""
+    out, todo = [], [pid]
+    children = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(p))
+            except OSError:
+                pass
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_cpu_seconds(pid):
+    """utime+stime of pid's tree, plus pid's reaped children (per-session processes of sshd
+    and vsftpd that have ended)."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:13])
+            if p == pid:
+                total += sum(int(x) for x in fields[13:15])
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def tree_rss_bytes(pid):
+    """Resident bytes of pid's tree."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            pass
+    return total
+
+
+class PeakRss:
+    """Samples the server's process tree RSS every 50 ms while a transfer runs."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self.stop = pid, 0, False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        """The sampling loop (the thread's body)."""
+        while not self.stop:
+            self.peak = max(self.peak, tree_rss_bytes(self.pid))
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.thread.join()
 
 
 # --- "Server with history" (issue 16) --------------------------------------------------------

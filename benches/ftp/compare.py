@@ -37,83 +37,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
 from common import (HISTORY_SUFFIX, HistoryTarget, add_history_args, apply_history,  # noqa: E402
-                    clean_env, free_port, wait_port)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
+                    PeakRss, clean_env, free_port, tree_cpu_seconds, tree_rss_bytes, wait_port)
 USER = "coffer-ftpbench"
 PASSWORD = "bench-Passw0rd-ftp"
-
-
-def tree(pid):
-    """pid and all its descendants."""
-    out, todo = [], [pid]
-    children = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(p))
-            except OSError:
-                pass
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def cpu_seconds(pid):
-    """utime+stime of pid's tree, plus reaped children (vsftpd forks per session)."""
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:13])
-            if p == pid:
-                total += sum(int(x) for x in fields[13:15])
-        except OSError:
-            pass
-    return total / CLK_TCK
-
-
-def rss_bytes(pid):
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-        except OSError:
-            pass
-    return total
-
-
-class PeakRss:
-    """Samples the server's process tree RSS every 50 ms while a transfer runs."""
-
-    def __init__(self, pid):
-        self.pid, self.peak, self.stop = pid, 0, False
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stop:
-            self.peak = max(self.peak, rss_bytes(self.pid))
-            time.sleep(0.05)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop = True
-        self.thread.join()
 
 
 def passive_range():
@@ -135,6 +66,7 @@ def passive_range():
 
 
 def start_coffer(work, port):
+    """A `coffer serve` with FTPES only on `port`, user `bench` with PASSWORD."""
     coffer = os.environ.get("COFFER_BIN") or os.path.join(ROOT, "target", "release", "coffer")
     if not os.path.exists(coffer):
         sys.exit("build it first: cargo build --release -p coffer")
@@ -158,6 +90,7 @@ def start_coffer(work, port):
 
 
 def ensure_user(home):
+    """The system user USER with PASSWORD and `home` (created if missing)."""
     if subprocess.run(["id", USER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
         subprocess.run(["useradd", "-M", "-s", "/bin/bash", "-d", home, USER], check=True)
     subprocess.run(["usermod", "-d", home, USER], check=True)
@@ -167,6 +100,7 @@ def ensure_user(home):
 
 
 def start_vsftpd(work, port):
+    """A foreground vsftpd on `port`, explicit TLS required; returns (process, USER's home)."""
     vsftpd = shutil.which("vsftpd") or "/usr/sbin/vsftpd"
     if not os.path.exists(vsftpd):
         sys.exit("vsftpd is required: apt-get install vsftpd")
@@ -199,10 +133,12 @@ def start_vsftpd(work, port):
 
 
 def user_of(name):
+    """The login on server `name`."""
     return "bench" if name == "coffer" else USER
 
 
 def curl(name, port, args, cwd):
+    """Wall seconds of one curl run (`args(port)` after the TLS and login options)."""
     cmd = ["curl", "--ssl-reqd", "-k", "-s", "-S", "--user", f"{user_of(name)}:{PASSWORD}"] + args(port)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=cwd, stdout=subprocess.DEVNULL)
@@ -210,6 +146,7 @@ def curl(name, port, args, cwd):
 
 
 def lftp(name, port, script, cwd):
+    """Wall seconds of one lftp session running `script` over FTPES."""
     full = ("set ftp:ssl-force true; set ftp:ssl-protect-data true; set ssl:verify-certificate no; "
             "set net:max-retries 1; set xfer:clobber true; "
             f"open -u {user_of(name)},{PASSWORD} -p {port} 127.0.0.1; {script}")
@@ -223,10 +160,12 @@ FOLDERS = iter(range(1_000_000))
 
 
 def fresh_folder():
+    """A remote folder name not used before in this run."""
     return f"up{next(FOLDERS)}"
 
 
 def main():
+    """Parses the options, starts both servers, runs the rows and cleans up."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size-mib", type=int, default=1024)
@@ -249,7 +188,7 @@ def main():
     coffer = start_coffer(work, cport)
     vsftpd, home = start_vsftpd(work, vport)
     time.sleep(1)
-    idle = {"coffer": rss_bytes(coffer.pid), "vsftpd": rss_bytes(vsftpd.pid)}
+    idle = {"coffer": tree_rss_bytes(coffer.pid), "vsftpd": tree_rss_bytes(vsftpd.pid)}
     print(f"idle RSS: coffer {idle['coffer'] / 2**20:.0f} MiB, vsftpd {idle['vsftpd'] / 2**20:.0f} MiB")
     SERVERS["coffer"] = (coffer, cport)
     SERVERS["vsftpd"] = (vsftpd, vport)
@@ -319,10 +258,10 @@ def measure_row(args, local, label, run, nbytes):
         for name in ["coffer", "vsftpd"]:
             proc, port = SERVERS[name]
             shutil.rmtree(os.path.join(local, "small.back"), ignore_errors=True)
-            c0 = cpu_seconds(proc.pid)
+            c0 = tree_cpu_seconds(proc.pid)
             with PeakRss(proc.pid) as pk:
                 samples[name].append(run(name, port))
-            cpu[name].append(cpu_seconds(proc.pid) - c0)
+            cpu[name].append(tree_cpu_seconds(proc.pid) - c0)
             peak[name] = max(peak[name], pk.peak)
     print_row(label, nbytes, samples, cpu, peak, flush=True)
     return label, nbytes, samples, cpu, peak
@@ -333,6 +272,7 @@ def history_targets(local, work, home):
     ones with lftp `mirror -R`, as the rows upload."""
 
     def target(name, data_dir, garbage_dir=None):
+        """The server `name`, its `history/small/` folder made."""
         port = SERVERS[name][1]
         lftp(name, port, "mkdir -p history/small", local)
         return HistoryTarget(
@@ -346,6 +286,7 @@ def history_targets(local, work, home):
 
 
 def print_row(label, nbytes, samples, cpu, peak, table=False, flush=False):
+    """One row's medians: a live line, or a markdown table row with `table`."""
     mbps = {k: nbytes / statistics.median(v) / 1e6 for k, v in samples.items()}
     ratio = mbps["coffer"] / mbps["vsftpd"]
     cells = [label, f"{mbps['coffer']:.2f}", f"{mbps['vsftpd']:.2f}", f"{ratio:.2f}",

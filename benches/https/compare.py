@@ -49,6 +49,7 @@ USER, PASSWORD = "bench", "bench password 1"
 
 
 def start_coffer(work, port):
+    """A `coffer serve` with HTTPS only on `port`; returns (process, its TLS directory)."""
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     coffer = os.environ.get("COFFER_BIN") or os.path.join(target, "release", "coffer")
     if not os.path.exists(coffer):
@@ -71,6 +72,7 @@ def start_coffer(work, port):
 
 
 def start_nginx(work, port, tls_dir):
+    """An nginx on `port` with Coffer's certificate; returns (process, its root)."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     root = os.path.join(work, "nginx-root")
     os.makedirs(os.path.join(root, "upload"), exist_ok=True)
@@ -144,6 +146,7 @@ def curl(args, server):
 
 
 def main():
+    """Parses the options, starts both servers, runs the selected rows and cleans up."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--size-mib", type=int, default=1024)
@@ -261,6 +264,7 @@ def history_targets(work, creds, cbase, coffer, nbase, nginx, root):
     nginx's WebDAV location, as the rows upload."""
 
     def glob(d):
+        """curl's URL glob for the files f1 … fN of `d`."""
         return os.path.join(d, f"f[1-{len(os.listdir(d))}]")
 
     data = os.path.join(work, "coffer-data")

@@ -31,84 +31,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
 from common import (HISTORY_SUFFIX, HistoryTarget, add_history_args, apply_history,  # noqa: E402
-                    clean_env, free_port, wait_port)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def tree(pid):
-    """pid and all its descendants."""
-    out, todo = [], [pid]
-    children = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(p))
-            except OSError:
-                pass
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def cpu_seconds(pid):
-    """utime+stime of pid, plus reaped children (sshd's per-session processes)."""
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:13])
-            if p == pid:
-                total += sum(int(x) for x in fields[13:15])
-        except OSError:
-            pass
-    return total / CLK_TCK
-
-
-def rss_bytes(pid):
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-        except OSError:
-            pass
-    return total
-
-
-class PeakRss:
-    """Samples the server's process tree RSS every 50 ms while a transfer runs."""
-
-    def __init__(self, pid):
-        self.pid, self.peak, self.stop = pid, 0, False
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stop:
-            self.peak = max(self.peak, rss_bytes(self.pid))
-            time.sleep(0.05)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop = True
-        self.thread.join()
+                    PeakRss, clean_env, free_port, tree_cpu_seconds, tree_rss_bytes, wait_port)
 
 
 def start_coffer(work, key_pub, port):
+    """A `coffer serve` with SFTP only on `port`, user `bench` logging in with `key_pub`."""
     coffer = os.environ.get("COFFER_BIN") or os.path.join(ROOT, "target", "release", "coffer")
     if not os.path.exists(coffer):
         sys.exit("build it first: cargo build --release -p coffer")
@@ -130,6 +62,7 @@ def start_coffer(work, key_pub, port):
 
 
 def start_sshd(work, key_pub, port):
+    """An `sshd -D` on `port` with internal-sftp, the two benchmarked ciphers and `key_pub`."""
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     host_key = os.path.join(work, "sshd_host_ed25519")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key], check=True)
@@ -149,6 +82,7 @@ def start_sshd(work, key_pub, port):
 
 
 def sftp(port, key, cipher, script, cwd):
+    """Wall seconds of one `sftp -b` run of `script` against the server on `port`."""
     user = "bench" if port == SERVERS["coffer"][1] else os.environ.get("USER", "root")
     batch = os.path.join(cwd, "batch.txt")
     with open(batch, "w") as f:
@@ -164,6 +98,7 @@ SERVERS = {}
 
 
 def main():
+    """Parses the options, starts both servers, measures and prints every selected row."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size-mib", type=int, default=1024)
@@ -193,7 +128,7 @@ def main():
     sshd = start_sshd(work, key + ".pub", sport)
     try:
         time.sleep(1)
-        idle = {"coffer": rss_bytes(coffer.pid), "openssh": rss_bytes(sshd.pid)}
+        idle = {"coffer": tree_rss_bytes(coffer.pid), "openssh": tree_rss_bytes(sshd.pid)}
         print(f"idle RSS: coffer {idle['coffer'] / 2**20:.0f} MiB, sshd {idle['openssh'] / 2**20:.0f} MiB")
         SERVERS["coffer"] = (coffer, cport, "/")
         SERVERS["openssh"] = (sshd, sport, remote_ssh + "/")
@@ -243,10 +178,10 @@ def measure_row(args, key, local, label, cipher, script, nbytes):
     for _ in range(args.runs):
         for name in ["coffer", "openssh"]:
             proc, port, base = SERVERS[name]
-            c0 = cpu_seconds(proc.pid)
+            c0 = tree_cpu_seconds(proc.pid)
             with PeakRss(proc.pid) as p:
                 samples[name].append(sftp(port, key, cipher, script(base), local))
-            cpu[name].append(cpu_seconds(proc.pid) - c0)
+            cpu[name].append(tree_cpu_seconds(proc.pid) - c0)
             peak[name] = max(peak[name], p.peak)
     print_row(label, nbytes, samples, cpu, peak, flush=True)
     return label, nbytes, samples, cpu, peak
@@ -257,6 +192,7 @@ def history_targets(key, local, work, remote_ssh):
     cipher = "aes256-gcm@openssh.com"
 
     def target(name, data_dir, garbage_dir=None):
+        """The server `name`, its `history/small/` folder made."""
         _, port, base = SERVERS[name]
         sftp(port, key, cipher, f"mkdir {base}history\nmkdir {base}history/small\n", local)
         return HistoryTarget(
@@ -299,6 +235,7 @@ def bench_listing(args, key, local):
 
 
 def print_row(label, nbytes, samples, cpu, peak, table=False, flush=False):
+    """One row's medians: a live line, or a markdown table row with `table`."""
     mbps = {k: nbytes / statistics.median(v) / 1e6 for k, v in samples.items()}
     ratio = mbps["coffer"] / mbps["openssh"]
     cells = [label, f"{mbps['coffer']:.1f}", f"{mbps['openssh']:.1f}", f"{ratio:.2f}",
