@@ -15,7 +15,17 @@ vsftpd authenticates a local account: the script creates the system user `coffer
 Usage (from the repository root, as root; needs vsftpd, curl, lftp, openssl; COFFER_BIN
 overrides the binary):
     cargo build --release -p coffer
-    python3 benches/ftp/compare.py [--runs 3] [--size-mib 1024] [--small 1000]
+    python3 benches/ftp/compare.py [--runs 3] [--size-mib 1024] [--small 1000] [--only LABEL]
+        [--history BIG_GIB,SMALL_COUNT]
+
+`--history 30,10000` (issue 16): after the selected rows, both servers get the same history over
+FTPES (30 curl `-T` uploads of one 1 GiB file replacing `history/big.bin`, then lftp
+`mirror -R` of 10,000 distinct 4 KiB files into `history/small/`; Coffer first, and each of its
+big uploads waits until the collector has deleted the object it replaced, about 60-120 s, so
+at most one replaced GiB is on disk at a time), a summary line gives each server's time and
+on-disk data size, and the selected small-file rows run again, labelled "(history)". See
+benches/common.py, `apply_history`. For a short check, the undocumented
+`--history-big-mib N` (default 1024) makes the "big" file N MiB.
 """
 
 import argparse
@@ -27,82 +37,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from common import clean_env, free_port, wait_port  # noqa: E402
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
+from common import (HISTORY_SUFFIX, HistoryTarget, add_history_args, apply_history,  # noqa: E402
+                    PeakRss, clean_env, free_port, tree_cpu_seconds, tree_rss_bytes, wait_port)
 USER = "coffer-ftpbench"
 PASSWORD = "bench-Passw0rd-ftp"
-
-
-def tree(pid):
-    """pid and all its descendants."""
-    out, todo = [], [pid]
-    children = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(p))
-            except OSError:
-                pass
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def cpu_seconds(pid):
-    """utime+stime of pid's tree, plus reaped children (vsftpd forks per session)."""
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:13])
-            if p == pid:
-                total += sum(int(x) for x in fields[13:15])
-        except OSError:
-            pass
-    return total / CLK_TCK
-
-
-def rss_bytes(pid):
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-        except OSError:
-            pass
-    return total
-
-
-class PeakRss:
-    """Samples the server's process tree RSS every 50 ms while a transfer runs."""
-
-    def __init__(self, pid):
-        self.pid, self.peak, self.stop = pid, 0, False
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stop:
-            self.peak = max(self.peak, rss_bytes(self.pid))
-            time.sleep(0.05)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop = True
-        self.thread.join()
 
 
 def passive_range():
@@ -124,6 +66,7 @@ def passive_range():
 
 
 def start_coffer(work, port):
+    """A `coffer serve` with FTPES only on `port`, user `bench` with PASSWORD."""
     coffer = os.environ.get("COFFER_BIN") or os.path.join(ROOT, "target", "release", "coffer")
     if not os.path.exists(coffer):
         sys.exit("build it first: cargo build --release -p coffer")
@@ -147,6 +90,7 @@ def start_coffer(work, port):
 
 
 def ensure_user(home):
+    """The system user USER with PASSWORD and `home` (created if missing)."""
     if subprocess.run(["id", USER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
         subprocess.run(["useradd", "-M", "-s", "/bin/bash", "-d", home, USER], check=True)
     subprocess.run(["usermod", "-d", home, USER], check=True)
@@ -156,6 +100,7 @@ def ensure_user(home):
 
 
 def start_vsftpd(work, port):
+    """A foreground vsftpd on `port`, explicit TLS required; returns (process, USER's home)."""
     vsftpd = shutil.which("vsftpd") or "/usr/sbin/vsftpd"
     if not os.path.exists(vsftpd):
         sys.exit("vsftpd is required: apt-get install vsftpd")
@@ -188,10 +133,12 @@ def start_vsftpd(work, port):
 
 
 def user_of(name):
+    """The login on server `name`."""
     return "bench" if name == "coffer" else USER
 
 
 def curl(name, port, args, cwd):
+    """Wall seconds of one curl run (`args(port)` after the TLS and login options)."""
     cmd = ["curl", "--ssl-reqd", "-k", "-s", "-S", "--user", f"{user_of(name)}:{PASSWORD}"] + args(port)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=cwd, stdout=subprocess.DEVNULL)
@@ -199,6 +146,7 @@ def curl(name, port, args, cwd):
 
 
 def lftp(name, port, script, cwd):
+    """Wall seconds of one lftp session running `script` over FTPES."""
     full = ("set ftp:ssl-force true; set ftp:ssl-protect-data true; set ssl:verify-certificate no; "
             "set net:max-retries 1; set xfer:clobber true; "
             f"open -u {user_of(name)},{PASSWORD} -p {port} 127.0.0.1; {script}")
@@ -212,16 +160,21 @@ FOLDERS = iter(range(1_000_000))
 
 
 def fresh_folder():
+    """A remote folder name not used before in this run."""
     return f"up{next(FOLDERS)}"
 
 
 def main():
+    """Parses the options, starts both servers, runs the rows and cleans up."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--small", type=int, default=1000)
     ap.add_argument("--only", default="", help="run only the rows whose label contains this")
+    add_history_args(ap)
     args = ap.parse_args()
+    if args.history and not any(args.only in label and is_small(label) for label, *_ in build_rows(args, "")):
+        ap.error("--history re-runs the small-file rows, and --only selects none of them")
     work = tempfile.mkdtemp(prefix="coffer-ftp-bench-")
     local = os.path.join(work, "local")
     os.makedirs(os.path.join(local, "small"))
@@ -233,14 +186,14 @@ def main():
 
     cport, vport = free_port(), free_port()
     coffer = start_coffer(work, cport)
-    vsftpd, _home = start_vsftpd(work, vport)
+    vsftpd, home = start_vsftpd(work, vport)
     time.sleep(1)
-    idle = {"coffer": rss_bytes(coffer.pid), "vsftpd": rss_bytes(vsftpd.pid)}
+    idle = {"coffer": tree_rss_bytes(coffer.pid), "vsftpd": tree_rss_bytes(vsftpd.pid)}
     print(f"idle RSS: coffer {idle['coffer'] / 2**20:.0f} MiB, vsftpd {idle['vsftpd'] / 2**20:.0f} MiB")
     SERVERS["coffer"] = (coffer, cport)
     SERVERS["vsftpd"] = (vsftpd, vport)
     try:
-        run_rows(args, local, big)
+        run_rows(args, local, big, work, home)
     finally:
         for proc in (coffer, vsftpd):
             proc.send_signal(signal.SIGTERM)
@@ -248,11 +201,11 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_rows(args, local, big):
-
+def build_rows(args, local):
+    """Every row: (label, run(server name, port) -> seconds, bytes moved)."""
     url = lambda port, path: f"ftp://127.0.0.1:{port}/{path}"
     mib = args.size_mib
-    rows = [
+    return [
         (f"{mib} MiB upload (curl)", lambda n, p: curl(n, p, lambda port: ["-T", "big", url(port, "big")], local), mib << 20),
         (f"{mib} MiB download (curl)", lambda n, p: curl(n, p, lambda port: [url(port, "big"), "-o", "big.back"], local), mib << 20),
         # Each timed upload goes to a folder of its own: `mirror -R` skips files the server
@@ -261,6 +214,16 @@ def run_rows(args, local, big):
         (f"{args.small} x 4 KiB download (lftp mirror)", lambda n, p: lftp(n, p, "mirror small small.back", local), args.small * 4096),
     ]
 
+
+def is_small(label):
+    """Whether a row is one of the small-file rows (run again on the servers with history)."""
+    return " x 4 KiB " in label
+
+
+def run_rows(args, local, big, work, home):
+    """Measures the selected rows (and, with --history, the small ones again after the
+    history) and prints the markdown table."""
+    rows = build_rows(args, local)
     skipped = [r for r in rows if args.only not in r[0]]
     rows = [r for r in rows if args.only in r[0]]
     # The downloads need their files: the big one is uploaded untimed when its row is filtered
@@ -271,25 +234,14 @@ def run_rows(args, local, big):
         for label, run, _ in skipped:
             if "MiB upload" in label:
                 run(name, port)
-    results = []
-    for label, run, nbytes in rows:
-        samples = {"coffer": [], "vsftpd": []}
-        cpu = {"coffer": [], "vsftpd": []}
-        peak = {"coffer": 0, "vsftpd": 0}
-        for _ in range(args.runs):
-            for name in ["coffer", "vsftpd"]:
-                proc, port = SERVERS[name]
-                shutil.rmtree(os.path.join(local, "small.back"), ignore_errors=True)
-                c0 = cpu_seconds(proc.pid)
-                with PeakRss(proc.pid) as pk:
-                    samples[name].append(run(name, port))
-                cpu[name].append(cpu_seconds(proc.pid) - c0)
-                peak[name] = max(peak[name], pk.peak)
-        results.append((label, nbytes, samples, cpu, peak))
-        print_row(label, nbytes, samples, cpu, peak, flush=True)
+    results = [measure_row(args, local, *row) for row in rows]
     back = os.path.join(local, "big.back")
     if os.path.exists(back) and subprocess.run(["cmp", "-s", big, back]).returncode != 0:
         sys.exit("the downloaded file differs from the upload")
+    if args.history:
+        apply_history(args, work, history_targets(local, work, home))
+        results += [measure_row(args, local, label + HISTORY_SUFFIX, *rest)
+                    for label, *rest in rows if is_small(label)]
 
     print(f"\n| Row | Coffer MB/s | vsftpd MB/s | Coffer / vsftpd | CPU s Coffer | CPU s vsftpd | peak RSS Coffer | peak RSS vsftpd |")
     print("|---|---|---|---|---|---|---|---|")
@@ -297,7 +249,44 @@ def run_rows(args, local, big):
         print_row(*r, table=True)
 
 
+def measure_row(args, local, label, run, nbytes):
+    """Runs one row RUNS times on each server, alternating; prints and returns its figures."""
+    samples = {"coffer": [], "vsftpd": []}
+    cpu = {"coffer": [], "vsftpd": []}
+    peak = {"coffer": 0, "vsftpd": 0}
+    for _ in range(args.runs):
+        for name in ["coffer", "vsftpd"]:
+            proc, port = SERVERS[name]
+            shutil.rmtree(os.path.join(local, "small.back"), ignore_errors=True)
+            c0 = tree_cpu_seconds(proc.pid)
+            with PeakRss(proc.pid) as pk:
+                samples[name].append(run(name, port))
+            cpu[name].append(tree_cpu_seconds(proc.pid) - c0)
+            peak[name] = max(peak[name], pk.peak)
+    print_row(label, nbytes, samples, cpu, peak, flush=True)
+    return label, nbytes, samples, cpu, peak
+
+
+def history_targets(local, work, home):
+    """Coffer and vsftpd as `apply_history` targets: the big file with curl `-T`, the small
+    ones with lftp `mirror -R`, as the rows upload."""
+
+    def target(name, data_dir, garbage_dir=None):
+        """The server `name`, its `history/small/` folder made."""
+        port = SERVERS[name][1]
+        lftp(name, port, "mkdir -p history/small", local)
+        return HistoryTarget(
+            name, data_dir,
+            lambda f: curl(name, port, lambda p: ["-T", f, f"ftp://127.0.0.1:{p}/history/big.bin"], local),
+            lambda d: lftp(name, port, f"mirror -R --no-perms {d} history/small", local),
+            garbage_dir)
+
+    data = os.path.join(work, "coffer-data")
+    return [target("coffer", data, os.path.join(data, "store", "primary")), target("vsftpd", home)]
+
+
 def print_row(label, nbytes, samples, cpu, peak, table=False, flush=False):
+    """One row's medians: a live line, or a markdown table row with `table`."""
     mbps = {k: nbytes / statistics.median(v) / 1e6 for k, v in samples.items()}
     ratio = mbps["coffer"] / mbps["vsftpd"]
     cells = [label, f"{mbps['coffer']:.2f}", f"{mbps['vsftpd']:.2f}", f"{ratio:.2f}",

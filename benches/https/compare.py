@@ -18,6 +18,17 @@ Coffer / nginx (throughput; >= 1.0 means Coffer is at least as fast) for:
 Usage (from the repository root; needs nginx and curl; COFFER_BIN overrides the binary):
     cargo build --release -p coffer
     python3 benches/https/compare.py [--runs 5] [--size-mib 1024] [--rows big,small]
+        [--history BIG_GIB,SMALL_COUNT]
+
+`--history 30,10000` (issue 16, needs `small` in --rows): after the selected rows, both servers
+get the same history with curl `PUT` (Coffer's `/api/v1/files/`, nginx's WebDAV `/upload/`):
+30 uploads of one 1 GiB file replacing `history/big.bin`, then 10,000 distinct 4 KiB files
+into `history/small/` (one curl, URL globbing); Coffer first, and each of its big uploads waits
+until the collector has deleted the object it replaced, about 60-120 s, so at most one
+replaced GiB is on disk at a time. A summary line gives each server's time and on-disk data
+size, then the small-file rows run again, labelled "(history)". See benches/common.py,
+`apply_history`. For a short check, the undocumented `--history-big-mib N` (default 1024)
+makes the "big" file N MiB.
 """
 
 import argparse
@@ -32,11 +43,13 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from common import clean_env, free_port, wait_port  # noqa: E402
+from common import (HISTORY_SUFFIX, HistoryTarget, add_history_args, apply_history,  # noqa: E402
+                    clean_env, free_port, wait_port)
 USER, PASSWORD = "bench", "bench password 1"
 
 
 def start_coffer(work, port):
+    """A `coffer serve` with HTTPS only on `port`; returns (process, its TLS directory)."""
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     coffer = os.environ.get("COFFER_BIN") or os.path.join(target, "release", "coffer")
     if not os.path.exists(coffer):
@@ -59,6 +72,7 @@ def start_coffer(work, port):
 
 
 def start_nginx(work, port, tls_dir):
+    """An nginx on `port` with Coffer's certificate; returns (process, its root)."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     root = os.path.join(work, "nginx-root")
     os.makedirs(os.path.join(root, "upload"), exist_ok=True)
@@ -132,13 +146,17 @@ def curl(args, server):
 
 
 def main():
+    """Parses the options, starts both servers, runs the selected rows and cleans up."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--rows", default="big,small,list",
                     help="any of big, small, list (comma-separated)")
+    add_history_args(ap)
     args = ap.parse_args()
     kinds = set(args.rows.split(","))
+    if args.history and "small" not in kinds:
+        ap.error("--history re-runs the small-file rows: add small to --rows")
     work = tempfile.mkdtemp(prefix="coffer-https-bench-")
     big = os.path.join(work, "big")
     subprocess.run(f"head -c {args.size_mib}M /dev/urandom > {big}", shell=True, check=True)
@@ -199,23 +217,16 @@ def main():
                       flush=True)
         print(f"{args.runs} runs per row, alternating; medians; ratio = Coffer throughput / nginx;"
               " CPU = server CPU-seconds per run")
-        print(f"{'row':26} {'coffer s':>8} {'MB/s':>6} {'CPU s':>6} {'nginx s':>8} {'MB/s':>6}"
+        width = 27 + len(HISTORY_SUFFIX) if args.history else 26
+        print(f"{'row':{width}} {'coffer s':>8} {'MB/s':>6} {'CPU s':>6} {'nginx s':>8} {'MB/s':>6}"
               f" {'CPU s':>6} {'ratio':>6} {'CPU x':>6}")
-        for label, size, run_coffer, run_nginx in rows:
-            ct, nt = [], []
-            for i in range(args.runs):
-                order = [(run_coffer, ct), (run_nginx, nt)]
-                if i % 2:
-                    order.reverse()
-                for fn, acc in order:
-                    acc.append(fn())
-            c = statistics.median(t for t, _ in ct)
-            n = statistics.median(t for t, _ in nt)
-            cc = statistics.median(u for _, u in ct)
-            nc = statistics.median(u for _, u in nt)
-            print(f"{label:26} {c:8.2f} {size / 1e6 / c:6.1f} {cc:6.2f} {n:8.2f}"
-                  f" {size / 1e6 / n:6.1f} {nc:6.2f} {n / c:6.2f} {cc / max(nc, 0.01):6.2f}",
-                  flush=True)
+        for row in rows:
+            measure_row(args, width, *row)
+        if args.history:
+            apply_history(args, work, history_targets(work, creds, cbase, coffer, nbase, nginx, root))
+            for label, *rest in rows:
+                if "x4KiB" in label:
+                    measure_row(args, width, label + HISTORY_SUFFIX, *rest)
     except subprocess.CalledProcessError:
         with open(os.path.join(work, "nginx-error.log")) as f:
             print("nginx error log:\n" + f.read()[-2000:], file=sys.stderr)
@@ -228,6 +239,44 @@ def main():
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def measure_row(args, width, label, size, run_coffer, run_nginx):
+    """Runs one row RUNS times, alternating which server goes first; prints its medians."""
+    ct, nt = [], []
+    for i in range(args.runs):
+        order = [(run_coffer, ct), (run_nginx, nt)]
+        if i % 2:
+            order.reverse()
+        for fn, acc in order:
+            acc.append(fn())
+    c = statistics.median(t for t, _ in ct)
+    n = statistics.median(t for t, _ in nt)
+    cc = statistics.median(u for _, u in ct)
+    nc = statistics.median(u for _, u in nt)
+    print(f"{label:{width}} {c:8.2f} {size / 1e6 / c:6.1f} {cc:6.2f} {n:8.2f}"
+          f" {size / 1e6 / n:6.1f} {nc:6.2f} {n / c:6.2f} {cc / max(nc, 0.01):6.2f}",
+          flush=True)
+
+
+def history_targets(work, creds, cbase, coffer, nbase, nginx, root):
+    """Coffer and nginx as `apply_history` targets: curl `PUT`s, to Coffer's files API and to
+    nginx's WebDAV location, as the rows upload."""
+
+    def glob(d):
+        """curl's URL glob for the files f1 … fN of `d`."""
+        return os.path.join(d, f"f[1-{len(os.listdir(d))}]")
+
+    data = os.path.join(work, "coffer-data")
+    return [
+        HistoryTarget("coffer", data,
+                      lambda f: curl([*creds, "-T", f, f"{cbase}/api/v1/files/history/big.bin"], coffer),
+                      lambda d: curl([*creds, "-T", glob(d), f"{cbase}/api/v1/files/history/small/"], coffer),
+                      os.path.join(data, "store", "primary")),
+        HistoryTarget("nginx", root,
+                      lambda f: curl(["-T", f, f"{nbase}/upload/history/big.bin"], nginx),
+                      lambda d: curl(["-T", glob(d), f"{nbase}/upload/history/small/"], nginx)),
+    ]
 
 
 if __name__ == "__main__":

@@ -11,6 +11,16 @@ Usage (from the repository root; needs openssh-server and openssh-client; COFFER
 overrides the binary):
     cargo build --release -p coffer
     python3 benches/sftp/compare.py [--runs 3] [--size-mib 1024] [--small 1000] [--only LABEL]
+        [--history BIG_GIB,SMALL_COUNT]
+
+`--history 30,10000` (issue 16): after the selected rows (and the `ls -l` row), both servers get
+the same history over SFTP (`sftp -b`: 30 `put`s of one 1 GiB file replacing `history/big.bin`,
+then `put` of 10,000 distinct 4 KiB files into `history/small/`; Coffer first, and each of its
+big uploads waits until the collector has deleted the object it replaced, about 60-120 s, so
+at most one replaced GiB is on disk at a time), a summary line gives each server's time and
+on-disk data size, and the selected small-file rows run again, labelled "(history)". See
+benches/common.py, `apply_history`. For a short check, the undocumented
+`--history-big-mib N` (default 1024) makes the "big" file N MiB.
 """
 
 import argparse
@@ -21,83 +31,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from common import clean_env, free_port, wait_port  # noqa: E402
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def tree(pid):
-    """pid and all its descendants."""
-    out, todo = [], [pid]
-    children = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(p))
-            except OSError:
-                pass
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def cpu_seconds(pid):
-    """utime+stime of pid, plus reaped children (sshd's per-session processes)."""
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:13])
-            if p == pid:
-                total += sum(int(x) for x in fields[13:15])
-        except OSError:
-            pass
-    return total / CLK_TCK
-
-
-def rss_bytes(pid):
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-        except OSError:
-            pass
-    return total
-
-
-class PeakRss:
-    """Samples the server's process tree RSS every 50 ms while a transfer runs."""
-
-    def __init__(self, pid):
-        self.pid, self.peak, self.stop = pid, 0, False
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stop:
-            self.peak = max(self.peak, rss_bytes(self.pid))
-            time.sleep(0.05)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop = True
-        self.thread.join()
+from common import (HISTORY_SUFFIX, HistoryTarget, add_history_args, apply_history,  # noqa: E402
+                    PeakRss, clean_env, free_port, tree_cpu_seconds, tree_rss_bytes, wait_port)
 
 
 def start_coffer(work, key_pub, port):
+    """A `coffer serve` with SFTP only on `port`, user `bench` logging in with `key_pub`."""
     coffer = os.environ.get("COFFER_BIN") or os.path.join(ROOT, "target", "release", "coffer")
     if not os.path.exists(coffer):
         sys.exit("build it first: cargo build --release -p coffer")
@@ -119,6 +62,7 @@ def start_coffer(work, key_pub, port):
 
 
 def start_sshd(work, key_pub, port):
+    """An `sshd -D` on `port` with internal-sftp, the two benchmarked ciphers and `key_pub`."""
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     host_key = os.path.join(work, "sshd_host_ed25519")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key], check=True)
@@ -138,6 +82,7 @@ def start_sshd(work, key_pub, port):
 
 
 def sftp(port, key, cipher, script, cwd):
+    """Wall seconds of one `sftp -b` run of `script` against the server on `port`."""
     user = "bench" if port == SERVERS["coffer"][1] else os.environ.get("USER", "root")
     batch = os.path.join(cwd, "batch.txt")
     with open(batch, "w") as f:
@@ -153,6 +98,7 @@ SERVERS = {}
 
 
 def main():
+    """Parses the options, starts both servers, measures and prints every selected row."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size-mib", type=int, default=1024)
@@ -160,7 +106,10 @@ def main():
     ap.add_argument("--only", default="", help="run only the rows whose label contains this")
     ap.add_argument("--listing", type=int, default=10000,
                     help="files in one folder for the `ls -l` row (0 skips it)")
+    add_history_args(ap)
     args = ap.parse_args()
+    if args.history and not any(args.only in label and is_small(label) for label, *_ in build_rows(args)):
+        ap.error("--history re-runs the small-file rows, and --only selects none of them")
     work = tempfile.mkdtemp(prefix="coffer-sftp-bench-")
     key = os.path.join(work, "id_ed25519")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
@@ -177,15 +126,34 @@ def main():
     cport, sport = free_port(), free_port()
     coffer = start_coffer(work, key + ".pub", cport)
     sshd = start_sshd(work, key + ".pub", sport)
-    time.sleep(1)
-    idle = {"coffer": rss_bytes(coffer.pid), "openssh": rss_bytes(sshd.pid)}
-    print(f"idle RSS: coffer {idle['coffer'] / 2**20:.0f} MiB, sshd {idle['openssh'] / 2**20:.0f} MiB")
-    SERVERS["coffer"] = (coffer, cport, "/")
-    SERVERS["openssh"] = (sshd, sport, remote_ssh + "/")
-    # Create the remote folder for small files once per server.
-    for name, (_, port, base) in SERVERS.items():
-        sftp(port, key, "aes256-gcm@openssh.com", f"-mkdir {base}small\n", local)
+    try:
+        time.sleep(1)
+        idle = {"coffer": tree_rss_bytes(coffer.pid), "openssh": tree_rss_bytes(sshd.pid)}
+        print(f"idle RSS: coffer {idle['coffer'] / 2**20:.0f} MiB, sshd {idle['openssh'] / 2**20:.0f} MiB")
+        SERVERS["coffer"] = (coffer, cport, "/")
+        SERVERS["openssh"] = (sshd, sport, remote_ssh + "/")
+        # Create the remote folder for small files once per server.
+        for name, (_, port, base) in SERVERS.items():
+            sftp(port, key, "aes256-gcm@openssh.com", f"-mkdir {base}small\n", local)
+        os.makedirs(os.path.join(local, "small.back"))
+        rows = [r for r in build_rows(args) if args.only in r[0]]
+        results = [measure_row(args, key, local, *row) for row in rows]
+        if args.listing:
+            bench_listing(args, key, local)
+        if args.history:
+            apply_history(args, work, history_targets(key, local, work, remote_ssh))
+            results += [measure_row(args, key, local, label + HISTORY_SUFFIX, *rest)
+                        for label, *rest in rows if is_small(label)]
+        print_table(results)
+    finally:
+        for proc in (coffer, sshd):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def build_rows(args):
+    """Every row: (label, cipher, batch script for a remote base folder, bytes moved)."""
     rows = []
     for cipher in ["aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]:
         rows.append((f"{args.size_mib} MiB upload, {cipher}", cipher, lambda b: f"put big {b}big\n", args.size_mib << 20))
@@ -194,37 +162,55 @@ def main():
                  lambda b: f"put small/* {b}small/\n", args.small * 4096))
     rows.append((f"{args.small} x 4 KiB download", "aes256-gcm@openssh.com",
                  lambda b: f"get {b}small/* small.back/\n", args.small * 4096))
-    os.makedirs(os.path.join(local, "small.back"))
+    return rows
 
-    results = []
-    for label, cipher, script, nbytes in rows:
-        if args.only not in label:
-            continue
-        samples = {"coffer": [], "openssh": []}
-        cpu = {"coffer": [], "openssh": []}
-        peak = {"coffer": 0, "openssh": 0}
-        for _ in range(args.runs):
-            for name in ["coffer", "openssh"]:
-                proc, port, base = SERVERS[name]
-                c0 = cpu_seconds(proc.pid)
-                with PeakRss(proc.pid) as p:
-                    samples[name].append(sftp(port, key, cipher, script(base), local))
-                cpu[name].append(cpu_seconds(proc.pid) - c0)
-                peak[name] = max(peak[name], p.peak)
-        results.append((label, nbytes, samples, cpu, peak))
-        print_row(label, nbytes, samples, cpu, peak, flush=True)
 
-    if args.listing:
-        bench_listing(args, key, local)
+def is_small(label):
+    """Whether a row is one of the small-file rows (run again on the servers with history)."""
+    return " x 4 KiB " in label
 
+
+def measure_row(args, key, local, label, cipher, script, nbytes):
+    """Runs one row RUNS times on each server, alternating; prints and returns its figures."""
+    samples = {"coffer": [], "openssh": []}
+    cpu = {"coffer": [], "openssh": []}
+    peak = {"coffer": 0, "openssh": 0}
+    for _ in range(args.runs):
+        for name in ["coffer", "openssh"]:
+            proc, port, base = SERVERS[name]
+            c0 = tree_cpu_seconds(proc.pid)
+            with PeakRss(proc.pid) as p:
+                samples[name].append(sftp(port, key, cipher, script(base), local))
+            cpu[name].append(tree_cpu_seconds(proc.pid) - c0)
+            peak[name] = max(peak[name], p.peak)
+    print_row(label, nbytes, samples, cpu, peak, flush=True)
+    return label, nbytes, samples, cpu, peak
+
+
+def history_targets(key, local, work, remote_ssh):
+    """Coffer and sshd as `apply_history` targets: uploads with `sftp -b` `put`."""
+    cipher = "aes256-gcm@openssh.com"
+
+    def target(name, data_dir, garbage_dir=None):
+        """The server `name`, its `history/small/` folder made."""
+        _, port, base = SERVERS[name]
+        sftp(port, key, cipher, f"mkdir {base}history\nmkdir {base}history/small\n", local)
+        return HistoryTarget(
+            name, data_dir,
+            lambda f: sftp(port, key, cipher, f"put {f} {base}history/big.bin\n", local),
+            lambda d: sftp(port, key, cipher, f"put {d}/* {base}history/small/\n", local),
+            garbage_dir)
+
+    data = os.path.join(work, "coffer-data")
+    return [target("coffer", data, os.path.join(data, "store", "primary")), target("openssh", remote_ssh)]
+
+
+def print_table(results):
+    """The final markdown table of every measured row."""
     print("\n| Row | Coffer MB/s | OpenSSH MB/s | Coffer / OpenSSH | CPU s Coffer | CPU s OpenSSH | peak RSS Coffer | peak RSS OpenSSH |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print_row(*r, table=True)
-    for proc in (coffer, sshd):
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-    shutil.rmtree(work, ignore_errors=True)
 
 
 def bench_listing(args, key, local):
@@ -249,6 +235,7 @@ def bench_listing(args, key, local):
 
 
 def print_row(label, nbytes, samples, cpu, peak, table=False, flush=False):
+    """One row's medians: a live line, or a markdown table row with `table`."""
     mbps = {k: nbytes / statistics.median(v) / 1e6 for k, v in samples.items()}
     ratio = mbps["coffer"] / mbps["openssh"]
     cells = [label, f"{mbps['coffer']:.1f}", f"{mbps['openssh']:.1f}", f"{ratio:.2f}",
