@@ -212,6 +212,11 @@ def wait_until_at_most(path, limit_bytes, timeout=3600):
     return time.time() - start
 
 
+# Replaced big objects a history lets wait for Coffer's collector at once: uploads go on while
+# the collector (once a minute) catches up, and the disk holds at most this many GiB of them.
+HISTORY_GARBAGE_FILES = 3
+
+
 def make_history_files(work, big_mib, small_count):
     """Writes the history's local sources under `work/history`: `big.bin` (`big_mib` MiB of
     random bytes) and `small/f1` … `small/fN` (distinct random 4 KiB each). Returns
@@ -251,12 +256,13 @@ def apply_history(args, work, targets):
     sources are removed afterwards.
 
     Disk: after each big upload to a target with a `garbage_dir`, the script waits until that
-    directory takes at most its size before the history plus 1.5 big files: Coffer's collector
-    (`serve`, every minute, garbage at least a minute old; not configurable) deletes the
-    replaced object 60-120 s after the replace, so at most one replaced object is on disk at a
-    time; then until its data dir has been still for 4 s (the new object's replica copy is
-    made). The history's peak: the local file, the live object and its replica copy, the next
-    upload's spool file and, for seconds, the replaced object's replica copy."""
+    directory takes at most its size before the history plus HISTORY_GARBAGE_FILES + 0.5 big
+    files: Coffer's collector (`serve`, every minute, garbage at least a minute old; not
+    configurable) deletes a replaced object 60-120 s after the replace, so at most
+    HISTORY_GARBAGE_FILES replaced objects wait on disk at a time; then until its data dir has
+    been still for 4 s (the new object's replica copy is made). The history's peak: the local
+    file, the live object and its replica copy, the waiting replaced objects, the next upload's
+    spool file and, for seconds, a replaced object's replica copy."""
     big_count, small_count = args.history
     big_bytes = args.history_big_mib << 20
     big, small = make_history_files(work, args.history_big_mib if big_count else 0, small_count)
@@ -276,7 +282,8 @@ def give_history(t, big, small, big_count, big_bytes):
     """One target's history; returns (name, seconds uploading, seconds waiting for its
     collector and replicator, bytes of its data dir afterwards)."""
     busy = waited = 0.0
-    limit = dir_bytes(t.garbage_dir) + big_bytes * 3 // 2 if t.garbage_dir else None
+    limit = (dir_bytes(t.garbage_dir) + big_bytes * (2 * HISTORY_GARBAGE_FILES + 1) // 2
+             if t.garbage_dir else None)
     for i in range(big_count):
         start = time.perf_counter()
         t.upload_big(big)
@@ -287,9 +294,8 @@ def give_history(t, big, small, big_count, big_bytes):
         if limit is not None:
             start = time.perf_counter()
             wait_until_at_most(t.garbage_dir, limit)
-            # The replica copy is made before the next upload replaces the object: a copy job
-            # and the delete job of the same object in one replication pass run side by side,
-            # and the delete can finish first, leaving the copy behind for good.
+            # The replica copy is made before the next upload replaces the object, so the
+            # history ends with the state a server that ran it slowly would have.
             settled_bytes(t.data_dir)
             wait = time.perf_counter() - start
         waited += wait
