@@ -121,6 +121,19 @@ fn process_hmac_key() -> VfsResult<hmac::Key> {
         .map_err(|_| VfsError::new(ErrorKind::Internal, "the system random generator failed"))
 }
 
+/// HMAC-SHA256 under `key` of `parts`, each prefixed with its length (so no two lists of parts
+/// hash alike).
+fn keyed_hash(key: &hmac::Key, parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = hmac::Context::with_key(key);
+    for p in parts {
+        ctx.update(&(p.len() as u64).to_be_bytes());
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
+
 impl CredentialCache {
     pub(crate) fn new(ttl: Duration, max: usize) -> VfsResult<Self> {
         let key = process_hmac_key()?;
@@ -134,14 +147,7 @@ impl CredentialCache {
 
     /// HMAC-SHA256 of the length-prefixed parts under this process's key.
     pub(crate) fn slot(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        for p in parts {
-            ctx.update(&(p.len() as u64).to_be_bytes());
-            ctx.update(p);
-        }
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ctx.sign().as_ref());
-        out
+        keyed_hash(&self.key, parts)
     }
 
     /// The stamp cached under `slot` if younger than the lifetime (an older one is removed).
@@ -202,14 +208,7 @@ impl Gatekeeper {
 
     /// A keyed hash: the tables hold this, never a password or a raw session id.
     fn keyed(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        for p in parts {
-            ctx.update(&(p.len() as u64).to_be_bytes());
-            ctx.update(p);
-        }
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ctx.sign().as_ref());
-        out
+        keyed_hash(&self.key, parts)
     }
 
     /// Checks a user name and password for a login form: always the full check (audited).

@@ -255,23 +255,20 @@ impl TestVault {
 
     /// Paths of every object in the replica store.
     pub fn replica_objects(&self) -> Vec<PathBuf> {
-        self.all_files()
-            .into_iter()
-            .filter(|p| {
-                p.starts_with(self.root().join("store/replica"))
-                    && !p.to_string_lossy().contains("/.tmp/")
-            })
-            .collect()
+        self.objects_in("store/replica")
     }
 
     /// Paths of every stored object in the primary store.
     pub fn primary_objects(&self) -> Vec<PathBuf> {
+        self.objects_in("store/primary")
+    }
+
+    /// Paths of every object of the local store under `store` (its temp files left out).
+    fn objects_in(&self, store: &str) -> Vec<PathBuf> {
+        let root = self.root().join(store);
         self.all_files()
             .into_iter()
-            .filter(|p| {
-                p.starts_with(self.root().join("store/primary"))
-                    && !p.to_string_lossy().contains("/.tmp/")
-            })
+            .filter(|p| p.starts_with(&root) && !p.to_string_lossy().contains("/.tmp/"))
             .collect()
     }
 }
