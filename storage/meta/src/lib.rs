@@ -26,6 +26,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 
 pub mod conformance;
+mod conns;
 mod lockout;
 mod mysql;
 mod outbox;

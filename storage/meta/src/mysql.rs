@@ -16,6 +16,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +25,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions, MySqlQueryResult, MySql
 use sqlx::{Executor, MySql, MySqlConnection};
 use zeroize::Zeroizing;
 
+use crate::conns::Conns;
 use crate::sql::{Dialect, SqlStore};
 use crate::{MetaError, MetaResult, SchemaStore};
 
@@ -300,9 +302,10 @@ impl MySqlStore {
             .connect_with(connect)
             .await
             .map_err(mysql_error)?;
+        let conns = Conns::new(pool);
         Ok(Self {
-            bookkeeping: pool.clone(),
-            pool,
+            bookkeeping: Arc::clone(&conns),
+            pool: conns,
             writer: None,
             max_retries: options.max_retries,
             target,
@@ -318,22 +321,27 @@ impl MySqlStore {
     /// The newest migration applied to the database, `None` for a fresh database.
     pub async fn schema_version(&self) -> MetaResult<Option<i64>> {
         self.retrying(|| async {
-            let tables: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM information_schema.tables \
-                 WHERE table_schema = DATABASE() AND table_name = '_sqlx_migrations'",
-            )
-            .fetch_one(&self.pool)
-            .await?;
-            if tables == 0 {
-                return Ok(None);
-            }
-            let version: Option<i64> =
-                sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-                    .fetch_one(&self.pool)
-                    .await?;
-            Ok(version)
+            let mut held = self.pool.acquire().await?;
+            let version = Self::schema_version_on(held.conn()).await;
+            held.settle(&version);
+            Ok(version?)
         })
         .await
+    }
+
+    async fn schema_version_on(conn: &mut MySqlConnection) -> Result<Option<i64>, sqlx::Error> {
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = '_sqlx_migrations'",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        if tables == 0 {
+            return Ok(None);
+        }
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut *conn)
+            .await
     }
 
     /// For a node that does not migrate on start: succeeds only if the database holds exactly
@@ -390,7 +398,8 @@ impl MySqlStore {
     /// nodes starting together migrate one after another (sqlx's own lock asks MariaDB for an
     /// infinite wait with a negative timeout, which MariaDB does not honour).
     pub async fn migrate(&self) -> MetaResult<()> {
-        let mut conn = self.pool.acquire().await.map_err(mysql_error)?;
+        let mut held = self.pool.acquire().await.map_err(mysql_error)?;
+        let conn = held.conn();
         let locked: Option<i64> = sqlx::query_scalar(MIGRATION_LOCK)
             .bind(MIGRATION_LOCK_WAIT_SECS)
             .fetch_one(&mut *conn)
@@ -401,11 +410,14 @@ impl MySqlStore {
                 "another node is still migrating the metadata schema".into(),
             ));
         }
-        let result = self.migrate_locked(&mut conn).await;
-        if let Err(error) = sqlx::query(MIGRATION_UNLOCK).execute(&mut *conn).await {
-            // The lock goes with the connection; drop it rather than return it to the pool.
-            tracing::debug!(error = %describe(&error), "releasing the migration lock failed");
-            conn.detach();
+        let result = self.migrate_locked(conn).await;
+        match sqlx::query(MIGRATION_UNLOCK).execute(&mut *conn).await {
+            Ok(_) => held.release(),
+            Err(error) => {
+                // The lock goes with the connection; close it rather than return it to the pool.
+                tracing::debug!(error = %describe(&error), "releasing the migration lock failed");
+                held.detach();
+            }
         }
         result
     }

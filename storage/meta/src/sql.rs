@@ -26,9 +26,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use sqlx::{Database, Pool, Transaction};
+use sqlx::{Connection, Database, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use crate::conns::{Conns, DriverFailure};
 use crate::lockout::LockoutPolicy;
 use crate::outbox::wall_clock_ms;
 use crate::rows::{self, op_column};
@@ -117,14 +118,15 @@ pub(crate) type Query<D> =
 /// The metadata store on engine `D`: [`crate::SqliteStore`] or [`crate::MySqlStore`].
 /// Cloning is cheap and shares the pools.
 pub struct SqlStore<D: Dialect> {
-    pub(crate) pool: Pool<D::Db>,
+    /// The connections of the main pool (see `conns.rs`: lent without a ping between uses).
+    pub(crate) pool: Arc<Conns<D::Db>>,
     /// Where bookkeeping writes go (upload rows, outbox and garbage acknowledgements, audit).
     /// On SQLite one connection with `synchronous=NORMAL`: their commits do not wait for an
     /// fsync, and the next commit on `pool` (which does) makes them durable too, since both
     /// append to the same write-ahead log. A crash of the process loses none of them; a power
     /// cut can lose the last few, which costs at most a leaked object, a repeated replication
     /// copy or the last audit lines (docs/ARCHITECTURE.md, "Durability"). Elsewhere `pool`.
-    pub(crate) bookkeeping: Pool<D::Db>,
+    pub(crate) bookkeeping: Arc<Conns<D::Db>>,
     /// Held for the whole of every write transaction of this process, if the engine has a
     /// single writer: concurrent requests queue here instead of spinning in a busy handler.
     pub(crate) writer: Option<Arc<Mutex<()>>>,
@@ -138,8 +140,8 @@ pub struct SqlStore<D: Dialect> {
 impl<D: Dialect> Clone for SqlStore<D> {
     fn clone(&self) -> Self {
         Self {
-            pool: self.pool.clone(),
-            bookkeeping: self.bookkeeping.clone(),
+            pool: Arc::clone(&self.pool),
+            bookkeeping: Arc::clone(&self.bookkeeping),
             writer: self.writer.clone(),
             max_retries: self.max_retries,
             target: self.target.clone(),
@@ -265,44 +267,80 @@ macro_rules! with_retry {
 macro_rules! transaction {
     ($store:expr, $target:expr, |$conn:ident| $body:expr) => {
         with_retry!($store, async {
-            let mut tx = $store.begin($target).await?;
+            let _writer = $store.lock_writer().await;
+            let mut held = $store.pool_for($target).acquire().await?;
+            let tx = match D::BEGIN {
+                Some(begin) => held.conn().begin_with(begin).await?,
+                None => held.conn().begin().await?,
+            };
+            let mut tx = WriteTx { tx };
             let result = {
                 let $conn: &mut Conn<D> = &mut tx.tx;
                 $body.await
             };
-            tx.finish::<D, _>(result).await
+            let (result, ended) = tx.finish::<D, _>(result).await;
+            if ended {
+                held.release();
+            }
+            result
         })
     };
 }
 
-/// A write transaction. Field order matters: the transaction ends before the lock is freed.
-pub(crate) struct WriteTx<DB: Database> {
-    tx: Transaction<'static, DB>,
-    _writer: Option<OwnedMutexGuard<()>>,
+/// Runs `$body` (using the connection `$conn`) as a read, retrying transient failures. The
+/// connection is lent again without a ping unless the driver failed.
+macro_rules! read {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        with_retry!($store, async {
+            let mut held = $store.pool.acquire().await?;
+            let result: TxResult<_> = {
+                let $conn: &mut Conn<D> = held.conn();
+                $body.await
+            };
+            held.settle(&result);
+            result
+        })
+    };
 }
 
-impl<DB: Database> WriteTx<DB> {
-    /// Commits if `result` is a success, rolls back otherwise; returns `result`. A failed
-    /// COMMIT is reported as decided (never retried): the server may have applied it.
-    async fn finish<D: Dialect<Db = DB>, T>(self, result: TxResult<T>) -> TxResult<T> {
+/// A write transaction on a lent connection; the writer lock (if any) is held around it.
+pub(crate) struct WriteTx<'c, DB: Database> {
+    tx: Transaction<'c, DB>,
+}
+
+impl<DB: Database> WriteTx<'_, DB> {
+    /// Commits if `result` is a success, rolls back otherwise; returns `result`, and whether
+    /// the transaction ended cleanly (its connection may be lent again). A failed COMMIT is
+    /// reported as decided (never retried): the server may have applied it.
+    async fn finish<D: Dialect<Db = DB>, T>(self, result: TxResult<T>) -> (TxResult<T>, bool) {
         match result {
             Ok(value) => match self.tx.commit().await {
-                Ok(()) => Ok(value),
-                Err(error) => Err(TxError::Meta(match D::map_error(error) {
-                    MetaError::Unavailable(why) => MetaError::Unavailable(format!(
-                        "the database went away during COMMIT, the change may or may not be \
-                         applied: {why}"
-                    )),
-                    other => other,
-                })),
+                Ok(()) => (Ok(value), true),
+                Err(error) => (
+                    Err(TxError::Meta(match D::map_error(error) {
+                        MetaError::Unavailable(why) => MetaError::Unavailable(format!(
+                            "the database went away during COMMIT, the change may or may not \
+                             be applied: {why}"
+                        )),
+                        other => other,
+                    })),
+                    false,
+                ),
             },
-            Err(error) => {
-                if let Err(rollback) = self.tx.rollback().await {
+            Err(error) => match self.tx.rollback().await {
+                Ok(()) => (Err(error), true),
+                Err(rollback) => {
                     tracing::debug!(error = %D::describe(&rollback), "metadata rollback failed");
+                    (Err(error), false)
                 }
-                Err(error)
-            }
+            },
         }
+    }
+}
+
+impl DriverFailure for TxError {
+    fn is_driver_failure(&self) -> bool {
+        matches!(self, Self::Sql(_))
     }
 }
 
@@ -332,21 +370,6 @@ enum Target {
 pub(crate) struct Sql<D>(PhantomData<D>);
 
 impl<D: Dialect> SqlStore<D> {
-    /// Starts a write transaction: this process's writer lock (if the engine has a single
-    /// writer), then the engine's `BEGIN`.
-    async fn begin(&self, target: Target) -> Result<WriteTx<D::Db>, sqlx::Error> {
-        let writer = self.lock_writer().await;
-        let pool = self.pool_for(target);
-        let tx = match D::BEGIN {
-            Some(begin) => pool.begin_with(begin).await?,
-            None => pool.begin().await?,
-        };
-        Ok(WriteTx {
-            tx,
-            _writer: writer,
-        })
-    }
-
     /// This process's writer lock, if the engine has a single writer.
     async fn lock_writer(&self) -> Option<OwnedMutexGuard<()>> {
         match &self.writer {
@@ -355,7 +378,7 @@ impl<D: Dialect> SqlStore<D> {
         }
     }
 
-    fn pool_for(&self, target: Target) -> &Pool<D::Db> {
+    fn pool_for(&self, target: Target) -> &Arc<Conns<D::Db>> {
         match target {
             Target::Main => &self.pool,
             Target::Bookkeeping => &self.bookkeeping,
@@ -392,8 +415,7 @@ impl SqlStore<D> {
         query: impl Fn() -> Query<D> + Send + Sync,
         decode: fn(&Row<D>) -> MetaResult<T>,
     ) -> MetaResult<T> {
-        with_retry!(self, async {
-            let mut conn = self.pool.acquire().await?;
+        read!(self, |conn| async {
             let row = query().fetch_optional(&mut *conn).await?;
             Ok(decode(&row.ok_or(MetaError::NotFound)?)?)
         })
@@ -405,8 +427,7 @@ impl SqlStore<D> {
         query: impl Fn() -> Query<D> + Send + Sync,
         decode: fn(&Row<D>) -> MetaResult<T>,
     ) -> MetaResult<Vec<T>> {
-        with_retry!(self, async {
-            let mut conn = self.pool.acquire().await?;
+        read!(self, |conn| async {
             let found = query().fetch_all(&mut *conn).await?;
             Ok(found.iter().map(decode).collect::<MetaResult<Vec<T>>>()?)
         })
@@ -424,10 +445,10 @@ impl SqlStore<D> {
     ) -> MetaResult<<D::Db as Database>::QueryResult> {
         if self.max_retries == 0 {
             let _writer = self.lock_writer().await;
-            let done = query()
-                .execute(self.pool_for(target))
-                .await
-                .map_err(D::map_error)?;
+            let mut held = self.pool_for(target).acquire().await.map_err(D::map_error)?;
+            let done = query().execute(held.conn()).await;
+            held.settle(&done);
+            let done = done.map_err(D::map_error)?;
             if must_match {
                 require_row::<D>(&done).map_err(TxError::into_meta::<D>)?;
             }
@@ -544,8 +565,7 @@ impl TenantStore for SqlStore<D> {
     }
 
     async fn key_rotation(&self, tenant_id: i64) -> MetaResult<Option<KeyRotation>> {
-        with_retry!(self, async {
-            let mut conn = self.pool.acquire().await?;
+        read!(self, |conn| async {
             Sql::<D>::key_rotation(&mut *conn, tenant_id).await
         })
     }
@@ -565,16 +585,14 @@ impl TenantStore for SqlStore<D> {
         after_id: i64,
         limit: u32,
     ) -> MetaResult<Vec<Node>> {
-        with_retry!(self, async {
-            let mut conn = self.pool.acquire().await?;
+        read!(self, |conn| async {
             Sql::<D>::nodes_under_key_version(&mut *conn, tenant_id, version, after_id, limit)
                 .await
         })
     }
 
     async fn count_under_key_version(&self, tenant_id: i64, version: u32) -> MetaResult<i64> {
-        with_retry!(self, async {
-            let mut conn = self.pool.acquire().await?;
+        read!(self, |conn| async {
             Sql::<D>::count_under_key_version(&mut *conn, tenant_id, version).await
         })
     }
@@ -771,15 +789,13 @@ sql_impl! {
 #[async_trait]
 impl NamespaceStore for SqlStore<D> {
     async fn node(&self, tenant_id: i64, id: i64) -> MetaResult<Node> {
-        with_retry!(self, async {
-            let mut conn = self.pool.acquire().await?;
+        read!(self, |conn| async {
             Sql::<D>::node(&mut *conn, tenant_id, id).await
         })
     }
 
     async fn child(&self, tenant_id: i64, parent_id: i64, name_index: &[u8]) -> MetaResult<Node> {
-        with_retry!(self, async {
-            let mut conn = self.pool.acquire().await?;
+        read!(self, |conn| async {
             Sql::<D>::child(&mut *conn, tenant_id, parent_id, name_index)
                 .await?
                 .ok_or(MetaError::NotFound.into())
@@ -787,8 +803,7 @@ impl NamespaceStore for SqlStore<D> {
     }
 
     async fn children(&self, tenant_id: i64, parent_id: i64) -> MetaResult<Vec<Node>> {
-        with_retry!(self, async {
-            let mut conn = self.pool.acquire().await?;
+        read!(self, |conn| async {
             Sql::<D>::children(&mut *conn, tenant_id, parent_id).await
         })
     }
@@ -822,8 +837,7 @@ impl NamespaceStore for SqlStore<D> {
     }
 
     async fn usage(&self, tenant_id: i64) -> MetaResult<Usage> {
-        with_retry!(self, async {
-            let mut conn = self.pool.acquire().await?;
+        read!(self, |conn| async {
             Sql::<D>::usage(&mut *conn, tenant_id).await
         })
     }
@@ -843,8 +857,7 @@ impl NamespaceStore for SqlStore<D> {
     }
 
     async fn inline_object(&self, object_key: &str) -> MetaResult<Option<Vec<u8>>> {
-        with_retry!(self, async {
-            let mut conn = self.pool.acquire().await?;
+        read!(self, |conn| async {
             Sql::<D>::inline_object(&mut *conn, object_key).await
         })
     }
@@ -1038,11 +1051,13 @@ impl AuditStore for SqlStore<D> {
         if self.max_retries == 0 {
             // As in `write_one`: a statement never retried runs on its own.
             let _writer = self.lock_writer().await;
-            rows::audit_insert::<D::Db>(records)
+            let mut held = self.bookkeeping.acquire().await.map_err(D::map_error)?;
+            let done = rows::audit_insert::<D::Db>(records)
                 .build()
-                .execute(&self.bookkeeping)
-                .await
-                .map_err(D::map_error)?;
+                .execute(held.conn())
+                .await;
+            held.settle(&done);
+            done.map_err(D::map_error)?;
             return Ok(());
         }
         transaction!(self, Target::Bookkeeping, |conn| async {

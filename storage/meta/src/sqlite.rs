@@ -21,6 +21,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::Mutex;
 
+use crate::conns::Conns;
 use crate::sql::{Dialect, SqlStore};
 use crate::{MetaError, MetaResult, SchemaStore};
 
@@ -113,7 +114,11 @@ impl SqliteStore {
             .connect_with(options.synchronous(SqliteSynchronous::Normal))
             .await
             .map_err(sqlite_error)?;
-        Ok(Self::serial(pool, bookkeeping, target))
+        Ok(Self::serial(
+            Conns::new(pool),
+            Conns::new(bookkeeping),
+            target,
+        ))
     }
 
     /// A private in-memory database for tests. It lives as long as its single connection,
@@ -133,10 +138,16 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(sqlite_error)?;
-        Ok(Self::serial(pool.clone(), pool, ":memory:".into()))
+        // One pool for both: one set of lent connections, or each would wait for the other's.
+        let conns = Conns::new(pool);
+        Ok(Self::serial(Arc::clone(&conns), conns, ":memory:".into()))
     }
 
-    fn serial(pool: sqlx::SqlitePool, bookkeeping: sqlx::SqlitePool, target: String) -> Self {
+    fn serial(
+        pool: Arc<Conns<sqlx::Sqlite>>,
+        bookkeeping: Arc<Conns<sqlx::Sqlite>>,
+        target: String,
+    ) -> Self {
         Self {
             pool,
             bookkeeping,
@@ -154,19 +165,26 @@ impl SqliteStore {
 
     /// The newest migration applied to the database, `None` for a fresh database.
     pub async fn schema_version(&self) -> MetaResult<Option<i64>> {
+        let mut held = self.pool.acquire().await.map_err(sqlite_error)?;
+        let version = Self::schema_version_on(held.conn()).await;
+        held.settle(&version);
+        version.map_err(sqlite_error)
+    }
+
+    async fn schema_version_on(
+        conn: &mut sqlx::SqliteConnection,
+    ) -> Result<Option<i64>, sqlx::Error> {
         let tables: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
         )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(sqlite_error)?;
+        .fetch_one(&mut *conn)
+        .await?;
         if tables == 0 {
             return Ok(None);
         }
         sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await
-            .map_err(sqlite_error)
     }
 
     /// Applies pending migrations; refuses a schema newer than this build knows.
@@ -181,7 +199,12 @@ impl SqliteStore {
         {
             return Err(MetaError::SchemaTooNew { found, supported });
         }
-        MIGRATOR.run(&self.pool).await.map_err(migrate_error)
+        let mut held = self.pool.acquire().await.map_err(sqlite_error)?;
+        let done = MIGRATOR.run_direct(None, held.conn(), false).await;
+        if done.is_ok() {
+            held.release();
+        }
+        done.map_err(migrate_error)
     }
 }
 
@@ -255,7 +278,7 @@ mod tests {
         )))
         .bind(1_i64)
         .bind(2_i64)
-        .fetch_all(&store.pool)
+        .fetch_all(store.pool.acquire().await.unwrap().conn())
         .await
         .unwrap();
         let detail: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
@@ -274,7 +297,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.db");
         let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
-        let mut conn = store.pool.acquire().await.unwrap();
+        let mut held = store.pool.acquire().await.unwrap();
+        let conn = held.conn();
         let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
             .fetch_one(&mut *conn)
             .await
