@@ -180,10 +180,11 @@ impl DriverFailure for sqlx::Error {
 
 impl<DB: Database> Drop for Held<DB> {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            if self.clean && self.since.elapsed() < REUSE_FOR {
-                self.home.keep(conn, self.since);
-            }
+        if let Some(conn) = self.conn.take()
+            && self.clean
+            && self.since.elapsed() < REUSE_FOR
+        {
+            self.home.keep(conn, self.since);
         }
     }
 }
