@@ -384,8 +384,8 @@ impl Vault {
                 *user_id
             }
         };
-        let user = match meta.user(user_id).await {
-            Ok(u) => u,
+        let (user, tenant) = match meta.user_with_tenant(user_id).await {
+            Ok(found) => found,
             Err(coffer_meta::MetaError::NotFound) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
@@ -403,12 +403,15 @@ impl Vault {
                 return Ok(None);
             }
         }
-        // The row was read just now: no second read as `session` would do.
-        self.vfs_for(Principal {
-            user,
-            protocol,
-            remote_addr,
-        })
+        // The rows were read just now: no second read as `session` would do.
+        self.vfs_with(
+            Principal {
+                user,
+                protocol,
+                remote_addr,
+            },
+            tenant,
+        )
         .await
         .map(Some)
     }

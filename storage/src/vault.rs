@@ -359,18 +359,23 @@ impl Vault {
     /// Opens a session for an authenticated principal. The user is read again: one disabled
     /// or removed since the login (a cached HTTPS login, a browser session) is refused at once.
     pub async fn session(&self, principal: Principal) -> VfsResult<Vfs> {
-        match self.inner.b.meta.user(principal.user.id).await {
-            Ok(u) if !u.disabled => {}
+        let tenant = match self.inner.b.meta.user_with_tenant(principal.user.id).await {
+            Ok((u, tenant)) if !u.disabled => tenant,
             Ok(_) | Err(coffer_meta::MetaError::NotFound) => {
                 return Err(crate::login::auth_failed());
             }
             Err(e) => return Err(e.into()),
-        }
-        self.vfs_for(principal).await
+        };
+        self.vfs_with(principal, tenant).await
     }
 
     pub(crate) async fn vfs_for(&self, principal: Principal) -> VfsResult<Vfs> {
         let tenant = self.inner.b.meta.tenant(principal.user.tenant_id).await?;
+        self.vfs_with(principal, tenant).await
+    }
+
+    /// A session of `principal` in `tenant` (its row read just now).
+    pub(crate) async fn vfs_with(&self, principal: Principal, tenant: Tenant) -> VfsResult<Vfs> {
         // The key is unwrapped (or found in the cache) now, so a session of a tenant whose
         // key is unavailable is refused at its start with that reason.
         self.tenant_keys(tenant.id, tenant.key_version).await?;

@@ -434,6 +434,11 @@ pub async fn users_and_lockout(store: &dyn MetadataStore) {
     assert!(!user.disabled);
     assert_eq!(user.locked_until_ms, None);
     assert_eq!(store.user_by_name(&new.name).await.unwrap(), user);
+    // A request's one query: the user and its tenant, each as read alone.
+    assert_eq!(
+        store.user_with_tenant(user.id).await.unwrap(),
+        (user.clone(), store.tenant(t.id).await.unwrap())
+    );
     let second = store.create_user(&new_user(&t, now)).await.unwrap();
     let mine = store.list_users(Some(t.id)).await.unwrap();
     let mut expected = vec![user.clone(), second.clone()];
@@ -478,6 +483,7 @@ pub async fn users_and_lockout(store: &dyn MetadataStore) {
 
     store.delete_user(user.id).await.unwrap();
     assert_fails!(store.user_by_name(&new.name).await, MetaError::NotFound);
+    assert_fails!(store.user_with_tenant(user.id).await, MetaError::NotFound);
     assert_fails!(store.delete_user(user.id).await, MetaError::NotFound);
     assert_eq!(store.list_users(Some(t.id)).await.unwrap(), vec![second]);
 }

@@ -207,6 +207,9 @@ pub trait AccountStore: Send + Sync + Debug {
     async fn user_by_name(&self, name: &str) -> MetaResult<User>;
     /// The user with this id; `NotFound` if none.
     async fn user(&self, id: i64) -> MetaResult<User>;
+    /// The user with this id and its tenant, in one query (a session's start, each HTTPS
+    /// request); `NotFound` if none.
+    async fn user_with_tenant(&self, id: i64) -> MetaResult<(User, Tenant)>;
     /// All users, optionally of one tenant, ordered by name.
     async fn list_users(&self, tenant_id: Option<i64>) -> MetaResult<Vec<User>>;
     /// Replaces the password hash (PHC string) of a user.

@@ -199,6 +199,20 @@ pub(crate) fn user<R: Columns>(row: &R) -> MetaResult<User> {
     })
 }
 
+/// A `users` row joined with its tenant's columns (named `tenant_*`).
+pub(crate) fn user_with_tenant<R: Columns>(row: &R) -> MetaResult<(User, Tenant)> {
+    let user = user(row)?;
+    let tenant = Tenant {
+        id: user.tenant_id,
+        name: row.ident("tenant_name")?,
+        root_node_id: row.int("tenant_root_node_id")?,
+        key_version: row.small("tenant_key_version")?,
+        quota_bytes: row.opt_int("tenant_quota_bytes")?,
+        created_ms: row.int("tenant_created_ms")?,
+    };
+    Ok((user, tenant))
+}
+
 /// An `ssh_keys` row.
 pub(crate) fn ssh_key<R: Columns>(row: &R) -> MetaResult<SshKey> {
     Ok(SshKey {

@@ -638,6 +638,22 @@ impl AccountStore for SqlStore<D> {
         .await
     }
 
+    async fn user_with_tenant(&self, id: i64) -> MetaResult<(User, Tenant)> {
+        self.read_one(
+            || {
+                sqlx::query(
+                    "SELECT u.*, t.name AS tenant_name, t.root_node_id AS tenant_root_node_id, \
+                     t.key_version AS tenant_key_version, t.quota_bytes AS tenant_quota_bytes, \
+                     t.created_ms AS tenant_created_ms \
+                     FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.id = ?",
+                )
+                .bind(id)
+            },
+            rows::user_with_tenant,
+        )
+        .await
+    }
+
     async fn list_users(&self, tenant_id: Option<i64>) -> MetaResult<Vec<User>> {
         self.read_all(
             || match tenant_id {
