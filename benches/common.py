@@ -44,15 +44,17 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def settled_cpu(pid, quiet=0.02, step=0.3, limit=120):
+def settled_cpu(pid, quiet=0.02, step=0.3, limit=120, measure=None):
     """The process's CPU-seconds once it has gone quiet (under `quiet` CPU-s per `step` s):
     work a transfer causes in the background after the client is answered (an upload's
-    replication) belongs to that transfer, not to whichever one runs next."""
-    before = cpu_seconds(pid)
+    replication) belongs to that transfer, not to whichever one runs next. `measure`
+    (default `cpu_seconds`) reads the CPU-seconds, e.g. `tree_cpu_seconds` for nginx."""
+    measure = measure or cpu_seconds
+    before = measure(pid)
     deadline = time.time() + limit
     while time.time() < deadline:
         time.sleep(step)
-        now = cpu_seconds(pid)
+        now = measure(pid)
         if now - before < quiet:
             return now
         before = now

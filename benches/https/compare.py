@@ -6,7 +6,9 @@ ports with the same certificate (Coffer's self-signed one), TLS 1.3 for both. ng
 the same 1 GiB file from disk and takes uploads in a WebDAV `PUT` location; Coffer decrypts
 on download and encrypts on upload. Each row runs RUNS times alternating the two servers.
 Prints the median wall time, throughput, server CPU-seconds (user + system of the server's
-processes during the run: Coffer's one process, nginx's master and workers) and the ratio
+processes: Coffer's one process, nginx's master and workers; each run starts on a quiet
+server and is counted until the server is quiet again, so an upload's background replication
+counts for it) and the ratio
 Coffer / nginx (throughput; >= 1.0 means Coffer is at least as fast) for:
 
 * `big`: download and upload of one SIZE_MIB file over HTTP/1.1 and HTTP/2;
@@ -44,7 +46,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
 from common import (HISTORY_SUFFIX, HistoryTarget, add_history_args, apply_history,  # noqa: E402
-                    clean_env, free_port, wait_port)
+                    clean_env, free_port, settled_cpu, wait_port)
 USER, PASSWORD = "bench", "bench password 1"
 
 
@@ -138,11 +140,15 @@ def tree_cpu(pid):
 
 
 def curl(args, server):
-    """Wall seconds and the server's CPU-seconds of one curl run."""
-    c0, start = tree_cpu(server.pid), time.perf_counter()
+    """Wall seconds and the server's CPU-seconds of one curl run. The run starts on a quiet
+    server, and its CPU-seconds are read once the server is quiet again: the background work
+    an upload causes (Coffer's replica copies) counts for that upload, not the next row."""
+    c0 = settled_cpu(server.pid, measure=tree_cpu)
+    start = time.perf_counter()
     subprocess.run(["curl", "-sS", "-k", "--fail", "-o", "/dev/null", *args], check=True,
                    stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start, tree_cpu(server.pid) - c0
+    wall = time.perf_counter() - start
+    return wall, settled_cpu(server.pid, measure=tree_cpu) - c0
 
 
 def main():

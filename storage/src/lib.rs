@@ -56,7 +56,7 @@ pub use tokens::{NewToken, TOKEN_PREFIX, TokenInfo};
 pub use vault::{
     Backends, DEFAULT_KEY_CACHE, Principal, Vault, VaultOptions, check_user_name, operator_spool,
 };
-pub use vfs::{EntryKind, FileInfo, QuotaInfo, Vfs, WriteOptions};
+pub use vfs::{EntryKind, FileInfo, QuotaInfo, ReadTarget, Vfs, WriteOptions};
 pub use writer::{FileWriter, Interrupted, PartialUploads};
 
 /// Re-exports for wiring in the binary.

@@ -83,6 +83,16 @@ impl Drop for FileReader {
 impl FileReader {
     /// Unwraps the file's data key, reads and verifies the header.
     pub(crate) async fn open(vfs: &Vfs, node: &Node, info: FileInfo) -> VfsResult<Self> {
+        Self::open_with(vfs, node, info, None).await
+    }
+
+    /// As [`FileReader::open`], with the row's inline object if the lookup brought it.
+    pub(crate) async fn open_with(
+        vfs: &Vfs,
+        node: &Node,
+        info: FileInfo,
+        inline: Option<Vec<u8>>,
+    ) -> VfsResult<Self> {
         let content = node
             .content
             .as_ref()
@@ -103,7 +113,9 @@ impl FileReader {
         let b = &vfs.vault.inner.b;
         // A small object lives in its row: read from there, verified (and repaired from the
         // replica) exactly like an object of the primary store.
-        let primary: Arc<dyn ObjectStore> = if content.inline {
+        let primary: Arc<dyn ObjectStore> = if let (true, Some(bytes)) = (content.inline, inline) {
+            Arc::new(InlineObject::new(key.clone(), Bytes::from(bytes)))
+        } else if content.inline {
             InlineObject::fetch(b.meta.as_ref(), &key)
                 .await?
                 .ok_or_else(|| {

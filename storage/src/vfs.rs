@@ -30,6 +30,36 @@ pub enum EntryKind {
     File,
 }
 
+/// A file or folder looked up for a download: see [`Vfs::stat_for_read`].
+pub struct ReadTarget {
+    node: Node,
+    /// The sealed object, if the row holds it and the user may read it.
+    inline: Option<Vec<u8>>,
+    info: FileInfo,
+    sha256: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ReadTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadTarget")
+            .field("id", &self.node.id)
+            .field("inline", &self.inline.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReadTarget {
+    /// What [`Vfs::stat`] would say.
+    pub fn info(&self) -> &FileInfo {
+        &self.info
+    }
+
+    /// The content's SHA-256, for a user who may read the file (`None` for a folder).
+    pub fn sha256(&self) -> Option<[u8; 32]> {
+        self.sha256
+    }
+}
+
 /// What `stat` and `list` report about an entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileInfo {
@@ -457,6 +487,75 @@ impl Vfs {
             .try_into()
             .map_err(|_| VfsError::new(ErrorKind::Integrity, "stored content hash is malformed"))?;
         Ok(Some(hash))
+    }
+
+    /// For a download (HTTP `GET`/`HEAD`): what [`stat_with_sha256`](Self::stat_with_sha256)
+    /// gives, from one lookup that also brings a small file's bytes when the user may read
+    /// it, so that [`open_target`](Self::open_target) needs no further query. Audited only
+    /// when opened.
+    pub async fn stat_for_read(&self, path: &str) -> VfsResult<ReadTarget> {
+        self.require(Permissions::LIST, "list or stat")?;
+        let may_read = self.perms.contains(Permissions::READ);
+        let path = VPath::parse(path)?;
+        let (node, inline) = match path.split_last() {
+            Some((parent, name)) if may_read => {
+                let dir = self.resolve(&parent).await?;
+                if dir.kind != NodeKind::Dir {
+                    return Err(not_a_directory());
+                }
+                self.child_for_read(dir.id, name).await?
+            }
+            _ => (self.resolve(&path).await?, None),
+        };
+        let sha256 = if may_read {
+            self.content_sha256(&node).await?
+        } else {
+            None
+        };
+        let info = self.info(&node, path.file_name().unwrap_or("").to_owned());
+        Ok(ReadTarget {
+            node,
+            inline,
+            info,
+            sha256,
+        })
+    }
+
+    /// The child `name` of the folder `parent_id` with its inline bytes, read now; during a
+    /// rotation a miss falls back to [`Vfs::child_of`] (the bytes are then read on open).
+    async fn child_for_read(
+        &self,
+        parent_id: i64,
+        name: &str,
+    ) -> VfsResult<(Node, Option<Vec<u8>>)> {
+        let idx = self.name_indexes(parent_id, name).await?;
+        let found = self
+            .vault
+            .inner
+            .b
+            .meta
+            .child_with_object(self.tenant.id, parent_id, &idx.current)
+            .await
+            .map_err(not_found);
+        match (found, idx.previous) {
+            (Err(e), Some(_)) if e.kind() == ErrorKind::NotFound => {
+                Ok((self.child_of(parent_id, name).await?, None))
+            }
+            (found, _) => found,
+        }
+    }
+
+    /// Opens the file [`stat_for_read`](Self::stat_for_read) found, as
+    /// [`open_read`](Self::open_read) would.
+    pub async fn open_target(&self, target: ReadTarget) -> VfsResult<FileReader> {
+        self.require(Permissions::READ, "download")?;
+        if target.node.kind == NodeKind::Dir {
+            return Err(VfsError::new(ErrorKind::IsADirectory, "is a directory"));
+        }
+        let id = target.node.id;
+        let reader = FileReader::open_with(self, &target.node, target.info, target.inline).await?;
+        self.audit("download", Some(id), "ok", None);
+        Ok(reader)
     }
 
     /// Opens a file for reading at any offset; every chunk is verified before it is returned.

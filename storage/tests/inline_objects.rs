@@ -370,3 +370,60 @@ async fn inline_bytes_swapped_between_tenants_open_for_neither() {
         );
     }
 }
+
+/// A download as HTTPS makes it: one lookup (`stat_for_read`), then `open_target`.
+async fn get_by_target(
+    vfs: &coffer_storage::Vfs,
+    path: &str,
+) -> Result<(Vec<u8>, Option<[u8; 32]>), coffer_storage::VfsError> {
+    let target = vfs.stat_for_read(path).await?;
+    let (size, sha256) = (target.info().size, target.sha256());
+    let reader = vfs.open_target(target).await?;
+    let mut out = Vec::new();
+    while (out.len() as u64) < size {
+        let piece = reader
+            .read_at(out.len() as u64, size as usize - out.len())
+            .await?;
+        assert!(!piece.is_empty(), "short read");
+        out.extend_from_slice(&piece);
+    }
+    Ok((out, sha256))
+}
+
+#[tokio::test]
+async fn a_download_lookup_brings_the_rows_bytes_verified_and_refuses_tampered_ones() {
+    let tv = vault().await;
+    let vfs = tv.user("acme", "alice").await;
+    let small = bytes(4_500, 7);
+    let large = bytes(3 * CHUNK as usize + 10, 8);
+    vfs.mkdir("/dir").await.unwrap();
+    put(&vfs, "/dir/small", &small).await;
+    put(&vfs, "/dir/large", &large).await;
+    let (read, sha) = get_by_target(&vfs, "/dir/small").await.unwrap();
+    assert_eq!(read, small);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &small);
+    assert_eq!(sha.as_ref().map(|h| &h[..]), Some(digest.as_ref()));
+    // A file in the store takes the same path, its bytes from the store.
+    assert_eq!(get_by_target(&vfs, "/dir/large").await.unwrap().0, large);
+    // A folder is described, not opened; a missing name is NotFound.
+    let folder = vfs.stat_for_read("/dir").await.unwrap();
+    assert!(folder.info().is_dir());
+    assert_eq!(folder.sha256(), None);
+    assert_eq!(
+        vfs.open_target(folder).await.unwrap_err().kind(),
+        ErrorKind::IsADirectory
+    );
+    assert_eq!(
+        vfs.stat_for_read("/dir/none").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // The bytes the lookup brought are verified like any object's.
+    let key = inline_rows(&tv).await[0].0.clone();
+    tamper(&tv, &key, 40).await;
+    assert_eq!(
+        get_by_target(&vfs, "/dir/small").await.unwrap_err().kind(),
+        ErrorKind::Integrity
+    );
+    tamper(&tv, &key, 40).await;
+    assert_eq!(get_by_target(&vfs, "/dir/small").await.unwrap().0, small);
+}

@@ -248,7 +248,9 @@ pub(crate) async fn download(
     Path(path): Path<String>,
 ) -> ApiResult<Response> {
     let vfs = api_vfs(&state, peer, &method, &headers).await?;
-    let (info, sha256) = vfs.stat_with_sha256(&path).await?;
+    // One lookup for the headers and the body (a small file's bytes come with its row).
+    let target = vfs.stat_for_read(&path).await?;
+    let (info, sha256) = (target.info().clone(), target.sha256());
     if info.is_dir() {
         return Err(VfsError::new(
             ErrorKind::IsADirectory,
@@ -302,10 +304,7 @@ pub(crate) async fn download(
     if method == Method::HEAD || len == 0 {
         return Ok(resp);
     }
-    let reader = vfs.open_read(&path).await?;
-    if reader.info().etag() != info.etag() {
-        return Err(VfsError::new(ErrorKind::Conflict, "the file changed; retry").into());
-    }
+    let reader = vfs.open_target(target).await?;
     if len <= DOWNLOAD_FRAME as u64 {
         // One frame: read here, without a reading task and its channel (most files are small).
         let mut data = reader.read_at(start, len as usize).await?;

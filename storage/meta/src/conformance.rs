@@ -1890,6 +1890,15 @@ pub async fn inline_objects(store: &dyn MetadataStore) {
         store.inline_object(&key).await.unwrap(),
         Some(sealed.clone())
     );
+    assert_eq!(
+        store.child_with_object(t.id, root, &index).await.unwrap(),
+        (outcome.node.clone(), Some(sealed.clone())),
+        "a download's lookup brings the row's bytes"
+    );
+    assert_fails!(
+        store.child_with_object(t.id, root, &name_index()).await,
+        MetaError::NotFound
+    );
     assert!(
         has_job(store, &key, ReplicationOp::Copy).await,
         "an inline object is still copied to the replica"
@@ -1912,6 +1921,13 @@ pub async fn inline_objects(store: &dyn MetadataStore) {
     let stored = put_file(store, &t, root, 10).await;
     assert!(!stored.content.as_ref().unwrap().inline);
     assert_eq!(store.inline_object(object_of(&stored)).await.unwrap(), None);
+    assert_eq!(
+        store
+            .child_with_object(t.id, root, &stored.name_index)
+            .await
+            .unwrap(),
+        (stored.clone(), None)
+    );
     assert!(
         !store
             .restore_inline_object(object_of(&stored), &sealed)

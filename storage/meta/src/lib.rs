@@ -253,6 +253,14 @@ pub trait NamespaceStore: Send + Sync + Debug {
     async fn node(&self, tenant_id: i64, id: i64) -> MetaResult<Node>;
     /// The child of `parent_id` whose blind index is `name_index`.
     async fn child(&self, tenant_id: i64, parent_id: i64, name_index: &[u8]) -> MetaResult<Node>;
+    /// As [`NamespaceStore::child`], with the sealed object the row holds inline (`None` for a
+    /// folder and for an object in the primary store): a download's lookup and bytes in one.
+    async fn child_with_object(
+        &self,
+        tenant_id: i64,
+        parent_id: i64,
+        name_index: &[u8],
+    ) -> MetaResult<(Node, Option<Vec<u8>>)>;
     /// Every child of a folder, in no particular order. One indexed query.
     async fn children(&self, tenant_id: i64, parent_id: i64) -> MetaResult<Vec<Node>>;
     /// Creates a folder. `AlreadyExists` if the name is taken, `NotFound` if the parent is gone,

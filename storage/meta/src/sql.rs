@@ -818,6 +818,19 @@ impl NamespaceStore for SqlStore<D> {
         })
     }
 
+    async fn child_with_object(
+        &self,
+        tenant_id: i64,
+        parent_id: i64,
+        name_index: &[u8],
+    ) -> MetaResult<(Node, Option<Vec<u8>>)> {
+        read!(self, |conn| async {
+            Sql::<D>::child_with_object(&mut *conn, tenant_id, parent_id, name_index)
+                .await?
+                .ok_or(MetaError::NotFound.into())
+        })
+    }
+
     async fn children(&self, tenant_id: i64, parent_id: i64) -> MetaResult<Vec<Node>> {
         read!(self, |conn| async {
             Sql::<D>::children(&mut *conn, tenant_id, parent_id).await

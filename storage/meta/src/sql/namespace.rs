@@ -62,6 +62,12 @@ const CHILD_BY_INDEX: &str = concat!(
     node_columns!(),
     " FROM nodes WHERE tenant_id = ? AND parent_id = ? AND name_index = ?"
 );
+/// As [`CHILD_BY_INDEX`], with the row's inline object (for a download: no second query).
+const CHILD_WITH_OBJECT_BY_INDEX: &str = concat!(
+    "SELECT ",
+    node_columns!(),
+    ", inline_object FROM nodes WHERE tenant_id = ? AND parent_id = ? AND name_index = ?"
+);
 /// Served by the `nodes_name_unique_in_folder` index (tenant_id, parent_id, name_index).
 pub(crate) const CHILDREN: &str = concat!(
     "SELECT ",
@@ -156,6 +162,26 @@ impl Sql<D> {
     /// The sealed bytes stored in the row of the file whose object is `object_key`: `None`
     /// if no row has that object, or its object is in the primary store. One lookup by the
     /// unique `nodes_object_key` index.
+    /// A folder's entry by name index with its inline object (`None` for a folder or an
+    /// object in the primary store); `None` if there is no such entry.
+    pub(crate) async fn child_with_object(
+        conn: &mut Conn<D>,
+        tenant_id: i64,
+        parent_id: i64,
+        name_index: &[u8],
+    ) -> TxResult<Option<(Node, Option<Vec<u8>>)>> {
+        let row = sqlx::query(CHILD_WITH_OBJECT_BY_INDEX)
+            .bind(tenant_id)
+            .bind(parent_id)
+            .bind(name_index)
+            .fetch_optional(conn)
+            .await?;
+        Ok(match row {
+            Some(row) => Some((rows::node(&row)?, row.opt_blob("inline_object")?)),
+            None => None,
+        })
+    }
+
     pub(crate) async fn inline_object(
         conn: &mut Conn<D>,
         object_key: &str,
