@@ -497,15 +497,10 @@ impl Vfs {
         self.require(Permissions::LIST, "list or stat")?;
         let may_read = self.perms.contains(Permissions::READ);
         let path = VPath::parse(path)?;
-        let (node, inline) = match path.split_last() {
-            Some((parent, name)) if may_read => {
-                let dir = self.resolve(&parent).await?;
-                if dir.kind != NodeKind::Dir {
-                    return Err(not_a_directory());
-                }
-                self.child_for_read(dir.id, name).await?
-            }
-            _ => (self.resolve(&path).await?, None),
+        let (node, inline) = if may_read {
+            self.lookup_for_read(&path).await?
+        } else {
+            (self.resolve(&path).await?, None)
         };
         let sha256 = if may_read {
             self.content_sha256(&node).await?
@@ -521,7 +516,23 @@ impl Vfs {
         })
     }
 
-    /// The child `name` of the folder `parent_id` with its inline bytes, read now; during a
+    /// The node at `path` for a download: its folders as [`Vfs::resolve`] finds them, the last
+    /// name read now with the row's inline bytes (one query for a small file's row and bytes).
+    async fn lookup_for_read(&self, path: &VPath) -> VfsResult<(Node, Option<Vec<u8>>)> {
+        match path.split_last() {
+            Some((parent, name)) => {
+                let dir = self.resolve(&parent).await?;
+                if dir.kind != NodeKind::Dir {
+                    return Err(not_a_directory());
+                }
+                self.child_for_read(dir.id, name).await
+            }
+            None => Ok((self.resolve(path).await?, None)),
+        }
+    }
+
+    /// The child `name` of the folder `parent_id` with its inline bytes, read now (or, for a
+    /// row whose object is in the store, as a lookup found it a moment ago); during a
     /// rotation a miss falls back to [`Vfs::child_of`] (the bytes are then read on open).
     async fn child_for_read(
         &self,
@@ -529,6 +540,16 @@ impl Vfs {
         name: &str,
     ) -> VfsResult<(Node, Option<Vec<u8>>)> {
         let idx = self.name_indexes(parent_id, name).await?;
+        // A row looked up a moment ago whose object is in the store: nothing more to read.
+        if let Ok(node) = self
+            .vault
+            .inner
+            .lookups
+            .recall(self.tenant.id, &idx.current)
+            && !node.content.as_ref().is_some_and(|c| c.inline)
+        {
+            return Ok((node, None));
+        }
         let found = self
             .vault
             .inner
@@ -562,12 +583,12 @@ impl Vfs {
     pub async fn open_read(&self, path: &str) -> VfsResult<FileReader> {
         self.require(Permissions::READ, "download")?;
         let path = VPath::parse(path)?;
-        let node = self.resolve(&path).await?;
+        let (node, inline) = self.lookup_for_read(&path).await?;
         if node.kind == NodeKind::Dir {
             return Err(VfsError::new(ErrorKind::IsADirectory, "is a directory"));
         }
         let info = self.info(&node, path.file_name().unwrap_or("").to_owned());
-        let reader = FileReader::open(self, &node, info).await?;
+        let reader = FileReader::open_with(self, &node, info, inline).await?;
         self.audit("download", Some(node.id), "ok", None);
         Ok(reader)
     }
