@@ -418,22 +418,6 @@ impl Vfs {
         Ok((info, hash))
     }
 
-    /// Like [`stat`](Self::stat), with a file's SHA-256 beside it when the user may read it
-    /// (`None` for folders and for users without the read permission): for headers that
-    /// describe a file (HTTP `Repr-Digest`), from one lookup.
-    pub async fn stat_with_sha256(&self, path: &str) -> VfsResult<(FileInfo, Option<[u8; 32]>)> {
-        self.require(Permissions::LIST, "list or stat")?;
-        let path = VPath::parse(path)?;
-        let node = self.resolve(&path).await?;
-        let hash = if self.perms.contains(Permissions::READ) {
-            self.content_sha256(&node).await?
-        } else {
-            None
-        };
-        let name = path.file_name().unwrap_or("").to_owned();
-        Ok((self.info(&node, name), hash))
-    }
-
     /// Like [`list`](Self::list), with each file's SHA-256 beside it. Hashes are given only to
     /// a user who may read the files; for others (and for folders) they are `None`.
     pub async fn list_with_sha256(
@@ -489,10 +473,11 @@ impl Vfs {
         Ok(Some(hash))
     }
 
-    /// For a download (HTTP `GET`/`HEAD`): what [`stat_with_sha256`](Self::stat_with_sha256)
-    /// gives, from one lookup that also brings a small file's bytes when the user may read
-    /// it, so that [`open_target`](Self::open_target) needs no further query. Audited only
-    /// when opened.
+    /// For a download (HTTP `GET`/`HEAD`): what [`stat`](Self::stat) says, with the file's
+    /// SHA-256 when the user may read it (`None` for folders and for users without the read
+    /// permission; for `Repr-Digest`), from one lookup that also brings a small file's bytes,
+    /// so that [`open_target`](Self::open_target) needs no further query. Audited only when
+    /// opened.
     pub async fn stat_for_read(&self, path: &str) -> VfsResult<ReadTarget> {
         self.require(Permissions::LIST, "list or stat")?;
         let may_read = self.perms.contains(Permissions::READ);
@@ -533,7 +518,7 @@ impl Vfs {
 
     /// The child `name` of the folder `parent_id` with its inline bytes, read now (or, for a
     /// row whose object is in the store, as a lookup found it a moment ago); during a
-    /// rotation a miss falls back to [`Vfs::child_of`] (the bytes are then read on open).
+    /// rotation a miss falls back to the previous index (the bytes are then read on open).
     async fn child_for_read(
         &self,
         parent_id: i64,
@@ -559,9 +544,11 @@ impl Vfs {
             .await
             .map_err(not_found);
         match (found, idx.previous) {
-            (Err(e), Some(_)) if e.kind() == ErrorKind::NotFound => {
-                Ok((self.child_of(parent_id, name).await?, None))
-            }
+            (Err(e), Some(previous)) if e.kind() == ErrorKind::NotFound => Ok((
+                self.child_under_previous(parent_id, &previous, &idx.current)
+                    .await?,
+                None,
+            )),
             (found, _) => found,
         }
     }
@@ -584,13 +571,14 @@ impl Vfs {
         self.require(Permissions::READ, "download")?;
         let path = VPath::parse(path)?;
         let (node, inline) = self.lookup_for_read(&path).await?;
-        if node.kind == NodeKind::Dir {
-            return Err(VfsError::new(ErrorKind::IsADirectory, "is a directory"));
-        }
         let info = self.info(&node, path.file_name().unwrap_or("").to_owned());
-        let reader = FileReader::open_with(self, &node, info, inline).await?;
-        self.audit("download", Some(node.id), "ok", None);
-        Ok(reader)
+        self.open_target(ReadTarget {
+            node,
+            inline,
+            info,
+            sha256: None,
+        })
+        .await
     }
 
     /// Opens a file for writing. Nothing is visible until [`FileWriter::commit`] succeeds:
