@@ -11,7 +11,9 @@ const ACCESS_KEY: &str = "coffer-e2e-access";
 const SECRET_KEY: &str = "coffer-e2e-secret-0123456789";
 const PASSWORD: &str = "correct horse battery";
 
-/// One s3s-fs process with its data root and request log; killed on drop.
+/// One s3s-fs process with its data root and request log; killed on drop, and its root and
+/// log removed then unless the test failed (a 1 GiB test's two buckets hold over 2 GiB, and
+/// every run used to leave them in the temporary directory).
 struct S3Server {
     child: Option<Child>,
     port: u16,
@@ -100,6 +102,16 @@ impl S3Server {
 impl Drop for S3Server {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            eprintln!("kept for diagnosis: {}", self.root.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+        let _ = std::fs::remove_file(&self.log);
+        // The directory both servers of a test share goes with the second one.
+        if let Some(parent) = self.root.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 
