@@ -27,6 +27,7 @@ use async_trait::async_trait;
 
 pub mod conformance;
 mod conns;
+mod in_place;
 mod lockout;
 mod mysql;
 mod outbox;

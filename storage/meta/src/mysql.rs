@@ -307,6 +307,7 @@ impl MySqlStore {
             bookkeeping: Arc::clone(&conns),
             pool: conns,
             writer: None,
+            in_place: None,
             max_retries: options.max_retries,
             target,
             dialect: PhantomData,

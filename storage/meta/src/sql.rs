@@ -19,6 +19,7 @@ mod rotation;
 
 #[cfg(test)]
 pub(crate) use namespace::CHILDREN;
+use namespace::{CHILD_BY_INDEX, CHILD_WITH_OBJECT_BY_INDEX, NODE_BY_ID_PLAIN};
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -30,9 +31,10 @@ use sqlx::{Connection, Database, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::conns::{Conns, DriverFailure};
+use crate::in_place::{InPlace, InPlaceRow};
 use crate::lockout::LockoutPolicy;
 use crate::outbox::wall_clock_ms;
-use crate::rows::{self, op_column};
+use crate::rows::{self, Columns, op_column};
 use crate::{
     AccountStore, ApiToken, AuditRecord, AuditStore, CommitFile, CommitOutcome, Garbage,
     GarbageCut, KeyRotation, MetaError, MetaResult, NamespaceStore, NewDir, NewSshKey, NewTenant,
@@ -40,6 +42,12 @@ use crate::{
     RotationCursor, SshKey, Tenant, TenantMasterKey, TenantStore, Upload, UploadStore, Usage, User,
     WrappedTenantKey,
 };
+
+/// A user's row with its tenant's (one query: every request and session start reads both).
+const USER_WITH_TENANT: &str = "SELECT u.*, t.name AS tenant_name, t.root_node_id AS tenant_root_node_id, \
+     t.key_version AS tenant_key_version, t.quota_bytes AS tenant_quota_bytes, \
+     t.created_ms AS tenant_created_ms \
+     FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.id = ?";
 
 /// What one database engine brings to the shared store: the differences, and nothing else.
 pub trait Dialect: Clone + Send + Sync + 'static {
@@ -134,6 +142,8 @@ pub struct SqlStore<D: Dialect> {
     pub(crate) max_retries: u32,
     /// Where the database is, for messages: no user, no password.
     pub(crate) target: String,
+    /// Point reads run on the calling thread (a SQLite file only; see `in_place.rs`).
+    pub(crate) in_place: Option<Arc<InPlace>>,
     pub(crate) dialect: PhantomData<D>,
 }
 
@@ -145,6 +155,7 @@ impl<D: Dialect> Clone for SqlStore<D> {
             writer: self.writer.clone(),
             max_retries: self.max_retries,
             target: self.target.clone(),
+            in_place: self.in_place.clone(),
             dialect: PhantomData,
         }
     }
@@ -395,6 +406,24 @@ impl<D: Dialect> SqlStore<D> {
         with_retry!(self, attempt())
     }
 
+    /// The row `sql` finds with `params`, decoded, read in place on the calling thread when
+    /// this store can (`NotFound` if there is none); `None` to read it through the pool.
+    fn read_in_place<T>(
+        &self,
+        sql: &'static str,
+        params: impl rusqlite::Params,
+        decode: impl FnOnce(&InPlaceRow<'_, '_>) -> MetaResult<T>,
+    ) -> Option<MetaResult<T>> {
+        let found = self.in_place.as_ref()?.read_row(sql, params, decode)?;
+        Some(found.and_then(|row| row.ok_or(MetaError::NotFound)))
+    }
+
+    /// How many reads this store answered in place (always 0 if it cannot).
+    #[doc(hidden)]
+    pub fn reads_in_place(&self) -> u64 {
+        self.in_place.as_ref().map_or(0, |r| r.served())
+    }
+
     /// `host:port/database` (MySQL) or the file (SQLite), without credentials: for log lines.
     pub fn target(&self) -> &str {
         &self.target
@@ -402,6 +431,9 @@ impl<D: Dialect> SqlStore<D> {
 
     /// Closes every connection; later calls fail with `Unavailable`.
     pub async fn close(&self) {
+        if let Some(in_place) = &self.in_place {
+            in_place.close();
+        }
         self.pool.close().await;
         self.bookkeeping.close().await;
     }
@@ -639,19 +671,12 @@ impl AccountStore for SqlStore<D> {
     }
 
     async fn user_with_tenant(&self, id: i64) -> MetaResult<(User, Tenant)> {
-        self.read_one(
-            || {
-                sqlx::query(
-                    "SELECT u.*, t.name AS tenant_name, t.root_node_id AS tenant_root_node_id, \
-                     t.key_version AS tenant_key_version, t.quota_bytes AS tenant_quota_bytes, \
-                     t.created_ms AS tenant_created_ms \
-                     FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.id = ?",
-                )
-                .bind(id)
-            },
-            rows::user_with_tenant,
-        )
-        .await
+        let decode = |row: &InPlaceRow<'_, '_>| rows::user_with_tenant(row);
+        if let Some(read) = self.read_in_place(USER_WITH_TENANT, (id,), decode) {
+            return read;
+        }
+        self.read_one(|| sqlx::query(USER_WITH_TENANT).bind(id), rows::user_with_tenant)
+            .await
     }
 
     async fn list_users(&self, tenant_id: Option<i64>) -> MetaResult<Vec<User>> {
@@ -805,12 +830,21 @@ sql_impl! {
 #[async_trait]
 impl NamespaceStore for SqlStore<D> {
     async fn node(&self, tenant_id: i64, id: i64) -> MetaResult<Node> {
+        let decode = |row: &InPlaceRow<'_, '_>| rows::node(row);
+        if let Some(read) = self.read_in_place(NODE_BY_ID_PLAIN, (tenant_id, id), decode) {
+            return read;
+        }
         read!(self, |conn| async {
             Sql::<D>::node(&mut *conn, tenant_id, id).await
         })
     }
 
     async fn child(&self, tenant_id: i64, parent_id: i64, name_index: &[u8]) -> MetaResult<Node> {
+        let params = (tenant_id, parent_id, name_index);
+        let decode = |row: &InPlaceRow<'_, '_>| rows::node(row);
+        if let Some(read) = self.read_in_place(CHILD_BY_INDEX, params, decode) {
+            return read;
+        }
         read!(self, |conn| async {
             Sql::<D>::child(&mut *conn, tenant_id, parent_id, name_index)
                 .await?
@@ -824,6 +858,11 @@ impl NamespaceStore for SqlStore<D> {
         parent_id: i64,
         name_index: &[u8],
     ) -> MetaResult<(Node, Option<Vec<u8>>)> {
+        let params = (tenant_id, parent_id, name_index);
+        let decode = |row: &InPlaceRow<'_, '_>| Ok((rows::node(row)?, row.opt_blob("inline_object")?));
+        if let Some(read) = self.read_in_place(CHILD_WITH_OBJECT_BY_INDEX, params, decode) {
+            return read;
+        }
         read!(self, |conn| async {
             Sql::<D>::child_with_object(&mut *conn, tenant_id, parent_id, name_index)
                 .await?

@@ -7,6 +7,7 @@
 //! retried: a busy database after the 5 s busy timeout is `Unavailable`.
 
 use std::marker::PhantomData;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use sqlx::sqlite::{
 use tokio::sync::Mutex;
 
 use crate::conns::Conns;
+use crate::in_place::InPlace;
 use crate::sql::{Dialect, SqlStore};
 use crate::{MetaError, MetaResult, SchemaStore};
 
@@ -83,7 +85,8 @@ impl SqliteStore {
     /// Opens (creating the file if missing) a SQLite database at a `sqlite://PATH` URL or plain
     /// path: WAL journal, `synchronous=FULL` (a commit is on disk before the caller hears of
     /// it) except for bookkeeping writes (see [`SqlStore`]), foreign keys on, a 5 s busy
-    /// timeout. Call [`SqliteStore::migrate`] next.
+    /// timeout. Call [`SqliteStore::migrate`] next. Point reads by a unique key run on the
+    /// calling thread through read-only connections of their own (`in_place.rs`).
     pub async fn open(url: &str) -> MetaResult<Self> {
         let options = if url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url)
@@ -98,6 +101,10 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         let target = options.get_filename().display().to_string();
+        // A file only: an in-memory database is private to its own connections.
+        let file = options.get_filename();
+        let in_place = (file != Path::new(":memory:") && !target.is_empty())
+            .then(|| Arc::new(InPlace::new(file.to_owned())));
         // No ping before handing out a connection: it is a thread in this process, and the
         // ping would be one more round trip to it before every query.
         let pool = SqlitePoolOptions::new()
@@ -118,6 +125,7 @@ impl SqliteStore {
             Conns::new(pool),
             Conns::new(bookkeeping),
             target,
+            in_place,
         ))
     }
 
@@ -140,13 +148,19 @@ impl SqliteStore {
             .map_err(sqlite_error)?;
         // One pool for both: one set of lent connections, or each would wait for the other's.
         let conns = Conns::new(pool);
-        Ok(Self::serial(Arc::clone(&conns), conns, ":memory:".into()))
+        Ok(Self::serial(
+            Arc::clone(&conns),
+            conns,
+            ":memory:".into(),
+            None,
+        ))
     }
 
     fn serial(
         pool: Arc<Conns<sqlx::Sqlite>>,
         bookkeeping: Arc<Conns<sqlx::Sqlite>>,
         target: String,
+        in_place: Option<Arc<InPlace>>,
     ) -> Self {
         Self {
             pool,
@@ -154,6 +168,7 @@ impl SqliteStore {
             writer: Some(Arc::new(Mutex::new(()))),
             max_retries: 0,
             target,
+            in_place,
             dialect: PhantomData,
         }
     }

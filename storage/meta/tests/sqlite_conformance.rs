@@ -58,6 +58,21 @@ async fn whole_suite_runs_twice_on_one_database() {
     conformance::run_all(&store).await;
 }
 
+/// Point reads of a file store run in place, on the calling thread (`in_place.rs`): the whole
+/// suite, whose checks compare what is read with what was written, passes with them, and
+/// they were used; an in-memory store reads everything through its pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_reads_of_a_file_store_run_in_place_and_pass_the_whole_suite() {
+    let (store, _dir) = file_store().await;
+    conformance::run_all(&store).await;
+    let in_place = store.reads_in_place();
+    println!("reads answered in place during the suite: {in_place}");
+    assert!(in_place > 0, "no read was answered in place");
+    let memory = memory_store().await;
+    conformance::run_all(&memory).await;
+    assert_eq!(memory.reads_in_place(), 0);
+}
+
 fn tenant_spec(name: &str) -> NewTenant {
     NewTenant {
         id: 4_242,

@@ -57,13 +57,15 @@ const NODE_BY_ID: Locking = locking!(concat!(
     node_columns!(),
     " FROM nodes WHERE tenant_id = ? AND id = ?"
 ));
-const CHILD_BY_INDEX: &str = concat!(
+/// [`NODE_BY_ID`] as read outside a transaction.
+pub(crate) const NODE_BY_ID_PLAIN: &str = NODE_BY_ID.plain;
+pub(crate) const CHILD_BY_INDEX: &str = concat!(
     "SELECT ",
     node_columns!(),
     " FROM nodes WHERE tenant_id = ? AND parent_id = ? AND name_index = ?"
 );
 /// As [`CHILD_BY_INDEX`], with the row's inline object (for a download: no second query).
-const CHILD_WITH_OBJECT_BY_INDEX: &str = concat!(
+pub(crate) const CHILD_WITH_OBJECT_BY_INDEX: &str = concat!(
     "SELECT ",
     node_columns!(),
     ", inline_object FROM nodes WHERE tenant_id = ? AND parent_id = ? AND name_index = ?"
@@ -106,7 +108,7 @@ sql_impl! {
 impl Sql<D> {
     /// One node of a tenant, or `NotFound`.
     pub(crate) async fn node(conn: &mut Conn<D>, tenant_id: i64, id: i64) -> TxResult<Node> {
-        Self::node_query(conn, NODE_BY_ID.plain, tenant_id, id).await
+        Self::node_query(conn, NODE_BY_ID_PLAIN, tenant_id, id).await
     }
 
     /// One node of a tenant, locked until the transaction ends (if the engine locks rows),
