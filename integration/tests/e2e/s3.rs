@@ -36,43 +36,51 @@ fn s3s_fs_binary() -> Option<PathBuf> {
 impl S3Server {
     /// Starts s3s-fs on `port` (0: a free one) serving `root`, which holds `bucket`.
     fn start(root: &Path, bucket: &str, port: u16) -> Self {
-        let binary = s3s_fs_binary().unwrap_or_else(|| {
-            panic!(
-                "s3s-fs is not installed: run integration/start-s3 once (or set COFFER_SKIP_S3=1)"
-            )
-        });
         std::fs::create_dir_all(root.join(bucket)).unwrap();
         let port = if port == 0 {
             harness::free_port()
         } else {
             port
         };
-        let log = root.with_extension("log");
+        let mut server = Self {
+            child: None,
+            port,
+            root: root.to_owned(),
+            log: root.with_extension("log"),
+        };
+        server.restart();
+        server
+    }
+
+    /// Runs s3s-fs (again) on this server's root and port, and waits until it listens.
+    fn restart(&mut self) {
+        self.stop();
+        let binary = s3s_fs_binary().unwrap_or_else(|| {
+            panic!(
+                "s3s-fs is not installed: run integration/start-s3 once (or set COFFER_SKIP_S3=1)"
+            )
+        });
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log)
+            .open(&self.log)
             .unwrap();
+        let port = self.port;
         let child = Command::new(binary)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(root)
+            .arg(&self.root)
             .env("RUST_LOG", "s3s=debug,s3s_fs=debug,info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
             .unwrap();
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "s3s-fs did not listen on {port}");
             std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child: Some(child),
-            port,
-            root: root.to_owned(),
-            log,
         }
     }
 
@@ -297,8 +305,7 @@ fn uploads_succeed_while_the_replica_is_down_and_replication_catches_up() {
     assert_eq!(get(&s.env, "/g.bin"), data, "the primary serves it at once");
     std::thread::sleep(Duration::from_secs(3));
     assert!(pending(&s.env) >= 1, "the copy waits for the replica");
-    let port = s.replica.port;
-    s.replica = S3Server::start(&s.replica.root.clone(), "coffer-replica", port);
+    s.replica.restart();
     wait_replicated(&s.env, Duration::from_secs(90));
     let fsck = s.env.ok(&["fsck", "--deep"], "");
     assert!(fsck.contains("0 problems"), "{fsck}");
@@ -381,8 +388,7 @@ fn primary_stopped_mid_upload_fails_the_upload_and_commits_nothing() {
     let (ok, stderr) = put.finish();
     assert!(!ok, "the upload must fail when the primary store is gone");
     assert!(!stderr.trim().is_empty());
-    let port = s.primary.port;
-    s.primary = S3Server::start(&s.primary.root.clone(), "coffer-primary", port);
+    s.primary.restart();
     assert!(
         !listing(&s.env).contains("half.bin"),
         "no half file is visible"
