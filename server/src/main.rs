@@ -24,13 +24,6 @@ use coffer_config::Sources;
 
 use crate::cli::{Cli, Command, ConfigCmd};
 
-/// The process's allocator. glibc's malloc kept the freed buffers of a burst of transfers in
-/// its per-thread arenas (140–270 MiB above idle after 200 SFTP sessions, never returned);
-/// mimalloc gives freed pages back to the system. See docs/PERFORMANCE.md, "Many SFTP
-/// sessions".
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -207,7 +207,7 @@ lockout_secs = 600
     }
 
     /// As [`Env::serve`], with extra environment variables for the server process (for
-    /// example jemalloc's `_RJEM_MALLOC_CONF`).
+    /// example glibc's `MALLOC_ARENA_MAX`, as the Dockerfile sets it).
     pub fn serve_with_env(&self, vars: &[(&str, &str)]) -> Server {
         let log = self.dir.path().join("server.log");
         let err = std::fs::File::create(&log).unwrap();

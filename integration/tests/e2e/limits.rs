@@ -492,11 +492,14 @@ fn mib(kib: u64) -> f64 {
 /// Issue 14: 200 concurrent authenticated SFTP sessions (OpenSSH, key logins from 10
 /// addresses) each upload 1 MiB and download it again: all succeed, every download is
 /// byte-identical, and the server's memory stays within the bound of docs/PERFORMANCE.md —
-/// per idle session, at the peak, and back near idle after the sessions end.
+/// per idle session, at the peak, after the sessions end, and after the same burst again.
 #[test]
 fn two_hundred_concurrent_sftp_sessions_move_1_mib_each_intact_within_the_memory_bound() {
     harness::raise_nofile_limit(4096);
-    let vars = std::env::var("COFFER_LOAD_SERVER_ENV").unwrap_or_default();
+    // The server runs as the container image runs it (Dockerfile: `MALLOC_ARENA_MAX=2`),
+    // unless COFFER_LOAD_SERVER_ENV gives other variables ("" for none).
+    let vars =
+        std::env::var("COFFER_LOAD_SERVER_ENV").unwrap_or_else(|_| "MALLOC_ARENA_MAX=2".to_owned());
     let vars: Vec<(&str, &str)> = vars
         .split_whitespace()
         .filter_map(|kv| kv.split_once('='))
@@ -512,13 +515,62 @@ fn two_hundred_concurrent_sftp_sessions_move_1_mib_each_intact_within_the_memory
     std::thread::sleep(Duration::from_millis(500));
     let (idle, _) = harness::rss_kib(pid);
 
+    let settle = Duration::from_secs(30);
+    let (marks, after) = burst(&site, &data, idle + idle / 10 + RETAINED_KIB, settle);
+    let (logged_in_at, (sessions_idle, _)) = marks[0];
+    let (transferred_at, (after_transfer, _)) = marks[1];
+    let (_, (idle_after_transfer, peak)) = marks[2];
+    let per_session = sessions_idle.saturating_sub(idle) / SESSIONS as u64;
+    let per_session_after = idle_after_transfer.saturating_sub(idle) / SESSIONS as u64;
+    // The same burst again. glibc does not reuse what it kept from the first: RSS ends near
+    // the peak (measured 417–423 MiB, flat), so this bounds it by the peak bound; see
+    // docs/PERFORMANCE.md, "Allocators measured".
+    let (marks_again, after_again) =
+        burst(&site, &data, after + after / 10, Duration::from_secs(10));
+    let (_, (_, peak_again)) = marks_again[2];
+    println!(
+        "{SESSIONS} sftp sessions ({vars:?}): idle {:.1} MiB; {SESSIONS} logged in after {logged_in_at:?}: {:.1} MiB ({per_session} KiB per idle session); \
+         all transferred after {transferred_at:?}: {:.1} MiB, idle again {:.1} MiB ({per_session_after} KiB per session); \
+         peak {:.1} MiB; after the sessions ended {:.1} MiB; after a second burst {:.1} MiB (peak {:.1} MiB)",
+        mib(idle),
+        mib(sessions_idle),
+        mib(after_transfer),
+        mib(idle_after_transfer),
+        mib(peak),
+        mib(after),
+        mib(after_again),
+        mib(peak_again),
+    );
+    assert!(
+        per_session <= PER_IDLE_SESSION_KIB,
+        "{per_session} KiB per idle session"
+    );
+    assert!(peak_again <= PEAK_KIB, "peak RSS {peak_again} KiB");
+    assert!(
+        after <= idle + idle / 10 + RETAINED_KIB,
+        "RSS {after} KiB after the sessions ended (idle {idle} KiB)"
+    );
+    assert!(
+        after_again <= PEAK_KIB,
+        "RSS {after_again} KiB after a second burst, {after} KiB after the first"
+    );
+}
+
+/// RSS marks of a burst: when, (RSS, peak) in KiB.
+type Marks = Vec<(Duration, (u64, u64))>;
+
+/// One burst: the 200 sessions log in, transfer and leave. Returns the RSS marks at each step
+/// and the RSS after the sessions ended (polled for at most `wait` until it is at most
+/// `settle_kib`), having checked every session and download.
+fn burst(site: &Site, data: &[Vec<u8>], settle_kib: u64, wait: Duration) -> (Marks, u64) {
+    let pid = site.pid();
     let steps = Barrier::new(SESSIONS + 1);
     let failures = Mutex::new(Vec::new());
     let mut marks = Vec::new();
     std::thread::scope(|s| {
         let started = Instant::now();
         for i in 0..SESSIONS {
-            let (site, steps, failures) = (&site, &steps, &failures);
+            let (steps, failures) = (&steps, &failures);
             s.spawn(move || {
                 if let Err(e) = session_thread(site, i, steps) {
                     failures.lock().unwrap().push(format!("session {i}: {e}"));
@@ -556,48 +608,23 @@ fn two_hundred_concurrent_sftp_sessions_move_1_mib_each_intact_within_the_memory
             "session {i}: the download differs from the upload"
         );
     }
-
-    let (logged_in_at, (sessions_idle, _)) = marks[0];
-    let (transferred_at, (after_transfer, _)) = marks[1];
-    let (_, (idle_after_transfer, peak)) = marks[2];
-    let per_session = sessions_idle.saturating_sub(idle) / SESSIONS as u64;
-    let per_session_after = idle_after_transfer.saturating_sub(idle) / SESSIONS as u64;
-    // After the sessions end: wait (at most 30 s) for the memory to come back near idle.
     let ended = Instant::now();
     let mut after = harness::rss_kib(pid).0;
-    while after > idle + idle / 10 + RETAINED_KIB && ended.elapsed() < Duration::from_secs(30) {
+    while after > settle_kib && ended.elapsed() < wait {
         std::thread::sleep(Duration::from_millis(500));
         after = harness::rss_kib(pid).0;
     }
-    let back_after = ended.elapsed();
-    println!(
-        "{SESSIONS} sftp sessions ({vars:?}): idle {:.1} MiB; {SESSIONS} logged in after {logged_in_at:?}: {:.1} MiB ({per_session} KiB per idle session); \
-         all transferred after {transferred_at:?}: {:.1} MiB, idle again {:.1} MiB ({per_session_after} KiB per session); \
-         peak {:.1} MiB; after the sessions ended {:.1} MiB after {back_after:?}",
-        mib(idle),
-        mib(sessions_idle),
-        mib(after_transfer),
-        mib(idle_after_transfer),
-        mib(peak),
-        mib(after),
-    );
-    assert!(
-        per_session <= PER_IDLE_SESSION_KIB,
-        "{per_session} KiB per idle session"
-    );
-    assert!(peak <= PEAK_KIB, "peak RSS {peak} KiB");
-    assert!(
-        after <= idle + idle / 10 + RETAINED_KIB,
-        "RSS {after} KiB 30 s after the sessions ended (idle {idle} KiB)"
-    );
+    (marks, after)
 }
 
 /// The bounds docs/PERFORMANCE.md ("Many SFTP sessions") states. Per idle session: the aim
-/// of issue 14 (measured: 140–560 KiB). Peak: measured 396–411 MiB (VmHWM, debug build) with
-/// margin. After the sessions end: the server's allocator (jemalloc, with its background
-/// thread) gives freed pages back within its 10 s decay time; measured 81 MiB 20 s after, with
-/// idle at 72 MiB (glibc's malloc, before, kept 142–266 MiB above idle for good). The bound
-/// is that with margin, polled for at most 30 s.
+/// of issue 14 (measured: 140–530 KiB). Peak: measured 392–411 MiB (VmHWM, debug build) with
+/// margin. After the sessions end glibc keeps freed transfer buffers in its arenas, so the
+/// aim "within 10 % of idle" is not met: with `MALLOC_ARENA_MAX=2` (the container's setting)
+/// 99–143 MiB above idle, flat; with no setting 142–266 MiB (one CI run hit the old bound of
+/// 256 MiB that way). After a second burst it is near the peak. Allocators that give the
+/// memory back cost 20–57 % more CPU per 1 GiB transfer here (PERFORMANCE.md, "Allocators
+/// measured"), so the test bounds what is kept: after one burst, and after two by the peak.
 const PER_IDLE_SESSION_KIB: u64 = 2 * 1024;
 const PEAK_KIB: u64 = 640 * 1024;
-const RETAINED_KIB: u64 = 48 * 1024;
+const RETAINED_KIB: u64 = 256 * 1024;
