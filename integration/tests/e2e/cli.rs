@@ -1277,7 +1277,12 @@ fn api_tokens_are_shown_once_listed_without_secrets_and_revoked_by_id() {
 fn serve_refuses_an_implicit_ftps_listener_it_cannot_provide_naming_the_field() {
     let env = Env::new("");
     let toml = std::fs::read_to_string(&env.config).unwrap();
-    let implicit = format!("127.0.0.1:{}", harness::free_port());
+    // A free port outside the passive range, which the config check would name instead.
+    let passive = env.ports.passive_start..env.ports.passive_start + 20;
+    let port = std::iter::repeat_with(harness::free_port)
+        .find(|p| !passive.contains(p))
+        .unwrap();
+    let implicit = format!("127.0.0.1:{port}");
     std::fs::write(
         &env.config,
         toml.replacen(
