@@ -112,6 +112,13 @@ pub(crate) fn corrupt(what: &'static str) -> MetaError {
     MetaError::Database(format!("stored row has an invalid {what}"))
 }
 
+/// A `nodes` row selected with [`node_columns`] and its `inline_object` (the sealed bytes of a
+/// small file kept in its row): what a lookup that also brings the bytes decodes, the same on
+/// the pool's rows and on rows read in place.
+pub(crate) fn node_with_inline<R: Columns>(row: &R) -> MetaResult<(Node, Option<Vec<u8>>)> {
+    Ok((node(row)?, row.opt_blob("inline_object")?))
+}
+
 /// A `nodes` row selected with [`node_columns`].
 pub(crate) fn node<R: Columns>(row: &R) -> MetaResult<Node> {
     let kind = match row.ident("kind")?.as_str() {

@@ -34,7 +34,7 @@ use crate::conns::{Conns, DriverFailure};
 use crate::in_place::{InPlace, InPlaceRow};
 use crate::lockout::LockoutPolicy;
 use crate::outbox::wall_clock_ms;
-use crate::rows::{self, Columns, op_column};
+use crate::rows::{self, op_column};
 use crate::{
     AccountStore, ApiToken, AuditRecord, AuditStore, CommitFile, CommitOutcome, Garbage,
     GarbageCut, KeyRotation, MetaError, MetaResult, NamespaceStore, NewDir, NewSshKey, NewTenant,
@@ -859,7 +859,7 @@ impl NamespaceStore for SqlStore<D> {
         name_index: &[u8],
     ) -> MetaResult<(Node, Option<Vec<u8>>)> {
         let params = (tenant_id, parent_id, name_index);
-        let decode = |row: &InPlaceRow<'_, '_>| Ok((rows::node(row)?, row.opt_blob("inline_object")?));
+        let decode = |row: &InPlaceRow<'_, '_>| rows::node_with_inline(row);
         if let Some(read) = self.read_in_place(CHILD_WITH_OBJECT_BY_INDEX, params, decode) {
             return read;
         }

@@ -178,10 +178,9 @@ impl Sql<D> {
             .bind(name_index)
             .fetch_optional(conn)
             .await?;
-        Ok(match row {
-            Some(row) => Some((rows::node(&row)?, row.opt_blob("inline_object")?)),
-            None => None,
-        })
+        row.map(|row| rows::node_with_inline(&row))
+            .transpose()
+            .map_err(Into::into)
     }
 
     pub(crate) async fn inline_object(
