@@ -522,11 +522,16 @@ fn two_hundred_concurrent_sftp_sessions_move_1_mib_each_intact_within_the_memory
     let (_, (idle_after_transfer, peak)) = marks[2];
     let per_session = sessions_idle.saturating_sub(idle) / SESSIONS as u64;
     let per_session_after = idle_after_transfer.saturating_sub(idle) / SESSIONS as u64;
-    // The same burst again. glibc does not reuse what it kept from the first: RSS ends near
-    // the peak (measured 417–423 MiB, flat), so this bounds it by the peak bound; see
+    // The same burst again. It must reuse what the first left, not add to it: before upload
+    // batches had buffers of their own (storage/src/writer/batch.rs), glibc kept another
+    // 170 MiB here (417–423 MiB after, near the peak); now 259–262 MiB after 229–230. See
     // docs/PERFORMANCE.md, "Allocators measured".
-    let (marks_again, after_again) =
-        burst(&site, &data, after + after / 10, Duration::from_secs(10));
+    let (marks_again, after_again) = burst(
+        &site,
+        &data,
+        after + after / 10 + SECOND_BURST_GROWTH_KIB,
+        Duration::from_secs(10),
+    );
     let (_, (_, peak_again)) = marks_again[2];
     println!(
         "{SESSIONS} sftp sessions ({vars:?}): idle {:.1} MiB; {SESSIONS} logged in after {logged_in_at:?}: {:.1} MiB ({per_session} KiB per idle session); \
@@ -551,7 +556,7 @@ fn two_hundred_concurrent_sftp_sessions_move_1_mib_each_intact_within_the_memory
         "RSS {after} KiB after the sessions ended (idle {idle} KiB)"
     );
     assert!(
-        after_again <= PEAK_KIB,
+        after_again <= after + after / 10 + SECOND_BURST_GROWTH_KIB,
         "RSS {after_again} KiB after a second burst, {after} KiB after the first"
     );
 }
@@ -622,9 +627,12 @@ fn burst(site: &Site, data: &[Vec<u8>], settle_kib: u64, wait: Duration) -> (Mar
 /// margin. After the sessions end glibc keeps freed transfer buffers in its arenas, so the
 /// aim "within 10 % of idle" is not met: with `MALLOC_ARENA_MAX=2` (the container's setting)
 /// 99–143 MiB above idle, flat; with no setting 142–266 MiB (one CI run hit the old bound of
-/// 256 MiB that way). After a second burst it is near the peak. Allocators that give the
-/// memory back cost 20–57 % more CPU per 1 GiB transfer here (PERFORMANCE.md, "Allocators
-/// measured"), so the test bounds what is kept: after one burst, and after two by the peak.
+/// 256 MiB that way); measured 159–160 MiB above idle with upload batches pooled. Allocators
+/// and glibc settings that give the
+/// memory back cost 20–75 % more CPU per 1 GiB transfer here (PERFORMANCE.md, "Allocators
+/// measured"), so the test bounds what is kept after one burst, and how much a second burst
+/// may add to it (measured: 30–33 MiB; 170 MiB before upload batches were pooled).
 const PER_IDLE_SESSION_KIB: u64 = 2 * 1024;
 const PEAK_KIB: u64 = 640 * 1024;
 const RETAINED_KIB: u64 = 256 * 1024;
+const SECOND_BURST_GROWTH_KIB: u64 = 96 * 1024;

@@ -12,6 +12,7 @@
 //! [`FileWriter::abort`] (or a drop) leaves nothing. A resumed upload commits only if the base
 //! version is unchanged.
 
+mod batch;
 mod reorder;
 mod sealer;
 mod sink;

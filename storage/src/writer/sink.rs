@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use coffer_meta::{MetaResult, NewUpload, UploadStore};
 use coffer_object::{ObjectKey, ObjectStore, StreamingUpload};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
+use super::batch::Batch;
 use super::spool_file::SpoolFile;
 use crate::error::{ErrorKind, VfsError, VfsResult, internal};
 
@@ -49,7 +49,7 @@ pub(super) struct Sink {
     object_key: ObjectKey,
     upload_row: UploadRow,
     /// Sealed bytes not yet in the spool (the header first).
-    batch: Vec<u8>,
+    batch: Batch,
     spool: SpoolFile,
     /// The primary store's upload of the spool file as it grows, if the store takes one.
     streaming: Option<Box<dyn StreamingUpload>>,
@@ -152,8 +152,8 @@ impl Sink {
         let streaming = primary
             .begin_streaming_upload(&object_key, &spool_path)
             .await?;
-        let mut batch = Vec::with_capacity(SPOOL_BATCH + max_chunk * 2);
-        batch.extend_from_slice(header);
+        let mut batch = Batch::new(SPOOL_BATCH + max_chunk * 2);
+        batch.extend_from_slice(header)?;
         let inline_max = inline_max.min(SPOOL_BATCH);
         let mut upload_row = upload_row;
         if batch.len() > inline_max {
@@ -180,7 +180,7 @@ impl Sink {
 
     /// Takes one sealed chunk; a full batch goes to the spool.
     pub(super) async fn push(&mut self, sealed: &[u8]) -> VfsResult<()> {
-        self.batch.extend_from_slice(sealed);
+        self.batch.extend_from_slice(sealed)?;
         if self.batch.len() > self.inline_max {
             self.upload_row.begin(&self.uploads);
         }
@@ -196,7 +196,7 @@ impl Sink {
         if !self.spool.started() {
             self.upload_row.settle(&self.uploads).await?;
         }
-        let batch = std::mem::take(&mut self.batch);
+        let batch = self.batch.take();
         self.batch = self.spool.append(batch).await?;
         match self.streaming.as_mut() {
             Some(upload) => upload.file_grew(self.spool.len()).await?,
@@ -223,14 +223,14 @@ impl Sink {
             if let Some(upload) = self.streaming.take() {
                 upload.abort().await;
             }
-            let body = std::mem::take(&mut self.batch);
+            let body = self.batch.take();
             if body.len() <= self.inline_max {
                 self.inlined = true;
-                return Ok(Stored::Inline(body));
+                return Ok(Stored::Inline(body.as_slice().to_vec()));
             }
             self.upload_row.settle(&self.uploads).await?;
             self.primary
-                .put(&self.object_key, Bytes::from(body))
+                .put(&self.object_key, body.into_bytes())
                 .await?;
             return Ok(Stored::InStore);
         }

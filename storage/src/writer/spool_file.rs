@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::task::JoinHandle;
 
+use super::batch::Batch;
+
 use crate::error::{ErrorKind, VfsError, VfsResult, internal};
 
 /// A spool file bound for a local store is flushed to disk in the background every this many
@@ -58,7 +60,7 @@ impl SpoolFile {
 
     /// Appends `batch` (creating the file on the first call) on a blocking thread; returns
     /// the batch emptied, for reuse.
-    pub(super) async fn append(&mut self, mut batch: Vec<u8>) -> VfsResult<Vec<u8>> {
+    pub(super) async fn append(&mut self, mut batch: Batch) -> VfsResult<Batch> {
         let file = self.file.take();
         if file.is_none() && self.started {
             return Err(VfsError::new(ErrorKind::Internal, "spool file closed"));
@@ -71,7 +73,7 @@ impl SpoolFile {
                 Some(file) => file,
                 None => open_spool_file(&path)?,
             };
-            file.write_all(&batch)
+            file.write_all(batch.as_slice())
                 .map_err(|e| internal("writing to the spool failed", e))?;
             batch.clear();
             Ok((file, batch))
@@ -156,6 +158,13 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// A batch holding `bytes`.
+    fn sealed(bytes: &[u8]) -> Batch {
+        let mut batch = Batch::new(bytes.len());
+        batch.extend_from_slice(bytes).unwrap();
+        batch
+    }
+
     #[tokio::test]
     async fn nothing_is_created_until_the_first_batch() {
         let dir = tempfile::tempdir().unwrap();
@@ -169,10 +178,10 @@ mod tests {
     async fn batches_are_appended_in_order_to_a_0600_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = SpoolFile::new(dir.path().join("up"));
-        let batch = spool.append(vec![1; 10]).await.unwrap();
-        assert!(batch.is_empty());
-        spool.append(vec![]).await.unwrap();
-        spool.append(vec![2; 5]).await.unwrap();
+        let batch = spool.append(sealed(&[1; 10])).await.unwrap();
+        assert_eq!(batch.len(), 0, "handed back empty");
+        spool.append(Batch::new(8)).await.unwrap();
+        spool.append(sealed(&[2; 5])).await.unwrap();
         spool.write_back().await.unwrap();
         spool.close().await.unwrap();
         assert_eq!(spool.len(), 15);
@@ -193,7 +202,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = SpoolFile::new(dir.path().join("up"));
         spool
-            .append(vec![7; WRITE_BACK_STEP as usize])
+            .append(sealed(&vec![7; WRITE_BACK_STEP as usize]))
             .await
             .unwrap();
         spool.write_back().await.unwrap();
@@ -206,9 +215,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("up"), b"someone else's").unwrap();
         let mut spool = SpoolFile::new(dir.path().join("up"));
-        let err = spool.append(vec![1]).await.unwrap_err();
+        let err = spool.append(sealed(&[1])).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Internal);
-        let err = spool.append(vec![1]).await.unwrap_err();
+        let err = spool.append(sealed(&[1])).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Internal, "the upload stays failed");
     }
 }
