@@ -344,9 +344,11 @@ pub async fn open_vault(cfg: &Config, role: Role) -> anyhow::Result<Vault> {
 
 #[cfg(test)]
 mod tests {
-    /// The configuration crate depends on no other Coffer crate, so it keeps its own copy of
-    /// the inline-object limits: a default or ceiling changed on one side only would let the
-    /// configuration accept what the storage refuses, or document another default.
+    /// The configuration crate depends on `coffer-format` only (the chunk-size limits come from
+    /// there), not on the storage crate, so it keeps its own copy of the inline-object limits,
+    /// which are the writer's and the database's, not the format's: a default or ceiling
+    /// changed on one side only would let the configuration accept what the storage refuses,
+    /// or document another default.
     #[test]
     fn the_configuration_and_the_storage_agree_on_inline_limits() {
         assert_eq!(

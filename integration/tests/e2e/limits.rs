@@ -524,7 +524,7 @@ fn two_hundred_concurrent_sftp_sessions_move_1_mib_each_intact_within_the_memory
     let per_session_after = idle_after_transfer.saturating_sub(idle) / SESSIONS as u64;
     // The same burst again. It must reuse what the first left, not add to it: before upload
     // batches had buffers of their own (storage/src/writer/batch.rs), glibc kept another
-    // 170 MiB here (417–423 MiB after, near the peak); now 259–262 MiB after 229–230. See
+    // 170 MiB here (417–423 MiB after, near the peak); now 219–262 MiB after 229–237. See
     // docs/PERFORMANCE.md, "Allocators measured".
     let (marks_again, after_again) = burst(
         &site,
@@ -627,7 +627,7 @@ fn burst(site: &Site, data: &[Vec<u8>], settle_kib: u64, wait: Duration) -> (Mar
 /// margin. After the sessions end glibc keeps freed transfer buffers in its arenas, so the
 /// aim "within 10 % of idle" is not met: with `MALLOC_ARENA_MAX=2` (the container's setting)
 /// 99–143 MiB above idle, flat; with no setting 142–266 MiB (one CI run hit the old bound of
-/// 256 MiB that way); measured 159–160 MiB above idle with upload batches pooled. Allocators
+/// 256 MiB that way); measured 159–167 MiB above idle with upload batches pooled. Allocators
 /// and glibc settings that give the
 /// memory back cost 20–75 % more CPU per 1 GiB transfer here (PERFORMANCE.md, "Allocators
 /// measured"), so the test bounds what is kept after one burst, and how much a second burst
