@@ -42,6 +42,7 @@ pub async fn run_all(store: &dyn ObjectStore, scratch: &Path) {
     overwrite_replaces_whole_object(store).await;
     empty_object_round_trip(store).await;
     concurrent_puts_and_gets(store).await;
+    put_many_stores_each_object(store).await;
 }
 
 /// A put object reads back byte for byte.
@@ -223,6 +224,27 @@ pub async fn empty_object_round_trip(store: &dyn ObjectStore) {
     ));
     store.delete(&key).await.unwrap();
     assert_not_found(store.head(&key).await);
+}
+
+/// `put_many` stores every object as `put` would, each result in its item's place: new keys,
+/// an empty object, and a key that already held an object (replaced whole).
+pub async fn put_many_stores_each_object(store: &dyn ObjectStore) {
+    let (existing, _) = put_random(store, SMALL_OBJECT_SIZE).await;
+    let mut items: Vec<(ObjectKey, Bytes)> = [4_096, 0, 16_001, 1]
+        .into_iter()
+        .map(|size| (ObjectKey::generate().unwrap(), random_bytes(size)))
+        .collect();
+    items.push((existing, random_bytes(1_000)));
+
+    let stored = store.put_many(items.clone()).await;
+
+    assert_eq!(stored.len(), items.len(), "one result per object");
+    for ((key, body), result) in items.iter().zip(stored) {
+        result.unwrap();
+        assert_eq!(store.head(key).await.unwrap().size, body.len() as u64);
+        assert_same_bytes(&get_whole(store, key, body.len()).await, body);
+        store.delete(key).await.unwrap();
+    }
 }
 
 /// 32 puts, then 32 gets, all in flight at once, each see only their own bytes.

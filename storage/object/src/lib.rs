@@ -118,6 +118,18 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// Stores `body` under `key`, durably, atomically: a reader sees all of it or nothing.
     async fn put(&self, key: &ObjectKey, body: Bytes) -> Result<(), ObjectError>;
 
+    /// Stores several objects, each as [`put`](Self::put) would: one result per item, in
+    /// order. The default stores them one after another; a store that can make a batch durable
+    /// at once does (a local directory flushes its filesystem twice for the whole batch instead
+    /// of twice per object).
+    async fn put_many(&self, items: Vec<(ObjectKey, Bytes)>) -> Vec<Result<(), ObjectError>> {
+        let mut stored = Vec::with_capacity(items.len());
+        for (key, body) in items {
+            stored.push(self.put(&key, body).await);
+        }
+        stored
+    }
+
     /// Stores the whole content of the local file `file` under `key`, durably and atomically.
     /// The store may move the file instead of copying it; the caller must not use it afterwards.
     async fn put_file(&self, key: &ObjectKey, file: &Path) -> Result<(), ObjectError>;

@@ -47,6 +47,7 @@ conformance_tests!(
     overwrite_replaces_whole_object,
     empty_object_round_trip,
     concurrent_puts_and_gets,
+    put_many_stores_each_object,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
