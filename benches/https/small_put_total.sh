@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Whole server cost of 1000 small HTTPS uploads, replication included, for A/B comparisons of
+# Coffer builds (no peer).
+#
+# For each binary given (alternating, ROUNDS times): a fresh `coffer serve` (HTTPS only, the
+# embedded default: SQLite and a local replica directory) on a spare loopback port; 1000 x 4 KiB
+# uploaded with curl URL globbing on one connection (HTTP/2, or what PROTO says). Prints the
+# upload's wall seconds, the server's CPU ticks (1/100 s, user + system, from /proc) during the
+# upload and in the 8 s after it (the background replication the upload caused), and how many
+# objects the replica directory holds at the end (1000 once replication is complete). Extra
+# TOML for the configuration file can be given in EXTRA, e.g.
+# EXTRA=$'[storage.replica]\nkind = "none"'.
+#
+# Usage (from the repository root): benches/https/small_put_total.sh [-r ROUNDS] BIN [BIN ...]
+#   e.g. benches/https/small_put_total.sh -r 3 /tmp/coffer-old target/release/coffer
+set -euo pipefail
+rounds=3
+if [ "${1:-}" = "-r" ]; then rounds=$2; shift 2; fi
+[ $# -ge 1 ] || { sed -n 2,15p "$0"; exit 2; }
+
+run_one() {
+  local bin=$1 work port pid
+  work=$(mktemp -d /tmp/coffer-put-total.XXXXXX)
+  mkdir -p "$work/small"
+  for i in $(seq 1 1000); do head -c 4096 /dev/urandom > "$work/small/f$i"; done
+  port=$((20000 + RANDOM % 20000))
+  cat > "$work/coffer.toml" <<EOT
+data_dir = "$work/data"
+[log]
+level = "warn"
+[admin]
+listen = "127.0.0.1:$((port + 1))"
+[sftp]
+enabled = false
+[ftp]
+enabled = false
+[https]
+listen = "127.0.0.1:$port"
+${EXTRA:-}
+EOT
+  env -i PATH="$PATH" HOME="$HOME" "$bin" --config "$work/coffer.toml" user add bench \
+    --password-stdin <<< "bench password 1" > /dev/null
+  env -i PATH="$PATH" HOME="$HOME" "$bin" --config "$work/coffer.toml" serve > "$work/log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do curl -sk "https://127.0.0.1:$port/" -o /dev/null && break; sleep 0.1; done
+  sleep 1
+  cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+  local c0 c1 c2 t0 t1 objects
+  c0=$(cpu); t0=$(date +%s.%N)
+  curl -sS -k --fail -o /dev/null -u "bench:bench password 1" "${PROTO:---http2}" \
+    -T "$work/small/f[1-1000]" "https://127.0.0.1:$port/api/v1/files/small/"
+  t1=$(date +%s.%N); c1=$(cpu)
+  sleep 8
+  c2=$(cpu)
+  objects=$(find "$work/data/store/replica" -type f -not -path '*/.tmp/*' 2>/dev/null | wc -l)
+  printf '%-40s wall %6.3f s  cpu during %4d  after %4d ticks  replica objects %d\n' "$bin" \
+    "$(echo "$t1 - $t0" | bc)" $((c1 - c0)) $((c2 - c1)) "$objects"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+
+for _ in $(seq "$rounds"); do
+  for bin in "$@"; do run_one "$bin"; done
+done
