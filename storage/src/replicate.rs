@@ -71,7 +71,7 @@ impl Vault {
             }
         }
         // Copies of objects kept in their rows came with their bytes: the replica takes them
-        // in one batch, then each copy is verified on its own.
+        // in batches (`copy_batch_verified`), then each copy is verified on its own.
         let (batched, todo): (Vec<_>, Vec<_>) = todo
             .into_iter()
             .partition(|j| j.op == ReplicationOp::Copy && j.inline_object.is_some());
