@@ -4,6 +4,8 @@
 
 #[path = "support/mariadb.rs"]
 mod mariadb;
+#[path = "support/tenant.rs"]
+mod tenant;
 
 use coffer_meta::{
     MetaError, MySqlOptions, MySqlStore, MySqlTls, NewTenant, TenantStore, conformance,
@@ -79,18 +81,9 @@ async fn races_hold_across_two_pools() {
     }
 }
 
+/// The tenant most tests create (id 4242).
 fn tenant_spec(name: &str) -> NewTenant {
-    NewTenant {
-        id: 4_242,
-        name: name.into(),
-        root_node_id: 4_243,
-        root_name_enc: vec![1, 2, 3],
-        root_name_index: vec![7; 32],
-        quota_bytes: None,
-        keys: Vec::new(),
-        master_keys: Vec::new(),
-        now_ms: 1_700_000_000_000,
-    }
+    tenant::tenant_spec(4_242, name)
 }
 
 #[tokio::test]

@@ -3,24 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use coffer_meta::{MetaError, MySqlOptions, MySqlStore, MySqlTls, NewTenant, TenantStore};
+use coffer_meta::{MetaError, MySqlOptions, MySqlStore, MySqlTls, TenantStore};
 
 #[path = "support/mariadb.rs"]
 mod mariadb;
+#[path = "support/tenant.rs"]
+mod tenant;
 
-fn tenant_spec(id: i64, name: &str) -> NewTenant {
-    NewTenant {
-        id,
-        name: name.into(),
-        root_node_id: id + 1,
-        root_name_enc: vec![1, 2, 3],
-        root_name_index: vec![7; 32],
-        quota_bytes: None,
-        keys: Vec::new(),
-        master_keys: Vec::new(),
-        now_ms: 1_700_000_000_000,
-    }
-}
+use tenant::tenant_spec;
 
 fn options(url: &str, tls: MySqlTls, ca_file: Option<std::path::PathBuf>) -> MySqlOptions {
     MySqlOptions {

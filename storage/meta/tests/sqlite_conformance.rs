@@ -5,6 +5,9 @@ use coffer_meta::{MetaError, NamespaceStore, NewTenant, SqliteStore, TenantStore
 use sqlx::{Connection, SqliteConnection};
 use tempfile::TempDir;
 
+#[path = "support/tenant.rs"]
+mod tenant;
+
 /// A migrated store on a fresh database file, and the directory keeping the file alive.
 async fn file_store() -> (SqliteStore, TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -73,18 +76,9 @@ async fn point_reads_of_a_file_store_run_in_place_and_pass_the_whole_suite() {
     assert_eq!(memory.reads_in_place(), 0);
 }
 
+/// The tenant most tests create (id 4242).
 fn tenant_spec(name: &str) -> NewTenant {
-    NewTenant {
-        id: 4_242,
-        name: name.into(),
-        root_node_id: 4_243,
-        root_name_enc: vec![1, 2, 3],
-        root_name_index: vec![7; 32],
-        quota_bytes: None,
-        keys: Vec::new(),
-        master_keys: Vec::new(),
-        now_ms: 1_700_000_000_000,
-    }
+    tenant::tenant_spec(4_242, name)
 }
 
 #[tokio::test]

@@ -10,7 +10,12 @@
 
 use std::process::{Command, Stdio};
 
-use coffer_meta::{NewTenant, SqliteStore, TenantStore};
+use coffer_meta::{SqliteStore, TenantStore};
+
+#[path = "support/tenant.rs"]
+mod tenant;
+
+use tenant::tenant_spec;
 
 /// Set in the child's environment: the directory to commit in.
 const CHILD_DIR: &str = "COFFER_SQLITE_SYNC_CHILD_DIR";
@@ -67,20 +72,7 @@ fn commit_one_tenant(dir: &str) {
         let path = std::path::Path::new(dir).join("meta.db");
         let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
         store.migrate().await.unwrap();
-        store
-            .create_tenant(&NewTenant {
-                id: 7,
-                name: "sync".into(),
-                root_node_id: 8,
-                root_name_enc: vec![1, 2, 3],
-                root_name_index: vec![7; 32],
-                quota_bytes: None,
-                keys: Vec::new(),
-                master_keys: Vec::new(),
-                now_ms: 1_700_000_000_000,
-            })
-            .await
-            .unwrap();
+        store.create_tenant(&tenant_spec(7, "sync")).await.unwrap();
         store.close().await;
     });
 }
