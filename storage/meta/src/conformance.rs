@@ -81,6 +81,7 @@ macro_rules! for_each_check {
             tenant_master_keys_and_shredding,
             tenant_key_rotation,
             inline_objects,
+            commits_as_uploads_make_them,
         );
     };
 }
@@ -109,6 +110,7 @@ pub async fn run_all(store: &dyn MetadataStore) {
     tenant_master_keys_and_shredding(store).await;
     tenant_key_rotation(store).await;
     inline_objects(store).await;
+    commits_as_uploads_make_them(store).await;
 }
 
 // ---- helpers ----
@@ -2015,4 +2017,128 @@ pub async fn inline_objects(store: &dyn MetadataStore) {
     let key5 = fifth.content.object_key.clone();
     assert_eq!(store.inline_object(&key5).await.unwrap(), None);
     assert!(is_garbage(store, &key5).await);
+}
+
+/// Commits as the upload writer makes them (a new name expected free, a replace of the version
+/// read, the quota enforced, the upload's row dropped, small objects in the row): what each
+/// leaves behind, and that each refusal changes nothing. On a SQLite file these are the
+/// commits made in place (`sql/commit_in_place.rs`), with every refusal left to the pool.
+pub async fn commits_as_uploads_make_them(store: &dyn MetadataStore) {
+    let t = tenant(store, Some(10_000)).await;
+    let dir = mkdir(store, &t, t.root_node_id).await;
+    let upload = |size: i64, index: &[u8], expect: Option<(i64, i64)>| CommitFile {
+        expect_node: expect,
+        expect_absent: expect.is_none(),
+        enforce_quota: true,
+        ..new_file(&t, dir.id, index, size)
+    };
+    let begin_upload = || async {
+        let upload = NewUpload {
+            tenant_id: t.id,
+            spool_name: object_key(),
+            object_key: object_key(),
+            node_name: "node-a".into(),
+            now_ms: now_ms(),
+        };
+        store.begin_upload(&upload).await.unwrap()
+    };
+    let upload_rows = || async {
+        store
+            .uploads()
+            .await
+            .unwrap()
+            .iter()
+            .map(|u| u.id)
+            .collect::<Vec<_>>()
+    };
+
+    // A new name, its object in a store, its upload row dropped.
+    let index = name_index();
+    let upload_id = begin_upload().await;
+    let first = CommitFile {
+        upload_id: Some(upload_id),
+        ..upload(3_000, &index, None)
+    };
+    let made = store.commit_file(&first).await.unwrap();
+    assert!(made.created);
+    assert_eq!(made.node, first.new_node());
+    assert_eq!(store.child(t.id, dir.id, &index).await.unwrap(), made.node);
+    assert!(has_job(store, &first.content.object_key, ReplicationOp::Copy).await);
+    assert!(!upload_rows().await.contains(&upload_id));
+
+    // The same name again, expected free: refused, nothing changes.
+    let again = upload(10, &index, None);
+    assert_fails!(store.commit_file(&again).await, MetaError::Conflict);
+    assert_eq!(store.child(t.id, dir.id, &index).await.unwrap(), made.node);
+    assert!(!has_job(store, &again.content.object_key, ReplicationOp::Copy).await);
+    // A folder that is not there: refused, nothing made.
+    let orphan = CommitFile {
+        parent_id: random_id(),
+        ..upload(10, &name_index(), None)
+    };
+    assert!(store.commit_file(&orphan).await.is_err());
+    assert_fails!(store.node(t.id, orphan.new_id).await, MetaError::NotFound);
+
+    // A replace of the version read, with a small object in the row: the old object is garbage
+    // and the replica's copy goes.
+    let sealed = random_bytes(1_024);
+    let second = CommitFile {
+        inline_object: Some(sealed.clone()),
+        ..upload(1_000, &index, Some((made.node.id, 1)))
+    };
+    let replaced = store.commit_file(&second).await.unwrap();
+    assert!(!replaced.created);
+    assert_eq!((replaced.node.id, replaced.node.version), (made.node.id, 2));
+    assert_eq!(replaced.node.content, Some(second.stored_content()));
+    assert_eq!(replaced.node.name_enc, first.name_enc);
+    assert_eq!(
+        store.child_with_object(t.id, dir.id, &index).await.unwrap(),
+        (replaced.node.clone(), Some(sealed))
+    );
+    assert!(is_garbage(store, &first.content.object_key).await);
+    assert!(has_job(store, &first.content.object_key, ReplicationOp::Delete).await);
+    assert!(has_job(store, &second.content.object_key, ReplicationOp::Copy).await);
+
+    // Replacing the row's object: it was never in the primary store, so it is no garbage;
+    // only the replica's copy goes.
+    let third = upload(2_000, &index, Some((made.node.id, 2)));
+    let node3 = store.commit_file(&third).await.unwrap().node;
+    assert_eq!(node3.version, 3);
+    assert!(!is_garbage(store, &second.content.object_key).await);
+    assert!(has_job(store, &second.content.object_key, ReplicationOp::Delete).await);
+
+    // A replace of a version that is gone: refused, nothing changes.
+    let stale = upload(5, &index, Some((made.node.id, 2)));
+    assert_fails!(store.commit_file(&stale).await, MetaError::Conflict);
+    assert_eq!(store.node(t.id, made.node.id).await.unwrap(), node3);
+    assert!(!has_job(store, &stale.content.object_key, ReplicationOp::Copy).await);
+
+    // Over the quota (10,000 bytes, 2,000 used), new or replaced: refused, nothing changes,
+    // the upload row stays for its owner to clean up.
+    let upload_id = begin_upload().await;
+    let too_big = CommitFile {
+        upload_id: Some(upload_id),
+        ..upload(8_001, &name_index(), None)
+    };
+    assert_fails!(store.commit_file(&too_big).await, MetaError::QuotaExceeded);
+    assert_fails!(
+        store.child(t.id, dir.id, &too_big.name_index).await,
+        MetaError::NotFound
+    );
+    assert!(!has_job(store, &too_big.content.object_key, ReplicationOp::Copy).await);
+    assert!(upload_rows().await.contains(&upload_id));
+    let grown = upload(10_001, &index, Some((made.node.id, 3)));
+    assert_fails!(store.commit_file(&grown).await, MetaError::QuotaExceeded);
+    assert_eq!(store.node(t.id, made.node.id).await.unwrap(), node3);
+    assert!(!is_garbage(store, &third.content.object_key).await);
+    // Exactly up to the quota is allowed.
+    let fits = upload(8_000, &name_index(), None);
+    assert!(store.commit_file(&fits).await.unwrap().created);
+    assert_eq!(
+        store.usage(t.id).await.unwrap(),
+        Usage {
+            bytes: 10_000,
+            files: 2
+        }
+    );
 }

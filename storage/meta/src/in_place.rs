@@ -13,6 +13,19 @@
 //! same statement through the pool as before: a fault costs a fallback, never a failed
 //! request. The rows are decoded by the same code as the pool's (`rows.rs`, through
 //! [`Columns`]), and the conformance suite runs every read of the SQLite store through here.
+//!
+//! The commit of a file (the write every upload ends in) runs in place too, for the same
+//! reason: through the pool it was four trips to the worker thread (`BEGIN IMMEDIATE`, the
+//! row, the queued jobs with the quota, `COMMIT`). [`InPlace::write`] runs a whole
+//! transaction on one read-write connection of this module, with the settings of the pool's
+//! (`synchronous=FULL`: the commit is on disk before the caller hears of it, foreign keys on,
+//! the same busy timeout). The caller holds the store's writer lock around it, so this
+//! connection and the pool's never write at once. The transaction's sync would block the
+//! thread it runs on, so on a multi-threaded runtime it runs under
+//! [`tokio::task::block_in_place`]: the runtime hands this thread's other tasks to another
+//! thread meanwhile. A write that cannot be made here (the connection cannot be opened, SQLite
+//! refuses a statement before the commit, the work asks for it) is rolled back and left to the
+//! pool; only a failed `COMMIT` is an answer, since it may have reached the disk.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -20,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags, Params};
+use rusqlite::{Connection, OpenFlags, Params, Transaction, TransactionBehavior};
 
 use crate::rows::{Columns, corrupt};
 use crate::{MetaError, MetaResult};
@@ -31,13 +44,36 @@ const IDLE_MAX: usize = 8;
 /// shared index is rebuilt) gives up after this and goes through the pool instead.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(50);
 
-/// Read-only connections to one SQLite file, lent to one reader at a time.
+/// How a transaction of [`InPlace::write`] ended.
+enum Ended<T> {
+    Committed(T),
+    Refused(MetaError),
+    Elsewhere,
+    CommitFailed(rusqlite::Error),
+}
+
+/// Read-only connections to one SQLite file, lent to one reader at a time, and one
+/// read-write connection for commits.
 pub(crate) struct InPlace {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// The connection of [`InPlace::write`], opened at the first write.
+    writer: Mutex<Option<Connection>>,
     closed: AtomicBool,
     /// Reads answered here, for tests and diagnosis.
     served: AtomicU64,
+    /// Transactions committed here, for tests and diagnosis.
+    written: AtomicU64,
+}
+
+/// What the work of an [`InPlace::write`] decided.
+pub(crate) enum Written<T> {
+    /// Commit, and answer `T`.
+    Commit(T),
+    /// Roll back, and answer this (a decided refusal, such as a quota exceeded).
+    Refuse(MetaError),
+    /// Roll back, and let the pool's path run the same operation (it knows every case).
+    Elsewhere,
 }
 
 impl std::fmt::Debug for InPlace {
@@ -45,6 +81,7 @@ impl std::fmt::Debug for InPlace {
         f.debug_struct("InPlace")
             .field("path", &self.path)
             .field("served", &self.served.load(Ordering::Relaxed))
+            .field("written", &self.written.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -55,8 +92,10 @@ impl InPlace {
         Self {
             path,
             idle: Mutex::new(Vec::new()),
+            writer: Mutex::new(None),
             closed: AtomicBool::new(false),
             served: AtomicU64::new(0),
+            written: AtomicU64::new(0),
         }
     }
 
@@ -91,16 +130,87 @@ impl InPlace {
         }
     }
 
+    /// Runs `work` in one write transaction (`BEGIN IMMEDIATE`) and commits or rolls back as
+    /// it decides. `None` if the write was not made here: rolled back, for the pool to make.
+    /// The caller must hold the store's writer lock.
+    pub(crate) fn write<T>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<Written<T>>,
+    ) -> Option<MetaResult<T>> {
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut slot = self.writer.lock().ok()?;
+        if slot.is_none() {
+            match self.connect_writer() {
+                Ok(conn) => *slot = Some(conn),
+                Err(e) => {
+                    tracing::debug!(error = %e, "in-place writer not opened; writing through the pool");
+                    return None;
+                }
+            }
+        }
+        let conn = slot.as_mut()?;
+        let outcome = off_the_runtime(|| -> rusqlite::Result<Ended<T>> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            Ok(match work(&tx)? {
+                Written::Commit(value) => match tx.commit() {
+                    Ok(()) => Ended::Committed(value),
+                    Err(e) => Ended::CommitFailed(e),
+                },
+                Written::Refuse(refusal) => {
+                    tx.rollback()?;
+                    Ended::Refused(refusal)
+                }
+                Written::Elsewhere => {
+                    tx.rollback()?;
+                    Ended::Elsewhere
+                }
+            })
+        });
+        match outcome {
+            Ok(Ended::Committed(value)) => {
+                self.written.fetch_add(1, Ordering::Relaxed);
+                Some(Ok(value))
+            }
+            Ok(Ended::Refused(refusal)) => Some(Err(refusal)),
+            Ok(Ended::Elsewhere) => None,
+            Ok(Ended::CommitFailed(e)) => {
+                // The transaction's fate is in SQLite's hands now: the connection is closed
+                // (which rolls back whatever did not commit) and the caller hears of it.
+                *slot = None;
+                Some(Err(MetaError::Unavailable(format!(
+                    "the metadata commit failed, the change may or may not be applied: {e}"
+                ))))
+            }
+            Err(e) => {
+                // Nothing was committed; the dropped transaction rolled back. The connection
+                // is closed too, and the next write opens a fresh one.
+                *slot = None;
+                tracing::debug!(error = %e, "in-place write refused; writing through the pool");
+                None
+            }
+        }
+    }
+
     /// How many reads were answered here.
     pub(crate) fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
     }
 
-    /// No read is made here after this; idle connections are closed.
+    /// How many transactions were committed here.
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// No read or write is made here after this; the connections are closed.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         if let Ok(mut idle) = self.idle.lock() {
             idle.clear();
+        }
+        if let Ok(mut writer) = self.writer.lock() {
+            *writer = None;
         }
     }
 
@@ -135,11 +245,38 @@ impl InPlace {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         Ok(conn)
     }
+
+    /// The connection commits run on, set up as the pool's writers are (`sqlite.rs`). It never
+    /// creates the file: the pool opened and migrated it.
+    fn connect_writer(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // As long as the pool's writers wait for another process's write lock; within this
+        // process the writer lock has already ordered it.
+        conn.busy_timeout(crate::sqlite::BUSY_TIMEOUT)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )?;
+        Ok(conn)
+    }
+}
+
+/// Runs `work`, which may block on the disk, without holding up the other tasks of a
+/// multi-threaded runtime (they move to another thread meanwhile); on any other thread, or a
+/// single-threaded runtime (tests), it simply runs.
+fn off_the_runtime<R>(work: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 /// A row of an in-place read, handing out columns as the pool's rows do (see
 /// [`Columns`]: the same decoding code serves both).
-pub(crate) struct InPlaceRow<'a, 's>(&'a rusqlite::Row<'s>);
+pub(crate) struct InPlaceRow<'a, 's>(pub(crate) &'a rusqlite::Row<'s>);
 
 impl InPlaceRow<'_, '_> {
     fn value(&self, name: &'static str) -> MetaResult<ValueRef<'_>> {
@@ -279,5 +416,97 @@ mod tests {
         reads.close();
         assert!(reads.read_row(ROW, (1,), |r| r.opt_int("n")).is_none());
         assert_eq!(reads.served(), 1);
+    }
+
+    fn count(path: &std::path::Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_write_commits_refuses_or_leaves_the_work_to_the_pool_as_told() {
+        let (_dir, path) = database();
+        let store = InPlace::new(path.clone());
+        let insert =
+            |tx: &Transaction<'_>, id: i64| tx.execute("INSERT INTO t (id, n) VALUES (?, 1)", [id]);
+        // Committed: on disk, counted; the connection commits as the pool's writers do.
+        let settings = store.write(|tx| {
+            insert(tx, 10)?;
+            let sync: i64 = tx.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+            let fks: i64 = tx.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+            let journal: String = tx.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+            Ok(Written::Commit((sync, fks, journal)))
+        });
+        assert_eq!(
+            settings.unwrap().unwrap(),
+            (2, 1, "wal".to_string()),
+            "FULL, on, WAL"
+        );
+        assert_eq!(count(&path), 4);
+        // Refused: rolled back, the refusal is the answer.
+        let refused = store.write(|tx| {
+            insert(tx, 11)?;
+            Ok(Written::<()>::Refuse(MetaError::QuotaExceeded))
+        });
+        assert!(matches!(refused, Some(Err(MetaError::QuotaExceeded))));
+        // Left to the pool, or a statement SQLite refuses: rolled back, `None`.
+        assert!(
+            store
+                .write(|tx| {
+                    insert(tx, 12)?;
+                    Ok(Written::<()>::Elsewhere)
+                })
+                .is_none()
+        );
+        assert!(
+            store
+                .write(|tx| {
+                    insert(tx, 13)?;
+                    insert(tx, 1)?;
+                    Ok(Written::Commit(()))
+                })
+                .is_none()
+        );
+        assert_eq!(count(&path), 4, "only the committed row is there");
+        assert_eq!(store.written(), 1);
+        // The connection is opened again after a refused statement, and works.
+        assert!(matches!(
+            store.write(|tx| insert(tx, 14).map(Written::Commit)),
+            Some(Ok(1))
+        ));
+        assert_eq!(count(&path), 5);
+        // Closed: nothing is written here any more.
+        store.close();
+        assert!(
+            store
+                .write(|tx| insert(tx, 15).map(Written::Commit))
+                .is_none()
+        );
+        assert_eq!(count(&path), 5);
+    }
+
+    #[test]
+    fn a_write_that_cannot_be_made_here_is_left_to_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        // No such file: the writer never creates one (the pool creates and migrates it).
+        let store = InPlace::new(dir.path().join("missing.db"));
+        assert!(store.write(|_| Ok(Written::Commit(()))).is_none());
+        assert!(!dir.path().join("missing.db").exists());
+    }
+
+    /// On a multi-threaded runtime the transaction runs off the runtime's worker (its sync
+    /// would hold up the worker's other tasks); the write still lands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_on_a_multi_threaded_runtime_lands() {
+        let (_dir, path) = database();
+        let store = InPlace::new(path.clone());
+        let on_worker = store.write(|tx| {
+            tx.execute("INSERT INTO t (id) VALUES (20)", [])?;
+            Ok(Written::Commit(()))
+        });
+        assert!(matches!(on_worker, Some(Ok(()))));
+        assert_eq!(count(&path), 4);
     }
 }

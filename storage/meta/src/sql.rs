@@ -14,6 +14,7 @@
 //! is never retried: its outcome is unknown, so the caller hears `Unavailable` and decides.
 
 mod accounts;
+mod commit_in_place;
 mod namespace;
 mod rotation;
 
@@ -422,6 +423,12 @@ impl<D: Dialect> SqlStore<D> {
     #[doc(hidden)]
     pub fn reads_in_place(&self) -> u64 {
         self.in_place.as_ref().map_or(0, |r| r.served())
+    }
+
+    /// How many commits this store made in place (always 0 if it cannot).
+    #[doc(hidden)]
+    pub fn writes_in_place(&self) -> u64 {
+        self.in_place.as_ref().map_or(0, |r| r.written())
     }
 
     /// `host:port/database` (MySQL) or the file (SQLite), without credentials: for log lines.
@@ -881,6 +888,14 @@ impl NamespaceStore for SqlStore<D> {
     }
 
     async fn commit_file(&self, file: &CommitFile) -> MetaResult<CommitOutcome> {
+        if let Some(in_place) = &self.in_place
+            && commit_in_place::handles(file)
+        {
+            let _writer = self.lock_writer().await;
+            if let Some(done) = in_place.write(|tx| commit_in_place::commit_file(tx, file)) {
+                return done;
+            }
+        }
         transaction!(self, Target::Main, |conn| Sql::<D>::commit_file(conn, file))
     }
 

@@ -31,7 +31,7 @@ use crate::{MetaError, MetaResult, SchemaStore};
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long a connection waits for another process's write lock before `Unavailable`.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request waits for a pooled connection before `Unavailable`.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections of a file database: readers run in parallel, writers take turns.

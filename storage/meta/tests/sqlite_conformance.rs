@@ -61,19 +61,31 @@ async fn whole_suite_runs_twice_on_one_database() {
     conformance::run_all(&store).await;
 }
 
-/// Point reads of a file store run in place, on the calling thread (`in_place.rs`): the whole
-/// suite, whose checks compare what is read with what was written, passes with them, and
-/// they were used; an in-memory store reads everything through its pool.
+/// Point reads and file commits of a file store run in place, on the calling thread
+/// (`in_place.rs`, `sql/commit_in_place.rs`): the whole suite, whose checks compare what is
+/// read with what was written, passes with them, and both were used; an in-memory store reads
+/// and commits everything through its pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn point_reads_of_a_file_store_run_in_place_and_pass_the_whole_suite() {
+async fn point_reads_and_commits_of_a_file_store_run_in_place_and_pass_the_whole_suite() {
     let (store, _dir) = file_store().await;
     conformance::run_all(&store).await;
-    let in_place = store.reads_in_place();
-    println!("reads answered in place during the suite: {in_place}");
-    assert!(in_place > 0, "no read was answered in place");
+    let (reads, commits) = (store.reads_in_place(), store.writes_in_place());
+    println!("answered in place during the suite: {reads} reads, {commits} commits");
+    assert!(reads > 0, "no read was answered in place");
+    assert!(commits > 0, "no commit was made in place");
     let memory = memory_store().await;
     conformance::run_all(&memory).await;
-    assert_eq!(memory.reads_in_place(), 0);
+    assert_eq!((memory.reads_in_place(), memory.writes_in_place()), (0, 0));
+}
+
+/// Each commit an upload makes (a new name, a replace of the version read) is made in place on
+/// a file store: the four that succeed in `commits_as_uploads_make_them`, and none of its
+/// refusals (those roll back, or are answered by the pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_commits_of_a_file_store_are_made_in_place() {
+    let (store, _dir) = file_store().await;
+    conformance::commits_as_uploads_make_them(&store).await;
+    assert_eq!(store.writes_in_place(), 4);
 }
 
 /// The tenant most tests create (id 4242).

@@ -98,6 +98,170 @@ macro_rules! read_quota {
     };
 }
 
+/// Inserts a new file node if its folder exists and the name is free there: the values of
+/// [`new_file_params`], then the tenant, the folder's id and [`KIND_DIR`].
+pub(super) const INSERT_FILE_IF_FREE: &str = concat!(
+    "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, \
+     mtime_ms, ctime_ms, version, size, object_key, content_id, wrapped_dek, \
+     key_version, chunk_size, content_hash_enc, name_key_version, inline_object) \
+     SELECT ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ? ",
+    "WHERE EXISTS (SELECT 1 FROM nodes WHERE tenant_id = ? AND id = ? AND kind = ?)"
+);
+/// Inserts a new file node: the values of [`new_file_params`].
+const INSERT_FILE: &str = "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, \
+     mtime_ms, ctime_ms, version, size, object_key, content_id, wrapped_dek, \
+     key_version, chunk_size, content_hash_enc, name_key_version, inline_object) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+/// Gives a file new content if it is still at the version read: the values of
+/// [`replace_params`].
+pub(super) const REPLACE_CONTENT: &str = "UPDATE nodes SET size = ?, object_key = ?, content_id = ?, wrapped_dek = ?, \
+     key_version = ?, chunk_size = ?, content_hash_enc = ?, inline_object = ?, \
+     mtime_ms = ?, version = version + 1 WHERE tenant_id = ? AND id = ? AND version = ?";
+/// The quota a commit checks (after its own statements, so its row counts).
+pub(super) const QUOTA: &str = read_quota!();
+
+/// A value of a statement that both the pool and the SQLite writer of `in_place.rs` run
+/// (`sql/commit_in_place.rs`): each statement's values are listed once, and either binds them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Param<'a> {
+    Int(i64),
+    Text(&'a str),
+    Blob(&'a [u8]),
+    OptBlob(Option<&'a [u8]>),
+}
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match *self {
+            Self::Int(v) => ValueRef::Integer(v),
+            Self::Text(v) => ValueRef::Text(v.as_bytes()),
+            Self::Blob(v) => ValueRef::Blob(v),
+            Self::OptBlob(None) => ValueRef::Null,
+            Self::OptBlob(Some(v)) => ValueRef::Blob(v),
+        }))
+    }
+}
+
+/// The values of a new file's row, in the order both inserts name its columns.
+pub(super) fn new_file_params(file: &CommitFile) -> [Param<'_>; 17] {
+    let c = &file.content;
+    [
+        Param::Int(file.new_id),
+        Param::Int(file.tenant_id),
+        Param::Int(file.parent_id),
+        Param::Text(KIND_FILE),
+        Param::Blob(&file.name_enc),
+        Param::Blob(&file.name_index),
+        Param::Int(file.mtime_ms),
+        Param::Int(file.now_ms),
+        Param::Int(c.size),
+        Param::Text(&c.object_key),
+        Param::Blob(&c.content_id),
+        Param::Blob(&c.wrapped_dek),
+        Param::Int(i64::from(c.key_version)),
+        Param::Int(i64::from(c.chunk_size)),
+        Param::Blob(&c.content_hash_enc),
+        // A new file's name is encrypted with the keys that wrap its data key.
+        Param::Int(i64::from(c.key_version)),
+        Param::OptBlob(file.inline_object.as_deref()),
+    ]
+}
+
+/// The values of [`INSERT_FILE_IF_FREE`].
+pub(super) fn insert_if_free_params(file: &CommitFile) -> Vec<Param<'_>> {
+    let mut params = new_file_params(file).to_vec();
+    params.extend([
+        Param::Int(file.tenant_id),
+        Param::Int(file.parent_id),
+        Param::Text(KIND_DIR),
+    ]);
+    params
+}
+
+/// The values of [`REPLACE_CONTENT`] giving `old` the content of `file`.
+pub(super) fn replace_params<'a>(file: &'a CommitFile, old: &Node) -> [Param<'a>; 12] {
+    let c = &file.content;
+    [
+        Param::Int(c.size),
+        Param::Text(&c.object_key),
+        Param::Blob(&c.content_id),
+        Param::Blob(&c.wrapped_dek),
+        Param::Int(i64::from(c.key_version)),
+        Param::Int(i64::from(c.chunk_size)),
+        Param::Blob(&c.content_hash_enc),
+        Param::OptBlob(file.inline_object.as_deref()),
+        Param::Int(file.mtime_ms),
+        Param::Int(old.tenant_id),
+        Param::Int(old.id),
+        Param::Int(old.version),
+    ]
+}
+
+/// What replacing the content of `old` (updated by [`REPLACE_CONTENT`]) with `file`'s gives:
+/// the outcome, the bytes it adds, and the superseded object, unless the new version reuses it.
+pub(super) fn replaced(old: Node, file: &CommitFile) -> (CommitOutcome, i64, Option<FileContent>) {
+    let old_size = old.content.as_ref().map_or(0, |o| o.size);
+    let superseded = old
+        .content
+        .clone()
+        .filter(|o| o.object_key != file.content.object_key);
+    let node = Node {
+        mtime_ms: file.mtime_ms,
+        version: old.version + 1,
+        content: Some(file.stored_content()),
+        ..old
+    };
+    (
+        CommitOutcome {
+            node,
+            created: false,
+        },
+        file.content.size - old_size,
+        superseded,
+    )
+}
+
+/// The statements every commit runs after its node is written, with their values: queue a
+/// superseded object (see [`Sql::discard_object_key`]), queue the new object for replication,
+/// drop the upload's row. The quota check comes after them.
+pub(super) fn after_commit_steps<'a>(
+    file: &'a CommitFile,
+    superseded: Option<&'a FileContent>,
+) -> Vec<(&'static str, Vec<Param<'a>>)> {
+    let mut steps = Vec::with_capacity(4);
+    if let Some(old) = superseded {
+        if !old.inline {
+            steps.push((
+                queue_garbage!(),
+                vec![Param::Text(&old.object_key), Param::Int(file.now_ms)],
+            ));
+        }
+        steps.push((
+            queue_copy!(),
+            queue_params(&old.object_key, ReplicationOp::Delete, file.now_ms),
+        ));
+    }
+    steps.push((
+        queue_copy!(),
+        queue_params(&file.content.object_key, ReplicationOp::Copy, file.now_ms),
+    ));
+    if let Some(upload_id) = file.upload_id {
+        steps.push((drop_upload!(), vec![Param::Int(upload_id)]));
+    }
+    steps
+}
+
+/// The values of `queue_copy!`: a replication job, due at once.
+fn queue_params(object_key: &str, op: ReplicationOp, now_ms: i64) -> Vec<Param<'_>> {
+    vec![
+        Param::Text(object_key),
+        Param::Text(op_column(op)),
+        Param::Int(now_ms),
+        Param::Int(now_ms),
+    ]
+}
+
 const TENANT_QUOTA: Locking = locking!("SELECT quota_bytes FROM tenants WHERE id = ?");
 pub(super) const LOGIN_FAILURES: Locking =
     locking!("SELECT failed_count, first_failure_ms, locked_until_ms FROM users WHERE id = ?");
@@ -373,41 +537,17 @@ impl Sql<D> {
         superseded: Option<&FileContent>,
     ) -> TxResult<()> {
         let check = file.enforce_quota && growth > 0;
+        let steps = after_commit_steps(file, superseded);
         if D::MULTI_STATEMENT {
             // Static fragments only: the statement varies in which parts it has, never in
             // what a caller supplies.
-            let mut sql = String::new();
-            if let Some(old) = superseded {
-                if !old.inline {
-                    sql.push_str(queue_garbage!());
-                }
-                sql.push_str(queue_copy!());
-            }
-            sql.push_str(queue_copy!());
-            if file.upload_id.is_some() {
-                sql.push_str(drop_upload!());
-            }
+            let mut sql: String = steps.iter().map(|(sql, _)| *sql).collect();
             if check {
-                sql.push_str(read_quota!());
+                sql.push_str(QUOTA);
             }
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            if let Some(old) = superseded {
-                if !old.inline {
-                    query = query.bind(old.object_key.as_str()).bind(file.now_ms);
-                }
-                query = query
-                    .bind(old.object_key.as_str())
-                    .bind(op_column(ReplicationOp::Delete))
-                    .bind(file.now_ms)
-                    .bind(file.now_ms);
-            }
-            query = query
-                .bind(file.content.object_key.as_str())
-                .bind(op_column(ReplicationOp::Copy))
-                .bind(file.now_ms)
-                .bind(file.now_ms);
-            if let Some(upload_id) = file.upload_id {
-                query = query.bind(upload_id);
+            for (_, params) in &steps {
+                query = Self::bind_params(query, params);
             }
             if !check {
                 query.execute(&mut *conn).await?;
@@ -421,14 +561,8 @@ impl Sql<D> {
             let quota = row.opt_int("quota_bytes")?;
             return Self::check_quota(conn, file.tenant_id, quota).await;
         }
-        if let Some(old) = superseded {
-            Self::discard_object_key(conn, &old.object_key, old.inline, file.now_ms).await?;
-        }
-        Self::queue_replication(conn, &file.content.object_key, ReplicationOp::Copy, file.now_ms)
-            .await?;
-        if let Some(upload_id) = file.upload_id {
-            sqlx::query(drop_upload!())
-                .bind(upload_id)
+        for (sql, params) in &steps {
+            Self::bind_params(sqlx::query(*sql), params)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -440,6 +574,19 @@ impl Sql<D> {
             None => Self::lock_tenant(conn, file.tenant_id).await?,
         };
         Self::check_quota(conn, file.tenant_id, quota).await
+    }
+
+    /// Binds `params` to `query`, in order.
+    fn bind_params(mut query: super::Query<D>, params: &[Param<'_>]) -> super::Query<D> {
+        for param in params {
+            query = match *param {
+                Param::Int(v) => query.bind(v),
+                Param::Text(v) => query.bind(v),
+                Param::Blob(v) => query.bind(v),
+                Param::OptBlob(v) => query.bind(v),
+            };
+        }
+        query
     }
 
     /// Refuses a commit that took the tenant's usage beyond its quota (`None`: no quota).
@@ -459,19 +606,10 @@ impl Sql<D> {
         conn: &mut Conn<D>,
         file: &CommitFile,
     ) -> TxResult<Option<CommitOutcome>> {
-        let inserted = Self::bind_new_file(
-            sqlx::query(concat!(
-                "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, \
-                 mtime_ms, ctime_ms, version, size, object_key, content_id, wrapped_dek, \
-                 key_version, chunk_size, content_hash_enc, name_key_version, inline_object) \
-                 SELECT ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ? ",
-                "WHERE EXISTS (SELECT 1 FROM nodes WHERE tenant_id = ? AND id = ? AND kind = ?)"
-            )),
-            file,
+        let inserted = Self::bind_params(
+            sqlx::query(INSERT_FILE_IF_FREE),
+            &insert_if_free_params(file),
         )
-        .bind(file.tenant_id)
-        .bind(file.parent_id)
-        .bind(KIND_DIR)
         .execute(&mut *conn)
         .await;
         match inserted {
@@ -491,17 +629,9 @@ impl Sql<D> {
     /// outcome and the bytes it adds. A unique violation means another node won the name
     /// after all: the attempt is retried.
     async fn insert_file(conn: &mut Conn<D>, file: &CommitFile) -> TxResult<(CommitOutcome, i64)> {
-        let inserted = Self::bind_new_file(
-            sqlx::query(
-                "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, \
-                 mtime_ms, ctime_ms, version, size, object_key, content_id, wrapped_dek, \
-                 key_version, chunk_size, content_hash_enc, name_key_version, inline_object) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ),
-            file,
-        )
-        .execute(conn)
-        .await;
+        let inserted = Self::bind_params(sqlx::query(INSERT_FILE), &new_file_params(file))
+            .execute(conn)
+            .await;
         match inserted {
             Err(error) if is_unique_violation(&error) => return Err(TxError::RaceLost),
             other => other?,
@@ -515,30 +645,6 @@ impl Sql<D> {
         ))
     }
 
-    /// Binds the columns of a new file node, in the order both inserts name them.
-    fn bind_new_file(query: super::Query<D>, file: &CommitFile) -> super::Query<D> {
-        let c = &file.content;
-        query
-            .bind(file.new_id)
-            .bind(file.tenant_id)
-            .bind(file.parent_id)
-            .bind(KIND_FILE)
-            .bind(file.name_enc.as_slice())
-            .bind(file.name_index.as_slice())
-            .bind(file.mtime_ms)
-            .bind(file.now_ms)
-            .bind(c.size)
-            .bind(c.object_key.as_str())
-            .bind(c.content_id.as_slice())
-            .bind(c.wrapped_dek.as_slice())
-            .bind(i64::from(c.key_version))
-            .bind(i64::from(c.chunk_size))
-            .bind(c.content_hash_enc.as_slice())
-            // A new file's name is encrypted with the keys that wrap its data key.
-            .bind(i64::from(c.key_version))
-            .bind(file.inline_object.as_deref())
-    }
-
     /// Gives an existing file new content, keeping its id and name; the old object becomes
     /// garbage.
     async fn replace_content(
@@ -546,49 +652,13 @@ impl Sql<D> {
         old: Node,
         file: &CommitFile,
     ) -> TxResult<(CommitOutcome, i64, Option<FileContent>)> {
-        let c = &file.content;
-        let updated = sqlx::query(
-            "UPDATE nodes SET size = ?, object_key = ?, content_id = ?, wrapped_dek = ?, \
-             key_version = ?, chunk_size = ?, content_hash_enc = ?, inline_object = ?, \
-             mtime_ms = ?, version = version + 1 WHERE tenant_id = ? AND id = ? AND version = ?",
-        )
-        .bind(c.size)
-        .bind(c.object_key.as_str())
-        .bind(c.content_id.as_slice())
-        .bind(c.wrapped_dek.as_slice())
-        .bind(i64::from(c.key_version))
-        .bind(i64::from(c.chunk_size))
-        .bind(c.content_hash_enc.as_slice())
-        .bind(file.inline_object.as_deref())
-        .bind(file.mtime_ms)
-        .bind(old.tenant_id)
-        .bind(old.id)
-        .bind(old.version)
-        .execute(&mut *conn)
-        .await?;
+        let updated = Self::bind_params(sqlx::query(REPLACE_CONTENT), &replace_params(file, &old))
+            .execute(&mut *conn)
+            .await?;
         if D::rows_affected(&updated) != 1 {
             return Err(MetaError::Conflict.into());
         }
-        let old_size = old.content.as_ref().map_or(0, |o| o.size);
-        // The superseded object, unless the new version reuses it.
-        let superseded = old
-            .content
-            .clone()
-            .filter(|o| o.object_key != c.object_key);
-        let node = Node {
-            mtime_ms: file.mtime_ms,
-            version: old.version + 1,
-            content: Some(file.stored_content()),
-            ..old
-        };
-        Ok((
-            CommitOutcome {
-                node,
-                created: false,
-            },
-            c.size - old_size,
-            superseded,
-        ))
+        Ok(replaced(old, file))
     }
 
     /// Queues an object no row refers to any more: for the garbage collector (both stores)
