@@ -98,20 +98,26 @@ macro_rules! read_quota {
     };
 }
 
+/// The columns of a new file's row, in the order of [`new_file_params`].
+macro_rules! insert_file_into {
+    () => {
+        "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, mtime_ms, \
+         ctime_ms, version, size, object_key, content_id, wrapped_dek, key_version, chunk_size, \
+         content_hash_enc, name_key_version, inline_object) "
+    };
+}
 /// Inserts a new file node if its folder exists and the name is free there: the values of
 /// [`new_file_params`], then the tenant, the folder's id and [`KIND_DIR`].
 pub(super) const INSERT_FILE_IF_FREE: &str = concat!(
-    "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, \
-     mtime_ms, ctime_ms, version, size, object_key, content_id, wrapped_dek, \
-     key_version, chunk_size, content_hash_enc, name_key_version, inline_object) \
-     SELECT ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ? ",
+    insert_file_into!(),
+    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ? ",
     "WHERE EXISTS (SELECT 1 FROM nodes WHERE tenant_id = ? AND id = ? AND kind = ?)"
 );
 /// Inserts a new file node: the values of [`new_file_params`].
-const INSERT_FILE: &str = "INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, \
-     mtime_ms, ctime_ms, version, size, object_key, content_id, wrapped_dek, \
-     key_version, chunk_size, content_hash_enc, name_key_version, inline_object) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const INSERT_FILE: &str = concat!(
+    insert_file_into!(),
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+);
 /// Gives a file new content if it is still at the version read: the values of
 /// [`replace_params`].
 pub(super) const REPLACE_CONTENT: &str = "UPDATE nodes SET size = ?, object_key = ?, content_id = ?, wrapped_dek = ?, \
