@@ -1,4 +1,5 @@
-//! How the SQLite store makes a commit durable: with `fdatasync`, never `fsync`.
+//! How the SQLite store makes a commit durable: with `fdatasync`, never `fsync`, and a file's
+//! commit made in place (`in_place.rs`) syncs the write-ahead log before it returns.
 //!
 //! The SQLite that libsqlite3-sys bundles calls `fsync` unless it is compiled with
 //! `HAVE_FDATASYNC`; the workspace's `.cargo/config.toml` sets that flag (docs/PERFORMANCE.md,
@@ -10,7 +11,7 @@
 
 use std::process::{Command, Stdio};
 
-use coffer_meta::{SqliteStore, TenantStore};
+use coffer_meta::{CommitFile, FileContent, NamespaceStore, SqliteStore, TenantStore};
 
 #[path = "support/tenant.rs"]
 mod tenant;
@@ -34,7 +35,7 @@ fn a_sqlite_commit_is_made_durable_with_fdatasync_not_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("strace.out");
     let status = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=fsync,fdatasync", "-o"])
+        .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o"])
         .arg(&trace)
         .arg(std::env::current_exe().unwrap())
         .args(["--exact", TEST_NAME, "--test-threads=1"])
@@ -60,9 +61,20 @@ fn a_sqlite_commit_is_made_durable_with_fdatasync_not_fsync() {
         "SQLite called fsync (built without HAVE_FDATASYNC?):\n{}",
         fsyncs.join("\n")
     );
+    // The file's commit ran in place, on the child's test thread (its runtime has that one
+    // thread; the pool's statements run on threads of their own): that thread synced the
+    // write-ahead log (`synchronous=FULL` on the in-place connection too).
+    let tid = std::fs::read_to_string(dir.path().join("child.tid")).unwrap();
+    let on_test_thread = format!("{tid} fdatasync(");
+    assert!(
+        calls
+            .lines()
+            .any(|l| l.starts_with(&on_test_thread) && l.contains("meta.db-wal>")),
+        "the file's commit made in place did not sync the write-ahead log:\n{calls}"
+    );
 }
 
-/// The child: a new database file, its schema, one tenant committed, closed.
+/// The child: a new database file, its schema, one tenant and one file committed, closed.
 fn commit_one_tenant(dir: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -72,7 +84,37 @@ fn commit_one_tenant(dir: &str) {
         let path = std::path::Path::new(dir).join("meta.db");
         let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
         store.migrate().await.unwrap();
-        store.create_tenant(&tenant_spec(7, "sync")).await.unwrap();
+        let tenant = store.create_tenant(&tenant_spec(7, "sync")).await.unwrap();
+        // "PID/task/TID": the thread the runtime (and so the in-place commit) runs on.
+        let thread = std::fs::read_link("/proc/thread-self").unwrap();
+        let tid = thread.file_name().unwrap().to_str().unwrap().to_owned();
+        std::fs::write(std::path::Path::new(dir).join("child.tid"), tid).unwrap();
+        let file = CommitFile {
+            new_id: 100,
+            tenant_id: tenant.id,
+            parent_id: tenant.root_node_id,
+            name_enc: vec![1; 40],
+            name_index: vec![2; 32],
+            content: FileContent {
+                size: 4,
+                object_key: "0123456789abcdef0123456789abcdef".into(),
+                content_id: vec![3; 16],
+                wrapped_dek: vec![4; 72],
+                key_version: 1,
+                chunk_size: 65_536,
+                content_hash_enc: vec![5; 60],
+                inline: false,
+            },
+            inline_object: Some(vec![6; 60]),
+            mtime_ms: 1_700_000_000_000,
+            now_ms: 1_700_000_000_000,
+            expect_node: None,
+            expect_absent: true,
+            upload_id: None,
+            enforce_quota: true,
+        };
+        assert!(store.commit_file(&file).await.unwrap().created);
+        assert_eq!(store.writes_in_place(), 1, "the commit was made in place");
         store.close().await;
     });
 }
