@@ -20,6 +20,9 @@ use tenant::tenant_spec;
 
 /// Set in the child's environment: the directory to commit in.
 const CHILD_DIR: &str = "COFFER_SQLITE_SYNC_CHILD_DIR";
+/// Files the child creates just before and just after the file's commit.
+const COMMIT_BEGINS: &str = "commit-begins.marker";
+const COMMIT_ENDS: &str = "commit-ends.marker";
 const TEST_NAME: &str = "a_sqlite_commit_is_made_durable_with_fdatasync_not_fsync";
 
 #[test]
@@ -35,7 +38,7 @@ fn a_sqlite_commit_is_made_durable_with_fdatasync_not_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("strace.out");
     let status = Command::new("strace")
-        .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o"])
+        .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync,openat", "-o"])
         .arg(&trace)
         .arg(std::env::current_exe().unwrap())
         .args(["--exact", TEST_NAME, "--test-threads=1"])
@@ -61,18 +64,23 @@ fn a_sqlite_commit_is_made_durable_with_fdatasync_not_fsync() {
         "SQLite called fsync (built without HAVE_FDATASYNC?):\n{}",
         fsyncs.join("\n")
     );
-    // The file's commit ran in place, on the child's test thread (its runtime has that one
-    // thread; the pool's statements run on threads of their own): that thread synced the
-    // write-ahead log (`synchronous=FULL` on the in-place connection too).
-    let tid = std::fs::read_to_string(dir.path().join("child.tid")).unwrap();
-    // strace pads the thread id to a width of its own: compare the first field.
+    // The file's commit (made in place: the child checks) synced the write-ahead log before
+    // it returned: between the marker files the child opens around it (`synchronous=FULL` on
+    // the in-place connection too; closing the store syncs again, after the second marker).
+    let lines: Vec<&str> = calls.lines().collect();
+    let marker = |name: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains("openat(") && l.contains(name))
+            .unwrap_or_else(|| panic!("no {name} in the trace:\n{calls}"))
+    };
+    let (begins, ends) = (marker(COMMIT_BEGINS), marker(COMMIT_ENDS));
     assert!(
-        calls.lines().any(|l| {
-            l.split_whitespace().next() == Some(tid.as_str())
-                && l.contains("fdatasync(")
-                && l.contains("meta.db-wal>")
-        }),
-        "the file's commit made in place did not sync the write-ahead log:\n{calls}"
+        lines[begins..ends]
+            .iter()
+            .any(|l| l.contains("fdatasync(") && l.contains("meta.db-wal>")),
+        "the file's commit made in place did not sync the write-ahead log:\n{}",
+        lines[begins..=ends].join("\n")
     );
 }
 
@@ -87,10 +95,6 @@ fn commit_one_tenant(dir: &str) {
         let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
         store.migrate().await.unwrap();
         let tenant = store.create_tenant(&tenant_spec(7, "sync")).await.unwrap();
-        // "PID/task/TID": the thread the runtime (and so the in-place commit) runs on.
-        let thread = std::fs::read_link("/proc/thread-self").unwrap();
-        let tid = thread.file_name().unwrap().to_str().unwrap().to_owned();
-        std::fs::write(std::path::Path::new(dir).join("child.tid"), tid).unwrap();
         let file = CommitFile {
             new_id: 100,
             tenant_id: tenant.id,
@@ -115,7 +119,10 @@ fn commit_one_tenant(dir: &str) {
             upload_id: None,
             enforce_quota: true,
         };
+        let marker = |name: &str| std::fs::File::create(std::path::Path::new(dir).join(name));
+        marker(COMMIT_BEGINS).unwrap();
         assert!(store.commit_file(&file).await.unwrap().created);
+        marker(COMMIT_ENDS).unwrap();
         assert_eq!(store.writes_in_place(), 1, "the commit was made in place");
         store.close().await;
     });
