@@ -86,7 +86,8 @@ impl SqliteStore {
     /// path: WAL journal, `synchronous=FULL` (a commit is on disk before the caller hears of
     /// it) except for bookkeeping writes (see [`SqlStore`]), foreign keys on, a 5 s busy
     /// timeout. Call [`SqliteStore::migrate`] next. Point reads by a unique key run on the
-    /// calling thread through read-only connections of their own (`in_place.rs`).
+    /// calling thread through read-only connections of their own, and an upload's commit
+    /// through a read-write one with these settings (`in_place.rs`).
     pub async fn open(url: &str) -> MetaResult<Self> {
         let options = if url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url)

@@ -528,9 +528,9 @@ impl Sql<D> {
         }
     }
 
-    /// What every commit does after its node is written: queue a superseded object (see
-    /// [`Self::discard_object_key`]), queue the new object for replication, drop the upload's
-    /// row, and, when the commit grows the tenant's usage under an enforced quota, check the
+    /// What every commit does after its node is written: the statements of
+    /// [`after_commit_steps`] (queue a superseded object, queue the new object for
+    /// replication, drop the upload's row), and, when the commit grows the tenant's usage under an enforced quota, check the
     /// quota (`locked_quota` if the tenant's row was locked first, else read now). A change
     /// that shrinks usage is always allowed, so a tenant over a lowered quota can still clean
     /// up. Where the engine takes several statements in one query (SQLite), all of it is one
