@@ -149,10 +149,23 @@ impl rusqlite::ToSql for Param<'_> {
     }
 }
 
-/// The values of a new file's row, in the order both inserts name its columns.
-pub(super) fn new_file_params(file: &CommitFile) -> [Param<'_>; 17] {
-    let c = &file.content;
+/// The content columns a new row and a replace both write, in this order: `size`,
+/// `object_key`, `content_id`, `wrapped_dek`, `key_version`, `chunk_size`, `content_hash_enc`.
+fn content_params(c: &FileContent) -> [Param<'_>; 7] {
     [
+        Param::Int(c.size),
+        Param::Text(&c.object_key),
+        Param::Blob(&c.content_id),
+        Param::Blob(&c.wrapped_dek),
+        Param::Int(i64::from(c.key_version)),
+        Param::Int(i64::from(c.chunk_size)),
+        Param::Blob(&c.content_hash_enc),
+    ]
+}
+
+/// The values of a new file's row, in the order both inserts name its columns.
+pub(super) fn new_file_params(file: &CommitFile) -> Vec<Param<'_>> {
+    let mut params = vec![
         Param::Int(file.new_id),
         Param::Int(file.tenant_id),
         Param::Int(file.parent_id),
@@ -161,22 +174,19 @@ pub(super) fn new_file_params(file: &CommitFile) -> [Param<'_>; 17] {
         Param::Blob(&file.name_index),
         Param::Int(file.mtime_ms),
         Param::Int(file.now_ms),
-        Param::Int(c.size),
-        Param::Text(&c.object_key),
-        Param::Blob(&c.content_id),
-        Param::Blob(&c.wrapped_dek),
-        Param::Int(i64::from(c.key_version)),
-        Param::Int(i64::from(c.chunk_size)),
-        Param::Blob(&c.content_hash_enc),
+    ];
+    params.extend(content_params(&file.content));
+    params.extend([
         // A new file's name is encrypted with the keys that wrap its data key.
-        Param::Int(i64::from(c.key_version)),
+        Param::Int(i64::from(file.content.key_version)),
         Param::OptBlob(file.inline_object.as_deref()),
-    ]
+    ]);
+    params
 }
 
 /// The values of [`INSERT_FILE_IF_FREE`].
 pub(super) fn insert_if_free_params(file: &CommitFile) -> Vec<Param<'_>> {
-    let mut params = new_file_params(file).to_vec();
+    let mut params = new_file_params(file);
     params.extend([
         Param::Int(file.tenant_id),
         Param::Int(file.parent_id),
@@ -186,22 +196,16 @@ pub(super) fn insert_if_free_params(file: &CommitFile) -> Vec<Param<'_>> {
 }
 
 /// The values of [`REPLACE_CONTENT`] giving `old` the content of `file`.
-pub(super) fn replace_params<'a>(file: &'a CommitFile, old: &Node) -> [Param<'a>; 12] {
-    let c = &file.content;
-    [
-        Param::Int(c.size),
-        Param::Text(&c.object_key),
-        Param::Blob(&c.content_id),
-        Param::Blob(&c.wrapped_dek),
-        Param::Int(i64::from(c.key_version)),
-        Param::Int(i64::from(c.chunk_size)),
-        Param::Blob(&c.content_hash_enc),
+pub(super) fn replace_params<'a>(file: &'a CommitFile, old: &Node) -> Vec<Param<'a>> {
+    let mut params = content_params(&file.content).to_vec();
+    params.extend([
         Param::OptBlob(file.inline_object.as_deref()),
         Param::Int(file.mtime_ms),
         Param::Int(old.tenant_id),
         Param::Int(old.id),
         Param::Int(old.version),
-    ]
+    ]);
+    params
 }
 
 /// What replacing the content of `old` (updated by [`REPLACE_CONTENT`]) with `file`'s gives:
