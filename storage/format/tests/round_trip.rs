@@ -51,7 +51,10 @@ fn chunks_sealed_in_place_open_in_place_at_boundary_sizes() {
                     .seal_chunk_in_place(index, is_final, &mut buf)
                     .unwrap();
                 assert_eq!(buf.len(), piece.len() + CHUNK_OVERHEAD);
-                if !piece.is_empty() {
+                // A piece of a few bytes can come out equal to its ciphertext by chance (one
+                // in 256 for a single byte: the nonce is random); from 16 bytes on the chance is
+                // 2^-128, so the check means something there and never fails by luck.
+                if piece.len() >= 16 {
                     assert_ne!(
                         &buf[NONCE_LEN..buf.len() - TAG_LEN],
                         piece,
