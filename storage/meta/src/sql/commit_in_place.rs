@@ -16,12 +16,12 @@ use rusqlite::{ErrorCode, OptionalExtension, Transaction, params_from_iter};
 use super::Dialect;
 use super::namespace::{
     INSERT_FILE_IF_FREE, NODE_BY_ID_PLAIN, QUOTA, REPLACE_CONTENT, after_commit_steps,
-    insert_if_free_params, replace_params, replaced,
+    checks_quota, insert_if_free_params, is_expected_file, replace_params, replaced,
 };
 use crate::in_place::{InPlaceRow, Written};
 use crate::rows;
 use crate::sqlite::SqliteDialect;
-use crate::{CommitFile, CommitOutcome, FileContent, MetaError, NodeKind};
+use crate::{CommitFile, CommitOutcome, FileContent, MetaError};
 
 /// Whether `file` is one of the two cases committed here (the others go to the pool at once).
 pub(crate) fn handles(file: &CommitFile) -> bool {
@@ -59,13 +59,7 @@ pub(crate) fn commit_file(
         .query_row((file.tenant_id, id), |row| Ok(rows::node(&InPlaceRow(row))))
         .optional()?;
     let old = match old {
-        Some(Ok(node))
-            if node.parent_id == Some(file.parent_id)
-                && node.version == version
-                && node.kind == NodeKind::File =>
-        {
-            node
-        }
+        Some(Ok(node)) if is_expected_file(&node, file, version) => node,
         Some(Err(corrupt)) => return Ok(Written::Refuse(corrupt)),
         Some(Ok(_)) | None => return Ok(Written::Elsewhere),
     };
@@ -91,7 +85,7 @@ fn after_commit(
     for (sql, params) in after_commit_steps(file, superseded) {
         tx.prepare_cached(sql)?.execute(params_from_iter(params))?;
     }
-    if !(file.enforce_quota && growth > 0) {
+    if !checks_quota(file, growth) {
         return Ok(Written::Commit(outcome));
     }
     let quota: Option<Option<i64>> = tx

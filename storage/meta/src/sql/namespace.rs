@@ -232,6 +232,18 @@ pub(super) fn replaced(old: Node, file: &CommitFile) -> (CommitOutcome, i64, Opt
     )
 }
 
+/// Whether `node` is the file a replace expects: the same folder, the version read, still a
+/// file (whatever blind index it is under now).
+pub(super) fn is_expected_file(node: &Node, file: &CommitFile, version: i64) -> bool {
+    node.parent_id == Some(file.parent_id) && node.version == version && node.kind == NodeKind::File
+}
+
+/// Whether a commit that adds `growth` bytes checks the tenant's quota: only one that grows
+/// usage under an enforced quota (a tenant over a lowered quota can still shrink files).
+pub(super) fn checks_quota(file: &CommitFile, growth: i64) -> bool {
+    file.enforce_quota && growth > 0
+}
+
 /// The statements every commit runs after its node is written, with their values: queue a
 /// superseded object (see [`Sql::discard_object_key`]), queue the new object for replication,
 /// drop the upload's row. The quota check comes after them.
@@ -519,13 +531,7 @@ impl Sql<D> {
         version: i64,
     ) -> TxResult<Option<Node>> {
         match Self::node(conn, file.tenant_id, id).await {
-            Ok(node)
-                if node.parent_id == Some(file.parent_id)
-                    && node.version == version
-                    && node.kind == NodeKind::File =>
-            {
-                Ok(Some(node))
-            }
+            Ok(node) if is_expected_file(&node, file, version) => Ok(Some(node)),
             Ok(_) => Ok(None),
             Err(TxError::Meta(MetaError::NotFound)) => Ok(None),
             Err(e) => Err(e),
@@ -546,7 +552,7 @@ impl Sql<D> {
         locked_quota: Option<Option<i64>>,
         superseded: Option<&FileContent>,
     ) -> TxResult<()> {
-        let check = file.enforce_quota && growth > 0;
+        let check = checks_quota(file, growth);
         let steps = after_commit_steps(file, superseded);
         if D::MULTI_STATEMENT {
             // Static fragments only: the statement varies in which parts it has, never in
