@@ -2107,6 +2107,26 @@ pub async fn commits_as_uploads_make_them(store: &dyn MetadataStore) {
     assert!(!is_garbage(store, &second.content.object_key).await);
     assert!(has_job(store, &second.content.object_key, ReplicationOp::Delete).await);
 
+    // Another tenant cannot commit into this tenant's folder, nor replace its file by id.
+    let other = tenant(store, None).await;
+    let intruder = CommitFile {
+        expect_absent: true,
+        ..new_file(&other, dir.id, &name_index(), 10)
+    };
+    assert!(store.commit_file(&intruder).await.is_err());
+    assert_fails!(
+        store.node(other.id, intruder.new_id).await,
+        MetaError::NotFound
+    );
+    assert_fails!(store.node(t.id, intruder.new_id).await, MetaError::NotFound);
+    let hijack = CommitFile {
+        expect_node: Some((made.node.id, 3)),
+        ..new_file(&other, dir.id, &index, 10)
+    };
+    assert!(store.commit_file(&hijack).await.is_err());
+    assert_eq!(store.node(t.id, made.node.id).await.unwrap(), node3);
+    assert!(!has_job(store, &hijack.content.object_key, ReplicationOp::Copy).await);
+
     // A replace of a version that is gone: refused, nothing changes.
     let stale = upload(5, &index, Some((made.node.id, 2)));
     assert_fails!(store.commit_file(&stale).await, MetaError::Conflict);
