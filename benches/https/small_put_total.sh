@@ -9,7 +9,10 @@
 # upload and in the 8 s after it (the background replication the upload caused), and how many
 # objects the replica directory holds at the end (1000 once replication is complete). Extra
 # TOML for the configuration file can be given in EXTRA, e.g.
-# EXTRA=$'[storage.replica]\nkind = "none"'.
+# EXTRA=$'[storage.replica]\nkind = "none"'. QUOTA_FILES=N gives the user's tenant a quota of
+# 1 TB and N more files before the server starts (rows of 4 KiB files written into meta.db with
+# sqlite3, no objects behind them: they only weigh on the queries, as a tenant's history does),
+# so that every upload checks the quota of a tenant with N files.
 #
 # Usage (from the repository root): benches/https/small_put_total.sh [-r ROUNDS] BIN [BIN ...]
 #   e.g. benches/https/small_put_total.sh -r 3 /tmp/coffer-old target/release/coffer
@@ -40,6 +43,22 @@ ${EXTRA:-}
 EOT
   env -i PATH="$PATH" HOME="$HOME" "$bin" --config "$work/coffer.toml" user add bench \
     --password-stdin <<< "bench password 1" > /dev/null
+  if [ -n "${QUOTA_FILES:-}" ]; then
+    sqlite3 "$work/data/meta.db" <<EOT
+UPDATE tenants SET quota_bytes = 1000000000000;
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $QUOTA_FILES)
+INSERT INTO nodes (id, tenant_id, parent_id, kind, name_enc, name_index, mtime_ms, ctime_ms,
+  version, size, object_key, content_id, wrapped_dek, key_version, chunk_size, content_hash_enc)
+SELECT 1000000000 + i, t.id, t.root_node_id, 'f', randomblob(40), randomblob(32), 0, 0, 1, 4096,
+  lower(hex(randomblob(16))), randomblob(16), randomblob(72), 1, 65536, randomblob(60)
+FROM n, tenants t;
+EOT
+    # A build that keeps a usage count (schema 7 on) counts the new rows too.
+    if sqlite3 "$work/data/meta.db" "SELECT 1 FROM sqlite_master WHERE name = 'tenant_usage'" | grep -q 1; then
+      sqlite3 "$work/data/meta.db" "DELETE FROM tenant_usage; INSERT INTO tenant_usage
+        SELECT tenant_id, 0, SUM(size), COUNT(*) FROM nodes WHERE kind = 'f' GROUP BY tenant_id"
+    fi
+  fi
   env -i PATH="$PATH" HOME="$HOME" "$bin" --config "$work/coffer.toml" serve > "$work/log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do curl -sk "https://127.0.0.1:$port/" -o /dev/null && break; sleep 0.1; done

@@ -145,6 +145,11 @@ async fn resync(vault: &Vault) -> anyhow::Result<()> {
 pub async fn fsck(vault: &Vault, args: &FsckArgs) -> anyhow::Result<()> {
     let report = vault.fsck(args.deep, args.repair).await?;
     for problem in &report.problems {
+        if problem.store == "usage" {
+            let repaired = if problem.repaired { " - recounted" } else { "" };
+            println!("usage: {}{repaired}", problem.problem);
+            continue;
+        }
         println!(
             "{} object {} (node {}): {}{}",
             problem.store,

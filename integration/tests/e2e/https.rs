@@ -73,7 +73,20 @@ impl Site {
 
     /// A site whose config has `extra` TOML appended.
     fn with(extra: &str) -> Self {
-        let env = Env::new(extra);
+        Self::set_up(Env::new(extra))
+    }
+
+    /// A site whose tenant has a quota of `bytes`.
+    fn with_quota(bytes: u64) -> Self {
+        let env = Env::new("");
+        env.ok(
+            &["tenant", "add", "acme", "--quota", &bytes.to_string()],
+            "",
+        );
+        Self::set_up(env)
+    }
+
+    fn set_up(env: Env) -> Self {
         env.add_user("acme", "alice", PASSWORD);
         let local = env.dir.path().join("local");
         std::fs::create_dir_all(&local).unwrap();
@@ -1532,4 +1545,85 @@ fn wrong_passwords_beside_a_cached_good_one_are_still_refused_counted_and_audite
         "the locked-out source is refused even with a cached password"
     );
     assert!(login_audits(&site, "alice", "throttled_name_address", 1) >= 1);
+}
+
+/// A tenant's quota, end to end: the upload that would take the tenant over it is refused
+/// (507, `quota_exceeded`) and leaves nothing; a replace by a smaller file and a delete make
+/// room. The count quotas are checked against is what `coffer fsck` checks: changed behind
+/// the server's back (in `meta.db`), it refuses an upload that fits, fsck names the tenant
+/// and both figures and fails, `fsck --repair` recounts, and the upload then goes through.
+#[test]
+fn a_tenant_quota_refuses_the_upload_beyond_it_and_fsck_repairs_a_drifted_count() {
+    let site = Site::with_quota(10_000);
+    let four = site.write_local("four.bin", &bytes(4_000, 1));
+    let one = site.write_local("one.bin", &bytes(1_000, 2));
+    assert_eq!(site.put(&four, "a.bin", &[]).status, 201);
+    assert_eq!(site.put(&four, "b.bin", &[]).status, 201);
+    let over = site.put(&four, "c.bin", &[]);
+    assert_eq!(over.status, 507, "{}", String::from_utf8_lossy(&over.body));
+    assert_eq!(over.code(), "quota_exceeded");
+    assert_eq!(
+        site.get("c.bin", &[]).status,
+        404,
+        "a refused upload leaves nothing"
+    );
+    assert_eq!(site.get("a.bin", &[]).body, bytes(4_000, 1));
+
+    // A smaller a.bin (5,000 used) makes room for c.bin (9,000).
+    assert!(site.put(&one, "a.bin", &[]).status / 100 == 2);
+    assert_eq!(site.put(&four, "c.bin", &[]).status, 201);
+    assert_eq!(site.put(&four, "d.bin", &[]).status, 507);
+    let del = site.alice(&["-X", "DELETE", &site.url("/api/v1/files/b.bin")]);
+    assert_eq!(del.status, 204);
+    assert_eq!(site.put(&four, "d.bin", &[]).status, 201);
+    // Clean once the replicator has copied the objects (fsck checks the replica too).
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let fsck = site.env.coffer(&["fsck"], "");
+        let text = String::from_utf8_lossy(&fsck.stdout).into_owned();
+        if fsck.status.success() {
+            assert!(text.contains("3 files, 0 problems"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "fsck never came clean: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+
+    // 9,000 bytes in 3 files; the count is made to say 14,000 in 4.
+    let db = site.env.data_dir().join("meta.db");
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .arg(".timeout 5000")
+        .arg("UPDATE tenant_usage SET bytes = bytes + 5000, files = files + 1")
+        .output()
+        .expect("sqlite3 is required for this test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        site.put(&one, "e.bin", &[]).status,
+        507,
+        "checked against the count"
+    );
+    let drifted = site.env.coffer(&["fsck"], "");
+    let text = String::from_utf8_lossy(&drifted.stdout);
+    assert!(
+        !drifted.status.success(),
+        "fsck must fail on a drifted count: {text}"
+    );
+    assert!(
+        text.contains("usage: tenant ")
+            && text.contains(
+                "the usage count says 14000 bytes in 4 files, its files hold 9000 bytes in 3"
+            ),
+        "{text}"
+    );
+    let repaired = site.env.ok(&["fsck", "--repair"], "");
+    assert!(repaired.contains(" - recounted"), "{repaired}");
+    assert!(repaired.contains("1 problems, 1 repaired"), "{repaired}");
+    assert!(site.env.ok(&["fsck"], "").contains("3 files, 0 problems"));
+    assert_eq!(site.put(&one, "e.bin", &[]).status, 201);
+    assert_eq!(site.put(&one, "f.bin", &[]).status, 507);
 }

@@ -284,8 +284,13 @@ pub trait NamespaceStore: Send + Sync + Debug {
     async fn rename(&self, rename: &RenameNode) -> MetaResult<()>;
     /// Sets the modification time of a node.
     async fn set_mtime(&self, tenant_id: i64, id: i64, mtime_ms: i64) -> MetaResult<()>;
-    /// Bytes and files used by a tenant's committed files.
+    /// Bytes and files used by a tenant's committed files: a count every change of a file
+    /// keeps, read in one query whatever the number of files.
     async fn usage(&self, tenant_id: i64) -> MetaResult<Usage>;
+    /// Compares the tenant's usage count with a recount of its file rows, read at one
+    /// instant; with `repair`, a count that differs is set to the recount. `NotFound` if there
+    /// is no such tenant.
+    async fn check_usage(&self, tenant_id: i64, repair: bool) -> MetaResult<UsageCheck>;
     /// The sealed object stored in the row of the committed file whose object key is
     /// `object_key` (a small object, [`FileContent::inline`]); `None` if no committed row has
     /// that key, or its object is in the primary store. Listings and lookups never load these

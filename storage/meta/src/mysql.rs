@@ -138,8 +138,15 @@ impl Dialect for MySqlDialect {
     const SERIAL_WRITERS: bool = false;
     const MULTI_STATEMENT: bool = false;
     /// `SUM` of a BIGINT is a DECIMAL in MySQL: cast it back.
-    const USAGE: &'static str = "SELECT CAST(COALESCE(SUM(size), 0) AS SIGNED) AS bytes, \
-                                 COUNT(*) AS files FROM nodes WHERE tenant_id = ? AND kind = 'f'";
+    const USAGE: &'static str = "SELECT CAST(COALESCE(SUM(bytes), 0) AS SIGNED) AS bytes, \
+                                 CAST(COALESCE(SUM(files), 0) AS SIGNED) AS files \
+                                 FROM tenant_usage WHERE tenant_id = ?";
+    const COUNTED_USAGE: &'static str = "SELECT CAST(COALESCE(SUM(size), 0) AS SIGNED) AS bytes, \
+         COUNT(*) AS files FROM nodes WHERE tenant_id = ? AND kind = 'f'";
+    const ADD_USAGE: &'static str = "INSERT INTO tenant_usage (tenant_id, shard, bytes, files) \
+         VALUES (?, ?, ?, ?) \
+         ON DUPLICATE KEY UPDATE bytes = bytes + VALUES(bytes), files = files + VALUES(files);";
+    const USAGE_SHARDS: i64 = 16;
     const PUT_TENANT_KEY: &'static str = "INSERT INTO tenant_keys (tenant_id, version, region, master_key_id, wrapped, created_ms) \
          VALUES (?, ?, ?, ?, ?, ?) \
          ON DUPLICATE KEY UPDATE master_key_id = VALUES(master_key_id), wrapped = VALUES(wrapped)";

@@ -40,8 +40,8 @@ use crate::{
     AccountStore, ApiToken, AuditRecord, AuditStore, CommitFile, CommitOutcome, Garbage,
     GarbageCut, KeyRotation, MetaError, MetaResult, NamespaceStore, NewDir, NewSshKey, NewTenant,
     NewUpload, NewUser, Node, RekeyOutcome, RekeyedNode, RenameNode, ReplicationJob, ReplicationOp,
-    RotationCursor, SshKey, Tenant, TenantMasterKey, TenantStore, Upload, UploadStore, Usage, User,
-    WrappedTenantKey,
+    RotationCursor, SshKey, Tenant, TenantMasterKey, TenantStore, Upload, UploadStore, Usage,
+    UsageCheck, User, WrappedTenantKey,
 };
 
 /// A user's row with its tenant's (one query: every request and session start reads both).
@@ -65,9 +65,19 @@ pub trait Dialect: Clone + Send + Sync + 'static {
     /// `true` if one prepared query may hold several statements (SQLite), which saves round
     /// trips on the commit path.
     const MULTI_STATEMENT: bool;
-    /// Bytes and files of a tenant's committed files (columns `bytes`, `files`; one `?`, the
-    /// tenant). MySQL's `SUM` of a BIGINT is a DECIMAL and must be cast back.
+    /// Bytes and files of a tenant's committed files, as counted (columns `bytes`, `files`;
+    /// one `?`, the tenant): the sum of the tenant's `tenant_usage` shards. MySQL's `SUM` of a
+    /// BIGINT is a DECIMAL and must be cast back.
     const USAGE: &'static str;
+    /// As [`Dialect::USAGE`], added up from the tenant's file rows (`fsck`'s recount).
+    const COUNTED_USAGE: &'static str;
+    /// Adds to the count of one shard of a tenant's usage, creating the shard's row if it has
+    /// none (binds: tenant_id, shard, bytes, files): each engine's upsert.
+    const ADD_USAGE: &'static str;
+    /// The shards of each tenant's usage count: a file counts in shard `id % USAGE_SHARDS`.
+    /// 1 where writers run one at a time; more where commits of one tenant on many nodes
+    /// would otherwise all wait for one row.
+    const USAGE_SHARDS: i64;
     /// Stores a wrapped tenant key, replacing the copy for the same version and region (binds:
     /// tenant_id, version, region, master_key_id, wrapped): each engine's upsert.
     const PUT_TENANT_KEY: &'static str;
@@ -180,7 +190,8 @@ pub(crate) enum TxError {
     /// A database error: retried if transient, else mapped by [`Dialect::map_error`].
     Sql(sqlx::Error),
     /// Another node won a race the row locks should have ordered (a unique violation on the
-    /// insert of a new file): the attempt is rolled back and retried.
+    /// insert of a new file, a row changed under its delete): the attempt is rolled back and
+    /// retried.
     RaceLost,
 }
 
@@ -224,7 +235,7 @@ impl TxError {
         match self {
             Self::Meta(meta) => meta.to_string(),
             Self::Sql(sql) => D::describe(sql),
-            Self::RaceLost => "lost a race on insert".into(),
+            Self::RaceLost => "lost a race for a row".into(),
         }
     }
 }
@@ -923,6 +934,12 @@ impl NamespaceStore for SqlStore<D> {
         read!(self, |conn| async {
             Sql::<D>::usage(&mut *conn, tenant_id).await
         })
+    }
+
+    async fn check_usage(&self, tenant_id: i64, repair: bool) -> MetaResult<UsageCheck> {
+        transaction!(self, Target::Main, |conn| Sql::<D>::check_usage(
+            conn, tenant_id, repair
+        ))
     }
 
     async fn restore_inline_object(&self, object_key: &str, sealed: &[u8]) -> MetaResult<bool> {

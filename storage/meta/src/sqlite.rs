@@ -50,8 +50,16 @@ impl Dialect for SqliteDialect {
     const BEGIN: Option<&'static str> = Some("BEGIN IMMEDIATE");
     const SERIAL_WRITERS: bool = true;
     const MULTI_STATEMENT: bool = true;
-    const USAGE: &'static str = "SELECT COALESCE(SUM(size), 0) AS bytes, COUNT(*) AS files \
-                                 FROM nodes WHERE tenant_id = ? AND kind = 'f'";
+    const USAGE: &'static str = "SELECT COALESCE(SUM(bytes), 0) AS bytes, \
+                                 COALESCE(SUM(files), 0) AS files \
+                                 FROM tenant_usage WHERE tenant_id = ?";
+    const COUNTED_USAGE: &'static str = "SELECT COALESCE(SUM(size), 0) AS bytes, \
+                                         COUNT(*) AS files \
+                                         FROM nodes WHERE tenant_id = ? AND kind = 'f'";
+    const ADD_USAGE: &'static str = "INSERT INTO tenant_usage (tenant_id, shard, bytes, files) \
+         VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, shard) \
+         DO UPDATE SET bytes = bytes + excluded.bytes, files = files + excluded.files;";
+    const USAGE_SHARDS: i64 = 1;
     const PUT_TENANT_KEY: &'static str = "INSERT INTO tenant_keys (tenant_id, version, region, master_key_id, wrapped, created_ms) \
          VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, version, region) \
          DO UPDATE SET master_key_id = excluded.master_key_id, wrapped = excluded.wrapped";

@@ -343,6 +343,17 @@ pub struct Usage {
     pub files: i64,
 }
 
+/// A tenant's usage as counted by its commits, against a recount of its files (`fsck`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct UsageCheck {
+    /// What the count says (what quotas are checked against).
+    pub recorded: Usage,
+    /// What the tenant's file rows add up to.
+    pub counted: Usage,
+    /// The count was set to the recount (asked for, and the two differed).
+    pub recounted: bool,
+}
+
 /// An upload in flight.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upload {

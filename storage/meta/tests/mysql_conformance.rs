@@ -6,6 +6,8 @@
 mod mariadb;
 #[path = "support/tenant.rs"]
 mod tenant;
+#[path = "support/usage.rs"]
+mod usage;
 
 use coffer_meta::{
     MetaError, MySqlOptions, MySqlStore, MySqlTls, NewTenant, TenantStore, conformance,
@@ -78,6 +80,65 @@ async fn races_hold_across_two_pools() {
             conformance::concurrent_cross_moves_never_make_a_cycle(&a),
             conformance::concurrent_cross_moves_never_make_a_cycle(&b),
         );
+    }
+}
+
+/// A usage count changed behind the store's back is found by `check_usage` and recounted
+/// into MySQL's 16 shards.
+#[tokio::test]
+async fn a_drifted_usage_count_is_found_and_recounted() {
+    let Some((store, url)) = fresh_store().await else {
+        return;
+    };
+    store.migrate().await.unwrap();
+    conformance::usage_drift_is_found_and_recounted(&store, |tenant_id| async move {
+        let mut raw = MySqlConnection::connect(&url).await.unwrap();
+        sqlx::query(usage::DRIFT)
+            .bind(tenant_id)
+            .bind(conformance::DRIFT_BYTES)
+            .execute(&mut raw)
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+/// Migration 7 counts the files a database already holds, into 16 shards: each tenant's
+/// usage, read from the new count, is what its file rows add up to, and `check_usage` agrees.
+#[tokio::test]
+async fn migrating_to_the_usage_count_counts_the_files_already_there() {
+    let Some((store, url)) = fresh_store().await else {
+        return;
+    };
+    let (before, _keep) = usage::migrations_before_count("mysql");
+    let mut raw = MySqlConnection::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(before.as_path())
+        .await
+        .unwrap()
+        .run(&mut raw)
+        .await
+        .unwrap();
+    let (rows, expected) = usage::rows_at_version_6();
+    for sql in rows {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut raw)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.schema_version().await.unwrap(),
+        Some(usage::BEFORE_COUNT)
+    );
+    store.migrate().await.unwrap();
+    usage::assert_counted(&store, expected).await;
+    for (tenant, _, _) in expected {
+        let shards: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM tenant_usage WHERE tenant_id = ?")
+                .bind(tenant)
+                .fetch_one(&mut raw)
+                .await
+                .unwrap();
+        assert_eq!(shards, 16, "the files are counted in every shard");
     }
 }
 

@@ -7,6 +7,8 @@ use tempfile::TempDir;
 
 #[path = "support/tenant.rs"]
 mod tenant;
+#[path = "support/usage.rs"]
+mod usage;
 
 /// A migrated store on a fresh database file, and the directory keeping the file alive.
 async fn file_store() -> (SqliteStore, TempDir) {
@@ -86,6 +88,54 @@ async fn upload_commits_of_a_file_store_are_made_in_place() {
     let (store, _dir) = file_store().await;
     conformance::commits_as_uploads_make_them(&store).await;
     assert_eq!(store.writes_in_place(), 4);
+}
+
+/// A usage count changed behind the store's back is found by `check_usage` and recounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drifted_usage_count_is_found_and_recounted() {
+    let (store, dir) = file_store().await;
+    conformance::usage_drift_is_found_and_recounted(&store, |tenant_id| async move {
+        let mut raw = raw_connection(&dir).await;
+        sqlx::query(usage::DRIFT)
+            .bind(tenant_id)
+            .bind(conformance::DRIFT_BYTES)
+            .execute(&mut raw)
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+/// Migration 7 counts the files a database already holds: each tenant's usage, read from the
+/// new count, is what its file rows add up to, and `check_usage` agrees.
+#[tokio::test]
+async fn migrating_to_the_usage_count_counts_the_files_already_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("meta.db").display());
+    let (before, _keep) = usage::migrations_before_count("sqlite");
+    let mut raw = SqliteConnection::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(before.as_path())
+        .await
+        .unwrap()
+        .run(&mut raw)
+        .await
+        .unwrap();
+    let (rows, expected) = usage::rows_at_version_6();
+    for sql in rows {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut raw)
+            .await
+            .unwrap();
+    }
+    raw.close().await.unwrap();
+
+    let store = SqliteStore::open(&url).await.unwrap();
+    assert_eq!(
+        store.schema_version().await.unwrap(),
+        Some(usage::BEFORE_COUNT)
+    );
+    store.migrate().await.unwrap();
+    usage::assert_counted(&store, expected).await;
 }
 
 /// The tenant most tests create (id 4242).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use coffer_format::{ChunkCipher, ContentId, HEADER_LEN, Layout};
-use coffer_meta::{FileContent, Node, NodeKind};
+use coffer_meta::{FileContent, MetaError, Node, NodeKind};
 use coffer_object::{ObjectError, ObjectKey, ObjectStore};
 
 use crate::clock::now_ms;
@@ -45,16 +45,17 @@ pub struct ResyncReport {
 /// One thing `fsck` found wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsckProblem {
-    /// The file's node id.
+    /// The file's node id (for `usage`: the tenant's root folder).
     pub node_id: i64,
-    /// Its object key.
+    /// Its object key (empty for `usage`).
     pub object_key: String,
-    /// `"primary"`, `"replica"`, or `"inline"` (a small file's object in its metadata row).
+    /// `"primary"`, `"replica"`, `"inline"` (a small file's object in its metadata row), or
+    /// `"usage"` (a tenant's usage count, which quotas are checked against).
     pub store: &'static str,
     /// What is wrong.
     pub problem: String,
     /// `fsck --repair` replaced the primary's (or the row's, for `inline`) copy with the
-    /// replica's verified copy.
+    /// replica's verified copy, or (for `usage`) set the count to a recount.
     pub repaired: bool,
 }
 
@@ -122,6 +123,8 @@ impl Vault {
     /// and the replica; with `deep`, also reads and authenticates every chunk of both. With
     /// `repair`, a primary object that is missing or wrong is replaced by the replica's copy
     /// once every chunk of that copy has been authenticated (a damaged replica is never copied).
+    /// Then checks each tenant's usage count against its files; `repair` recounts one that
+    /// differs.
     pub async fn fsck(&self, deep: bool, repair: bool) -> VfsResult<FsckReport> {
         let b = &self.inner.b;
         let mut stores: Vec<(&'static str, Arc<dyn ObjectStore>)> =
@@ -156,7 +159,40 @@ impl Vault {
                 }
             }
         }
+        self.check_usage(repair, &mut report).await?;
         Ok(report)
+    }
+
+    /// Adds a problem for each tenant whose usage count differs from its files.
+    async fn check_usage(&self, repair: bool, report: &mut FsckReport) -> VfsResult<()> {
+        let meta = &self.inner.b.meta;
+        for tenant in meta.list_tenants().await? {
+            let check = match meta.check_usage(tenant.id, repair).await {
+                Ok(check) => check,
+                // Deleted since it was listed.
+                Err(MetaError::NotFound) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if check.recorded == check.counted {
+                continue;
+            }
+            report.problems.push(FsckProblem {
+                node_id: tenant.root_node_id,
+                object_key: String::new(),
+                store: "usage",
+                problem: format!(
+                    "tenant {}: the usage count says {} bytes in {} files, its files hold {} \
+                     bytes in {}",
+                    tenant.id,
+                    check.recorded.bytes,
+                    check.recorded.files,
+                    check.counted.bytes,
+                    check.counted.files
+                ),
+                repaired: check.recounted,
+            });
+        }
+        Ok(())
     }
 
     /// The row's copy of an inline file's object, as a store; an empty one (every check then

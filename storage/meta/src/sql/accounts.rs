@@ -164,6 +164,7 @@ impl Sql<D> {
             // keys row by row.
             "UPDATE nodes SET parent_id = NULL WHERE tenant_id = ?",
             "DELETE FROM nodes WHERE tenant_id = ?",
+            "DELETE FROM tenant_usage WHERE tenant_id = ?",
             "DELETE FROM tenant_master_keys WHERE tenant_id = ?",
             "DELETE FROM key_rotations WHERE tenant_id = ?",
             "DELETE FROM tenant_keys WHERE tenant_id = ?",

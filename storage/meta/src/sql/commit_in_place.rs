@@ -15,7 +15,7 @@ use rusqlite::{ErrorCode, OptionalExtension, Transaction, params_from_iter};
 
 use super::Dialect;
 use super::namespace::{
-    INSERT_FILE_IF_FREE, NODE_BY_ID_PLAIN, QUOTA, REPLACE_CONTENT, after_commit_steps,
+    INSERT_FILE_IF_FREE, NODE_BY_ID_PLAIN, QUOTA, REPLACE_CONTENT, UsageChange, after_commit_steps,
     checks_quota, insert_if_free_params, is_expected_file, replace_params, replaced,
 };
 use crate::in_place::{InPlaceRow, Written};
@@ -49,7 +49,7 @@ pub(crate) fn commit_file(
             node: file.new_node(),
             created: true,
         };
-        return after_commit(tx, file, file.content.size, None, outcome);
+        return after_commit(tx, file, UsageChange::created(file), None, outcome);
     }
     let Some((id, version)) = file.expect_node else {
         return Ok(Written::Elsewhere);
@@ -69,23 +69,24 @@ pub(crate) fn commit_file(
     if updated != 1 {
         return Ok(Written::Elsewhere);
     }
-    let (outcome, growth, superseded) = replaced(old, file);
-    after_commit(tx, file, growth, superseded.as_ref(), outcome)
+    let (outcome, change, superseded) = replaced(old, file);
+    after_commit(tx, file, change, superseded.as_ref(), outcome)
 }
 
-/// Queues what the commit leaves to the background and checks the quota: a commit that grows
-/// the tenant's usage beyond an enforced quota is refused (and rolled back).
+/// Counts the change in the usage, queues what the commit leaves to the background and checks
+/// the quota: a commit that grows the tenant's usage beyond an enforced quota is refused (and
+/// rolled back).
 fn after_commit(
     tx: &Transaction<'_>,
     file: &CommitFile,
-    growth: i64,
+    change: UsageChange,
     superseded: Option<&FileContent>,
     outcome: CommitOutcome,
 ) -> rusqlite::Result<Written<CommitOutcome>> {
-    for (sql, params) in after_commit_steps(file, superseded) {
+    for (sql, params) in after_commit_steps::<SqliteDialect>(file, change, superseded) {
         tx.prepare_cached(sql)?.execute(params_from_iter(params))?;
     }
-    if !checks_quota(file, growth) {
+    if !checks_quota(file, change.bytes) {
         return Ok(Written::Commit(outcome));
     }
     let quota: Option<Option<i64>> = tx

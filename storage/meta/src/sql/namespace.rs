@@ -19,7 +19,7 @@ use crate::outbox::{replication_backoff_ms, truncate_error};
 use crate::rows::{self, Columns, KIND_DIR, KIND_FILE, node_columns, op_column};
 use crate::{
     CommitFile, CommitOutcome, FileContent, MetaError, NewDir, Node, NodeKind, RenameNode,
-    ReplicationOp, Usage,
+    ReplicationOp, Usage, UsageCheck,
 };
 
 /// Deepest folder nesting the cycle check walks before it declares the tree corrupt.
@@ -208,10 +208,67 @@ pub(super) fn replace_params<'a>(file: &'a CommitFile, old: &Node) -> Vec<Param<
     params
 }
 
+/// What a change does to its tenant's usage: the bytes and files it adds (negative: takes
+/// away), counted in the shard of the node it changes (see `tenant_usage`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct UsageChange {
+    pub(super) node_id: i64,
+    pub(super) bytes: i64,
+    pub(super) files: i64,
+}
+
+impl UsageChange {
+    /// A new file of `file`'s content.
+    pub(super) fn created(file: &CommitFile) -> Self {
+        Self {
+            node_id: file.new_id,
+            bytes: file.content.size,
+            files: 1,
+        }
+    }
+
+    /// `content`, the content of the file `node_id`, removed.
+    fn removed(node_id: i64, content: &FileContent) -> Self {
+        Self {
+            node_id,
+            bytes: -content.size,
+            files: -1,
+        }
+    }
+}
+
+/// The statement that counts `change` in the tenant's usage, with its values; `None` for a
+/// change that adds nothing (a replace by content of the same size).
+pub(super) fn usage_step<D: Dialect>(
+    tenant_id: i64,
+    change: UsageChange,
+) -> Option<(&'static str, Vec<Param<'static>>)> {
+    (change.bytes != 0 || change.files != 0).then(|| {
+        (
+            D::ADD_USAGE,
+            vec![
+                Param::Int(tenant_id),
+                Param::Int(change.node_id.rem_euclid(D::USAGE_SHARDS)),
+                Param::Int(change.bytes),
+                Param::Int(change.files),
+            ],
+        )
+    })
+}
+
 /// What replacing the content of `old` (updated by [`REPLACE_CONTENT`]) with `file`'s gives:
-/// the outcome, the bytes it adds, and the superseded object, unless the new version reuses it.
-pub(super) fn replaced(old: Node, file: &CommitFile) -> (CommitOutcome, i64, Option<FileContent>) {
+/// the outcome, what it does to the usage, and the superseded object, unless the new version
+/// reuses it.
+pub(super) fn replaced(
+    old: Node,
+    file: &CommitFile,
+) -> (CommitOutcome, UsageChange, Option<FileContent>) {
     let old_size = old.content.as_ref().map_or(0, |o| o.size);
+    let change = UsageChange {
+        node_id: old.id,
+        bytes: file.content.size - old_size,
+        files: 0,
+    };
     let superseded = old
         .content
         .clone()
@@ -227,7 +284,7 @@ pub(super) fn replaced(old: Node, file: &CommitFile) -> (CommitOutcome, i64, Opt
             node,
             created: false,
         },
-        file.content.size - old_size,
+        change,
         superseded,
     )
 }
@@ -244,14 +301,17 @@ pub(super) fn checks_quota(file: &CommitFile, growth: i64) -> bool {
     file.enforce_quota && growth > 0
 }
 
-/// The statements every commit runs after its node is written, with their values: queue a
-/// superseded object (see [`Sql::discard_object_key`]), queue the new object for replication,
-/// drop the upload's row. The quota check comes after them.
-pub(super) fn after_commit_steps<'a>(
+/// The statements every commit runs after its node is written, with their values: count
+/// the change in the tenant's usage, queue a superseded object (see
+/// [`Sql::discard_object_key`]), queue the new object for replication, drop the upload's row.
+/// The quota check comes after them.
+pub(super) fn after_commit_steps<'a, D: Dialect>(
     file: &'a CommitFile,
+    change: UsageChange,
     superseded: Option<&'a FileContent>,
 ) -> Vec<(&'static str, Vec<Param<'a>>)> {
-    let mut steps = Vec::with_capacity(4);
+    let mut steps = Vec::with_capacity(5);
+    steps.extend(usage_step::<D>(file.tenant_id, change));
     if let Some(old) = superseded {
         if !old.inline {
             steps.push((
@@ -392,6 +452,59 @@ impl Sql<D> {
         })
     }
 
+    /// The tenant's usage count against a recount of its files, both read by one statement
+    /// (one snapshot on either engine); with `repair`, a count that differs is replaced by
+    /// the recount while the tenant's row is locked.
+    pub(crate) async fn check_usage(
+        conn: &mut Conn<D>,
+        tenant_id: i64,
+        repair: bool,
+    ) -> TxResult<UsageCheck> {
+        Self::lock_tenant(conn, tenant_id).await?;
+        // Static fragments only (the engine's two queries).
+        let both = format!(
+            "SELECT r.bytes, r.files, c.bytes AS counted_bytes, c.files AS counted_files \
+             FROM ({}) r CROSS JOIN ({}) c",
+            D::USAGE.trim_end_matches(';'),
+            D::COUNTED_USAGE.trim_end_matches(';')
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(both))
+            .bind(tenant_id)
+            .bind(tenant_id)
+            .fetch_one(&mut *conn)
+            .await?;
+        let mut check = UsageCheck {
+            recorded: Usage {
+                bytes: row.int("bytes")?,
+                files: row.int("files")?,
+            },
+            counted: Usage {
+                bytes: row.int("counted_bytes")?,
+                files: row.int("counted_files")?,
+            },
+            recounted: false,
+        };
+        if repair && check.recorded != check.counted {
+            sqlx::query("DELETE FROM tenant_usage WHERE tenant_id = ?")
+                .bind(tenant_id)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+                "INSERT INTO tenant_usage (tenant_id, shard, bytes, files) \
+                 SELECT tenant_id, shard, SUM(size), COUNT(*) FROM \
+                 (SELECT tenant_id, id % ? AS shard, size FROM nodes \
+                  WHERE tenant_id = ? AND kind = 'f') f \
+                 GROUP BY tenant_id, shard",
+            )
+            .bind(D::USAGE_SHARDS)
+            .bind(tenant_id)
+            .execute(&mut *conn)
+            .await?;
+            check.recounted = true;
+        }
+        Ok(check)
+    }
+
     /// Reads (and, if the engine locks rows, locks) the tenant's row; returns its quota.
     /// `NotFound` if there is no such tenant.
     pub(crate) async fn lock_tenant(conn: &mut Conn<D>, tenant_id: i64) -> TxResult<Option<i64>> {
@@ -476,7 +589,7 @@ impl Sql<D> {
             && file.expect_absent
             && let Some(outcome) = Self::insert_file_if_free(conn, file).await?
         {
-            Self::after_commit(conn, file, file.content.size, None, None).await?;
+            Self::after_commit(conn, file, UsageChange::created(file), None, None).await?;
             return Ok(outcome);
         }
         // Under a single writer, replacing the version the upload read needs that row only:
@@ -486,8 +599,8 @@ impl Sql<D> {
             && let Some((id, version)) = file.expect_node
             && let Some(old) = Self::expected_file(conn, file, id, version).await?
         {
-            let (outcome, growth, superseded) = Self::replace_content(conn, old, file).await?;
-            Self::after_commit(conn, file, growth, None, superseded.as_ref()).await?;
+            let (outcome, change, superseded) = Self::replace_content(conn, old, file).await?;
+            Self::after_commit(conn, file, change, None, superseded.as_ref()).await?;
             return Ok(outcome);
         }
         let locked_quota = if file.enforce_quota && !D::SERIAL_WRITERS {
@@ -503,7 +616,7 @@ impl Sql<D> {
             // may no longer be under the index the upload looked it up by.
             existing = Self::expected_file(conn, file, id, version).await?;
         }
-        let (outcome, growth, superseded) = match (existing, file.expect_node) {
+        let (outcome, change, superseded) = match (existing, file.expect_node) {
             (Some(old), _) if old.kind == NodeKind::Dir => {
                 return Err(MetaError::WrongKind("a folder holds this name").into());
             }
@@ -513,12 +626,13 @@ impl Sql<D> {
             (None, Some(_)) => return Err(MetaError::Conflict.into()),
             (Some(_), None) if file.expect_absent => return Err(MetaError::Conflict.into()),
             (Some(old), _) => Self::replace_content(conn, old, file).await?,
-            (None, None) => {
-                let (outcome, growth) = Self::insert_file(conn, file).await?;
-                (outcome, growth, None)
-            }
+            (None, None) => (
+                Self::insert_file(conn, file).await?,
+                UsageChange::created(file),
+                None,
+            ),
         };
-        Self::after_commit(conn, file, growth, locked_quota, superseded.as_ref()).await?;
+        Self::after_commit(conn, file, change, locked_quota, superseded.as_ref()).await?;
         Ok(outcome)
     }
 
@@ -539,21 +653,21 @@ impl Sql<D> {
     }
 
     /// What every commit does after its node is written: the statements of
-    /// [`after_commit_steps`] (queue a superseded object, queue the new object for
-    /// replication, drop the upload's row), and, when the commit grows the tenant's usage under an enforced quota, check the
-    /// quota (`locked_quota` if the tenant's row was locked first, else read now). A change
+    /// [`after_commit_steps`] (count the change in the usage, queue a superseded object, queue
+    /// the new object for replication, drop the upload's row), and, when the commit grows the
+    /// tenant's usage under an enforced quota, check the quota (`locked_quota` if the tenant's row was locked first, else read now). A change
     /// that shrinks usage is always allowed, so a tenant over a lowered quota can still clean
     /// up. Where the engine takes several statements in one query (SQLite), all of it is one
     /// round trip.
     async fn after_commit(
         conn: &mut Conn<D>,
         file: &CommitFile,
-        growth: i64,
+        change: UsageChange,
         locked_quota: Option<Option<i64>>,
         superseded: Option<&FileContent>,
     ) -> TxResult<()> {
-        let check = checks_quota(file, growth);
-        let steps = after_commit_steps(file, superseded);
+        let check = checks_quota(file, change.bytes);
+        let steps = after_commit_steps::<D>(file, change, superseded);
         if D::MULTI_STATEMENT {
             // Static fragments only: the statement varies in which parts it has, never in
             // what a caller supplies.
@@ -641,10 +755,9 @@ impl Sql<D> {
         }
     }
 
-    /// Inserts a new file node (its folder was locked and the name found free); returns the
-    /// outcome and the bytes it adds. A unique violation means another node won the name
-    /// after all: the attempt is retried.
-    async fn insert_file(conn: &mut Conn<D>, file: &CommitFile) -> TxResult<(CommitOutcome, i64)> {
+    /// Inserts a new file node (its folder was locked and the name found free). A unique
+    /// violation means another node won the name after all: the attempt is retried.
+    async fn insert_file(conn: &mut Conn<D>, file: &CommitFile) -> TxResult<CommitOutcome> {
         let inserted = Self::bind_params(sqlx::query(INSERT_FILE), &new_file_params(file))
             .execute(conn)
             .await;
@@ -652,13 +765,10 @@ impl Sql<D> {
             Err(error) if is_unique_violation(&error) => return Err(TxError::RaceLost),
             other => other?,
         };
-        Ok((
-            CommitOutcome {
-                node: file.new_node(),
-                created: true,
-            },
-            file.content.size,
-        ))
+        Ok(CommitOutcome {
+            node: file.new_node(),
+            created: true,
+        })
     }
 
     /// Gives an existing file new content, keeping its id and name; the old object becomes
@@ -667,7 +777,7 @@ impl Sql<D> {
         conn: &mut Conn<D>,
         old: Node,
         file: &CommitFile,
-    ) -> TxResult<(CommitOutcome, i64, Option<FileContent>)> {
+    ) -> TxResult<(CommitOutcome, UsageChange, Option<FileContent>)> {
         let updated = Self::bind_params(sqlx::query(REPLACE_CONTENT), &replace_params(file, &old))
             .execute(&mut *conn)
             .await?;
@@ -776,15 +886,26 @@ impl Sql<D> {
         Ok(any.is_some())
     }
 
-    /// Deletes a node row (checked by the caller); a file's object is queued for deletion.
+    /// Deletes a node row (checked by the caller, and locked where rows are); a file's size
+    /// leaves the usage count and its object is queued for deletion.
     async fn delete_node(conn: &mut Conn<D>, target: &Node, now_ms: i64) -> TxResult<()> {
-        sqlx::query("DELETE FROM nodes WHERE tenant_id = ? AND id = ? AND version = ?")
+        let deleted = sqlx::query("DELETE FROM nodes WHERE tenant_id = ? AND id = ? AND version = ?")
             .bind(target.tenant_id)
             .bind(target.id)
             .bind(target.version)
             .execute(&mut *conn)
             .await?;
+        if D::rows_affected(&deleted) != 1 {
+            // The row changed since the caller read it: read it again.
+            return Err(TxError::RaceLost);
+        }
         if let Some(content) = &target.content {
+            let removed = UsageChange::removed(target.id, content);
+            if let Some((sql, params)) = usage_step::<D>(target.tenant_id, removed) {
+                Self::bind_params(sqlx::query(sql), &params)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             Self::discard_object_key(conn, &content.object_key, content.inline, now_ms).await?;
         }
         Ok(())
