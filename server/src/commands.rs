@@ -68,7 +68,11 @@ pub async fn tenant(vault: &Vault, cmd: TenantCmd) -> anyhow::Result<()> {
                     .quota_bytes
                     .map(|q| q.to_string())
                     .unwrap_or_else(|| "unlimited".into());
-                println!("{}\tid={}\tquota={}", t.name, t.id, quota);
+                let used = vault.admin().usage(t.id).await?;
+                println!(
+                    "{}\tid={}\tquota={}\tused={}\tfiles={}",
+                    t.name, t.id, quota, used.bytes, used.files
+                );
             }
         }
     }

@@ -6,7 +6,7 @@
 //! Each change is one statement, so it is whole or absent; a user created with keys is removed
 //! again when a key cannot be added, so `user add` leaves all or nothing.
 
-use coffer_meta::{AuditRecord, MetaError, NewSshKey, Tenant, User};
+use coffer_meta::{AuditRecord, MetaError, NewSshKey, Tenant, Usage, User};
 use coffer_object::ObjectKey;
 use tracing::info;
 
@@ -106,6 +106,12 @@ impl Admin<'_> {
     /// Every tenant.
     pub async fn tenants(&self) -> VfsResult<Vec<Tenant>> {
         Ok(self.vault.inner.b.meta.list_tenants().await?)
+    }
+
+    /// The bytes and files of a tenant's committed files (the count its quota is checked
+    /// against).
+    pub async fn usage(&self, tenant_id: i64) -> VfsResult<Usage> {
+        Ok(self.vault.inner.b.meta.usage(tenant_id).await?)
     }
 
     /// The tenant called `name`.

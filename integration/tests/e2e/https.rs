@@ -1589,6 +1589,9 @@ fn a_tenant_quota_refuses_the_upload_beyond_it_and_fsck_repairs_a_drifted_count(
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
 
+    let list = site.env.ok(&["tenant", "list"], "");
+    assert!(list.contains("\tquota=10000\tused=9000\tfiles=3"), "{list}");
+
     // 9,000 bytes in 3 files; the count is made to say 14,000 in 4.
     let db = site.env.data_dir().join("meta.db");
     let out = Command::new("sqlite3")
