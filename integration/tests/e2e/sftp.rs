@@ -277,14 +277,20 @@ fn sftp_ls_mkdir_rename_rm_rmdir_df_and_put_p_keeps_mtime() {
         .status()
         .unwrap();
     assert!(st.success());
-    let out = site.sftp_ok("mkdir dir\nput -p old.txt dir/old.txt\nls -l dir\nrename dir/old.txt dir/new.txt\nls dir\ndf\n");
+    // 409,600 + 13 bytes: 100 blocks of 4 KiB used, which `df` shows as 400 (KiB).
+    site.write_local("hundred-blocks.bin", &bytes(409_600, 5));
+    let out = site.sftp_ok("mkdir dir\nput -p old.txt dir/old.txt\nls -l dir\nrename dir/old.txt dir/new.txt\nls dir\nput hundred-blocks.bin\ndf\n");
     assert!(
         out.contains("2001"),
         "put -p must keep the 2001 mtime:\n{out}"
     );
     assert!(out.contains("new.txt"), "{out}");
-    assert!(out.contains("Avail"), "df answers statvfs:\n{out}");
-    site.sftp_ok("rm dir/new.txt\nrmdir dir\n");
+    let mut lines = out.lines().skip_while(|l| !l.contains("Avail"));
+    let header = lines.next().expect("df answers statvfs");
+    assert!(header.contains("Used"), "{out}");
+    let used = lines.next().and_then(|l| l.split_whitespace().nth(1));
+    assert_eq!(used, Some("400"), "df shows the tenant's usage:\n{out}");
+    site.sftp_ok("rm dir/new.txt\nrmdir dir\nrm hundred-blocks.bin\n");
     let out = site.sftp_ok("ls -l\n");
     assert!(!out.contains("new.txt") && !out.contains(" dir"), "{out}");
     let refused = site.batch("rmdir nonexistent\n", &[]);
