@@ -36,9 +36,22 @@ impl Site {
         Self::with(settings, "")
     }
 
+    /// A site whose tenant has a quota of `bytes`.
+    fn with_quota(bytes: u64) -> Self {
+        let env = Env::new("");
+        env.ok(
+            &["tenant", "add", "acme", "--quota", &bytes.to_string()],
+            "",
+        );
+        Self::set_up(env, "")
+    }
+
     /// `settings` are extra lines for the `[ftp]` table, `extra` more tables for the config.
     fn with(settings: &str, extra: &str) -> Self {
-        let env = Env::new(extra);
+        Self::set_up(Env::new(extra), settings)
+    }
+
+    fn set_up(env: Env, settings: &str) -> Self {
         let toml = std::fs::read_to_string(&env.config).unwrap();
         std::fs::write(
             &env.config,
@@ -587,6 +600,32 @@ fn suppaftp_round_trips_awkward_names_resumes_and_renames() {
     assert_eq!(ftp.size("moved 🦀.bin").unwrap(), longer.len());
     ftp.rm("moved 🦀.bin").unwrap();
     ftp.quit().unwrap();
+}
+
+/// A tenant's quota over FTPES: the `STOR` that would take the tenant over it is answered 552
+/// (what clients show as "exceeded storage allocation") and leaves no file; what was stored
+/// before reads back whole, and a `DELE` makes room.
+#[test]
+fn a_stor_beyond_the_tenant_quota_gets_552_and_leaves_nothing() {
+    let site = Site::with_quota(10_000);
+    let mut ftp = site.suppaftp();
+    let data = bytes(6_000, 4);
+    ftp.put_file("a.bin", &mut Cursor::new(data.clone()))
+        .unwrap();
+    match ftp.put_file("b.bin", &mut Cursor::new(data.clone())) {
+        Err(suppaftp::FtpError::UnexpectedResponse(r)) => {
+            assert_eq!(r.status.code(), 552, "{}", String::from_utf8_lossy(&r.body));
+        }
+        other => panic!("a STOR over the quota must be refused with 552, got {other:?}"),
+    }
+    let names = ftp.nlst(None).unwrap();
+    assert!(!names.iter().any(|n| n.ends_with("b.bin")), "{names:?}");
+    assert_eq!(ftp.retr_as_buffer("a.bin").unwrap().into_inner(), data);
+    ftp.rm("a.bin").unwrap();
+    ftp.put_file("b.bin", &mut Cursor::new(data.clone()))
+        .unwrap();
+    assert_eq!(ftp.size("b.bin").unwrap(), 6_000);
+    let _ = ftp.quit();
 }
 
 #[test]
