@@ -28,7 +28,22 @@ impl Site {
 
     /// As [`Site::new`], with `extra` appended to the generated config (e.g. other stores).
     pub(crate) fn with_config(sftp_settings: &str, extra: &str) -> Self {
+        Self::build(sftp_settings, extra, None)
+    }
+
+    /// A site whose tenant has a quota of `bytes`.
+    fn with_quota(bytes: u64) -> Self {
+        Self::build("", "", Some(bytes))
+    }
+
+    fn build(sftp_settings: &str, extra: &str, quota: Option<u64>) -> Self {
         let env = Env::new(extra);
+        if let Some(bytes) = quota {
+            env.ok(
+                &["tenant", "add", "acme", "--quota", &bytes.to_string()],
+                "",
+            );
+        }
         let toml = std::fs::read_to_string(&env.config).unwrap();
         std::fs::write(
             &env.config,
@@ -265,6 +280,29 @@ fn every_modern_cipher_clients_negotiate_works() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// A tenant's quota over SFTP: `df` shows it, the `put` that would take the tenant over it
+/// fails and leaves no file, and what was stored before reads back whole.
+#[test]
+fn a_put_beyond_the_tenant_quota_fails_and_leaves_nothing() {
+    let site = Site::with_quota(1_048_576);
+    site.write_local("six.bin", &bytes(600_000, 6));
+    let out = site.sftp_ok("put six.bin a.bin\ndf\n");
+    let mut lines = out.lines().skip_while(|l| !l.contains("Avail"));
+    lines.next().expect("df answers statvfs");
+    let sizes: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    // In KiB: 1 MiB in 4 KiB blocks; 448,576 bytes free are 109 whole blocks (436 KiB), so
+    // 147 blocks count as used.
+    assert_eq!(sizes[..3], ["1024", "588", "436"], "{out}");
+    let refused = site.batch("put six.bin b.bin\n", &[]);
+    assert!(!refused.status.success(), "a put over the quota must fail");
+    let listing = site.sftp_ok("ls -1\nget a.bin a.back\n");
+    assert!(!listing.contains("b.bin"), "{listing}");
+    assert_eq!(
+        sha256(&std::fs::read(site.path("a.back")).unwrap()),
+        sha256(&bytes(600_000, 6))
+    );
 }
 
 #[test]
