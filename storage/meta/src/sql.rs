@@ -937,6 +937,14 @@ impl NamespaceStore for SqlStore<D> {
     }
 
     async fn check_usage(&self, tenant_id: i64, repair: bool) -> MetaResult<UsageCheck> {
+        // A read first: fsck on a live server holds no writer lock (SQLite) or tenant row
+        // (MySQL) for the recount unless there is something to repair.
+        let check = read!(self, |conn| async {
+            Sql::<D>::usage_against_recount(&mut *conn, tenant_id).await
+        })?;
+        if !repair || check.recorded == check.counted {
+            return Ok(check);
+        }
         transaction!(self, Target::Main, |conn| Sql::<D>::check_usage(
             conn, tenant_id, repair
         ))

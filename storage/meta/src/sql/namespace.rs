@@ -453,27 +453,27 @@ impl Sql<D> {
     }
 
     /// The tenant's usage count against a recount of its files, both read by one statement
-    /// (one snapshot on either engine); with `repair`, a count that differs is replaced by
-    /// the recount while the tenant's row is locked.
-    pub(crate) async fn check_usage(
+    /// (one snapshot on either engine, so no lock is needed to compare them). `NotFound` if
+    /// there is no such tenant.
+    pub(crate) async fn usage_against_recount(
         conn: &mut Conn<D>,
         tenant_id: i64,
-        repair: bool,
     ) -> TxResult<UsageCheck> {
-        Self::lock_tenant(conn, tenant_id).await?;
         // Static fragments only (the engine's two queries).
         let both = format!(
             "SELECT r.bytes, r.files, c.bytes AS counted_bytes, c.files AS counted_files \
-             FROM ({}) r CROSS JOIN ({}) c",
+             FROM ({}) r CROSS JOIN ({}) c CROSS JOIN tenants t WHERE t.id = ?",
             D::USAGE.trim_end_matches(';'),
             D::COUNTED_USAGE.trim_end_matches(';')
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(both))
             .bind(tenant_id)
             .bind(tenant_id)
-            .fetch_one(&mut *conn)
-            .await?;
-        let mut check = UsageCheck {
+            .bind(tenant_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(MetaError::NotFound)?;
+        Ok(UsageCheck {
             recorded: Usage {
                 bytes: row.int("bytes")?,
                 files: row.int("files")?,
@@ -483,7 +483,18 @@ impl Sql<D> {
                 files: row.int("counted_files")?,
             },
             recounted: false,
-        };
+        })
+    }
+
+    /// [`Sql::usage_against_recount`] with the tenant's row locked; with `repair`, a count
+    /// that differs is replaced by the recount.
+    pub(crate) async fn check_usage(
+        conn: &mut Conn<D>,
+        tenant_id: i64,
+        repair: bool,
+    ) -> TxResult<UsageCheck> {
+        Self::lock_tenant(conn, tenant_id).await?;
+        let mut check = Self::usage_against_recount(conn, tenant_id).await?;
         if repair && check.recorded != check.counted {
             sqlx::query("DELETE FROM tenant_usage WHERE tenant_id = ?")
                 .bind(tenant_id)
