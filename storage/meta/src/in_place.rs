@@ -35,6 +35,7 @@ use std::time::Duration;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Params, Transaction, TransactionBehavior};
 
+use crate::checkpoint::{Checkpoints, WRITER_AUTOCHECKPOINT};
 use crate::rows::{Columns, corrupt};
 use crate::{MetaError, MetaResult};
 
@@ -59,6 +60,10 @@ pub(crate) struct InPlace {
     idle: Mutex<Vec<Connection>>,
     /// The connection of [`InPlace::write`], opened at the first write.
     writer: Mutex<Option<Connection>>,
+    /// The file's checkpoints, off the commits' path (`checkpoint.rs`); `None` if its thread
+    /// could not be started (the writers then checkpoint in their commits, as SQLite does by
+    /// default).
+    checkpoints: Option<Checkpoints>,
     closed: AtomicBool,
     /// Reads answered here, for tests and diagnosis.
     served: AtomicU64,
@@ -87,12 +92,19 @@ impl std::fmt::Debug for InPlace {
 }
 
 impl InPlace {
-    /// Reads of the database at `path`; no connection is opened until the first read.
+    /// Reads and commits of the database at `path`, and its checkpoint thread; no
+    /// connection is opened until the first read, write or checkpoint.
     pub(crate) fn new(path: PathBuf) -> Self {
+        let checkpoints = Checkpoints::start(path.clone())
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "no checkpoint thread; SQLite's commits checkpoint");
+            })
+            .ok();
         Self {
             path,
             idle: Mutex::new(Vec::new()),
             writer: Mutex::new(None),
+            checkpoints,
             closed: AtomicBool::new(false),
             served: AtomicU64::new(0),
             written: AtomicU64::new(0),
@@ -171,6 +183,9 @@ impl InPlace {
         match outcome {
             Ok(Ended::Committed(value)) => {
                 self.written.fetch_add(1, Ordering::Relaxed);
+                if let Some(checkpoints) = &self.checkpoints {
+                    checkpoints.committed();
+                }
                 Some(Ok(value))
             }
             Ok(Ended::Refused(refusal)) => Some(Err(refusal)),
@@ -203,9 +218,17 @@ impl InPlace {
         self.written.load(Ordering::Relaxed)
     }
 
-    /// No read or write is made here after this; the connections are closed.
+    /// How many checkpoints the checkpoint thread has made.
+    pub(crate) fn checkpoints(&self) -> u64 {
+        self.checkpoints.as_ref().map_or(0, Checkpoints::made)
+    }
+
+    /// No read, write or checkpoint is made here after this; the connections are closed.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.stop();
+        }
         if let Ok(mut idle) = self.idle.lock() {
             idle.clear();
         }
@@ -256,9 +279,10 @@ impl InPlace {
         // As long as the pool's writers wait for another process's write lock; within this
         // process the writer lock has already ordered it.
         conn.busy_timeout(crate::sqlite::BUSY_TIMEOUT)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-        )?;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+             PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT};"
+        ))?;
         Ok(conn)
     }
 }
@@ -437,12 +461,13 @@ mod tests {
             let sync: i64 = tx.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
             let fks: i64 = tx.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
             let journal: String = tx.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
-            Ok(Written::Commit((sync, fks, journal)))
+            let pages: u32 = tx.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?;
+            Ok(Written::Commit((sync, fks, journal, pages)))
         });
         assert_eq!(
             settings.unwrap().unwrap(),
-            (2, 1, "wal".to_string()),
-            "FULL, on, WAL"
+            (2, 1, "wal".to_string(), WRITER_AUTOCHECKPOINT),
+            "FULL, on, WAL, the checkpoint thread's backstop"
         );
         assert_eq!(count(&path), 4);
         // Refused: rolled back, the refusal is the answer.

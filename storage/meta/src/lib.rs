@@ -25,6 +25,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
+mod checkpoint;
 pub mod conformance;
 mod conns;
 mod in_place;

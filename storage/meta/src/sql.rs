@@ -442,6 +442,12 @@ impl<D: Dialect> SqlStore<D> {
         self.in_place.as_ref().map_or(0, |r| r.written())
     }
 
+    /// How many checkpoints this store's checkpoint thread made (always 0 if it has none).
+    #[doc(hidden)]
+    pub fn checkpoints_made(&self) -> u64 {
+        self.in_place.as_ref().map_or(0, |r| r.checkpoints())
+    }
+
     /// `host:port/database` (MySQL) or the file (SQLite), without credentials: for log lines.
     pub fn target(&self) -> &str {
         &self.target

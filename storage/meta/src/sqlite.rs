@@ -108,7 +108,12 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // The checkpoint thread copies the log back (`checkpoint.rs`); this is the backstop.
+            .pragma(
+                "wal_autocheckpoint",
+                crate::checkpoint::WRITER_AUTOCHECKPOINT.to_string(),
+            );
         let target = options.get_filename().display().to_string();
         // A file only: an in-memory database is private to its own connections.
         let file = options.get_filename();
@@ -335,8 +340,17 @@ mod tests {
             .fetch_one(&mut *conn)
             .await
             .unwrap();
+        // The checkpoint thread copies the log back; a writer only past the backstop.
+        let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
         assert_eq!(journal, "wal");
         assert_eq!(synchronous, 2, "synchronous must be FULL");
         assert_eq!(foreign_keys, 1);
+        assert_eq!(
+            autocheckpoint,
+            i64::from(crate::checkpoint::WRITER_AUTOCHECKPOINT)
+        );
     }
 }

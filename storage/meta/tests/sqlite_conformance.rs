@@ -275,3 +275,65 @@ async fn no_plaintext_columns() {
     assert_eq!(stored, marker);
     assert_eq!(stored_type, "blob");
 }
+
+/// A file store's write-ahead log is copied back into the database file by the store's
+/// checkpoint thread (`checkpoint.rs`), not in a commit: after 150 files' commits, fewer log
+/// pages than the writers' own checkpoint waits for, the rows are in the database file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_thread_copies_committed_files_into_the_database_file() {
+    use coffer_meta::{CommitFile, FileContent};
+    let (store, dir) = file_store().await;
+    let t = store
+        .create_tenant(&tenant::tenant_spec(7, "checkpoints"))
+        .await
+        .unwrap();
+    let db = dir.path().join("meta.db");
+    let before = std::fs::metadata(&db).unwrap().len();
+    const FILES: i64 = 150;
+    const SEALED: usize = 4_200;
+    for i in 0..FILES {
+        let mut name_index = vec![0; 32];
+        name_index[..8].copy_from_slice(&i.to_be_bytes());
+        let file = CommitFile {
+            new_id: 1_000 + i,
+            tenant_id: t.id,
+            parent_id: t.root_node_id,
+            name_enc: vec![1; 40],
+            name_index,
+            content: FileContent {
+                size: 4_096,
+                object_key: format!("{i:032x}"),
+                content_id: vec![3; 16],
+                wrapped_dek: vec![4; 72],
+                key_version: 1,
+                chunk_size: 65_536,
+                content_hash_enc: vec![5; 60],
+                inline: true,
+            },
+            inline_object: Some(vec![6; SEALED]),
+            mtime_ms: 1_700_000_000_000,
+            now_ms: 1_700_000_000_000,
+            expect_node: None,
+            expect_absent: true,
+            upload_id: None,
+            enforce_quota: false,
+        };
+        assert!(store.commit_file(&file).await.unwrap().created);
+    }
+    assert_eq!(store.writes_in_place(), FILES as u64);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while store.checkpoints_made() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after {FILES} commits"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // At least the first 64 commits' rows were copied, and only the thread copies this early.
+    let grown = std::fs::metadata(&db).unwrap().len() - before;
+    assert!(
+        grown >= 64 * SEALED as u64,
+        "the database file grew by {grown} bytes only"
+    );
+    store.close().await;
+}
