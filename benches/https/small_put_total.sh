@@ -71,7 +71,7 @@ EOT
   t1=$(date +%s.%N); c1=$(cpu)
   sleep 8
   c2=$(cpu)
-  objects=$(find "$work/data/store/replica" -type f -not -path '*/.tmp/*' 2>/dev/null | wc -l)
+  objects=$( (find "$work/data/store/replica" -type f -not -path "*/.tmp/*" 2>/dev/null || true) | wc -l)
   printf '%-40s wall %6.3f s  cpu during %4d  after %4d ticks  replica objects %d\n' "$bin" \
     "$(echo "$t1 - $t0" | bc)" $((c1 - c0)) $((c2 - c1)) "$objects"
   kill "$pid"; wait "$pid" 2>/dev/null || true
