@@ -10,6 +10,7 @@
 # Usage (from the repository root): benches/https/ab_small.sh [-r ROUNDS] BIN [BIN ...]
 #   e.g. benches/https/ab_small.sh -r 2 /tmp/coffer-old target/release/coffer
 set -euo pipefail
+. "$(dirname "$0")/serve.sh"
 rounds=2
 if [ "${1:-}" = "-r" ]; then rounds=$2; shift 2; fi
 [ $# -ge 1 ] || { sed -n 2,12p "$0"; exit 2; }
@@ -20,26 +21,10 @@ run_one() {
   mkdir -p "$work/small"
   for i in $(seq 1 1000); do head -c 4096 /dev/urandom > "$work/small/f$i"; done
   local port=$((20000 + RANDOM % 20000))
-  cat > "$work/coffer.toml" <<EOT
-data_dir = "$work/data"
-[log]
-level = "warn"
-[admin]
-listen = "127.0.0.1:$((port + 1))"
-[sftp]
-enabled = false
-[ftp]
-enabled = false
-[https]
-listen = "127.0.0.1:$port"
-EOT
-  env -i PATH="$PATH" HOME="$HOME" "$bin" --config "$work/coffer.toml" user add bench \
-    --password-stdin <<< "bench password 1" > /dev/null
-  env -i PATH="$PATH" HOME="$HOME" "$bin" --config "$work/coffer.toml" serve > "$work/log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 100); do curl -sk "https://127.0.0.1:$port/" -o /dev/null && break; sleep 0.1; done
+  coffer_setup "$bin" "$work" "$port"
+  coffer_start "$bin" "$work" "$port"
   local base="https://127.0.0.1:$port/api/v1/files"
-  local c=(curl -sS -k --fail -o /dev/null -u "bench:bench password 1")
+  local c=("${BENCH_CURL[@]}")
   "${c[@]}" -T "$work/small/f[1-1000]" "$base/small/"
   sleep 3
   cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }

@@ -13,6 +13,7 @@
 #   e.g. benches/https/put_latency.sh -r 3 /tmp/coffer-old target/release/coffer
 #   EXTRA=$'[storage.replica]\nkind = "none"' benches/https/put_latency.sh A B
 set -euo pipefail
+. "$(dirname "$0")/serve.sh"
 rounds=3
 if [ "${1:-}" = "-r" ]; then rounds=$2; shift 2; fi
 [ $# -ge 1 ] || { sed -n 2,14p "$0"; exit 2; }
@@ -21,29 +22,12 @@ trap 'rm -rf "$small"' EXIT
 for i in $(seq 1 1000); do head -c 4096 /dev/urandom > "$small/f$i"; done
 
 run_one() {
-  local bin=$1 work port pid
+  local bin=$1 work port
   work=$(mktemp -d /tmp/coffer-put-latency-run.XXXXXX)
   port=$((20000 + RANDOM % 20000))
-  cat > "$work/coffer.toml" <<EOT
-data_dir = "$work/data"
-[log]
-level = "warn"
-[admin]
-listen = "127.0.0.1:$((port + 1))"
-[sftp]
-enabled = false
-[ftp]
-enabled = false
-[https]
-listen = "127.0.0.1:$port"
-${EXTRA:-}
-EOT
-  env -i PATH="$PATH" HOME="$HOME" "$bin" --config "$work/coffer.toml" user add bench \
-    --password-stdin <<< "bench password 1" > /dev/null
-  env -i PATH="$PATH" HOME="$HOME" "$bin" --config "$work/coffer.toml" serve > "$work/log" 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do curl -sk "https://127.0.0.1:$port/" -o /dev/null && break; sleep 0.1; done
-  local c=(curl -sS -k --fail -o /dev/null -u "bench:bench password 1")
+  coffer_setup "$bin" "$work" "$port"
+  coffer_start "$bin" "$work" "$port"
+  local c=("${BENCH_CURL[@]}")
   "${c[@]}" -T "$small/f[1-1000]" "https://127.0.0.1:$port/api/v1/files/warm/"
   sleep 3
   for proto in --http1.1 --http2; do

@@ -17,32 +17,18 @@
 # Usage (from the repository root): benches/https/small_put_total.sh [-r ROUNDS] BIN [BIN ...]
 #   e.g. benches/https/small_put_total.sh -r 3 /tmp/coffer-old target/release/coffer
 set -euo pipefail
+. "$(dirname "$0")/serve.sh"
 rounds=3
 if [ "${1:-}" = "-r" ]; then rounds=$2; shift 2; fi
 [ $# -ge 1 ] || { sed -n 2,15p "$0"; exit 2; }
 
 run_one() {
-  local bin=$1 work port pid
+  local bin=$1 work port
   work=$(mktemp -d /tmp/coffer-put-total.XXXXXX)
   mkdir -p "$work/small"
   for i in $(seq 1 1000); do head -c 4096 /dev/urandom > "$work/small/f$i"; done
   port=$((20000 + RANDOM % 20000))
-  cat > "$work/coffer.toml" <<EOT
-data_dir = "$work/data"
-[log]
-level = "warn"
-[admin]
-listen = "127.0.0.1:$((port + 1))"
-[sftp]
-enabled = false
-[ftp]
-enabled = false
-[https]
-listen = "127.0.0.1:$port"
-${EXTRA:-}
-EOT
-  env -i PATH="$PATH" HOME="$HOME" "$bin" --config "$work/coffer.toml" user add bench \
-    --password-stdin <<< "bench password 1" > /dev/null
+  coffer_setup "$bin" "$work" "$port"
   if [ -n "${QUOTA_FILES:-}" ]; then
     sqlite3 "$work/data/meta.db" <<EOT
 UPDATE tenants SET quota_bytes = 1000000000000;
@@ -59,14 +45,12 @@ EOT
         SELECT tenant_id, 0, SUM(size), COUNT(*) FROM nodes WHERE kind = 'f' GROUP BY tenant_id"
     fi
   fi
-  env -i PATH="$PATH" HOME="$HOME" "$bin" --config "$work/coffer.toml" serve > "$work/log" 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do curl -sk "https://127.0.0.1:$port/" -o /dev/null && break; sleep 0.1; done
+  coffer_start "$bin" "$work" "$port"
   sleep 1
   cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
   local c0 c1 c2 t0 t1 objects
   c0=$(cpu); t0=$(date +%s.%N)
-  curl -sS -k --fail -o /dev/null -u "bench:bench password 1" "${PROTO:---http2}" \
+  "${BENCH_CURL[@]}" "${PROTO:---http2}" \
     -T "$work/small/f[1-1000]" "https://127.0.0.1:$port/api/v1/files/small/"
   t1=$(date +%s.%N); c1=$(cpu)
   sleep 8
