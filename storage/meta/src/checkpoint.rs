@@ -274,7 +274,10 @@ mod tests {
         assert_eq!(copied, log);
         let asked = std::time::Instant::now();
         checkpoints.stop();
-        assert!(asked.elapsed() < Duration::from_millis(500), "stop waited for the interval");
+        assert!(
+            asked.elapsed() < Duration::from_millis(500),
+            "stop waited for the interval"
+        );
         checkpoints.stop();
     }
 }
