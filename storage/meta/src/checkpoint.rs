@@ -10,7 +10,8 @@
 //!
 //! Here a thread of the store's makes the checkpoints instead, on a connection of its own, a
 //! `PASSIVE` checkpoint (it waits for no reader and no writer) after every [`EVERY`] commits
-//! and at least once a second while there is anything to copy. The writers' own automatic
+//! made in place, and once a second in any case, for the pool's commits, which it is not told
+//! of (with nothing to copy, a checkpoint reads the log's header and returns). The writers' own automatic
 //! checkpoint is kept as a backstop at [`WRITER_AUTOCHECKPOINT`] pages: a passive checkpoint
 //! made while commits keep arriving leaves the pages of those commits behind, and the log
 //! starts over only after a checkpoint that left nothing; under a steady stream of commits the
@@ -28,9 +29,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 /// Commits between two checkpoints of the thread.
-pub(crate) const EVERY: u32 = 64;
-/// The thread checkpoints at least this often while commits arrive (the pool's too, which it
-/// is not told of).
+const EVERY: u32 = 64;
+/// The thread checkpoints at least this often.
 const INTERVAL: Duration = Duration::from_secs(1);
 /// The log size, in pages, at which a writer checkpoints in its own commit
 /// (`PRAGMA wal_autocheckpoint`; SQLite's default is 1,000).
@@ -170,22 +170,24 @@ impl Shared {
     /// One passive checkpoint: the log's size and how much of it is now in the database
     /// file, in pages.
     fn checkpoint(&self, conn: &mut Option<Connection>) -> rusqlite::Result<(i64, i64)> {
-        if conn.is_none() {
-            let opened = Connection::open_with_flags(
-                &self.path,
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            // Its syncs are those of the writers' checkpoints: the database file is synced
-            // before the log may start over.
-            opened.execute_batch("PRAGMA synchronous = FULL;")?;
-            *conn = Some(opened);
-        }
-        let Some(conn) = conn.as_ref() else {
-            unreachable!("opened above");
+        let conn = match conn {
+            Some(conn) => conn,
+            None => conn.insert(self.connect()?),
         };
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
             Ok((row.get(1)?, row.get(2)?))
         })
+    }
+
+    /// The thread's connection. Its syncs are those of the writers' checkpoints: the database
+    /// file is synced before the log may start over.
+    fn connect(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch("PRAGMA synchronous = FULL;")?;
+        Ok(conn)
     }
 }
 
