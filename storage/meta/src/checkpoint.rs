@@ -12,10 +12,11 @@
 //! `PASSIVE` checkpoint (it waits for no reader and no writer) after every [`EVERY`] commits
 //! made in place, and once a second in any case, for the pool's commits, which it is not told
 //! of (with nothing to copy, a checkpoint reads the log's header and returns). The writers'
-//! own automatic checkpoint is kept as a backstop at [`WRITER_AUTOCHECKPOINT`] pages: a passive checkpoint
-//! made while commits keep arriving leaves the pages of those commits behind, and the log
-//! starts over only after a checkpoint that left nothing; under a steady stream of commits the
-//! writer's own checkpoint gets there, and finds almost everything already copied.
+//! own automatic checkpoint is kept as a backstop at [`WRITER_AUTOCHECKPOINT`] pages: a
+//! passive checkpoint made while commits keep arriving leaves the pages of those commits
+//! behind, and the log starts over only after a checkpoint that left nothing; under a steady
+//! stream of commits the writer's own checkpoint gets there, and finds almost everything
+//! already copied.
 //!
 //! A checkpoint moves pages that are already durable in the log: whether it runs here or in a
 //! commit changes no commit's durability (invariant 2), only who waits for it.
